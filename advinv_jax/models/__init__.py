@@ -1,0 +1,18 @@
+"""Models: invertible fiRevNets and ordinary classifiers, built from configs.
+
+Public API::
+
+  model = build_model(config.model, input_shape=(H, W, C), num_classes=C)
+  params = model.init(rng, x)                # x: f32[B, H, W, C]
+  logits = model.logits(params, x)           # f32[B, C]
+  # invertible models (model.invertible is True) also have
+  z, logdet = model.forward(params, x)       # f32[B, d], f32[B]
+  x = model.inverse(params, z)
+  z_s, z_n = model.split(z); z = model.merge(z_s, z_n)
+"""
+from advinv_jax.models._base import (InvertibleModel, Model, build_model,
+                                     model_names, register_model)
+from advinv_jax.models import _classifiers  # noqa: F401  (registers cnn, mlp)
+
+__all__ = ["InvertibleModel", "Model", "build_model", "model_names",
+           "register_model"]

@@ -1,0 +1,141 @@
+"""The model protocol every advinv_jax model follows.
+
+Every model is an immutable Python object holding only *static* settings
+(shapes, widths, choices); parameters live in an explicit pytree ``params``
+returned by ``init``. All methods are pure and jittable with the model object
+closed over (it is hashable, so it can also be a static argument).
+
+Shapes: images are ``float32 [B, H, W, C]`` in the data's bounds (``[0, 1]``
+for every bundled dataset); logits are ``float32 [B, num_classes]``.
+
+Invertible models additionally map ``x`` to a flat latent ``z`` of shape
+``[B, d]`` with ``d = H * W * C``; the first ``num_classes`` entries of ``z``
+are the logits ``z_s``, the remaining ``d - num_classes`` the nuisance ``z_n``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Params = Any
+
+_REGISTRY: Dict[str, Callable[..., "Model"]] = {}
+
+
+def register_model(name: str):
+  """Decorator: registers ``builder(model_config, input_shape, num_classes)``."""
+
+  def wrap(fn):
+    if name in _REGISTRY:
+      raise ValueError(f"model {name!r} registered twice")
+    _REGISTRY[name] = fn
+    return fn
+
+  return wrap
+
+
+def model_names():
+  return sorted(_REGISTRY)
+
+
+def build_model(model_config, input_shape: Tuple[int, int, int],
+                num_classes: int) -> "Model":
+  """Builds the model named by ``model_config.name``.
+
+  Args:
+    model_config: the ``config.model`` ConfigDict; ``name`` picks the builder.
+    input_shape: ``(H, W, C)`` of one image as the data pipeline yields it.
+    num_classes: number of classes C (the logits' width).
+
+  Returns:
+    A :class:`Model` (an :class:`InvertibleModel` for bijective models).
+
+  Raises:
+    ValueError: unknown name, or shapes the model cannot take (raised here,
+      before any tracing).
+  """
+  name = model_config.get("name", None)
+  if name not in _REGISTRY:
+    raise ValueError(
+        f"config.model.name={name!r} is not a known model; choose one of "
+        f"{model_names()}.")
+  if len(tuple(input_shape)) != 3 or min(input_shape) <= 0:
+    raise ValueError(f"input_shape must be (H, W, C) with positive sizes, "
+                     f"got {tuple(input_shape)}.")
+  if num_classes < 1:
+    raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+  return _REGISTRY[name](model_config, tuple(int(s) for s in input_shape),
+                         int(num_classes))
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  """A classifier: ``init(rng, x) -> params``; ``logits(params, x)``."""
+
+  input_shape: Tuple[int, int, int]
+  num_classes: int
+
+  invertible = False
+
+  def init(self, rng: Array, x: Array) -> Params:
+    """Initialises parameters; ``x`` is a sample batch ``[B, H, W, C]``.
+
+    Data-dependent initialisation (ActNorm) uses this batch.
+    """
+    raise NotImplementedError
+
+  def logits(self, params: Params, x: Array) -> Array:
+    """``x: f32[B, H, W, C]`` -> ``f32[B, num_classes]``."""
+    raise NotImplementedError
+
+  def check_input(self, x) -> None:
+    """Raises a ValueError naming the shape and the fix for a bad batch."""
+    shape = tuple(getattr(x, "shape", ()))
+    if len(shape) != 4 or tuple(shape[1:]) != tuple(self.input_shape):
+      raise ValueError(
+          f"{type(self).__name__} expects images of shape [B, "
+          f"{', '.join(map(str, self.input_shape))}], got {shape}; reshape the "
+          "batch or rebuild the model for this input_shape.")
+    if shape[0] == 0:
+      raise ValueError("empty batch (B=0): pass at least one example.")
+    dtype = getattr(x, "dtype", None)
+    if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
+      raise ValueError(f"images must be floating point, got dtype {dtype}; "
+                       "convert with x.astype(jnp.float32) (and scale to "
+                       "[0, 1]).")
+
+
+@dataclasses.dataclass(frozen=True)
+class InvertibleModel(Model):
+  """A bijection ``x -> z`` whose first ``num_classes`` outputs are logits."""
+
+  invertible = True
+
+  @property
+  def latent_dim(self) -> int:
+    h, w, c = self.input_shape
+    return h * w * c
+
+  def forward(self, params: Params, x: Array) -> Tuple[Array, Array]:
+    """``x: f32[B, H, W, C]`` -> ``(z: f32[B, d], logdet: f32[B])``."""
+    raise NotImplementedError
+
+  def inverse(self, params: Params, z: Array) -> Array:
+    """``z: f32[B, d]`` -> ``x: f32[B, H, W, C]`` (exact inverse)."""
+    raise NotImplementedError
+
+  def split(self, z: Array) -> Tuple[Array, Array]:
+    """``z: [B, d]`` -> ``(z_s: [B, C], z_n: [B, d - C])``."""
+    return z[:, :self.num_classes], z[:, self.num_classes:]
+
+  def merge(self, z_s: Array, z_n: Array) -> Array:
+    """Inverse of :meth:`split`."""
+    return jnp.concatenate([z_s, z_n], axis=-1)
+
+  def logits(self, params: Params, x: Array) -> Array:
+    z, _ = self.forward(params, x)
+    return self.split(z)[0]

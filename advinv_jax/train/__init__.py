@@ -1,0 +1,1 @@
+"""advinv_jax.train."""
