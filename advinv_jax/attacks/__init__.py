@@ -1,1 +1,44 @@
-"""advinv_jax.attacks."""
+"""Attacks: sensitivity (eps-bounded, minimal-perturbation) and invariance.
+
+Public API::
+
+  res = pgd(logits_fn, x, y, eps=0.1, norm="linf", steps=20, rng=key)
+  res = fgsm(logits_fn, x, y, eps=0.1, norm="l2")
+  res = deepfool(logits_fn, x, y, norm="l2")      # minimal perturbation
+  res.x_adv, res.success, res.perturbation_norm, res.bad_grad_steps
+  success = eps_sweep(functools.partial(pgd, steps=20), logits_fn, x, y,
+                      [0.01, 0.02], rng=key)       # bool[K, N], one jit
+  robust_accuracy_curve(success, clean_correct); attack_success_ratio(...)
+  res, warns = run_attack(pgd, logits_fn, x, y, eps=0.1, rng=key)  # checked
+  x_met = metameric_sample(model, params, x_a, x_b)
+  frames = nuisance_interpolation(model, params, x_a, x_b, num_steps=8)
+  train_acc, test_acc, p = train_nuisance_classifier(zn_tr, y_tr, zn_te,
+                                                     y_te, rng=key)
+
+``logits_fn`` is any pure per-example ``f32[B,H,W,C] -> f32[B,K]``, e.g.
+``functools.partial(model.logits, params)``. Every attack is pure and
+jittable as a whole (``jax.jit(lambda p, x, y, k: pgd(partial(model.logits,
+p), x, y, eps=.1, rng=k))``); arguments are validated in Python first.
+"""
+from advinv_jax.attacks._common import (AttackResult, attack_objective,
+                                        default_loop, margin)
+from advinv_jax.attacks._invariance import (metameric_sample,
+                                            nuisance_classifier_logits,
+                                            nuisance_interpolation,
+                                            train_nuisance_classifier)
+from advinv_jax.attacks._minimal import deepfool
+from advinv_jax.attacks._pgd import fgsm, pgd
+from advinv_jax.attacks._sweep import (attack_success_ratio, check_adversarial,
+                                       eps_sweep, gradient_warnings,
+                                       monotonicity_warnings,
+                                       robust_accuracy_curve, run_attack,
+                                       shard_batch_attack)
+
+__all__ = [
+    "AttackResult", "attack_objective", "attack_success_ratio",
+    "check_adversarial", "deepfool", "default_loop", "eps_sweep", "fgsm",
+    "gradient_warnings", "margin", "metameric_sample", "monotonicity_warnings",
+    "nuisance_classifier_logits", "nuisance_interpolation", "pgd",
+    "robust_accuracy_curve", "run_attack", "shard_batch_attack",
+    "train_nuisance_classifier",
+]

@@ -1,1 +1,23 @@
-"""advinv_jax.layers."""
+"""Invertible layers for fiRevNets (pure, jittable, NHWC float32).
+
+Every layer is a frozen dataclass of static settings with::
+
+  params = layer.init(rng, x)              # x: f32[B, H, W, C] (data-dependent init)
+  y, logdet = layer.forward(params, x)     # logdet: f32[B] = log|det dy/dx|
+  x = layer.inverse(params, y)
+  x, logdet_inv = layer.inverse_with_logdet(params, y)   # logdet_inv = -logdet
+
+``Chain(layers, reversible=True)`` computes gradients by reversible backprop
+(recomputing activations with the inverse instead of storing them).
+"""
+from advinv_jax.layers._actnorm import ActNorm, actnorm_init
+from advinv_jax.layers._base import Chain, Layer, count_params
+from advinv_jax.layers._coupling import Coupling, Subnet, conv1x1, conv3x3
+from advinv_jax.layers._dct import DCT2D, FixedAffine, dct_matrix
+from advinv_jax.layers._downsample import Psi, Squeeze
+from advinv_jax.layers._permute import InvConv1x1, Reverse, Shuffle
+
+__all__ = ["ActNorm", "Chain", "Coupling", "DCT2D", "FixedAffine",
+           "InvConv1x1", "Layer", "Psi", "Reverse", "Shuffle", "Squeeze",
+           "Subnet", "actnorm_init", "conv1x1", "conv3x3", "count_params",
+           "dct_matrix"]

@@ -1,1 +1,42 @@
-"""advinv_jax.losses."""
+"""advinv_jax.losses: cross-entropy, iCE (Jacobsen et al.) and differential
+training (Nar et al.).
+
+Public API::
+
+  cross_entropy(logits[B,C], labels[B], label_smoothing=0., weights=None)
+  # iCE (Definition 7): network minimises w_s CE(z_s) - w_n CE(D(z_n)) + w_m MLE
+  prior = init_prior_params(D)
+  factorial_gaussian_nll(z_n, mean, log_std) -> [B]
+  mle_nuisance_term(z_n, logdet, prior, bits_per_dim_dim=None) -> [B]
+  loss, metrics = ice_network_loss(z_s, z_n, logdet, labels, D(z_n), prior,
+                                   weights=(1., .05, 1.))
+  nuisance_classifier_loss(D(stop_gradient(z_n)), labels)
+  nc_params, nc_opt_state, last = nuisance_updates(..., apply_fn, opt, k)
+  gradient_reversal(z_n, scale)
+  # differential training (binary, scalar scores s; predict sign(s + b))
+  differential_loss(s_pos[P], s_neg[N]); differential_loss_from_batch(s, y)
+  midpoint_bias(s_pos, s_neg); binary_scores(logits[B,2])
+"""
+from advinv_jax.losses._classification import binary_scores, cross_entropy
+from advinv_jax.losses._differential import (differential_loss,
+                                             differential_loss_from_batch,
+                                             midpoint_bias)
+from advinv_jax.losses._ice import (factorial_gaussian_nll, gradient_reversal,
+                                    ice_network_loss, init_prior_params,
+                                    mle_nuisance_term, nuisance_classifier_loss,
+                                    nuisance_updates)
+
+__all__ = [
+    "binary_scores",
+    "cross_entropy",
+    "differential_loss",
+    "differential_loss_from_batch",
+    "factorial_gaussian_nll",
+    "gradient_reversal",
+    "ice_network_loss",
+    "init_prior_params",
+    "midpoint_bias",
+    "mle_nuisance_term",
+    "nuisance_classifier_loss",
+    "nuisance_updates",
+]

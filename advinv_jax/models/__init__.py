@@ -13,6 +13,7 @@ Public API::
 from advinv_jax.models._base import (InvertibleModel, Model, build_model,
                                      model_names, register_model)
 from advinv_jax.models import _classifiers  # noqa: F401  (registers cnn, mlp)
+from advinv_jax.models import _firevnet  # noqa: F401  (registers firevnet, firevnet_imagenet)
 
 __all__ = ["InvertibleModel", "Model", "build_model", "model_names",
            "register_model"]

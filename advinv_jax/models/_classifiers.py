@@ -18,7 +18,7 @@ from advinv_jax.models._base import Model, register_model
 
 class _CNN(nn.Module):
   features: Sequence[int]
-  hidden: int
+  hidden: Sequence[int]
   num_classes: int
 
   @nn.compact
@@ -29,7 +29,8 @@ class _CNN(nn.Module):
       x = nn.Conv(f, (3, 3), strides=(1, 1) if i == 0 else (2, 2))(x)
       x = nn.relu(x)
     x = x.reshape((x.shape[0], -1))
-    x = nn.relu(nn.Dense(self.hidden)(x))
+    for h in self.hidden:
+      x = nn.relu(nn.Dense(h)(x))
     return nn.Dense(self.num_classes)(x)
 
 
@@ -61,10 +62,11 @@ class FlaxClassifier(Model):
 
 @register_model("cnn")
 def build_cnn(cfg, input_shape: Tuple[int, int, int], num_classes: int):
-  """Small CNN. Fields: ``features`` (tuple of conv widths), ``hidden``."""
+  """Small CNN. Fields: ``features`` (conv widths), ``hidden`` (dense widths)."""
   features = tuple(cfg.get("features", (32, 64, 64)))
-  hidden = int(cfg.get("hidden", 128))
-  if not features or min(features) <= 0 or hidden <= 0:
+  hidden = cfg.get("hidden", (128,))
+  hidden = (int(hidden),) if isinstance(hidden, int) else tuple(hidden)
+  if not features or min(features) <= 0 or any(h <= 0 for h in hidden):
     raise ValueError(f"config.model.features={features} and "
                      f"config.model.hidden={hidden} must be positive.")
   return FlaxClassifier(input_shape, num_classes,

@@ -1,1 +1,29 @@
-"""advinv_jax.train."""
+"""Training: objectives, the pure train step, data parallelism, checkpoints.
+
+Public API::
+
+  result = train_and_evaluate(config, workdir)      # the whole job
+  step = make_train_step(model, objective, optimizer, axis_name=AXIS)
+  state = init_train_state(model, objective, optimizer, rng, x)
+"""
+from advinv_jax.train._checkpoint import Checkpointer
+from advinv_jax.train._loop import (NonFiniteError, check_workdir,
+                                    differential_bias, evaluate, make_eval_fn,
+                                    num_train_steps, train_and_evaluate,
+                                    with_bias)
+from advinv_jax.train._objectives import (Objective, make_objective,
+                                          nuisance_classifier)
+from advinv_jax.train._optim import make_optimizer, make_schedule
+from advinv_jax.train._parallel import (AXIS, data_parallel, make_mesh,
+                                        replicate, shard_batch, to_host)
+from advinv_jax.train._step import (TrainState, init_train_state,
+                                    make_train_step)
+
+__all__ = [
+    "AXIS", "Checkpointer", "NonFiniteError", "Objective", "TrainState",
+    "check_workdir", "data_parallel", "differential_bias", "evaluate",
+    "init_train_state", "make_eval_fn", "make_mesh", "make_objective",
+    "make_optimizer", "make_schedule", "make_train_step", "nuisance_classifier",
+    "num_train_steps", "replicate", "shard_batch", "to_host",
+    "train_and_evaluate", "with_bias",
+]

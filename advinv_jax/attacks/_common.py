@@ -1,0 +1,251 @@
+"""Shared pieces of the attacks: results, validation, losses, norms, loops.
+
+Every attack takes a pure ``logits_fn(x: f32[B, H, W, C]) -> f32[B, K]``
+that treats examples independently (no batch statistics), a batch ``x`` in
+``bounds`` and integer labels ``y: int[B]``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+LogitsFn = Callable[[Array], Array]
+
+NORMS = ("linf", "l2")
+LOSSES = ("ce", "margin")
+LOOPS = ("fori", "unrolled", "scan")
+
+
+class AttackResult(NamedTuple):
+  """What every attack returns (a pytree of arrays, so it leaves ``jit``).
+
+  Attributes:
+    x_adv: ``f32[B, H, W, C]`` the adversarial (or best found) inputs.
+    success: ``bool[B]`` the attack's goal holds at ``x_adv`` (untargeted:
+      ``argmax != y``; targeted: ``argmax == y``).
+    perturbation_norm: ``f32[B]`` ``||x_adv - x||`` in the attack's norm.
+      Minimal-perturbation attacks put ``inf`` where they failed.
+    bad_grad_steps: ``int32[B]`` how many steps had an all-zero or non-finite
+      input gradient for that example (a sign of gradient masking).
+  """
+  x_adv: Array
+  success: Array
+  perturbation_norm: Array
+  bad_grad_steps: Array
+
+
+def default_loop() -> str:
+  """The loop form that is fastest on the current default backend.
+
+  Measured in ``benchmarks/attacks.py``: on XLA CPU a fully unrolled loop
+  beats ``lax.fori_loop`` (loop bodies run slower inside XLA's while loop
+  on CPU); on accelerators the rolled loop compiles much faster and runs as
+  fast, so ``'fori'`` is the default there.
+  """
+  return "unrolled" if jax.default_backend() == "cpu" else "fori"
+
+
+def _is_concrete(v) -> bool:
+  return not isinstance(v, jax.core.Tracer)
+
+
+def validate_inputs(logits_fn: Optional[LogitsFn], x, y, *, eps=None,
+                    norm: Optional[str] = None, bounds=(0.0, 1.0),
+                    loss: Optional[str] = None, loop: Optional[str] = None,
+                    steps: Optional[int] = None,
+                    restarts: Optional[int] = None) -> int:
+  """Checks an attack's arguments in Python, before any compilation.
+
+  Shapes are checked always; values (``eps``, label range) only when they are
+  concrete (not tracers inside an outer ``jit``/``vmap``).
+
+  Returns:
+    The number of classes ``K`` (from ``jax.eval_shape`` of ``logits_fn``),
+    or ``-1`` when ``logits_fn`` is None.
+
+  Raises:
+    ValueError: naming the argument and the fix.
+  """
+  shape = tuple(getattr(x, "shape", ()))
+  if len(shape) != 4:
+    raise ValueError(f"x must be a batch of images f32[B, H, W, C] (rank 4), "
+                     f"got shape {shape}; add a batch axis with x[None] or a "
+                     "channel axis with x[..., None].")
+  if shape[0] == 0:
+    raise ValueError("x is an empty batch (B=0): pass at least one example.")
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f"x must be floating point, got dtype {x.dtype}; convert "
+                     "with x.astype(jnp.float32).")
+  yshape = tuple(getattr(y, "shape", ()))
+  if yshape != (shape[0],):
+    raise ValueError(f"labels y must have shape [B]=({shape[0]},) matching x, "
+                     f"got {yshape}; pass integer class ids, not one-hot.")
+  if not jnp.issubdtype(y.dtype, jnp.integer):
+    raise ValueError(f"labels y must be integers, got dtype {y.dtype}; pass "
+                     "class ids (e.g. y.astype(jnp.int32)), not one-hot.")
+  if norm is not None and norm not in NORMS:
+    raise ValueError(f"norm={norm!r} is unknown; use one of {NORMS}.")
+  if loss is not None and loss not in LOSSES:
+    raise ValueError(f"loss={loss!r} is unknown; use one of {LOSSES}.")
+  if loop is not None and loop not in LOOPS:
+    raise ValueError(f"loop={loop!r} is unknown; use one of {LOOPS} or None "
+                     "(the platform default).")
+  if steps is not None and (int(steps) != steps or steps < 1):
+    raise ValueError(f"steps={steps} must be a positive integer.")
+  if restarts is not None and (int(restarts) != restarts or restarts < 1):
+    raise ValueError(f"restarts={restarts} must be a positive integer.")
+  if eps is not None and jnp.ndim(eps) not in (0, 1) or (
+      eps is not None and jnp.ndim(eps) == 1 and jnp.shape(eps) != shape[:1]):
+    raise ValueError(f"eps must be a scalar or a per-example vector of shape "
+                     f"[B]=({shape[0]},), got shape {jnp.shape(eps)}.")
+  if eps is not None and _is_concrete(eps):
+    e = np.asarray(eps)
+    if e.size and (not np.all(np.isfinite(e)) or np.any(e < 0)):
+      raise ValueError(f"eps={eps} must be finite and >= 0; pass the radius "
+                       "of the perturbation ball (e.g. 8/255 for linf).")
+  if bounds is not None:
+    if len(tuple(bounds)) != 2 or not float(bounds[0]) < float(bounds[1]):
+      raise ValueError(f"bounds={bounds} must be (low, high) with low < high, "
+                       "or None for unbounded inputs.")
+  num_classes = -1
+  if logits_fn is not None:
+    out = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(shape, x.dtype))
+    if len(out.shape) != 2 or out.shape[0] != shape[0]:
+      raise ValueError(f"logits_fn must map f32{list(shape)} to logits "
+                       f"[B={shape[0]}, K], got shape {out.shape}.")
+    num_classes = int(out.shape[1])
+    if _is_concrete(y):
+      yv = np.asarray(y)
+      if yv.min() < 0 or yv.max() >= num_classes:
+        raise ValueError(f"labels y must lie in [0, {num_classes}) (the "
+                         f"logits' width), got range [{yv.min()}, {yv.max()}];"
+                         " check the label encoding / num_classes.")
+  return num_classes
+
+
+def margin(logits: Array, y: Array) -> Array:
+  """``f32[B]``: ``max_{j != y} z_j - z_y`` (> 0 iff misclassified)."""
+  k = logits.shape[-1]
+  onehot = jax.nn.one_hot(y, k, dtype=bool)
+  other = jnp.max(jnp.where(onehot, -jnp.inf, logits), axis=-1)
+  own = jnp.take_along_axis(logits, y[:, None], axis=-1)[:, 0]
+  return other - own
+
+
+def attack_objective(logits: Array, y: Array, loss: str,
+                     targeted: bool) -> Array:
+  """Per-example objective the attack *maximises*, ``f32[B]``.
+
+  ``ce``: cross-entropy of ``y`` (untargeted) or its negative (targeted).
+  ``margin`` (Carlini-Wagner / DLR numerator): ``max_{j!=y} z_j - z_y``
+  untargeted, ``z_y - max_{j!=y} z_j`` targeted (``y`` is then the target).
+  """
+  if loss == "ce":
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    ce = -jnp.take_along_axis(logp, y[:, None], axis=-1)[:, 0]
+    return -ce if targeted else ce
+  m = margin(logits, y)
+  return -m if targeted else m
+
+
+def is_success(logits: Array, y: Array, targeted: bool) -> Array:
+  pred = jnp.argmax(logits, axis=-1)
+  return pred == y if targeted else pred != y
+
+
+def batch_norm(d: Array, norm: str) -> Array:
+  """Per-example norm of ``d: [B, ...]`` -> ``f32[B]``."""
+  flat = d.reshape((d.shape[0], -1))
+  if norm == "linf":
+    return jnp.max(jnp.abs(flat), axis=-1)
+  return jnp.sqrt(jnp.sum(flat * flat, axis=-1))
+
+
+def _bcast(v: Array, like: Array) -> Array:
+  return v.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def eps_like(eps, like: Array):
+  """A scalar or per-example ``[B]`` radius, broadcastable against ``like``."""
+  eps = jnp.asarray(eps)
+  return eps if eps.ndim == 0 else _bcast(eps, like)
+
+
+def project(x0: Array, x: Array, eps, norm: str, bounds) -> Array:
+  """Projects ``x`` onto the ``eps``-ball around ``x0``, then into bounds.
+
+  Clipping to the box after the ball keeps the point inside the ball (each
+  coordinate of ``x - x0`` only shrinks, as ``x0`` lies in the box).
+  """
+  d = x - x0
+  if norm == "linf":
+    e = eps_like(eps, d)
+    d = jnp.clip(d, -e, e)
+  else:
+    n = batch_norm(d, "l2")
+    # A hair inside the ball so float rounding never leaves it.
+    scale = jnp.minimum(1.0, eps * (1.0 - 1e-7) / jnp.maximum(n, 1e-12))
+    d = d * _bcast(scale, d)
+  x = x0 + d
+  if bounds is not None:
+    x = jnp.clip(x, bounds[0], bounds[1])
+  return x
+
+
+def random_start(key: Array, x0: Array, eps, norm: str) -> Array:
+  """Uniform sample from the ``eps``-ball (linf: the cube; l2: the ball)."""
+  if norm == "linf":
+    return x0 + (jax.random.uniform(key, x0.shape, x0.dtype, -1.0, 1.0) *
+                 eps_like(eps, x0))
+  k1, k2 = jax.random.split(key)
+  d = jax.random.normal(k1, x0.shape, x0.dtype)
+  n = batch_norm(d, "l2")
+  dim = math.prod(x0.shape[1:])
+  r = jax.random.uniform(k2, (x0.shape[0],), x0.dtype) ** (1.0 / dim)
+  return x0 + d * _bcast(r * eps / jnp.maximum(n, 1e-12), d)
+
+
+def steepest_step(g: Array, norm: str) -> Array:
+  """Unit-norm steepest ascent direction for the norm (sign / normalised)."""
+  if norm == "linf":
+    return jnp.sign(g)
+  n = batch_norm(g, "l2")
+  return g / _bcast(jnp.maximum(n, 1e-12), g)
+
+
+def bad_grad(g: Array) -> Array:
+  """``bool[B]``: gradient all-zero or non-finite for that example."""
+  flat = g.reshape((g.shape[0], -1))
+  return (~jnp.all(jnp.isfinite(flat), axis=-1)) | jnp.all(flat == 0, axis=-1)
+
+
+def run_loop(body: Callable[[int, Any], Any], init: Any, n: int,
+             loop: str) -> Any:
+  """``for i in range(n): carry = body(i, carry)`` in the chosen loop form."""
+  if loop == "fori":
+    return jax.lax.fori_loop(0, n, body, init)
+  if loop == "unrolled":
+    return jax.lax.fori_loop(0, n, body, init, unroll=True)
+  def scan_body(carry, i):
+    return body(i, carry), None
+  return jax.lax.scan(scan_body, init, jnp.arange(n))[0]
+
+
+def select(mask: Array, a: Array, b: Array) -> Array:
+  """Per-example ``where(mask[b], a[b], b[b])`` for any trailing shape."""
+  return jnp.where(_bcast(mask, a), a, b)
+
+
+def as_bounds(bounds) -> Optional[Tuple[float, float]]:
+  if bounds is None:
+    return None
+  return (float(bounds[0]), float(bounds[1]))
+
+
+def tuple_of(values: Sequence[float]) -> Tuple[float, ...]:
+  return tuple(float(v) for v in values)

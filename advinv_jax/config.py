@@ -1,0 +1,240 @@
+"""The full set of config fields, their defaults, and config validation.
+
+``default_config()`` is the single schema of the project: every experiment
+config in ``configs/`` starts from it and only changes values. A field that is
+not in it (a misspelling, say) is rejected by :func:`validate_config` with one
+clear line, before any data is loaded or anything is compiled.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, List
+
+import ml_collections
+
+DATASETS = ("digits", "mnist", "mnist_idx", "cifar10", "imagenet2012",
+            "spheres")
+LOSSES = ("ce", "ice", "differential")
+OPTIMIZERS = ("adam", "adamw", "adamax", "sgd")
+SCHEDULES = ("constant", "cosine", "piecewise")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Returns the default config (the main job's): fiRevNet + CE on digits."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # ---------------------------------------------------------------- data
+  config.data = ml_collections.ConfigDict()
+  config.data.name = "digits"   # see DATASETS, or "tfds:<name>"
+  config.data.data_dir = ""     # tfds data_dir, or the IDX folder for mnist
+  config.data.pad_to = 0        # zero-pad images to pad_to x pad_to (0: off)
+  config.data.classes = ()      # two class ids -> binary subset, labels 0/1
+  config.data.num_train = 0     # 0: all; else a seeded training subset
+  config.data.num_test = 0      # 0: all; else a subset of the test split
+  config.data.image_size = 0    # large tfds sets: resize/crop to this (0: off)
+  config.data.sphere_dim = 100  # spheres: dimension d
+  config.data.sphere_num_train = 20000
+  config.data.sphere_num_test = 2000
+  config.data.sphere_radii = (1.0, 10.0)  # radius of label 0, of label 1
+  config.data.sphere_layout = "square"  # square: (sqrt d, sqrt d, 1) | channels: (1, 1, d)
+  config.data.crop_fraction = 0.875  # large tfds sets: resize to size/fraction, centre crop
+  config.data.test_split = ""   # "" -> "test" (imagenet2012: "validation")
+  config.data.shift = ml_collections.ConfigDict()  # shiftMNIST label code
+  config.data.shift.enabled = False
+  config.data.shift.code_size = 4      # k pixels: a k-bit code, 2**k >= C
+  config.data.shift.position = (0, 0)  # (row, col) of the first code pixel
+  config.data.shift.value = 1.0        # pixel value of a 1-bit
+  config.data.shift.test_mode = "random"  # random: label-independent code | none
+
+  # ---------------------------------------------------------------- model
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "firevnet"       # firevnet | firevnet_imagenet | cnn | mlp
+  config.model.levels = 3
+  config.model.depth = 4               # coupling steps per level
+  config.model.width = 32              # hidden channels of the coupling subnet
+  config.model.coupling = "affine"     # additive | affine
+  config.model.affine_scale = "sigmoid"  # sigmoid | exp_tanh
+  config.model.permutation = "shuffle"  # reverse | shuffle | conv1x1
+  config.model.downsample = "squeeze"  # squeeze | psi
+  config.model.reversible = False      # memory-saving reversible backprop
+  config.model.reversible_loop = "auto"  # auto | scan | unrolled
+  config.model.conv1x1_as_matmul = True
+  config.model.actnorm_std_floor = 1e-2  # guards ActNorm init on flat channels
+  # ImageNet layout (firevnet_imagenet)
+  config.model.init_squeeze = 2
+  config.model.blocks = (6, 16, 72, 6)
+  config.model.channels = (24, 96, 384, 1536)
+  # ordinary classifiers (cnn, mlp)
+  config.model.features = (32, 64, 64)
+  config.model.hidden = (128,)
+
+  # ---------------------------------------------------------------- loss
+  config.loss = ml_collections.ConfigDict()
+  config.loss.name = "ce"              # ce | ice | differential
+  config.loss.label_smoothing = 0.0
+  config.loss.ice = ml_collections.ConfigDict()
+  config.loss.ice.semantic_weight = 1.0    # CE on the logits z_s
+  config.loss.ice.nuisance_weight = 0.05   # -CE of the nuisance classifier
+  config.loss.ice.mle_weight = 1.0         # NLL of z_n minus log|det J|
+  config.loss.ice.mle_bits_per_dim = True  # NLL in bits/dim as the authors
+  config.loss.ice.minmax = "alternating"   # alternating | gradient_reversal
+  config.loss.ice.nuisance_steps = 5       # classifier steps per network step
+  config.loss.ice.nuisance_hidden = (512, 512)
+  config.loss.ice.nuisance_optimizer = "adamax"
+  config.loss.ice.nuisance_learning_rate = 1e-3
+  config.loss.differential = ml_collections.ConfigDict()
+  config.loss.differential.pairs = "global"  # global | per_device
+
+  # ---------------------------------------------------------------- optimiser
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = "adam"       # adam | adamw | adamax | sgd
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.momentum = 0.9      # sgd only
+  config.optimizer.schedule = "constant"  # constant | cosine | piecewise
+  config.optimizer.boundaries = ()     # piecewise: step boundaries
+  config.optimizer.scales = ()         # piecewise: lr factor at each boundary
+  config.optimizer.warmup_steps = 0
+  config.optimizer.weight_decay = 0.0
+  config.optimizer.grad_clip_norm = 0.0  # 0: off
+
+  # ---------------------------------------------------------------- training
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 128        # global batch, split over all devices
+  config.train.num_epochs = 10
+  config.train.num_steps = 0           # > 0 overrides num_epochs
+  config.train.log_every = 20
+  config.train.checkpoint_every = 200  # 0: only the final checkpoint
+  config.train.keep_checkpoints = 3
+  config.train.dequant_noise = 0.0     # U(0, dequant_noise) on train images
+  config.train.on_nonfinite = "stop"   # stop | skip
+  config.train.progress_bar = True
+
+  # ---------------------------------------------------------------- evaluation
+  config.eval = ml_collections.ConfigDict()
+  config.eval.batch_size = 500
+
+  # ---------------------------------------------------------------- report
+  config.report = ml_collections.ConfigDict()
+  config.report.enabled = True
+  config.report.num_examples = 256
+  config.report.linf_eps = (0.01, 0.02, 0.05, 0.1)
+  config.report.l2_eps = (0.1, 0.25, 0.5, 1.0)
+  config.report.pgd_steps = 20
+  config.report.nuisance_classifier_steps = 500
+  return config
+
+
+class ConfigError(ValueError):
+  """A config field is unknown, of the wrong type or out of range."""
+
+
+def _walk(cfg, prefix=""):
+  for key in cfg.keys():
+    value = cfg[key]
+    path = f"{prefix}{key}"
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _walk(value, path + ".")
+    else:
+      yield path, value
+
+
+def _get(cfg, path):
+  for part in path.split("."):
+    cfg = cfg[part]
+  return cfg
+
+
+def _close_names(name: str, candidates: Iterable[str]) -> List[str]:
+  import difflib
+  return difflib.get_close_matches(name, list(candidates), n=1)
+
+
+def validate_config(config: ml_collections.ConfigDict,
+                    schema: ml_collections.ConfigDict | None = None) -> None:
+  """Checks a config against the schema; raises one clear ConfigError.
+
+  Checks: every field is known (with a "did you mean" for misspellings), has
+  the schema's type, sizes are positive, names are known.
+  """
+  schema = default_config() if schema is None else schema
+  known = dict(_walk(schema))
+  for path, value in _walk(config):
+    if path not in known:
+      hint = _close_names(path, known)
+      raise ConfigError(
+          f"unknown config field config.{path}"
+          + (f"; did you mean config.{hint[0]}?" if hint else
+             "; see advinv_jax/config.py for the fields."))
+    ref = known[path]
+    if ref is None or value is None:
+      continue
+    ok = (isinstance(value, type(ref))
+          or (isinstance(ref, float) and isinstance(value, int)
+              and not isinstance(value, bool))
+          or (isinstance(ref, (tuple, list)) and isinstance(value,
+                                                            (tuple, list))))
+    if isinstance(ref, int) and not isinstance(ref, bool) and isinstance(
+        value, bool):
+      ok = False
+    if not ok:
+      raise ConfigError(
+          f"config.{path}={value!r} has type {type(value).__name__}; expected "
+          f"{type(ref).__name__} (like the default {ref!r}).")
+
+  def positive(path, allow_zero=False):
+    v = _get(config, path)
+    if v < 0 or (v == 0 and not allow_zero):
+      raise ConfigError(f"config.{path}={v!r} must be "
+                        f"{'>= 0' if allow_zero else '> 0'}.")
+
+  for p in ("train.batch_size", "eval.batch_size", "optimizer.learning_rate",
+            "train.keep_checkpoints", "train.log_every"):
+    positive(p)
+  for p in ("train.num_epochs", "train.num_steps", "train.checkpoint_every",
+            "train.dequant_noise", "optimizer.warmup_steps",
+            "optimizer.weight_decay", "optimizer.grad_clip_norm",
+            "data.num_train", "data.num_test", "data.pad_to",
+            "loss.label_smoothing", "report.num_examples",
+            "report.pgd_steps", "loss.ice.nuisance_steps"):
+    positive(p, allow_zero=True)
+  if config.train.num_epochs == 0 and config.train.num_steps == 0:
+    raise ConfigError("config.train.num_epochs and config.train.num_steps "
+                      "are both 0: set one of them > 0.")
+  for p in ("report.linf_eps", "report.l2_eps"):
+    if any(e < 0 for e in _get(config, p)):
+      raise ConfigError(f"config.{p}={_get(config, p)} has a negative eps; "
+                        "attack budgets must be >= 0.")
+
+  def one_of(path, choices):
+    v = _get(config, path)
+    if v not in choices:
+      raise ConfigError(f"config.{path}={v!r} is not one of {list(choices)}.")
+
+  name = config.data.name
+  if not (name in DATASETS or name.startswith("tfds:")):
+    raise ConfigError(f"config.data.name={name!r} is not a known dataset; "
+                      f"choose one of {list(DATASETS)} or 'tfds:<name>'.")
+  one_of("loss.name", LOSSES)
+  one_of("optimizer.name", OPTIMIZERS)
+  one_of("optimizer.schedule", SCHEDULES)
+  one_of("train.on_nonfinite", ("stop", "skip"))
+  one_of("loss.ice.minmax", ("alternating", "gradient_reversal"))
+  one_of("loss.differential.pairs", ("global", "per_device"))
+  if config.optimizer.schedule == "piecewise" and len(
+      config.optimizer.boundaries) != len(config.optimizer.scales):
+    raise ConfigError("config.optimizer.boundaries and config.optimizer.scales "
+                      "must have the same length for the piecewise schedule.")
+  if config.data.classes and len(config.data.classes) != 2:
+    raise ConfigError(f"config.data.classes={tuple(config.data.classes)} must "
+                      "name exactly two classes (or be empty).")
+  if config.loss.name == "differential" and len(config.data.classes) != 2:
+    raise ConfigError("config.loss.name='differential' is a binary loss: set "
+                      "config.data.classes to two class ids, e.g. (3, 7).")
+  from advinv_jax.models import model_names  # late: keeps config import light
+  if config.model.name not in model_names():
+    raise ConfigError(f"config.model.name={config.model.name!r} is not a known "
+                      f"model; choose one of {model_names()}.")
+  if config.loss.name == "ice" and config.model.name in ("cnn", "mlp"):
+    raise ConfigError("config.loss.name='ice' needs an invertible model "
+                      "(config.model.name='firevnet'); "
+                      f"{config.model.name!r} has no nuisance z_n.")

@@ -1,0 +1,225 @@
+"""Derived datasets: pure functions of a base :class:`Dataset` (and a seed).
+
+Each returns a new Dataset whose sources wrap the base ones (nothing is
+copied, so they work on lazy sources too). ``load_dataset`` applies them in
+this order: binary subset -> num_train/num_test subsets -> padding -> shift
+code, so ``shift.position`` is in the coordinates of the padded image.
+
+shiftMNIST code (:func:`shift_dataset`): a ``k``-bit binary code of a class id
+``c`` is written into ``k`` pixels of one row, starting at ``(row, col)``,
+most significant bit first: pixel ``(row, col + j)`` gets ``value`` if bit
+``k - 1 - j`` of ``c`` is 1, else 0. The code is written on *all channels*
+(an RGB image gets a grey code) and overwrites what was there. Training
+images carry the code of their own label; test images (``test_mode="random"``)
+carry the code of a class drawn uniformly from ``[0, num_classes)``
+independently of the label (seeded, fixed per test example), so the
+shortcut points to the true class only by chance (rate ``1/num_classes``);
+``test_mode="none"`` leaves test images untouched.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence, Tuple
+
+import numpy as np
+
+from advinv_jax.data._sources import Dataset, MapSource, SubsetSource
+
+# Stream tags: independent numpy streams per use of the same seed.
+_TAG_TRAIN_SUBSET, _TAG_TEST_SUBSET, _TAG_SHIFT = 11, 12, 13
+
+
+def _rng(seed: int, tag: int) -> np.random.Generator:
+  return np.random.default_rng([int(seed), tag])
+
+
+def pad_dataset(ds: Dataset, pad_to: int) -> Dataset:
+  """Zero-pads every image centrally to ``pad_to x pad_to``.
+
+  An odd margin puts the extra row/column at the bottom/right.
+
+  Raises:
+    ValueError: ``pad_to`` smaller than the images.
+  """
+  h, w, c = ds.image_shape
+  pad_to = int(pad_to)
+  if pad_to < max(h, w):
+    raise ValueError(f"config.data.pad_to={pad_to} is smaller than the "
+                     f"{h}x{w} images; set pad_to >= {max(h, w)} or 0 for no "
+                     "padding.")
+  if pad_to == h == w:
+    return ds
+  top, left = (pad_to - h) // 2, (pad_to - w) // 2
+  widths = ((0, 0), (top, pad_to - h - top), (left, pad_to - w - left), (0, 0))
+  shape = (pad_to, pad_to, c)
+
+  def fn(batch, idx):
+    del idx
+    return {**batch, "image": np.pad(batch["image"], widths)}
+
+  return dataclasses.replace(
+      ds, name=f"{ds.name}+pad{pad_to}", image_shape=shape,
+      train=MapSource(ds.train, fn, shape), test=MapSource(ds.test, fn, shape))
+
+
+def _subset(src, n: int, rng, field: str):
+  if n < 0:
+    raise ValueError(f"config.data.{field}={n} is negative; use 0 for all "
+                     "examples or a positive count.")
+  if n == 0 or n == len(src):
+    return src
+  if n > len(src):
+    raise ValueError(f"config.data.{field}={n} exceeds the {len(src)} "
+                     f"examples of the split; use at most {len(src)} (or 0 "
+                     "for all).")
+  return SubsetSource(src, np.sort(rng.choice(len(src), n, replace=False)))
+
+
+def subset_dataset(ds: Dataset, *, num_train: int = 0, num_test: int = 0,
+                   seed: int = 0) -> Dataset:
+  """Seeded random subsets (in original order) of the train / test splits.
+
+  Args:
+    ds: base dataset.
+    num_train: training examples to keep; 0 keeps all.
+    num_test: test examples to keep; 0 keeps all.
+    seed: numpy seed; train and test use independent streams.
+  """
+  train = _subset(ds.train, int(num_train), _rng(seed, _TAG_TRAIN_SUBSET),
+                  "num_train")
+  test = _subset(ds.test, int(num_test), _rng(seed, _TAG_TEST_SUBSET),
+                 "num_test")
+  if train is ds.train and test is ds.test:
+    return ds
+  return dataclasses.replace(
+      ds, name=f"{ds.name}+n{len(train)}/{len(test)}", train=train, test=test)
+
+
+def binary_subset(ds: Dataset, classes: Sequence[int]) -> Dataset:
+  """Keeps the examples of two classes ``(a, b)``, relabelled ``a -> 0, b -> 1``.
+
+  Reads all labels of both splits (free in memory; for lazy tfds sources one
+  pass over the records without decoding images).
+
+  Raises:
+    ValueError: ``classes`` not two distinct ids in ``[0, num_classes)``.
+  """
+  classes = tuple(int(c) for c in classes)
+  if (len(classes) != 2 or classes[0] == classes[1]
+      or min(classes) < 0 or max(classes) >= ds.num_classes):
+    raise ValueError(f"config.data.classes={classes} must be two distinct "
+                     f"class ids in [0, {ds.num_classes}), e.g. (3, 8); use () "
+                     "for all classes.")
+  label_map = np.full((ds.num_classes,), -1, np.int32)
+  label_map[classes[0]], label_map[classes[1]] = 0, 1
+  srcs = []
+  for src in (ds.train, ds.test):
+    keep = np.flatnonzero(np.isin(src.labels(), classes))
+    srcs.append(SubsetSource(src, keep, label_map))
+  return dataclasses.replace(
+      ds, name=f"{ds.name}+cls{classes[0]}v{classes[1]}", train=srcs[0],
+      test=srcs[1], num_classes=2)
+
+
+def code_bits(codes: np.ndarray, code_size: int) -> np.ndarray:
+  """``int[n]`` -> ``int32[n, code_size]`` bits, most significant first."""
+  shifts = np.arange(code_size - 1, -1, -1)
+  return ((np.asarray(codes)[:, None] >> shifts) & 1).astype(np.int32)
+
+
+def plant_code(images: np.ndarray, codes: np.ndarray, code_size: int,
+               position: Tuple[int, int], value: float) -> np.ndarray:
+  """Writes ``codes`` into ``images`` ``f32[n, H, W, C]`` in place; returns it."""
+  r, c = position
+  bits = code_bits(codes, code_size).astype(images.dtype) * images.dtype.type(
+      value)
+  images[:, r, c:c + code_size, :] = bits[:, :, None]
+  return images
+
+
+def decode_shift_code(images, *, code_size: int, position: Tuple[int, int],
+                      value: float = 1.0) -> np.ndarray:
+  """Reads the planted code back: ``f32[n, H, W, C]`` -> ``int32[n]``.
+
+  A pixel (channel 0) counts as a 1-bit when it is nearer ``value`` than 0.
+  """
+  images = np.asarray(images)
+  r, c = position
+  px = images[:, r, c:c + code_size, 0]
+  bits = (np.abs(px - value) < np.abs(px)).astype(np.int64)
+  weights = 1 << np.arange(code_size - 1, -1, -1)
+  return (bits @ weights).astype(np.int32)
+
+
+def check_shift(image_shape, num_classes: int, code_size: int, position,
+                value: float, bounds=None) -> Tuple[int, int]:
+  """Validates shift settings against the final image shape; returns position."""
+  h, w, _ = image_shape
+  code_size = int(code_size)
+  if code_size < 1:
+    raise ValueError(f"config.data.shift.code_size={code_size} must be >= 1.")
+  if 2 ** code_size < num_classes:
+    need = int(np.ceil(np.log2(num_classes)))
+    raise ValueError(f"config.data.shift.code_size={code_size} gives only "
+                     f"{2 ** code_size} codes for {num_classes} classes; set "
+                     f"code_size >= {need}.")
+  try:
+    r, c = (int(p) for p in position)
+  except (TypeError, ValueError):
+    raise ValueError(f"config.data.shift.position={position!r} must be a "
+                     "(row, col) pair of ints.") from None
+  if not (0 <= r < h and 0 <= c and c + code_size <= w):
+    raise ValueError(
+        f"config.data.shift.position={(r, c)} with code_size={code_size} "
+        f"does not fit the {h}x{w} images (pixels ({r}, {c})..({r}, "
+        f"{c + code_size - 1})); use 0 <= row < {h} and 0 <= col <= "
+        f"{w - code_size}.")
+  if bounds is not None and not bounds[0] <= float(value) <= bounds[1]:
+    raise ValueError(f"config.data.shift.value={value} lies outside the "
+                     f"data bounds {bounds}; pick a value inside them.")
+  if float(value) == 0.0:
+    raise ValueError("config.data.shift.value=0 makes 1-bits and 0-bits "
+                     "identical; use a non-zero value (e.g. 1.0).")
+  return r, c
+
+
+def shift_dataset(ds: Dataset, *, code_size: int, position: Tuple[int, int],
+                  value: float = 1.0, seed: int = 0,
+                  test_mode: str = "random") -> Dataset:
+  """shiftMNIST: plants a label code in training images (see module docstring).
+
+  Args:
+    ds: base dataset (any image shape, any number of channels).
+    code_size: ``k`` bits; needs ``2**k >= num_classes``.
+    position: ``(row, col)`` of the first code pixel; the code runs along the
+      row to ``col + k - 1``.
+    value: pixel value of a 1-bit (0-bits are 0).
+    seed: seed of the test codes.
+    test_mode: ``"random"`` (label-independent random class code per test
+      example) or ``"none"`` (test images untouched).
+  """
+  if test_mode not in ("random", "none"):
+    raise ValueError(f"config.data.shift.test_mode={test_mode!r} must be "
+                     "'random' or 'none'.")
+  pos = check_shift(ds.image_shape, ds.num_classes, code_size, position, value,
+                    ds.bounds)
+  k, v = int(code_size), float(value)
+
+  def train_fn(batch, idx):
+    del idx
+    img = plant_code(batch["image"], batch["label"], k, pos, v)
+    return {**batch, "image": img}
+
+  train = MapSource(ds.train, train_fn, ds.image_shape)
+  test = ds.test
+  if test_mode == "random":
+    test_codes = _rng(seed, _TAG_SHIFT).integers(0, ds.num_classes,
+                                                 size=len(ds.test))
+
+    def test_fn(batch, idx):
+      img = plant_code(batch["image"], test_codes[idx], k, pos, v)
+      return {**batch, "image": img}
+
+    test = MapSource(ds.test, test_fn, ds.image_shape)
+  return dataclasses.replace(ds, name=f"{ds.name}+shift{k}", train=train,
+                             test=test)

@@ -1,0 +1,64 @@
+"""ActNorm (Glow): a per-channel affine map with data-dependent init."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+from advinv_jax.layers._base import Layer
+
+
+def actnorm_init(x, min_std: float):
+  """Data-dependent ActNorm params for a batch ``x: f32[..., C]``.
+
+  ``b = -mean``, ``s = log(1 / (max(std, min_std) + 1e-6))`` per channel, the
+  statistics taken over every axis but the last. The ``min_std`` floor is our
+  guard against near-constant channels (papers.md, "input layout trap"): an
+  all-zero padded channel, or one carrying only U(0, 1/256) dequantisation
+  noise, would otherwise be scaled by up to 1e6 (or ~444), so that test images
+  without that noise fall off the training distribution. With the floor, no
+  channel is scaled by more than ``1 / min_std`` at init.
+  """
+  axes = tuple(range(x.ndim - 1))
+  mean = jnp.mean(x, axis=axes)
+  std = jnp.std(x, axis=axes)
+  s = jnp.log(1.0 / (jnp.maximum(std, min_std) + 1e-6))
+  return {"b": (-mean).astype(jnp.float32), "s": s.astype(jnp.float32)}
+
+
+def actnorm_apply(p, x):
+  return (x + p["b"]) * jnp.exp(p["s"])
+
+
+@dataclasses.dataclass(frozen=True)
+class ActNorm(Layer):
+  """``y = (x + b) * exp(s)`` per channel; ``logdet = H * W * sum(s)``.
+
+  Params: ``{"b": f32[C], "s": f32[C]}``, initialised from the batch given to
+  ``init`` (zero mean, unit variance per channel; see :func:`actnorm_init`).
+
+  Attributes:
+    min_std: floor on the per-channel std used by the init (our guard;
+      default 1e-2 = config.model.actnorm_std_floor, so no channel is
+      amplified more than 100x at init).
+  """
+
+  min_std: float = 1e-2
+
+  def init(self, rng, x):
+    del rng
+    self.check_shape(tuple(x.shape))
+    return actnorm_init(x, self.min_std)
+
+  def apply(self, params, consts, x):
+    del consts
+    h, w = x.shape[1], x.shape[2]
+    ld = h * w * jnp.sum(params["s"])
+    return actnorm_apply(params, x), jnp.full((x.shape[0],), ld, jnp.float32)
+
+  def apply_inverse(self, params, consts, y):
+    del consts
+    h, w = y.shape[1], y.shape[2]
+    ld = -h * w * jnp.sum(params["s"])
+    x = y * jnp.exp(-params["s"]) - params["b"]
+    return x, jnp.full((y.shape[0],), ld, jnp.float32)

@@ -1,0 +1,272 @@
+"""The invertible-layer protocol and the ``Chain`` combinator.
+
+Every layer is a frozen (hashable) dataclass holding only static settings;
+parameters live in an explicit pytree. The protocol:
+
+* ``init(rng, x) -> params``: ``x`` is a sample batch ``f32[B, H, W, C]``;
+  data-dependent layers (ActNorm) initialise from it.
+* ``forward(params, x) -> (y, logdet)``: ``logdet: f32[B]`` is
+  ``log|det dy/dx|`` per example.
+* ``inverse(params, y) -> x`` and ``inverse_with_logdet(params, y) ->
+  (x, logdet_inv)`` with ``logdet_inv = log|det dx/dy| = -logdet``.
+
+Layers whose behaviour depends on fixed, seed-derived arrays (a shuffle
+permutation, the permutation of an LU 1x1 conv) keep those out of ``params``
+(they are not trainable) and expose them through ``consts(shape)``; the
+low-level ``apply(params, consts, x)`` / ``apply_inverse(params, consts, y)``
+take them explicitly, which lets a ``lax.scan`` run steps that differ only in
+their seeds (see :meth:`Layer.template`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+Params = Any
+Shape = Tuple[int, ...]
+
+
+def _key(i: int) -> str:
+  return f"{i:03d}"
+
+
+def count_params(params: Params) -> int:
+  """Number of scalar entries in a parameter pytree (arrays or ShapeDtypeStructs)."""
+  return int(sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(params)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+  """Base class of the invertible layers (see the module docstring)."""
+
+  # ---------------------------------------------------------------- shapes
+  def check_shape(self, shape: Shape) -> None:
+    """Raises ValueError (naming the shape and the fix) if ``shape`` is bad."""
+    if len(shape) != 4:
+      raise ValueError(f"{type(self).__name__} expects [B, H, W, C] inputs, got "
+                       f"shape {tuple(shape)}; add/remove axes to match.")
+
+  def output_shape(self, shape: Shape) -> Shape:
+    """Shape of ``forward``'s output for an input of ``shape``."""
+    self.check_shape(shape)
+    return tuple(shape)
+
+  def input_shape(self, shape: Shape) -> Shape:
+    """Shape of ``inverse``'s output for an input of ``shape``."""
+    return tuple(shape)
+
+  # ---------------------------------------------------------------- statics
+  def consts(self, shape: Shape) -> Any:
+    """Fixed (non-trainable) arrays for an input of ``shape``; numpy pytree."""
+    del shape
+    return ()
+
+  def template(self) -> "Layer":
+    """This layer with its seeds zeroed: steps with equal templates can be
+    scanned over, with ``consts`` supplying the per-step differences."""
+    return self
+
+  # ---------------------------------------------------------------- maths
+  def init(self, rng: Array, x: Array) -> Params:
+    del rng, x
+    return {}
+
+  def apply(self, params: Params, consts: Any, x: Array) -> Tuple[Array, Array]:
+    raise NotImplementedError
+
+  def apply_inverse(self, params: Params, consts: Any,
+                    y: Array) -> Tuple[Array, Array]:
+    raise NotImplementedError
+
+  def forward(self, params: Params, x: Array) -> Tuple[Array, Array]:
+    """``x: f32[B,H,W,C]`` -> ``(y, logdet: f32[B])``."""
+    return self.apply(params, self.consts(tuple(x.shape)), x)
+
+  def inverse_with_logdet(self, params: Params, y: Array) -> Tuple[Array, Array]:
+    """``y`` -> ``(x, log|det dx/dy|: f32[B])``."""
+    shape = self.input_shape(tuple(y.shape))
+    return self.apply_inverse(params, self.consts(shape), y)
+
+  def inverse(self, params: Params, y: Array) -> Array:
+    """Exact inverse of :meth:`forward`."""
+    return self.inverse_with_logdet(params, y)[0]
+
+  def reverse_vjp(self, params: Params, consts: Any, y: Array, gy: Array,
+                  gld: Array) -> Tuple[Array, Params, Array]:
+    """Backward step of reversible backprop.
+
+    Recomputes this layer's input from its output and pulls the cotangents
+    ``(gy, gld)`` of ``(y, logdet)`` back.
+
+    Returns:
+      ``(x, grad_params, grad_x)``.
+    """
+    x, _ = self.apply_inverse(params, consts, y)
+    _, pull = jax.vjp(lambda p, v: self.apply(p, consts, v), params, x)
+    gp, gx = pull((gy, gld))
+    return x, gp, gx
+
+
+def zeros_logdet(x: Array) -> Array:
+  return jnp.zeros((x.shape[0],), jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Chain(Layer):
+  """A sequence of layers; params are ``{"000": p0, "001": p1, ...}``.
+
+  Attributes:
+    layers: the layers, applied in order.
+    reversible: if True, gradients are computed by reversible backprop: a
+      ``jax.custom_vjp`` whose backward pass recomputes each layer's input from
+      its output with the layer's inverse instead of storing activations
+      (memory O(1) in the number of layers). Gradients equal plain autodiff up
+      to the float error of the inverse.
+    reversible_loop: ``'unrolled'`` (Python loop; each recompute is tied to the
+      incoming cotangent by ``lax.optimization_barrier`` so XLA cannot hoist
+      all recomputations ahead of the backward pass) or ``'scan'`` (a
+      ``lax.scan`` over steps with equal :meth:`Layer.template`; params are
+      stacked on the fly). See benchmarks/README.md for the trade-off.
+  """
+
+  layers: Tuple[Layer, ...] = ()
+  reversible: bool = False
+  reversible_loop: str = "unrolled"
+
+  def __post_init__(self):
+    object.__setattr__(self, "layers", tuple(self.layers))
+    if self.reversible_loop not in ("unrolled", "scan"):
+      raise ValueError(f"reversible_loop={self.reversible_loop!r}; choose "
+                       "'unrolled' or 'scan'.")
+
+  def _shapes(self, shape: Shape):
+    shapes = [tuple(shape)]
+    for layer in self.layers:
+      shapes.append(layer.output_shape(shapes[-1]))
+    return shapes
+
+  def check_shape(self, shape: Shape) -> None:
+    self._shapes(shape)
+
+  def output_shape(self, shape: Shape) -> Shape:
+    return self._shapes(shape)[-1]
+
+  def input_shape(self, shape: Shape) -> Shape:
+    for layer in reversed(self.layers):
+      shape = layer.input_shape(shape)
+    return tuple(shape)
+
+  def consts(self, shape: Shape):
+    shapes = self._shapes(shape)
+    return tuple(l.consts(s) for l, s in zip(self.layers, shapes))
+
+  def template(self) -> "Chain":
+    return dataclasses.replace(
+        self, layers=tuple(l.template() for l in self.layers))
+
+  def init(self, rng: Array, x: Array) -> Params:
+    self.check_shape(tuple(x.shape))
+    params = {}
+    for i, layer in enumerate(self.layers):
+      rng, sub = jax.random.split(rng)
+      params[_key(i)] = layer.init(sub, x)
+      x, _ = layer.forward(params[_key(i)], x)
+    return params
+
+  # -- plain composition
+  def _apply_plain(self, params, consts, x):
+    ld = zeros_logdet(x)
+    for i, layer in enumerate(self.layers):
+      x, l = layer.apply(params[_key(i)], consts[i], x)
+      ld = ld + l
+    return x, ld
+
+  def apply(self, params, consts, x):
+    if not self.reversible or not self.layers:
+      return self._apply_plain(params, consts, x)
+    return _reversible_apply(self, params, consts, x)
+
+  def apply_inverse(self, params, consts, y):
+    ld = zeros_logdet(y)
+    for i in reversed(range(len(self.layers))):
+      y, l = self.layers[i].apply_inverse(params[_key(i)], consts[i], y)
+      ld = ld + l
+    return y, ld
+
+  def reverse_vjp(self, params, consts, y, gy, gld):
+    grads = {}
+    for i in reversed(range(len(self.layers))):
+      y, grads[_key(i)], gy = self.layers[i].reverse_vjp(
+          params[_key(i)], consts[i], y, gy, gld)
+    return y, grads, gy
+
+
+# ------------------------------------------------------------------ reversible
+def _homogeneous(layers: Sequence[Layer]) -> bool:
+  return len({l.template() for l in layers}) == 1
+
+
+def _stack(trees):
+  return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *trees)
+
+
+def _np_stack(trees):
+  return jax.tree_util.tree_map(lambda *a: np.stack(a), *trees)
+
+
+def _reversible_apply(chain: Chain, params, consts, x):
+  """Applies ``chain`` with a custom VJP that recomputes activations."""
+  n = len(chain.layers)
+  keys = [_key(i) for i in range(n)]
+  loop = chain.reversible_loop
+  if loop == "scan" and not _homogeneous(chain.layers):
+    raise ValueError(
+        "reversible_loop='scan' needs layers that differ only in their seeds "
+        f"(equal templates); got {sorted({type(l).__name__ for l in chain.layers})}."
+        " Use reversible_loop='unrolled'.")
+
+  @jax.custom_vjp
+  def run(params, x):
+    return chain._apply_plain(params, consts, x)
+
+  def fwd(params, x):
+    y, ld = chain._apply_plain(params, consts, x)
+    return (y, ld), (params, y)
+
+  def bwd(res, cot):
+    params, y = res
+    gy, gld = cot
+    if loop == "scan":
+      template = chain.layers[0].template()
+      stacked_p = _stack([params[k] for k in keys])
+      stacked_c = _np_stack(list(consts))
+
+      def body(carry, pc):
+        y, gy = carry
+        p, c = pc
+        x, gp, gx = template.reverse_vjp(p, c, y, gy, gld)
+        return (x, gx), gp
+
+      (_, gx), gps = jax.lax.scan(body, (y, gy), (stacked_p, stacked_c),
+                                  reverse=True)
+      grads = {k: jax.tree_util.tree_map(lambda a, i=i: a[i], gps)
+               for i, k in enumerate(keys)}
+      return grads, gx
+    grads = {}
+    for i in reversed(range(n)):
+      if i < n - 1:
+        # Tie the recomputation of step i's input to the arrival of its
+        # output cotangent, so recomputed activations are not hoisted
+        # (and kept alive) ahead of the backward pass.
+        y, gy = jax.lax.optimization_barrier((y, gy))
+      y, grads[keys[i]], gy = chain.layers[i].reverse_vjp(
+          params[keys[i]], consts[i], y, gy, gld)
+    return grads, gy
+
+  run.defvjp(fwd, bwd)
+  return run(params, x)

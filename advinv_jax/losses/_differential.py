@@ -1,0 +1,121 @@
+"""Differential training (Nar et al. 2019): a pairwise loss on score gaps.
+
+For a binary model with scalar score ``s(x)`` (``w^T phi(x)``, or
+:func:`binary_scores` of a two-logit head) the loss over positives ``x_i`` and
+negatives ``y_j`` is ``mean_ij softplus(-(s(x_i) - s(y_j)))``. Any bias cancels
+in the differences, so it is set after training by :func:`midpoint_bias`;
+the prediction is ``sign(s(x) + b)``. For a linear model, gradient descent on
+this loss converges in direction to the hard-margin SVM.
+"""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from advinv_jax.losses import _checks
+
+Array = jax.Array
+
+
+def _check_scores(scores, name, layout="[B]"):
+  shape = _checks.check_rank(scores, 1, name, layout)
+  _checks.check_floating(scores, name)
+  if shape[0] == 0:
+    raise ValueError(f"{name} is empty: pass at least one example of each "
+                     "class (or use differential_loss_from_batch, which "
+                     "handles single-class batches).")
+  return shape
+
+
+def differential_loss(scores_pos: Array, scores_neg: Array) -> Array:
+  """Mean over all ``P*N`` pairs of ``softplus(-(s_i^+ - s_j^-))``.
+
+  Invariant to adding one constant to every score (so a bias has no effect).
+
+  Args:
+    scores_pos: ``float[P]`` scores of positive examples (P >= 1).
+    scores_neg: ``float[N]`` scores of negative examples (N >= 1).
+
+  Returns:
+    Scalar, dtype of the scores.
+
+  Raises:
+    ValueError: ranks other than 1, empty inputs, or non-float scores.
+  """
+  _check_scores(scores_pos, "scores_pos", "[P]")
+  _check_scores(scores_neg, "scores_neg", "[N]")
+  diff = jnp.asarray(scores_pos)[:, None] - jnp.asarray(scores_neg)[None, :]
+  return jnp.mean(jax.nn.softplus(-diff))
+
+
+def differential_loss_from_batch(scores: Array, labels: Array
+                                 ) -> Tuple[Array, Dict[str, Array]]:
+  """:func:`differential_loss` over a mixed batch, via a pair mask.
+
+  Positives are ``labels == 1``, negatives ``labels == 0``; any other label
+  (e.g. ``-1`` for padding) is ignored. A batch with no positive/negative pair
+  (one class only) gives loss ``0`` with zero, finite gradients, and
+  ``metrics["single_class_batch"] = 1`` so training can count such batches.
+
+  Args:
+    scores: ``float[B]`` scalar scores.
+    labels: ``int[B]`` (or bool) labels in ``{0, 1}``.
+
+  Returns:
+    ``(loss, metrics)``; metrics are float32 scalars: ``loss``,
+    ``single_class_batch`` (0/1), ``num_pos``, ``num_neg``, ``num_pairs`` and
+    ``pair_accuracy`` (fraction of pairs with ``s^+ > s^-``; 0 when no pairs).
+
+  Raises:
+    ValueError: bad ranks, mismatched batch sizes or dtypes.
+  """
+  shape = _check_scores(scores, "scores")
+  lshape = _checks.check_rank(labels, 1, "labels", "[B]")
+  _checks.check_integer_labels(labels)
+  _checks.check_batch(shape, lshape, "scores", "labels")
+  scores = jnp.asarray(scores)
+  labels = jnp.asarray(labels).astype(jnp.int32)
+  pos = labels == 1
+  neg = labels == 0
+  mask = pos[:, None] & neg[None, :]
+  diff = scores[:, None] - scores[None, :]
+  safe_diff = jnp.where(mask, diff, 0.0)
+  per_pair = jnp.where(mask, jax.nn.softplus(-safe_diff), 0.0)
+  num_pairs = jnp.sum(mask)
+  has_pairs = num_pairs > 0
+  denom = jnp.maximum(num_pairs, 1).astype(scores.dtype)
+  loss = jnp.where(has_pairs, jnp.sum(per_pair) / denom, 0.0).astype(
+      scores.dtype)
+  correct = jnp.sum(jnp.where(mask, safe_diff > 0, False))
+  metrics = {
+      "loss": loss,
+      "single_class_batch": (~has_pairs).astype(jnp.float32),
+      "num_pos": jnp.sum(pos).astype(jnp.float32),
+      "num_neg": jnp.sum(neg).astype(jnp.float32),
+      "num_pairs": num_pairs.astype(jnp.float32),
+      "pair_accuracy": (correct / jnp.maximum(num_pairs, 1)).astype(
+          jnp.float32),
+  }
+  return loss, metrics
+
+
+def midpoint_bias(scores_pos: Array, scores_neg: Array) -> Array:
+  """Bias ``b = -(min_i s_i^+ + max_j s_j^-) / 2`` for differential training.
+
+  Puts the decision threshold (``s + b = 0``) halfway between the lowest
+  positive and the highest negative score; call it on the training set's
+  scores after training. Prediction: class 1 iff ``s + b > 0``.
+
+  Args:
+    scores_pos: ``float[P]``, P >= 1.
+    scores_neg: ``float[N]``, N >= 1.
+
+  Returns:
+    Scalar bias.
+  """
+  _check_scores(scores_pos, "scores_pos", "[P]")
+  _check_scores(scores_neg, "scores_neg", "[N]")
+  return -0.5 * (jnp.min(jnp.asarray(scores_pos)) +
+                 jnp.max(jnp.asarray(scores_neg)))

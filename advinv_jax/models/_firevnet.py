@@ -1,0 +1,345 @@
+"""Fully invertible RevNets (fiRevNet): the authors' MNIST layout and an
+i-RevNet / fiRevNet48-style ImageNet layout with a DCT readout.
+
+Both are one :class:`FiRevNet`: a fixed affine ``x -> 2x - 1`` (its logdet
+``H W C log 2`` is included), then stages of
+``[downsample] -> steps -> [split half of the channels off]``, each step being
+``ActNorm -> permutation -> coupling``; optionally a 2-D DCT of the final map.
+
+Latent layout (``z: f32[B, d]``, ``d = H W C``), in this order:
+
+1. ``z_s`` (the ``num_classes`` logits), read from a FIXED location of the
+   final tensor ``f: [B, h, w, c]``:
+
+   * readout ``'center'`` (``firevnet``): the first ``num_classes`` channels
+     at the centre position ``(h // 2, w // 2)`` (the authors read channels
+     0..9 at (2, 2) of their 4x4 map) when ``c >= num_classes``; otherwise
+     (a small final tensor) the first ``num_classes`` entries of ``f``
+     flattened row-major over ``(h, w, c)``.
+   * readout ``'dct'`` (``firevnet_imagenet``): ``f`` is the orthonormal DCT
+     of the last feature map; the logits are the first ``num_classes``
+     entries of ``f`` flattened row-major over ``(k, l, c)``, i.e. the DC
+     (k = l = 0, "invertible global average pooling") coefficients of
+     channels ``0..num_classes-1`` when ``c >= num_classes``.
+
+2. ``z_n``: the remaining entries of ``f`` (row-major over ``(h, w, c)``, the
+   logit entries removed), then the split-off halves of levels 1, 2, ...
+   (each flattened row-major over ``(h, w, c)``). Splits keep the first half
+   of the channels and factor out the second half (``h[..., c//2:]``).
+
+The authors' BatchNorm on the 10 logits and their dropout are not included
+(the map must stay an exact bijection).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from advinv_jax.layers import (DCT2D, ActNorm, Chain, Coupling, FixedAffine,
+                               InvConv1x1, Layer, Psi, Reverse, Shuffle,
+                               Squeeze, count_params)
+from advinv_jax.models._base import InvertibleModel, register_model
+
+# What reversible_loop='auto' means (the faster form measured in
+# benchmarks/reversible.py; see benchmarks/README.md).
+AUTO_REVERSIBLE_LOOP = "unrolled"
+
+_PERMS = {"reverse": Reverse, "shuffle": Shuffle, "conv1x1": InvConv1x1}
+_DOWNS = {"squeeze": Squeeze, "psi": Psi}
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """``[down] -> steps -> [split]`` (static settings)."""
+
+  down: Optional[Layer]
+  steps: Chain
+  split: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class FiRevNet(InvertibleModel):
+  """A bijective classifier ``x -> z`` (see the module docstring for z).
+
+  Attributes:
+    stages: the stages, in order.
+    readout: ``'center'`` or ``'dct'``.
+    pre: the fixed input map (``x -> 2x - 1``).
+  """
+
+  stages: Tuple[Stage, ...] = ()
+  readout: str = "center"
+  pre: Layer = FixedAffine(2.0, -1.0)
+
+  # ---------------------------------------------------------------- plan
+  @functools.cached_property
+  def _plan(self):
+    """Static shapes (per example, batch 1): split shapes, final shape, the
+    logit / rest index order into the flattened final tensor."""
+    shape = (1,) + tuple(self.input_shape)
+    splits = []
+    for st in self.stages:
+      if st.down is not None:
+        shape = st.down.output_shape(shape)
+      shape = st.steps.output_shape(shape)
+      if st.split:
+        c = shape[-1]
+        if c < 2:
+          raise ValueError(f"cannot split a tensor of shape {shape} in half.")
+        splits.append(shape[:-1] + (c - c // 2,))
+        shape = shape[:-1] + (c // 2,)
+    _, h, w, c = shape
+    n = h * w * c
+    k = self.num_classes
+    if k > n:
+      raise ValueError(
+          f"num_classes={k} exceeds the {n} entries of the final tensor "
+          f"[{h}, {w}, {c}] for input_shape {self.input_shape}; use fewer "
+          "levels/stages (or a larger input).")
+    if self.readout == "center" and c >= k:
+      start = ((h // 2) * w + (w // 2)) * c
+    else:
+      start = 0
+    order = np.concatenate([np.arange(start, start + k), np.arange(0, start),
+                            np.arange(start + k, n)]).astype(np.int32)
+    return {"splits": splits, "final": shape, "order": order,
+            "inv_order": np.argsort(order).astype(np.int32),
+            "contiguous": start == 0}
+
+  def validate(self):
+    """Raises ValueError for shapes this network cannot take (no tracing)."""
+    self._plan  # pylint: disable=pointless-statement
+
+  # ---------------------------------------------------------------- params
+  def init(self, rng, x):
+    """Data-dependent init (every ActNorm from the batch ``x``)."""
+    self.check_input(x)
+    h, _ = self.pre.forward({}, x)
+    params = {}
+    for i, st in enumerate(self.stages):
+      rng, sub = jax.random.split(rng)
+      if st.down is not None:
+        h, _ = st.down.forward({}, h)
+      params[f"stage_{i}"] = p = st.steps.init(sub, h)
+      h, _ = st.steps.forward(p, h)
+      if st.split:
+        h = h[..., :h.shape[-1] // 2]
+    return params
+
+  def param_count(self) -> int:
+    """Number of trainable scalars (computed abstractly, nothing is run)."""
+    x = jax.ShapeDtypeStruct((2,) + tuple(self.input_shape), jnp.float32)
+    return count_params(jax.eval_shape(self.init, jax.random.PRNGKey(0), x))
+
+  # ---------------------------------------------------------------- maps
+  def forward(self, params, x):
+    """``x: f32[B, H, W, C]`` -> ``(z: f32[B, d], logdet: f32[B])``."""
+    self.check_input(x)
+    plan = self._plan
+    b = x.shape[0]
+    h, ld = self.pre.forward({}, x)
+    outs = []
+    for i, st in enumerate(self.stages):
+      if st.down is not None:
+        h, _ = st.down.forward({}, h)
+      h, l = st.steps.forward(params[f"stage_{i}"], h)
+      ld = ld + l
+      if st.split:
+        c = h.shape[-1] // 2
+        outs.append(h[..., c:].reshape(b, -1))
+        h = h[..., :c]
+    if self.readout == "dct":
+      h, _ = DCT2D().forward({}, h)
+    f = h.reshape(b, -1)
+    if not plan["contiguous"]:
+      f = jnp.take(f, plan["order"], axis=1)
+    return jnp.concatenate([f] + outs, axis=1), ld
+
+  def inverse_with_logdet(self, params, z):
+    """``z: f32[B, d]`` -> ``(x, log|det dx/dz|: f32[B])``."""
+    plan = self._plan
+    self._check_z(z)
+    b = z.shape[0]
+    final = plan["final"]
+    nf = int(np.prod(final))
+    f = z[:, :nf]
+    if not plan["contiguous"]:
+      f = jnp.take(f, plan["inv_order"], axis=1)
+    h = f.reshape((b,) + tuple(final[1:]))
+    if self.readout == "dct":
+      h, _ = DCT2D().inverse_with_logdet({}, h)
+    offs = [nf]
+    for s in plan["splits"]:
+      offs.append(offs[-1] + int(np.prod(s)))
+    split_parts = [z[:, offs[j]:offs[j + 1]].reshape((b,) + s[1:])
+                   for j, s in enumerate(plan["splits"])]
+    ld = jnp.zeros((b,), jnp.float32)
+    for i in reversed(range(len(self.stages))):
+      st = self.stages[i]
+      if st.split:
+        h = jnp.concatenate([h, split_parts.pop()], axis=-1)
+      h, l = st.steps.inverse_with_logdet(params[f"stage_{i}"], h)
+      ld = ld + l
+      if st.down is not None:
+        h = st.down.inverse({}, h)
+    x, l = self.pre.inverse_with_logdet({}, h)
+    return x, ld + l
+
+  def inverse(self, params, z):
+    """``z: f32[B, d]`` -> ``x: f32[B, H, W, C]`` (exact inverse)."""
+    return self.inverse_with_logdet(params, z)[0]
+
+  def _check_z(self, z):
+    shape = tuple(getattr(z, "shape", ()))
+    if len(shape) != 2 or shape[1] != self.latent_dim or shape[0] == 0:
+      raise ValueError(f"{type(self).__name__}.inverse expects z of shape "
+                       f"[B, {self.latent_dim}], got {shape}; pass "
+                       "model.forward's z (or model.merge(z_s, z_n)).")
+
+
+# -------------------------------------------------------------------- builders
+def _choice(cfg, field, default, choices):
+  v = cfg.get(field, default)
+  if v not in choices:
+    raise ValueError(f"config.model.{field}={v!r}; choose one of "
+                     f"{sorted(choices)}.")
+  return v
+
+
+def _common(cfg, coupling_default="affine", perm_default="shuffle"):
+  """Step settings shared by both layouts (``cfg.get`` defaults)."""
+  s = dict(
+      coupling=_choice(cfg, "coupling", coupling_default,
+                       ("additive", "affine")),
+      permutation=_choice(cfg, "permutation", perm_default, tuple(_PERMS)),
+      affine_scale=_choice(cfg, "affine_scale", "sigmoid",
+                           ("sigmoid", "exp_tanh")),
+      scale_floor=float(cfg.get("scale_floor", 1e-3)),
+      conv1x1_as_matmul=bool(cfg.get("conv1x1_as_matmul", True)),
+      min_std=float(cfg.get("actnorm_std_floor", 1e-2)),
+      reversible=bool(cfg.get("reversible", False)),
+      reversible_loop=_choice(cfg, "reversible_loop", "auto",
+                              ("auto", "unrolled", "scan")),
+      seed=int(cfg.get("perm_seed", 0)))
+  if s["min_std"] <= 0:
+    raise ValueError(f"config.model.actnorm_std_floor={s['min_std']} must be "
+                     "> 0.")
+  if s["reversible_loop"] == "auto":
+    s["reversible_loop"] = AUTO_REVERSIBLE_LOOP
+  return s
+
+
+def _steps(n, width, s, first_index):
+  steps = []
+  for j in range(n):
+    perm = _PERMS[s["permutation"]]
+    perm = (perm() if perm is Reverse else
+            perm(seed=s["seed"] * 100003 + first_index + j))
+    steps.append(Chain((
+        ActNorm(s["min_std"]), perm,
+        Coupling(width, s["coupling"], s["affine_scale"], s["scale_floor"],
+                 s["conv1x1_as_matmul"], s["min_std"]))))
+  return Chain(tuple(steps), reversible=s["reversible"],
+               reversible_loop=s["reversible_loop"])
+
+
+def _positive(cfg, field, default):
+  v = int(cfg.get(field, default))
+  if v < 1:
+    raise ValueError(f"config.model.{field}={v} must be >= 1.")
+  return v
+
+
+@register_model("firevnet")
+def build_firevnet(cfg, input_shape, num_classes):
+  """The authors' MNIST fiRevNet.
+
+  ``levels`` x [downsample -> ``depth`` steps -> split half off (all but the
+  last level)]; step = ActNorm -> permutation -> coupling (subnet width
+  ``width``). Fields (defaults): levels (3), depth (4), width (32), coupling
+  ('affine'), permutation ('shuffle'), downsample ('squeeze'), reversible
+  (False), reversible_loop ('auto' = AUTO_REVERSIBLE_LOOP), conv1x1_as_matmul
+  (True), affine_scale ('sigmoid'), actnorm_std_floor (1e-2; the ActNorm
+  init floor on the per-channel std), scale_floor (1e-3), perm_seed (0).
+
+  Raises:
+    ValueError: H or W not divisible by ``2**levels``, or more classes than
+      entries of the final tensor.
+  """
+  levels = _positive(cfg, "levels", 3)
+  depth = int(cfg.get("depth", 4))
+  width = _positive(cfg, "width", 32)
+  if depth < 0:
+    raise ValueError(f"config.model.depth={depth} must be >= 0.")
+  down = _DOWNS[_choice(cfg, "downsample", "squeeze", tuple(_DOWNS))]
+  s = _common(cfg)
+  h, w, _ = input_shape
+  f = 2 ** levels
+  if h % f or w % f:
+    raise ValueError(
+        f"input_shape {tuple(input_shape)}: H and W must be divisible by "
+        f"2**levels = {f} (levels={levels}); pad the images "
+        f"(config.data.pad_to) or lower config.model.levels.")
+  stages = tuple(
+      Stage(down(), _steps(depth, width, s, i * depth), i < levels - 1)
+      for i in range(levels))
+  model = FiRevNet(tuple(input_shape), num_classes, stages=stages,
+                   readout="center")
+  model.validate()
+  return model
+
+
+@register_model("firevnet_imagenet")
+def build_firevnet_imagenet(cfg, input_shape, num_classes):
+  """i-RevNet / fiRevNet48-style layout with a DCT readout.
+
+  ``init_squeeze`` (1: none, 2: one psi, 4: two psis), then stages ``s`` of
+  [psi if ``strides[s] == 2``] -> ``blocks[s]`` steps; no splits; the final
+  map goes through an orthonormal 2-D DCT and the logits are its low-pass
+  (DC) coefficients. ``channels`` are i-RevNet's nChannels (half the channels
+  of a stage's tensor); as in i-RevNet's bottleneck, the coupling subnet of
+  stage ``s`` has width ``max(1, channels[s] // 4)``. ``strides`` (not in
+  the config schema; default all 2). Full config
+  (configs/firevnet48_imagenet.py): blocks (6, 16, 72, 6), channels
+  (24, 96, 384, 1536), strides 2, init_squeeze 2: 224x224x3 -> 7x7x3072.
+  Step settings as for ``firevnet``, with defaults coupling 'additive' and
+  permutation 'reverse' (i-RevNet's swap).
+  """
+  blocks = tuple(int(b) for b in cfg.get("blocks", (6, 16, 72, 6)))
+  channels = tuple(int(b) for b in cfg.get("channels", (24, 96, 384, 1536)))
+  strides = tuple(int(b) for b in cfg.get("strides", (2,) * len(blocks)))
+  init_ds = int(cfg.get("init_squeeze", 2))
+  if not (len(blocks) == len(strides) == len(channels)) or not blocks:
+    raise ValueError(f"config.model.blocks={blocks}, channels={channels} (and "
+                     f"strides={strides}) must be non-empty and of equal "
+                     "length.")
+  if (min(blocks) < 0 or min(channels) < 1 or set(strides) - {1, 2}
+      or init_ds not in (1, 2, 4)):
+    raise ValueError(f"config.model: blocks={blocks} must be >= 0, channels="
+                     f"{channels} >= 1, strides={strides} in {{1, 2}}, "
+                     f"init_squeeze={init_ds} in {{1, 2, 4}}.")
+  s = _common(cfg, coupling_default="additive", perm_default="reverse")
+  f = init_ds * int(np.prod(strides))
+  h, w, _ = input_shape
+  if h % f or w % f:
+    raise ValueError(
+        f"input_shape {tuple(input_shape)}: H and W must be divisible by "
+        f"init_squeeze * prod(strides) = {f}; resize/pad the images or "
+        "change config.model.blocks/init_squeeze.")
+  stages = []
+  for _ in range({1: 0, 2: 1, 4: 2}[init_ds]):
+    stages.append(Stage(Psi(), Chain(()), False))
+  first = 0
+  for b, st, ch in zip(blocks, strides, channels):
+    stages.append(Stage(Psi() if st == 2 else None,
+                        _steps(b, max(1, ch // 4), s, first), False))
+    first += b
+  model = FiRevNet(tuple(input_shape), num_classes, stages=tuple(stages),
+                   readout="dct")
+  model.validate()
+  return model

@@ -1,0 +1,304 @@
+"""``train_and_evaluate(config, workdir)``: the whole training job.
+
+Validates the config, loads the data, builds model, objective and optimiser,
+resumes from the newest complete checkpoint in ``workdir``, trains with data
+parallelism over all devices, checkpoints every ``train.checkpoint_every``
+steps and at the end, and evaluates on the test split.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import warnings
+from typing import Any, Dict, Iterator, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
+
+from advinv_jax import data as data_lib
+from advinv_jax import losses
+from advinv_jax.config import validate_config
+from advinv_jax.models import build_model
+from advinv_jax.train._checkpoint import Checkpointer
+from advinv_jax.train._objectives import make_objective
+from advinv_jax.train._optim import make_optimizer
+from advinv_jax.train._parallel import (AXIS, check_batch_divisible,
+                                        data_parallel, make_mesh, replicate,
+                                        shard_batch, to_host)
+from advinv_jax.train._step import init_train_state, make_train_step
+from advinv_jax.train._writers import MetricWriter
+
+_MIN_FREE_BYTES = 50 * 2**20
+
+
+class NonFiniteError(FloatingPointError):
+  """Training produced a NaN/Inf; the message names step, term, checkpoint."""
+
+
+def check_workdir(workdir: str) -> None:
+  """Fails at start, with a clear message, on an unwritable or full workdir."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise OSError(f"workdir {workdir!r} is not writable ({e.strerror}); "
+                  "pass a --workdir you can write to.") from e
+  free = shutil.disk_usage(workdir).free
+  if free < _MIN_FREE_BYTES:
+    raise OSError(f"workdir {workdir!r} has only {free / 2**20:.1f} MiB free; "
+                  f"checkpoints need at least {_MIN_FREE_BYTES // 2**20} MiB. "
+                  "Free some space or choose another --workdir.")
+
+
+def num_train_steps(config, num_train: int) -> int:
+  spe = max(1, num_train // config.train.batch_size)
+  if config.train.num_steps > 0:
+    return int(config.train.num_steps)
+  return int(config.train.num_epochs) * spe
+
+
+def _batches(source, config, start_step: int) -> Iterator[Dict[str, np.ndarray]]:
+  """This process's slices of the global batches, from ``start_step`` on."""
+  bs = config.train.batch_size
+  spe = max(1, len(source) // bs)
+  epoch, skip = divmod(start_step, spe)
+  while True:
+    yield from data_lib.iterate_batches(source, bs, seed=config.seed,
+                                        epoch=epoch, shuffle=True,
+                                        drop_remainder=True, start_step=skip)
+    epoch, skip = epoch + 1, 0
+
+
+def _first_global_batch(source, config):
+  it = data_lib.iterate_batches(source, config.train.batch_size,
+                                seed=config.seed, epoch=0, shuffle=True,
+                                drop_remainder=True, process_index=0,
+                                process_count=1)
+  return next(iter(it))
+
+
+def make_eval_fn(logits_fn, mesh):
+  """Jitted data-parallel ``(params, batch, mask) -> sums`` for evaluation."""
+
+  def local(params, batch, mask):
+    logits = logits_fn(params, batch["image"])
+    labels = batch["label"]
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32) * mask
+    logp = jax.nn.log_softmax(logits)
+    nll = -jnp.take_along_axis(logp, labels[:, None], -1)[:, 0] * mask
+    sums = {"correct": correct.sum(), "nll": nll.sum(), "count": mask.sum()}
+    return jax.lax.psum(sums, AXIS)
+
+  return data_parallel(local, mesh, in_specs=(P(), P(AXIS), P(AXIS)),
+                       out_specs=P())
+
+
+def evaluate(eval_fn, params, source, batch_size: int, mesh) -> Dict[str, float]:
+  """Accuracy and mean NLL over a whole split (padded last batch, masked)."""
+  n = len(source)
+  n_dev, n_proc, pi = mesh.size, jax.process_count(), jax.process_index()
+  bs = max(n_dev, batch_size // n_dev * n_dev)
+  local = bs // n_proc
+  totals = {"correct": 0.0, "nll": 0.0, "count": 0.0}
+  for start in range(0, n, bs):
+    idx = np.arange(start + pi * local, start + (pi + 1) * local)
+    valid = idx < n
+    got = source.get(idx[valid])
+    pad = local - int(valid.sum())
+    batch = {
+        "image": np.concatenate([got["image"], np.zeros(
+            (pad,) + got["image"].shape[1:], np.float32)]),
+        "label": np.concatenate([got["label"], np.zeros((pad,), np.int32)]),
+    }
+    out = to_host(eval_fn(params, shard_batch(batch, mesh),
+                          shard_batch(valid.astype(np.float32), mesh)))
+    for k in totals:
+      totals[k] += float(out[k])
+  count = max(totals["count"], 1.0)
+  return {"accuracy": totals["correct"] / count,
+          "error": 1.0 - totals["correct"] / count,
+          "nll": totals["nll"] / count, "count": int(totals["count"])}
+
+
+def _nonfinite_terms(metrics: Dict[str, float]):
+  return sorted(k for k, v in metrics.items() if not np.isfinite(v))
+
+
+def train_and_evaluate(config, workdir: str, *, mesh=None,
+                       stop_after: Optional[int] = None) -> Dict[str, Any]:
+  """Trains and evaluates the model described by ``config`` in ``workdir``.
+
+  Args:
+    config: an ml_collections ConfigDict following ``advinv_jax/config.py``.
+    workdir: where checkpoints, metrics and results go; a run resumes from
+      the newest complete checkpoint found here.
+    mesh: device mesh (default: all devices).
+    stop_after: stop (after checkpointing) once this many steps are done in
+      this call; for tests of resumption.
+
+  Returns:
+    A dict with ``model``, ``state`` (host numpy), ``dataset``, ``eval``
+    (test metrics), ``train_eval``, ``extras`` (e.g. the differential bias)
+    and ``steps``.
+  """
+  validate_config(config)
+  check_workdir(workdir)
+  mesh = make_mesh() if mesh is None else mesh
+  check_batch_divisible(config.train.batch_size, mesh,
+                        "config.train.batch_size")
+  dataset = data_lib.load_dataset(config.data, seed=config.seed)
+  if len(dataset.train) < config.train.batch_size:
+    raise ValueError(
+        f"config.train.batch_size={config.train.batch_size} is larger than the "
+        f"{len(dataset.train)} training examples; lower it.")
+  model = build_model(config.model, dataset.image_shape, dataset.num_classes)
+  objective = make_objective(config)
+  total = num_train_steps(config, len(dataset.train))
+  optimizer = make_optimizer(config.optimizer, total)
+
+  first = _first_global_batch(dataset.train, config)
+  model.check_input(first["image"])
+  rng = jax.random.PRNGKey(config.seed)
+  init_rng, step_rng = jax.random.split(rng)
+  state = jax.jit(lambda r, x: init_train_state(model, objective, optimizer,
+                                                r, x))(init_rng,
+                                                       first["image"])
+  state = to_host(state)
+
+  if jax.process_index() == 0:
+    cfg_path = os.path.join(workdir, "config.json")
+    new_cfg = config.to_json_best_effort(indent=1, sort_keys=True)
+    if os.path.exists(cfg_path):
+      with open(cfg_path) as f:
+        if f.read() != new_cfg:
+          warnings.warn(f"{cfg_path} differs from this run's config; resuming "
+                        "anyway (the checkpoint's shapes must match).")
+    with open(cfg_path, "w") as f:
+      f.write(new_cfg)
+
+  ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  restored_step, restored = ckpt.restore_latest(state)
+  start = 0
+  if restored is not None:
+    state, start = restored, int(restored_step)
+    print(f"Resumed from checkpoint step {start} in {ckpt.directory}")
+  last_ckpt = restored_step
+
+  train_step = make_train_step(model, objective, optimizer,
+                               dequant_noise=config.train.dequant_noise,
+                               axis_name=AXIS)
+  p_step = data_parallel(train_step, mesh, in_specs=(P(), P(AXIS), P()),
+                         out_specs=(P(), P()), donate_argnums=(0,))
+  state = replicate(state, mesh)
+  writer = MetricWriter(workdir, resume_step=start)
+  progress = None
+  if config.train.progress_bar and jax.process_index() == 0 and start < total:
+    from tqdm.auto import tqdm
+    progress = tqdm(total=total, initial=start, desc="train", unit="step",
+                    dynamic_ncols=True)
+
+  step = start
+  batches = _batches(dataset.train, config, start)
+  t_log, n_log = time.perf_counter(), 0
+  done_here = 0
+  while step < total:
+    batch = shard_batch(next(batches), mesh)
+    state, metrics = p_step(state, batch, jax.random.fold_in(step_rng, step))
+    metrics = {k: float(v) for k, v in to_host(metrics).items()}
+    step += 1
+    done_here += 1
+    n_log += 1
+    if metrics["finite"] < 1.0:
+      bad = _nonfinite_terms(metrics) or ["gradients"]
+      if config.train.on_nonfinite == "stop":
+        raise NonFiniteError(
+            f"non-finite value in {', '.join(bad)} at step {step}; the update "
+            "was not applied. Last good checkpoint: "
+            + (f"step {last_ckpt} in {ckpt.directory}" if last_ckpt is not None
+               else "none yet")
+            + ". Lower config.optimizer.learning_rate, set "
+            "config.optimizer.grad_clip_norm, or set "
+            "config.train.on_nonfinite='skip' to skip such steps.")
+      warnings.warn(f"step {step}: non-finite {', '.join(bad)}; step skipped.")
+    if step % config.train.log_every == 0 or step == total:
+      dt = time.perf_counter() - t_log
+      metrics["examples_per_sec"] = n_log * config.train.batch_size / max(dt,
+                                                                          1e-9)
+      metrics["skipped_steps"] = float(to_host(state.skipped))
+      writer.write(step, metrics, prefix="train/")
+      t_log, n_log = time.perf_counter(), 0
+      if progress is not None:
+        progress.set_postfix(loss=f"{metrics['loss']:.4f}",
+                             acc=f"{metrics.get('accuracy', float('nan')):.3f}",
+                             ex_s=f"{metrics['examples_per_sec']:.0f}")
+    if progress is not None:
+      progress.update(1)
+    if (config.train.checkpoint_every > 0
+        and step % config.train.checkpoint_every == 0) or step == total:
+      ckpt.save(step, to_host(state))
+      last_ckpt = step
+    if stop_after is not None and done_here >= stop_after and step < total:
+      ckpt.save(step, to_host(state))
+      break
+  if progress is not None:
+    progress.close()
+
+  host_state = to_host(state)
+  result = {"model": model, "state": host_state, "dataset": dataset,
+            "steps": step, "objective": objective, "extras": {}}
+  if step < total:
+    writer.close()
+    ckpt.close()
+    return result
+
+  params = state.params
+  logits_fn = model.logits
+  if config.loss.name == "differential":
+    bias = differential_bias(model, host_state.params, dataset.train,
+                             config.eval.batch_size)
+    result["extras"]["differential_bias"] = bias
+    logits_fn = with_bias(model.logits, bias)
+  eval_fn = make_eval_fn(logits_fn, mesh)
+  test = evaluate(eval_fn, params, dataset.test, config.eval.batch_size, mesh)
+  train = evaluate(eval_fn, params, dataset.train, config.eval.batch_size,
+                   mesh)
+  writer.write(step, test, prefix="test/")
+  writer.write(step, train, prefix="train_eval/")
+  writer.close()
+  ckpt.close()
+  result.update(eval=test, train_eval=train)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump({"steps": step, "test": test, "train": train,
+                 "extras": result["extras"],
+                 "skipped_steps": int(host_state.skipped)}, f, indent=1)
+  return result
+
+
+def with_bias(logits_fn, bias: float):
+  """Adds a binary decision bias ``b`` to logit 1: score s + b."""
+
+  def fn(params, x):
+    logits = logits_fn(params, x)
+    return logits.at[:, 1].add(bias)
+
+  return fn
+
+
+def differential_bias(model, params, source, batch_size: int) -> float:
+  """Midpoint bias of differential training over a whole (training) split."""
+  score = jax.jit(lambda p, x: losses.binary_scores(model.logits(p, x)))
+  scores, labels = [], []
+  for start in range(0, len(source), batch_size):
+    got = source.get(np.arange(start, min(start + batch_size, len(source))))
+    scores.append(np.asarray(score(params, got["image"])))
+    labels.append(got["label"])
+  s, y = np.concatenate(scores), np.concatenate(labels)
+  return float(losses.midpoint_bias(s[y == 1], s[y == 0]))

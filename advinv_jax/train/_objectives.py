@@ -1,0 +1,182 @@
+"""Training objectives chosen by ``config.loss.name``: ce | ice | differential.
+
+An :class:`Objective` bundles what a loss needs beyond the model:
+  * ``init_loss_params(rng, model, params, x)``: parameters trained with the
+    model by the main optimiser (iCE: the factorial Gaussian prior of z_n);
+  * ``init_aux(rng, model, params, x)``: state with its own optimiser (iCE: the
+    nuisance classifier and its optimiser state);
+  * ``update_aux(model, params, aux, batch, axis_name)``: the inner steps run
+    before each network step (iCE with alternating updates: k classifier steps);
+  * ``loss(model, params, loss_params, aux_params, batch, axis_name)``:
+    ``(scalar, metrics)``; differentiated with respect to ``params``,
+    ``loss_params`` and, when ``aux_in_grad``, ``aux_params`` (gradient reversal).
+
+The pure loss functions themselves live in :mod:`advinv_jax.losses`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from advinv_jax import losses
+from advinv_jax.models import build_model, Model
+
+
+def _accuracy(logits, labels):
+  return jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """See the module docstring."""
+
+  name: str
+  loss: Callable
+  init_loss_params: Callable = lambda rng, model, params, x: {}
+  init_aux: Callable = lambda rng, model, params, x: {}
+  update_aux: Optional[Callable] = None
+  aux_in_grad: bool = False
+  aux_optimizer: Optional[optax.GradientTransformation] = None
+  aux_apply: Optional[Callable] = None
+
+
+# ---------------------------------------------------------------------- CE
+def _ce_objective(cfg) -> Objective:
+  smoothing = float(cfg.loss.label_smoothing)
+
+  def loss(model, params, loss_params, aux_params, batch, axis_name):
+    del loss_params, aux_params, axis_name
+    logits = model.logits(params, batch["image"])
+    value = losses.cross_entropy(logits, batch["label"],
+                                 label_smoothing=smoothing)
+    return value, {"loss": value, "ce": value,
+                   "accuracy": _accuracy(logits, batch["label"])}
+
+  return Objective("ce", loss)
+
+
+# ---------------------------------------------------------------------- iCE
+def nuisance_classifier(cfg, model: Model) -> Model:
+  """The MLP D(z_n) of iCE, built for ``model``'s nuisance size."""
+  import ml_collections
+  d_n = model.latent_dim - model.num_classes
+  mcfg = ml_collections.ConfigDict({
+      "name": "mlp", "hidden": tuple(cfg.loss.ice.nuisance_hidden)})
+  return build_model(mcfg, (d_n, 1, 1), model.num_classes)
+
+
+def _nc_optimizer(cfg):
+  lr = float(cfg.loss.ice.nuisance_learning_rate)
+  name = cfg.loss.ice.nuisance_optimizer
+  if name not in ("adam", "adamax", "sgd"):
+    raise ValueError(f"config.loss.ice.nuisance_optimizer={name!r} is not one "
+                     "of adam | adamax | sgd.")
+  return {"adam": optax.adam, "adamax": optax.adamax, "sgd": optax.sgd}[name](lr)
+
+
+def _ice_objective(cfg) -> Objective:
+  ice = cfg.loss.ice
+  alternating = ice.minmax == "alternating"
+  k = int(ice.nuisance_steps)
+  nc_opt = _nc_optimizer(cfg)
+  weights = (float(ice.semantic_weight), float(ice.nuisance_weight),
+             float(ice.mle_weight))
+
+  def nc_of(model):
+    return nuisance_classifier(cfg, model)
+
+  def as_nc_input(z_n):
+    return z_n.reshape(z_n.shape[0], -1, 1, 1)
+
+  def init_loss_params(rng, model, params, x):
+    del rng, params, x
+    return {"prior": losses.init_prior_params(model.latent_dim -
+                                              model.num_classes)}
+
+  def init_aux(rng, model, params, x):
+    z, _ = model.forward(params, x)
+    nc = nc_of(model)
+    nc_params = nc.init(rng, as_nc_input(model.split(z)[1]))
+    return {"params": nc_params, "opt_state": nc_opt.init(nc_params)}
+
+  def update_aux(model, params, aux, batch, axis_name):
+    z, _ = model.forward(params, batch["image"])
+    z_n = jax.lax.stop_gradient(as_nc_input(model.split(z)[1]))
+    nc = nc_of(model)
+    return losses.nuisance_updates(
+        aux["params"], aux["opt_state"], z_n, batch["label"], nc.logits,
+        nc_opt, k, axis_name=axis_name)
+
+  bpd_dim = None
+
+  def loss(model, params, loss_params, aux_params, batch, axis_name):
+    del axis_name
+    x, y = batch["image"], batch["label"]
+    z, logdet = model.forward(params, x)
+    z_s, z_n = model.split(z)
+    nc = nc_of(model)
+    dim = math.prod(model.input_shape) if ice.mle_bits_per_dim else None
+    if alternating:
+      nc_logits = nc.logits(aux_params, as_nc_input(z_n))
+      value, metrics = losses.ice_network_loss(
+          z_s, z_n, logdet, y, nc_logits, loss_params["prior"],
+          weights=weights, bits_per_dim_dim=dim)
+    else:
+      # One pass: the classifier minimises its CE, the network sees the
+      # reversed gradient scaled by the nuisance weight.
+      nc_logits = nc.logits(
+          aux_params,
+          as_nc_input(losses.gradient_reversal(z_n, weights[1])))
+      value, metrics = losses.ice_network_loss(
+          z_s, z_n, logdet, y, nc_logits, loss_params["prior"],
+          weights=(weights[0], 0.0, weights[2]), bits_per_dim_dim=dim)
+      nc_ce = losses.nuisance_classifier_loss(nc_logits, y)
+      value = value + nc_ce
+      metrics = dict(metrics, nuisance_ce=nc_ce)
+    metrics = dict(metrics, loss=value, accuracy=_accuracy(z_s, y),
+                   nuisance_accuracy=_accuracy(nc_logits, y))
+    return value, metrics
+
+  del bpd_dim
+  return Objective("ice", loss, init_loss_params=init_loss_params,
+                   init_aux=init_aux,
+                   update_aux=update_aux if alternating and k > 0 else None,
+                   aux_in_grad=not alternating, aux_optimizer=nc_opt)
+
+
+# --------------------------------------------------------------- differential
+def _differential_objective(cfg) -> Objective:
+  per_device = cfg.loss.differential.pairs == "per_device"
+
+  def loss(model, params, loss_params, aux_params, batch, axis_name):
+    del loss_params, aux_params
+    logits = model.logits(params, batch["image"])
+    if logits.shape[-1] != 2:
+      raise ValueError("config.loss.name='differential' needs a model with two "
+                       f"logits (num_classes=2), got {logits.shape[-1]}.")
+    scores = losses.binary_scores(logits)
+    value, metrics = losses.differential_loss_from_batch(
+        scores, batch["label"], axis_name=None if per_device else axis_name)
+    metrics = dict(metrics, loss=value,
+                   accuracy=_accuracy(logits, batch["label"]))
+    return value, metrics
+
+  return Objective("differential", loss)
+
+
+_OBJECTIVES = {"ce": _ce_objective, "ice": _ice_objective,
+               "differential": _differential_objective}
+
+
+def make_objective(cfg) -> Objective:
+  """The :class:`Objective` named by ``cfg.loss.name``."""
+  name = cfg.loss.name
+  if name not in _OBJECTIVES:
+    raise ValueError(f"config.loss.name={name!r} is not one of "
+                     f"{sorted(_OBJECTIVES)}.")
+  return _OBJECTIVES[name](cfg)

@@ -1,0 +1,27 @@
+"""Small shared pieces of the tests: tiny configs."""
+from advinv_jax.config import default_config
+
+
+def tiny_config(model="cnn", loss="ce", **train):
+  """A config that trains in seconds on the bundled digits."""
+  c = default_config()
+  c.data.name = "digits"
+  c.model.name = model
+  c.model.features = (8, 8)
+  c.model.hidden = (16,)
+  c.model.levels = 3
+  c.model.depth = 1
+  c.model.width = 8
+  c.loss.name = loss
+  c.loss.ice.nuisance_hidden = (16,)
+  c.loss.ice.nuisance_steps = 2
+  c.train.batch_size = 32
+  c.train.num_steps = 6
+  c.train.log_every = 2
+  c.train.checkpoint_every = 3
+  c.train.progress_bar = False
+  c.eval.batch_size = 128
+  c.report.enabled = False
+  for k, v in train.items():
+    c.train[k] = v
+  return c

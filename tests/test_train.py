@@ -1,0 +1,177 @@
+"""Training: data-parallel equality, resumption, objectives, config errors."""
+import json
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from advinv_jax import train
+from advinv_jax.config import ConfigError, default_config, validate_config
+from tests._helpers import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _params(result):
+  return jax.tree_util.tree_map(np.asarray, result["state"].params)
+
+
+@pytest.mark.parametrize("model,loss", [("cnn", "ce"), ("firevnet", "ice")])
+def test_data_parallel_equals_single_device(tmp_path, model, loss):
+  """Same global batch on 1, 2 and 4 devices -> same parameters (<= 1e-5)."""
+  assert jax.device_count() >= 4, "conftest forces 4 host devices"
+  cfg = tiny_config(model, loss, num_steps=3, checkpoint_every=0)
+  if loss == "ice":
+    cfg.train.dequant_noise = 1 / 16  # noise must not depend on #devices
+  out = {}
+  for n in (1, 2, 4):
+    res = train.train_and_evaluate(
+        cfg, str(tmp_path / f"d{n}"), mesh=train.make_mesh(jax.devices()[:n]))
+    out[n] = (_params(res), res["eval"]["accuracy"])
+  for n in (2, 4):
+    chex.assert_trees_all_close(out[n][0], out[1][0], atol=1e-5, rtol=1e-5)
+    assert abs(out[n][1] - out[1][1]) < 1e-6
+
+
+def test_differential_global_pairs_equal_across_devices(tmp_path):
+  cfg = tiny_config("cnn", "differential", num_steps=3, checkpoint_every=0)
+  cfg.data.classes = (3, 8)
+  res = {n: train.train_and_evaluate(cfg, str(tmp_path / f"d{n}"),
+                                     mesh=train.make_mesh(jax.devices()[:n]))
+         for n in (1, 4)}
+  chex.assert_trees_all_close(_params(res[4]), _params(res[1]), atol=1e-5,
+                              rtol=1e-5)
+  assert "differential_bias" in res[1]["extras"]
+
+
+def test_resume_gives_same_final_params(tmp_path):
+  """Stopped right after a checkpoint, resumed: same result as one run."""
+  cfg = tiny_config("cnn", "ce", num_steps=8, checkpoint_every=3)
+  full = train.train_and_evaluate(cfg, str(tmp_path / "full"))
+  part = train.train_and_evaluate(cfg, str(tmp_path / "part"), stop_after=5)
+  assert part["steps"] == 5 and "eval" not in part
+  resumed = train.train_and_evaluate(cfg, str(tmp_path / "part"))
+  assert resumed["steps"] == 8
+  chex.assert_trees_all_equal(_params(resumed), _params(full))
+  lines = [json.loads(l) for l in open(tmp_path / "part" / "metrics.jsonl")]
+  steps = [l["step"] for l in lines if "train/loss" in l]
+  assert steps == sorted(set(steps)), "one metrics line per logged step"
+
+
+def test_same_seed_is_bitwise_deterministic(tmp_path):
+  cfg = tiny_config("firevnet", "ce", num_steps=3, checkpoint_every=0)
+  a = train.train_and_evaluate(cfg, str(tmp_path / "a"))
+  b = train.train_and_evaluate(cfg, str(tmp_path / "b"))
+  chex.assert_trees_all_equal(_params(a), _params(b))
+  assert a["eval"] == b["eval"]
+
+
+def test_ice_trains_nuisance_classifier_and_prior(tmp_path):
+  cfg = tiny_config("firevnet", "ice", num_steps=4, checkpoint_every=0)
+  res = train.train_and_evaluate(cfg, str(tmp_path / "ice"))
+  st = res["state"]
+  assert set(st.aux) == {"params", "opt_state"}
+  assert "prior" in st.loss_params
+  lines = [json.loads(l) for l in open(tmp_path / "ice" / "metrics.jsonl")]
+  rec = [l for l in lines if "train/nuisance_classifier_loss" in l][-1]
+  assert np.isfinite(rec["train/nuisance_classifier_loss"])
+  assert rec["train/finite"] == 1.0
+
+
+def test_gradient_reversal_variant_runs_one_pass(tmp_path):
+  cfg = tiny_config("firevnet", "ice", num_steps=2, checkpoint_every=0)
+  cfg.loss.ice.minmax = "gradient_reversal"
+  res = train.train_and_evaluate(cfg, str(tmp_path / "gr"))
+  init = train.make_objective(cfg)
+  assert init.update_aux is None and init.aux_in_grad
+  assert np.isfinite(res["eval"]["nll"])
+
+
+def test_nonfinite_step_is_not_applied():
+  cfg = tiny_config("cnn", "ce")
+  from advinv_jax.models import build_model
+  model = build_model(cfg.model, (8, 8, 1), 10)
+  obj = train.make_objective(cfg)
+  opt = train.make_optimizer(cfg.optimizer, 10)
+  x = jnp.ones((4, 8, 8, 1))
+  state = train.init_train_state(model, obj, opt, jax.random.PRNGKey(0), x)
+  step = jax.jit(train.make_train_step(model, obj, opt))
+  bad = {"image": x.at[0, 0, 0, 0].set(jnp.nan),
+         "label": jnp.zeros((4,), jnp.int32)}
+  new, metrics = step(state, bad, jax.random.PRNGKey(1))
+  assert float(metrics["finite"]) == 0.0
+  assert int(new.skipped) == 1 and int(new.step) == 1
+  chex.assert_trees_all_equal(new.params, state.params)
+
+
+def test_nonfinite_stops_with_step_and_checkpoint_named(tmp_path):
+  cfg = tiny_config("cnn", "ce", num_steps=6, checkpoint_every=2)
+  cfg.optimizer.name = "sgd"
+  cfg.optimizer.momentum = 0.0
+  cfg.optimizer.learning_rate = 1e30
+  with pytest.raises(train.NonFiniteError, match=r"at step \d+.*checkpoint"):
+    train.train_and_evaluate(cfg, str(tmp_path / "nan"))
+  cfg.train.on_nonfinite = "skip"
+  with pytest.warns(UserWarning, match="skipped"):
+    res = train.train_and_evaluate(cfg, str(tmp_path / "skip"))
+  assert int(res["state"].skipped) > 0
+  chex.assert_tree_all_finite(res["state"].params)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("train.batch_sise", 3, "did you mean config.train.batch_size"),
+    ("train.batch_size", 0, "batch_size=0 must be > 0"),
+    ("data.name", "mnsit", "not a known dataset"),
+    ("loss.name", "hinge", "loss.name='hinge' is not one of"),
+    ("report.linf_eps", (-0.1,), "negative eps"),
+])
+def test_config_errors_are_one_clear_line(field, value, match):
+  cfg = default_config()
+  section, key = field.split(".")
+  with cfg.unlocked():
+    cfg[section][key] = value
+  with pytest.raises(ConfigError, match=match):
+    validate_config(cfg)
+
+
+def test_config_wrong_type():
+  cfg = default_config()
+  with cfg.unlocked():
+    del cfg.train["num_steps"]
+    cfg.train.num_steps = "ten"
+  with pytest.raises(ConfigError, match="num_steps='ten' has type str"):
+    validate_config(cfg)
+
+
+@pytest.mark.parametrize("override,match", [
+    ("--config.train.num_epoch=3", "num_epoch"),
+    ("--config.data.name=nope", "config.data.name='nope'"),
+    ("--config.train.batch_size=abc", "batch_size"),
+])
+def test_main_rejects_bad_config_before_compiling(tmp_path, override, match):
+  proc = subprocess.run(
+      [sys.executable, "-m", "advinv_jax.main", "--config=configs/default.py",
+       f"--workdir={tmp_path}", override],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert match in proc.stderr
+  assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_unwritable_workdir_fails_at_start(tmp_path):
+  ro = tmp_path / "ro"
+  ro.mkdir()
+  ro.chmod(0o500)
+  if os.access(ro, os.W_OK):  # root ignores permissions
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    target = str(blocker / "sub")
+  else:
+    target = str(ro / "sub")
+  with pytest.raises(OSError, match="not writable"):
+    train.check_workdir(target)
