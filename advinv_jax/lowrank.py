@@ -143,14 +143,14 @@ def make_lowrank_data(key: Array, n: int, d: int, k: int, *,
 
 
 def _check_xy(x, y):
-  xs = tuple(getattr(x, "shape", np.shape(x)))
-  ys = tuple(getattr(y, "shape", np.shape(y)))
+  xs = tuple(x.shape if hasattr(x, "shape") else np.shape(x))
+  ys = tuple(y.shape if hasattr(y, "shape") else np.shape(y))
   if len(xs) != 2 or xs[0] == 0:
     raise ValueError(f"x must have shape [n, d] with n >= 1, got {xs}.")
   if ys != (xs[0],):
     raise ValueError(f"y must have shape [n]=({xs[0]},) to match x {xs}, got "
                      f"{ys}.")
-  ydtype = getattr(y, "dtype", np.asarray(y).dtype)
+  ydtype = y.dtype if hasattr(y, "dtype") else np.asarray(y).dtype
   if not (jnp.issubdtype(ydtype, jnp.integer) or ydtype == jnp.bool_):
     raise ValueError(f"y must hold int labels in {{0, 1}}, got dtype {ydtype}"
                      "; convert with y.astype(jnp.int32).")
@@ -438,7 +438,9 @@ def toy_2d_data(s: float, h: float) -> Tuple[Array, Array]:
 
 
 def toy_2d_ce_direction(s: float, h: float) -> Tuple[np.ndarray, float]:
-  """Limit of CE+bias GD on the toy: ``w = (1, -s h/(1+h^2))``, ``b = -s/(1+h^2)``.
+  """Limit of CE+bias GD on the toy (canonical scale).
+
+  ``w = (1, -s h / (1 + h^2))``, ``b = -s / (1 + h^2)``.
 
   This is the max-margin solution in the bias-augmented space ``(x, 1)``,
   scaled so that both points have functional margin 1.

@@ -1,4 +1,6 @@
-"""Config of Nar et al.'s low-rank linear margin study (experiments/lowrank_margin.py).
+"""Config of Nar et al.'s low-rank linear margin study.
+
+Run by ``experiments/lowrank_margin.py``.
 
 Command::
 
@@ -29,7 +31,7 @@ def get_config():
   config.ks = (1, 2, 5, 10, 20, 50, 99)  # subspace dimensions swept (< d)
   config.offset = 1.0                  # norm of the subspace offset (h)
   config.shift = 2.0                   # class boundary position (s)
-  config.margin_gap = 1.0              # gap between classes (SVM margin >= gap/2)
+  config.margin_gap = 1.0              # class gap (SVM margin >= gap / 2)
   config.spread = 1.0                  # within-class spread
   config.seeds = (0, 1)
   config.small_init = 1e-3             # ||w0|| of the small-init runs

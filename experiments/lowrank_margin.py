@@ -134,7 +134,8 @@ def _plot(results, ks, path):
     ax.set_xlabel(f"subspace dimension k (d = {cfg['d']})")
     ax.set_ylabel("margin / SVM margin")
     ax.set_ylim(0, 1.1)
-    ax.set_title(f"{rule} GD: {cfg[rule]['steps']} steps, lr {cfg[rule]['lr']}",
+    title = "plain GD" if rule == "gd" else "normalised GD (lr * grad / loss)"
+    ax.set_title(f"{title}: {cfg[rule]['steps']} steps, lr {cfg[rule]['lr']}",
                  fontsize=9)
   axes[0][0].legend(fontsize=8)
   fig.tight_layout()

@@ -1,4 +1,4 @@
-"""Tests of advinv_jax.losses: closed-form values, invariances, min-max signs."""
+"""Tests of advinv_jax.losses: closed forms, invariances, min-max signs."""
 import math
 
 from absl.testing import absltest
@@ -17,7 +17,7 @@ class CrossEntropyTest(chex.TestCase):
   def test_matches_hand_computed_value(self):
     logits = jnp.array([[1.0, 2.0, 3.0], [0.0, 0.0, math.log(2.0)]])
     labels = jnp.array([0, 2])
-    # -log softmax: row 0 -> 3 - 1 + log(1 + e^-1 + e^-2); row 1 -> log(4)-log(2)
+    # -log softmax: row 0 -> 2 + log(1 + e^-1 + e^-2); row 1 -> log 4 - log 2
     expected = 0.5 * ((2.0 + math.log(1 + math.exp(-1) + math.exp(-2))) +
                       math.log(2.0))
     got = self.variant(losses.cross_entropy)(logits, labels)
@@ -207,6 +207,8 @@ class IceTest(chex.TestCase):
 
     update = jax.jit(lambda p, s, z: losses.nuisance_updates(
         p, s, z, labels, apply_fn, nc_opt, 5))
+    nce_of = jax.jit(nce_of)
+    net_grad = jax.jit(jax.grad(net_loss))
     for _ in range(3):
       z_n = (x @ net)[:, 2:]
       before = float(nce_of(net, dis))
@@ -214,7 +216,7 @@ class IceTest(chex.TestCase):
       after = float(nce_of(net, dis))
       self.assertLess(after, before)             # D's loss goes down
       self.assertLess(after, float(last))        # last = start of step 5
-      grad = jax.grad(net_loss)(net, dis)
+      grad = net_grad(net, dis)
       new_net = net - 0.1 * grad
       self.assertGreater(float(nce_of(new_net, dis)), after)  # net's goes up
       net = new_net

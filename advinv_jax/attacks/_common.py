@@ -137,14 +137,20 @@ def margin(logits: Array, y: Array) -> Array:
   return other - own
 
 
-def attack_objective(logits: Array, y: Array, loss: str,
-                     targeted: bool) -> Array:
+def attack_objective(logits: Array, y: Array, loss: str, targeted: bool,
+                     target: Optional[Array] = None) -> Array:
   """Per-example objective the attack *maximises*, ``f32[B]``.
 
   ``ce``: cross-entropy of ``y`` (untargeted) or its negative (targeted).
   ``margin`` (Carlini-Wagner / DLR numerator): ``max_{j!=y} z_j - z_y``
   untargeted, ``z_y - max_{j!=y} z_j`` targeted (``y`` is then the target).
+  With ``target: int[B]`` (multi-targeted untargeted attack) the objective
+  is pairwise: ``z_t - z_y`` (margin) or ``CE(y) - CE(t)`` (ce).
   """
+  if target is not None:
+    zt = jnp.take_along_axis(logits, target[:, None], axis=-1)[:, 0]
+    zy = jnp.take_along_axis(logits, y[:, None], axis=-1)[:, 0]
+    return zt - zy   # CE(y) - CE(t) = z_t - z_y as well
   if loss == "ce":
     logp = jax.nn.log_softmax(logits, axis=-1)
     ce = -jnp.take_along_axis(logp, y[:, None], axis=-1)[:, 0]

@@ -14,7 +14,7 @@ Array = jax.Array
 def pgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps, norm: str = "linf",
         steps: int = 10, rel_step_size: Optional[float] = None,
         step_size=None, restarts: int = 1, random_start: bool = True,
-        loss: str = "ce", targeted: bool = False,
+        loss: str = "ce", targeted: bool = False, num_targets: int = 0,
         bounds: Optional[Tuple[float, float]] = (0.0, 1.0),
         loop: Optional[str] = None,
         rng: Optional[Array] = None) -> C.AttackResult:
@@ -25,8 +25,11 @@ def pgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps, norm: str = "linf",
   Each step is ``x <- Proj_{ball, bounds}(x + alpha * dir(grad))`` with
   ``dir = sign`` (linf) or ``grad / ||grad||_2`` (l2). Every iterate is
   scored with the logits its gradient step computes anyway, and per example
-  the best iterate over all steps and restarts is kept: a successful one
-  first, then the highest loss. Cost: ``restarts * (steps fwd+bwd + 1 fwd)``.
+  the best iterate over all steps, restarts and targets is kept: a
+  successful one first, then the highest objective. Restarts and targets
+  are run as one batch of ``restarts * max(1, num_targets) * B`` rows (one
+  compiled loop; memory grows with it). Cost per row: ``steps`` fwd+bwd and
+  one forward.
 
   Args:
     logits_fn: pure ``f32[B, H, W, C] -> f32[B, K]``, per-example.
@@ -36,14 +39,19 @@ def pgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps, norm: str = "linf",
     norm: ``'linf'`` or ``'l2'``.
     steps: gradient steps per restart.
     rel_step_size: step size relative to ``eps``; default ``2.5 / steps``
-      (Madry et al.'s rule; our choice of default).
+      for linf (Madry et al.'s rule) and ``max(2.5 / steps, 0.25)`` for l2
+      (smaller l2 steps rotate a random start towards the gradient too
+      slowly; our choice, checked on linear models).
     step_size: absolute step size; overrides ``rel_step_size``.
-    restarts: independent runs from different random starts; per example
-      the best is kept.
+    restarts: independent runs from different random starts.
     random_start: start uniformly in the ball (else at ``x``).
     loss: ``'ce'`` (cross-entropy) or ``'margin'`` (CW / DLR numerator
       ``max_{j!=y} z_j - z_y``).
     targeted: make the prediction equal ``y`` instead of different from it.
+    num_targets: multi-targeted attack (Gowal et al. 2019; untargeted only):
+      if > 0, run against each of the ``num_targets`` other classes with the
+      highest clean logits, maximising the pairwise margin ``z_t - z_y``
+      (then ``loss`` is unused). Exact on linear models.
     bounds: ``(low, high)`` box for inputs, or None for unbounded.
     loop: ``'fori'``, ``'unrolled'`` or ``'scan'``; None picks
       :func:`default_loop` for the backend.
@@ -51,72 +59,98 @@ def pgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps, norm: str = "linf",
 
   Returns:
     :class:`AttackResult` with ``x_adv f32[B,H,W,C]``, ``success bool[B]``,
-    ``perturbation_norm f32[B]`` (in ``norm``), ``bad_grad_steps int32[B]``.
+    ``perturbation_norm f32[B]`` (in ``norm``), ``bad_grad_steps int32[B]``
+    (summed over restarts and targets).
 
   Raises:
     ValueError: bad shapes, labels, ``eps < 0``, unknown norm/loss/loop.
   """
-  C.validate_inputs(logits_fn, x, y, eps=eps, norm=norm, bounds=bounds,
-                    loss=loss, loop=loop, steps=steps, restarts=restarts)
+  num_classes = C.validate_inputs(logits_fn, x, y, eps=eps, norm=norm,
+                                  bounds=bounds, loss=loss, loop=loop,
+                                  steps=steps, restarts=restarts)
   if random_start and rng is None:
     raise ValueError("rng is None but random_start=True: pass a key, e.g. "
                      "rng=jax.random.PRNGKey(0), or set random_start=False.")
+  if num_targets < 0 or (num_targets and targeted):
+    raise ValueError(f"num_targets={num_targets} must be >= 0, and 0 for a "
+                     "targeted attack.")
   loop = loop or C.default_loop()
   bounds = C.as_bounds(bounds)
+  b = x.shape[0]
   eps = jnp.asarray(eps, x.dtype)
-  if step_size is None:
-    rel = 2.5 / steps if rel_step_size is None else rel_step_size
-    alpha = C.eps_like(eps * rel, x)
+  n_t = min(int(num_targets), num_classes - 1)
+  reps = restarts * max(1, n_t)
+
+  # Rows ordered [restart, target, example].
+  target = None
+  if n_t:
+    clean = logits_fn(x)
+    other = jnp.where(jax.nn.one_hot(y, num_classes, dtype=bool), -jnp.inf,
+                      clean)
+    cand = jnp.argsort(-other, axis=-1)[:, :n_t]              # [B, T]
+    target = jnp.tile(cand.T.reshape(-1), restarts)           # [R*T*B]
+  if reps > 1:
+    x0 = jnp.tile(x, (reps,) + (1,) * (x.ndim - 1))
+    y0 = jnp.tile(y, reps)
+    eps_r = jnp.tile(eps, reps) if eps.ndim == 1 else eps
   else:
-    alpha = C.eps_like(jnp.asarray(step_size, x.dtype), x)
+    x0, y0, eps_r = x, y, eps
+
+  if step_size is None:
+    rel = rel_step_size
+    if rel is None:
+      rel = 2.5 / steps if norm == "linf" else max(2.5 / steps, 0.25)
+    alpha = C.eps_like(eps_r * rel, x0)
+  else:
+    alpha = C.eps_like(jnp.asarray(step_size, x.dtype), x0)
 
   def objective(xx):
     logits = logits_fn(xx)
-    obj = C.attack_objective(logits, y, loss, targeted)
+    obj = C.attack_objective(logits, y0, loss, targeted, target)
     return jnp.sum(obj), (obj, logits)
 
   grad_fn = jax.grad(objective, has_aux=True)
 
   def update_best(best, xx, obj, logits):
     bx, bsucc, bobj = best
-    succ = C.is_success(logits, y, targeted)
+    succ = C.is_success(logits, y0, targeted)
     better = (succ & ~bsucc) | ((succ == bsucc) & (obj > bobj))
     return (C.select(better, xx, bx), jnp.where(better, succ, bsucc),
             jnp.where(better, obj, bobj))
 
-  def one_run(key, best, bad):
-    if random_start:
-      x_cur = C.project(x, C.random_start(key, x, eps, norm), eps, norm, bounds)
-    else:
-      x_cur = x
-
-    def body(_, carry):
-      x_cur, best, bad = carry
-      g, (obj, logits) = grad_fn(x_cur)
-      best = update_best(best, x_cur, obj, logits)
-      bad = bad + C.bad_grad(g).astype(jnp.int32)
-      x_new = C.project(x, x_cur + alpha * C.steepest_step(g, norm), eps,
-                        norm, bounds)
-      return x_new, best, bad
-
-    x_cur, best, bad = C.run_loop(body, (x_cur, best, bad), steps, loop)
-    _, (obj, logits) = objective(x_cur)
-    return update_best(best, x_cur, obj, logits), bad
-
-  b = x.shape[0]
-  best = (x, jnp.zeros((b,), bool), jnp.full((b,), -jnp.inf, x.dtype))
-  bad = jnp.zeros((b,), jnp.int32)
-  key = rng if rng is not None else jax.random.PRNGKey(0)
-  if restarts == 1:
-    best, bad = one_run(key, best, bad)
-  elif loop == "unrolled":
-    for r in range(restarts):
-      best, bad = one_run(jax.random.fold_in(key, r), best, bad)
+  if random_start:
+    x_cur = C.project(x0, C.random_start(rng, x0, eps_r, norm), eps_r, norm,
+                      bounds)
   else:
-    def restart_body(r, carry):
-      return one_run(jax.random.fold_in(key, r), *carry)
-    best, bad = jax.lax.fori_loop(0, restarts, restart_body, (best, bad))
-  x_adv, success, _ = best
+    x_cur = x0
+
+  def body(_, carry):
+    x_cur, best, bad = carry
+    g, (obj, logits) = grad_fn(x_cur)
+    best = update_best(best, x_cur, obj, logits)
+    bad = bad + C.bad_grad(g).astype(jnp.int32)
+    x_new = C.project(x0, x_cur + alpha * C.steepest_step(g, norm), eps_r,
+                      norm, bounds)
+    return x_new, best, bad
+
+  n = x0.shape[0]
+  best = (x0, jnp.zeros((n,), bool), jnp.full((n,), -jnp.inf, x.dtype))
+  bad = jnp.zeros((n,), jnp.int32)
+  x_cur, best, bad = C.run_loop(body, (x_cur, best, bad), steps, loop)
+  _, (obj, logits) = objective(x_cur)
+  x_adv, success, obj = update_best(best, x_cur, obj, logits)
+
+  if reps > 1:
+    x_adv = x_adv.reshape((reps,) + x.shape)
+    success = success.reshape(reps, b)
+    obj = obj.reshape(reps, b)
+    any_succ = jnp.any(success, axis=0)
+    score = jnp.where(any_succ[None], jnp.where(success, obj, -jnp.inf), obj)
+    idx = jnp.argmax(score, axis=0)                            # [B]
+    x_adv = jnp.take_along_axis(
+        x_adv, idx.reshape((1, b) + (1,) * (x.ndim - 1)), axis=0)[0]
+    success = any_succ
+    bad = jnp.sum(bad.reshape(reps, b), axis=0)
   return C.AttackResult(x_adv=x_adv, success=success,
                         perturbation_norm=C.batch_norm(x_adv - x, norm),
                         bad_grad_steps=bad)

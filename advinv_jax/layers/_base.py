@@ -219,6 +219,19 @@ def _np_stack(trees):
   return jax.tree_util.tree_map(lambda *a: np.stack(a), *trees)
 
 
+def _depend_on(g, tree):
+  """Adds ``0 * g[0]`` to every leaf of ``tree``: a data dependence on ``g``.
+
+  XLA CPU expands optimization barriers early, after which CSE and the
+  scheduler may share / hoist work that depends only on parameters (e.g. an
+  ActNorm's broadcast shift) across the whole backward pass. A true data
+  dependence cannot be moved; ``x * 0`` is not folded for floats (NaN/inf
+  semantics), so this costs one fused multiply-add per leaf.
+  """
+  zero = g.reshape(-1)[0] * 0.0
+  return jax.tree_util.tree_map(lambda a: a + zero.astype(a.dtype), tree)
+
+
 def _reversible_apply(chain: Chain, params, consts, x):
   """Applies ``chain`` with a custom VJP that recomputes activations."""
   n = len(chain.layers)
@@ -259,13 +272,15 @@ def _reversible_apply(chain: Chain, params, consts, x):
       return grads, gx
     grads = {}
     for i in reversed(range(n)):
-      if i < n - 1:
-        # Tie the recomputation of step i's input to the arrival of its
-        # output cotangent, so recomputed activations are not hoisted
-        # (and kept alive) ahead of the backward pass.
-        y, gy = jax.lax.optimization_barrier((y, gy))
+      # Tie step i's recomputation to the arrival of its output cotangent:
+      # passing (y, gy, params_i) through one barrier stops XLA from hoisting
+      # the recomputation (or anything computed from params_i alone, such as
+      # broadcasts, which CSE would otherwise share with the forward pass)
+      # ahead of the backward pass and keeping it alive.
+      y, gy, p_i = jax.lax.optimization_barrier((y, gy, params[keys[i]]))
+      y, p_i = _depend_on(gy, (y, p_i))
       y, grads[keys[i]], gy = chain.layers[i].reverse_vjp(
-          params[keys[i]], consts[i], y, gy, gld)
+          p_i, consts[i], y, gy, gld)
     return grads, gy
 
   run.defvjp(fwd, bwd)

@@ -1,11 +1,11 @@
-"""Python-level input checks shared by the loss functions (run before tracing)."""
+"""Python-level input checks shared by the losses (run before tracing)."""
 from __future__ import annotations
 
 import jax.numpy as jnp
 
 
 def shape_of(x):
-  return tuple(getattr(x, "shape", jnp.shape(x)))
+  return tuple(x.shape if hasattr(x, "shape") else jnp.shape(x))
 
 
 def dtype_of(x):

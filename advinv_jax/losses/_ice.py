@@ -65,7 +65,9 @@ def init_prior_params(dim: int, dtype=jnp.float32) -> Dict[str, Array]:
 
 
 def factorial_gaussian_nll(z_n: Array, mean: Array, log_std: Array) -> Array:
-  """Negative log-density of ``z_n`` under ``prod_k N(mean_k, exp(log_std_k)^2)``.
+  """Negative log-density of ``z_n`` under a factorial Gaussian.
+
+  The prior is ``prod_k N(mean_k, exp(log_std_k)^2)``.
 
   ``nll_b = sum_k [ 0.5 log(2 pi) + log_std_k
                     + 0.5 ((z_bk - mean_k) / exp(log_std_k))^2 ]`` in nats.
@@ -96,9 +98,9 @@ def factorial_gaussian_nll(z_n: Array, mean: Array, log_std: Array) -> Array:
 
 def _check_prior(prior) -> None:
   if not isinstance(prior, Mapping) or not {"mean", "log_std"} <= set(prior):
+    keys = list(prior) if isinstance(prior, Mapping) else type(prior).__name__
     raise ValueError("prior must be a dict with keys 'mean' and 'log_std' "
-                     "(see init_prior_params), got "
-                     f"{type(prior).__name__} {list(prior) if isinstance(prior, Mapping) else ''}.")
+                     f"(see init_prior_params), got {keys}.")
 
 
 def mle_nuisance_term(z_n: Array, logdet: Array, prior: Mapping[str, Array],

@@ -8,6 +8,8 @@ corrupted files) is reported with a warning and the previous step is used.
 from __future__ import annotations
 
 import os
+import shutil
+import time
 import warnings
 from typing import Any, Optional, Tuple
 
@@ -51,18 +53,33 @@ class Checkpointer:
       try:
         tree = self._mngr.restore(step, args=ocp.args.StandardRestore(target))
       except Exception as e:  # pylint: disable=broad-except
+        moved = self._quarantine(step)
         warnings.warn(
             f"checkpoint step {step} in {self.directory} could not be read "
-            f"({type(e).__name__}: {str(e)[:200]}); trying the previous one.")
+            f"({type(e).__name__}: {str(e)[:200]}); moved it to {moved} and "
+            "trying the previous one.")
         continue
       shapes_ok = jax.tree_util.tree_all(jax.tree_util.tree_map(
           lambda a, b: np.shape(a) == np.shape(b), tree, target))
       if not shapes_ok:
+        moved = self._quarantine(step)
         warnings.warn(f"checkpoint step {step} does not match the model's "
-                      "shapes; trying the previous one.")
+                      f"shapes; moved it to {moved} and trying the previous "
+                      "one.")
         continue
       return step, tree
     return None, None
+
+  def _quarantine(self, step: int) -> str:
+    """Moves an unreadable step out of the way (kept for inspection)."""
+    src = os.path.join(self.directory, str(step))
+    dst_root = self.directory + "_corrupt"
+    os.makedirs(dst_root, exist_ok=True)
+    dst = os.path.join(dst_root, f"{step}-{int(time.time())}")
+    if jax.process_index() == 0 and os.path.exists(src):
+      shutil.move(src, dst)
+    self._mngr.reload()
+    return dst
 
   def close(self):
     self._mngr.close()

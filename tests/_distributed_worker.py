@@ -1,0 +1,27 @@
+"""One process of the two-process jax.distributed test (run by test_faults)."""
+import os
+import sys
+
+
+def main():
+  pid, port, workdir, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+  import jax
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2,
+                             process_id=pid)
+  import numpy as np
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from advinv_jax import train
+  from tests._helpers import tiny_config
+  assert jax.device_count() == 2 and jax.local_device_count() == 1
+  cfg = tiny_config("cnn", "ce", num_steps=4, checkpoint_every=2)
+  res = train.train_and_evaluate(cfg, workdir)
+  if pid == 0:
+    flat = {"/".join(map(str, k)): np.asarray(v) for k, v in
+            jax.tree_util.tree_leaves_with_path(res["state"].params)}
+    np.savez(out, accuracy=res["eval"]["accuracy"], **flat)
+  jax.distributed.shutdown()
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,130 @@
+"""Faults: SIGKILL and resume, corrupted checkpoints, several processes."""
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from advinv_jax import train
+from advinv_jax.config import default_config
+from tests._helpers import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+KILL_OVERRIDES = [
+    "--config.model.name=cnn", "--config.model.features=(8,8)",
+    "--config.model.hidden=(16,)", "--config.train.batch_size=32",
+    "--config.train.num_steps=40", "--config.train.checkpoint_every=4",
+    "--config.train.log_every=2", "--config.train.progress_bar=False",
+    "--config.report.enabled=False",
+]
+
+
+def _kill_config():
+  c = default_config()
+  c.model.name = "cnn"
+  c.model.features = (8, 8)
+  c.model.hidden = (16,)
+  c.train.batch_size = 32
+  c.train.num_steps = 40
+  c.train.checkpoint_every = 4
+  c.train.log_every = 2
+  c.train.progress_bar = False
+  c.report.enabled = False
+  return c
+
+
+def _params(res):
+  return jax.tree_util.tree_map(np.asarray, res["state"].params)
+
+
+def _env():
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+  env["PYTHONPATH"] = ROOT
+  return env
+
+
+def test_sigkill_then_resume_reaches_same_params(tmp_path):
+  workdir = tmp_path / "killed"
+  ckpts = workdir / "checkpoints"
+  kill_at = random.Random().choice([8, 12, 16, 20])
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "advinv_jax.main", "--config=configs/default.py",
+       f"--workdir={workdir}", *KILL_OVERRIDES],
+      cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:
+    names = os.listdir(ckpts) if ckpts.exists() else []
+    steps = [int(p) for p in names if p.isdigit()]  # complete steps only
+    if any(s >= kill_at for s in steps):
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, "training finished before the kill: " + \
+      proc.stderr.read().decode()[-2000:]
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  last = max(int(p) for p in os.listdir(ckpts) if p.isdigit())
+  assert last < 40
+  one = train.make_mesh(jax.devices()[:1])  # as in the killed subprocess
+  resumed = train.train_and_evaluate(_kill_config(), str(workdir), mesh=one)
+  full = train.train_and_evaluate(_kill_config(), str(tmp_path / "full"),
+                                  mesh=one)
+  assert resumed["steps"] == full["steps"] == 40
+  chex.assert_trees_all_equal(_params(resumed), _params(full))
+
+
+def test_corrupted_latest_checkpoint_falls_back_with_warning(tmp_path):
+  cfg = tiny_config("cnn", "ce", num_steps=6, checkpoint_every=3)
+  train.train_and_evaluate(cfg, str(tmp_path), stop_after=6)
+  ckpts = tmp_path / "checkpoints"
+  assert sorted(int(p) for p in os.listdir(ckpts) if p.isdigit()) == [3, 6]
+  # Truncate every data file of the newest step.
+  for root, _, files in os.walk(ckpts / "6"):
+    for f in files:
+      path = os.path.join(root, f)
+      with open(path, "r+b") as fh:
+        fh.truncate(max(0, os.path.getsize(path) // 3))
+  with pytest.warns(UserWarning, match="step 6 .* could not be read"):
+    res = train.train_and_evaluate(cfg, str(tmp_path))
+  ref = train.train_and_evaluate(cfg, str(tmp_path / "ref"))
+  assert res["steps"] == 6
+  chex.assert_trees_all_equal(_params(res), _params(ref))
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process(tmp_path):
+  """jax.distributed on localhost (gloo): 2 processes x 1 device == 1 x 2."""
+  port = str(_free_port())
+  out = tmp_path / "two.npz"
+  procs = [subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, "tests", "_distributed_worker.py"),
+       str(i), port, str(tmp_path / "work"), str(out)],
+      cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+      for i in range(2)]
+  logs = [p.communicate(timeout=400)[0].decode() for p in procs]
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log[-3000:]
+  two = np.load(out)
+  cfg = tiny_config("cnn", "ce", num_steps=4, checkpoint_every=2)
+  one = train.train_and_evaluate(cfg, str(tmp_path / "one"),
+                                 mesh=train.make_mesh(jax.devices()[:2]))
+  flat = {"/".join(map(str, k)): np.asarray(v) for k, v in
+          jax.tree_util.tree_leaves_with_path(one["state"].params)}
+  assert set(flat) == set(two.files) - {"accuracy"}
+  for k, v in flat.items():
+    np.testing.assert_allclose(two[k], v, atol=1e-5, rtol=1e-5)
+  assert abs(float(two["accuracy"]) - one["eval"]["accuracy"]) < 1e-6
