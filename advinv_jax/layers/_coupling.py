@@ -12,10 +12,52 @@ from advinv_jax.layers._base import Layer
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
-def conv3x3(x, w):
-  """3x3 'SAME' (zero-padded) convolution, ``w: f32[3, 3, Cin, Cout]``."""
-  return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
-                                      dimension_numbers=_DN)
+CONV3X3_IMPLS = ("auto", "xla", "im2col", "outshift")
+
+
+def _shift(x, dy, dx):
+  """``x`` zero-padded by 1 (already) and cropped at offset ``(dy, dx)``."""
+  h, w = x.shape[1] - 2, x.shape[2] - 2
+  return x[:, dy:dy + h, dx:dx + w]
+
+
+def conv3x3(x, w, impl: str = "auto"):
+  """3x3 'SAME' (zero-padded) convolution, ``w: f32[3, 3, Cin, Cout]``.
+
+  ``impl`` (all exact up to float rounding):
+
+  * ``'xla'``: ``lax.conv_general_dilated``.
+  * ``'im2col'``: the 9 shifted copies of ``x`` are concatenated on the
+    channel axis and multiplied by ``w`` as a ``[9 Cin, Cout]`` matrix.
+  * ``'outshift'``: ``x`` is multiplied by ``w`` as a ``[Cin, 9 Cout]``
+    matrix and the 9 output groups are shifted and summed.
+  * ``'auto'``: ``im2col`` if ``Cin < Cout`` else ``outshift``. On XLA CPU
+    the matmul forms' forward+backward are 2-3x faster than ``'xla'`` for the
+    fiRevNet subnet's thin-to-wide (c/2 -> 128) and wide-to-thin
+    (128 -> c/2) convs (the shifts touch only the thin side).
+  """
+  cin, cout = w.shape[2], w.shape[3]
+  if impl == "auto":
+    impl = "im2col" if cin < cout else "outshift"
+  if impl == "xla":
+    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                        dimension_numbers=_DN)
+  pad = ((0, 0), (1, 1), (1, 1), (0, 0))
+  if impl == "im2col":
+    xp = jnp.pad(x, pad)
+    cols = jnp.concatenate(
+        [_shift(xp, dy, dx) for dy in range(3) for dx in range(3)], axis=-1)
+    return jnp.einsum("bhwk,ko->bhwo", cols, w.reshape(9 * cin, cout))
+  if impl == "outshift":
+    u = jnp.einsum("bhwc,ck->bhwk", x,
+                   w.transpose(2, 0, 1, 3).reshape(cin, 9 * cout))
+    up = jnp.pad(u, pad)
+    out = None
+    for k in range(9):
+      part = _shift(up, k // 3, k % 3)[..., k * cout:(k + 1) * cout]
+      out = part if out is None else out + part
+    return out
+  raise ValueError(f"conv3x3 impl={impl!r}; choose one of {CONV3X3_IMPLS}.")
 
 
 def conv1x1(x, w, as_matmul: bool):
@@ -46,12 +88,13 @@ class Subnet:
   out_channels: int
   conv1x1_as_matmul: bool = True
   min_std: float = 1e-2
+  conv3x3_impl: str = "auto"
 
   def init(self, rng, x):
     c = x.shape[-1]
     k1, k2 = jax.random.split(rng)
     p = {"w1": _he(k1, (3, 3, c, self.width), 9 * c)}
-    h = conv3x3(x, p["w1"])
+    h = conv3x3(x, p["w1"], self.conv3x3_impl)
     p["a1"] = actnorm_init(h, self.min_std)
     h = jax.nn.relu(actnorm_apply(p["a1"], h))
     p["w2"] = _he(k2, (self.width, self.width), self.width)
@@ -63,10 +106,12 @@ class Subnet:
     return p
 
   def __call__(self, p, x):
-    h = jax.nn.relu(actnorm_apply(p["a1"], conv3x3(x, p["w1"])))
+    h = jax.nn.relu(actnorm_apply(p["a1"],
+                                  conv3x3(x, p["w1"], self.conv3x3_impl)))
     h = jax.nn.relu(actnorm_apply(
         p["a2"], conv1x1(h, p["w2"], self.conv1x1_as_matmul)))
-    return (conv3x3(h, p["w3"]) + p["b3"]) * jnp.exp(3.0 * p["logs3"])
+    out = conv3x3(h, p["w3"], self.conv3x3_impl) + p["b3"]
+    return out * jnp.exp(3.0 * p["logs3"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +137,7 @@ class Coupling(Layer):
     scale_floor: lower bound of the sigmoid scale (default 1e-3).
     conv1x1_as_matmul: run the subnet's 1x1 conv as an einsum.
     min_std: ActNorm init floor of the subnet's ActNorms.
+    conv3x3_impl: how the subnet's 3x3 convs run (see :func:`conv3x3`).
   """
 
   width: int = 32
@@ -100,6 +146,7 @@ class Coupling(Layer):
   scale_floor: float = 1e-3
   conv1x1_as_matmul: bool = True
   min_std: float = 1e-2
+  conv3x3_impl: str = "auto"
 
   def __post_init__(self):
     if self.coupling not in ("additive", "affine"):
@@ -110,6 +157,9 @@ class Coupling(Layer):
                        "or 'exp_tanh'.")
     if self.width < 1:
       raise ValueError(f"coupling width={self.width} must be >= 1.")
+    if self.conv3x3_impl not in CONV3X3_IMPLS:
+      raise ValueError(f"conv3x3_impl={self.conv3x3_impl!r}; choose one of "
+                       f"{CONV3X3_IMPLS}.")
     if not 0.0 < self.scale_floor < 1.0:
       raise ValueError(f"scale_floor={self.scale_floor} must be in (0, 1).")
 
@@ -123,7 +173,8 @@ class Coupling(Layer):
     ca = c // 2
     cb = c - ca
     out = cb if self.coupling == "additive" else 2 * cb
-    return ca, Subnet(self.width, out, self.conv1x1_as_matmul, self.min_std)
+    return ca, Subnet(self.width, out, self.conv1x1_as_matmul, self.min_std,
+                      self.conv3x3_impl)
 
   def init(self, rng, x):
     self.check_shape(tuple(x.shape))

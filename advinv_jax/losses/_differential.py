@@ -9,7 +9,7 @@ this loss converges in direction to the hard-margin SVM.
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +50,8 @@ def differential_loss(scores_pos: Array, scores_neg: Array) -> Array:
   return jnp.mean(jax.nn.softplus(-diff))
 
 
-def differential_loss_from_batch(scores: Array, labels: Array
+def differential_loss_from_batch(scores: Array, labels: Array, *,
+                                 axis_name: Optional[str] = None
                                  ) -> Tuple[Array, Dict[str, Array]]:
   """:func:`differential_loss` over a mixed batch, via a pair mask.
 
@@ -59,9 +60,17 @@ def differential_loss_from_batch(scores: Array, labels: Array
   (one class only) gives loss ``0`` with zero, finite gradients, and
   ``metrics["single_class_batch"] = 1`` so training can count such batches.
 
+  With ``axis_name`` (under ``shard_map``/``pmap``, batch split over that
+  axis) the pairs are formed over the *global* batch: every device's
+  positives against every device's negatives. The returned value is then a
+  per-device surrogate whose gradients, averaged with ``lax.pmean`` over the
+  axis, equal the gradient of the global loss (so training on N devices
+  matches one device); ``metrics["loss"]`` is the global loss itself.
+
   Args:
     scores: ``float[B]`` scalar scores.
     labels: ``int[B]`` (or bool) labels in ``{0, 1}``.
+    axis_name: optional mapped batch axis (see above).
 
   Returns:
     ``(loss, metrics)``; metrics are float32 scalars: ``loss``,
@@ -77,6 +86,8 @@ def differential_loss_from_batch(scores: Array, labels: Array
   _checks.check_batch(shape, lshape, "scores", "labels")
   scores = jnp.asarray(scores)
   labels = jnp.asarray(labels).astype(jnp.int32)
+  if axis_name is not None:
+    return _global_pairs(scores, labels, axis_name)
   pos = labels == 1
   neg = labels == 0
   mask = pos[:, None] & neg[None, :]
@@ -98,6 +109,45 @@ def differential_loss_from_batch(scores: Array, labels: Array
       "pair_accuracy": (correct / jnp.maximum(num_pairs, 1)).astype(
           jnp.float32),
   }
+  return loss, metrics
+
+
+def _global_pairs(scores, labels, axis_name):
+  """Global-batch pairs under a mapped axis; see differential_loss_from_batch."""
+  n_dev = jax.lax.axis_size(axis_name)
+  all_s = jax.lax.stop_gradient(
+      jax.lax.all_gather(scores, axis_name, tiled=True))
+  all_y = jax.lax.all_gather(labels, axis_name, tiled=True)
+  pos, neg = labels == 1, labels == 0
+  all_pos, all_neg = all_y == 1, all_y == 0
+  num_pairs = jnp.sum(all_pos) * jnp.sum(all_neg)
+  has_pairs = num_pairs > 0
+  denom = jnp.maximum(num_pairs, 1).astype(scores.dtype)
+
+  def pair_sum(s_p, s_n, mask):
+    diff = jnp.where(mask, s_p[:, None] - s_n[None, :], 0.0)
+    return jnp.sum(jnp.where(mask, jax.nn.softplus(-diff), 0.0))
+
+  # d/dθ of the global mean = Σ_devices d/dθ of (local positives vs all
+  # negatives + all positives vs local negatives), the other side held fixed.
+  surrogate = (pair_sum(scores, all_s, pos[:, None] & all_neg[None, :])
+               + pair_sum(all_s, scores, all_pos[:, None] & neg[None, :]))
+  surrogate = jnp.where(has_pairs, n_dev * surrogate / denom, 0.0)
+  full_mask = all_pos[:, None] & all_neg[None, :]
+  value = jnp.where(has_pairs, pair_sum(all_s, all_s, full_mask) / denom, 0.0)
+  diff = all_s[:, None] - all_s[None, :]
+  correct = jnp.sum(jnp.where(full_mask, diff > 0, False))
+  metrics = {
+      "loss": value,
+      "single_class_batch": (~has_pairs).astype(jnp.float32),
+      "num_pos": jnp.sum(all_pos).astype(jnp.float32),
+      "num_neg": jnp.sum(all_neg).astype(jnp.float32),
+      "num_pairs": num_pairs.astype(jnp.float32),
+      "pair_accuracy": (correct / jnp.maximum(num_pairs, 1)).astype(
+          jnp.float32),
+  }
+  # Forward value equals the global loss; gradients are the surrogate's.
+  loss = surrogate + jax.lax.stop_gradient(value - surrogate)
   return loss, metrics
 
 

@@ -263,7 +263,8 @@ def gradient_reversal(x: Any, scale: float = 1.0) -> Any:
 def nuisance_updates(nc_params: Params, nc_opt_state: Any, z_n: Array,
                      labels: Array, apply_fn: Callable[..., Array],
                      optimizer: optax.GradientTransformation, k: int,
-                     rng: Optional[Array] = None
+                     rng: Optional[Array] = None,
+                     axis_name: Optional[str] = None
                      ) -> Tuple[Params, Any, Array]:
   """``k`` optimiser steps of the nuisance classifier on ``stop_gradient(z_n)``.
 
@@ -283,6 +284,9 @@ def nuisance_updates(nc_params: Params, nc_opt_state: Any, z_n: Array,
     optimizer: an ``optax.GradientTransformation``.
     k: number of steps, a Python int >= 0 (0 returns the inputs unchanged).
     rng: optional PRNG key, split into ``k`` step keys.
+    axis_name: under ``shard_map``/``pmap``, the batch axis: gradients and
+      the loss are averaged over it (``lax.pmean``), so every device takes
+      the same steps as one device on the global batch.
 
   Returns:
     ``(nc_params, nc_opt_state, last_loss)`` where ``last_loss`` is the
@@ -307,12 +311,15 @@ def nuisance_updates(nc_params: Params, nc_opt_state: Any, z_n: Array,
       logits = apply_fn(params, z_n, key)
     return nuisance_classifier_loss(logits, labels)
 
+  def pmean(x):
+    return x if axis_name is None else jax.lax.pmean(x, axis_name)
+
   if k == 0:
-    return nc_params, nc_opt_state, loss_fn(nc_params, rng)
+    return nc_params, nc_opt_state, pmean(loss_fn(nc_params, rng))
 
   def step(carry, key):
     params, opt_state = carry
-    loss, grads = jax.value_and_grad(loss_fn)(params, key)
+    loss, grads = pmean(jax.value_and_grad(loss_fn)(params, key))
     updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     return (params, opt_state), loss

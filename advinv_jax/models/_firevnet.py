@@ -40,9 +40,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from advinv_jax.layers import (DCT2D, ActNorm, Chain, Coupling, FixedAffine,
-                               InvConv1x1, Layer, Psi, Reverse, Shuffle,
-                               Squeeze, count_params)
+from advinv_jax.layers import (CONV3X3_IMPLS, DCT2D, ActNorm, Chain,
+                               Coupling, FixedAffine, InvConv1x1, Layer, Psi,
+                               Reverse, Shuffle, Squeeze, count_params)
 from advinv_jax.models._base import InvertibleModel, register_model
 
 # What reversible_loop='auto' means (the faster form measured in
@@ -225,6 +225,7 @@ def _common(cfg, coupling_default="affine", perm_default="shuffle"):
       reversible=bool(cfg.get("reversible", False)),
       reversible_loop=_choice(cfg, "reversible_loop", "auto",
                               ("auto", "unrolled", "scan")),
+      conv3x3_impl=_choice(cfg, "conv3x3_impl", "auto", CONV3X3_IMPLS),
       seed=int(cfg.get("perm_seed", 0)))
   if s["min_std"] <= 0:
     raise ValueError(f"config.model.actnorm_std_floor={s['min_std']} must be "
@@ -243,7 +244,7 @@ def _steps(n, width, s, first_index):
     steps.append(Chain((
         ActNorm(s["min_std"]), perm,
         Coupling(width, s["coupling"], s["affine_scale"], s["scale_floor"],
-                 s["conv1x1_as_matmul"], s["min_std"]))))
+                 s["conv1x1_as_matmul"], s["min_std"], s["conv3x3_impl"]))))
   return Chain(tuple(steps), reversible=s["reversible"],
                reversible_loop=s["reversible_loop"])
 
@@ -265,7 +266,8 @@ def build_firevnet(cfg, input_shape, num_classes):
   ('affine'), permutation ('shuffle'), downsample ('squeeze'), reversible
   (False), reversible_loop ('auto' = AUTO_REVERSIBLE_LOOP), conv1x1_as_matmul
   (True), affine_scale ('sigmoid'), actnorm_std_floor (1e-2; the ActNorm
-  init floor on the per-channel std), scale_floor (1e-3), perm_seed (0).
+  init floor on the per-channel std), scale_floor (1e-3), perm_seed (0),
+  conv3x3_impl ('auto'; see advinv_jax.layers.conv3x3).
 
   Raises:
     ValueError: H or W not divisible by ``2**levels``, or more classes than

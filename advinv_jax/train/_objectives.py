@@ -106,13 +106,12 @@ def _ice_objective(cfg) -> Objective:
 
   def update_aux(model, params, aux, batch, axis_name):
     z, _ = model.forward(params, batch["image"])
-    z_n = jax.lax.stop_gradient(as_nc_input(model.split(z)[1]))
+    z_n = jax.lax.stop_gradient(model.split(z)[1])
     nc = nc_of(model)
     return losses.nuisance_updates(
-        aux["params"], aux["opt_state"], z_n, batch["label"], nc.logits,
-        nc_opt, k, axis_name=axis_name)
-
-  bpd_dim = None
+        aux["params"], aux["opt_state"], z_n, batch["label"],
+        lambda p, zn: nc.logits(p, as_nc_input(zn)), nc_opt, k,
+        axis_name=axis_name)
 
   def loss(model, params, loss_params, aux_params, batch, axis_name):
     del axis_name
@@ -142,7 +141,6 @@ def _ice_objective(cfg) -> Objective:
                    nuisance_accuracy=_accuracy(nc_logits, y))
     return value, metrics
 
-  del bpd_dim
   return Objective("ice", loss, init_loss_params=init_loss_params,
                    init_aux=init_aux,
                    update_aux=update_aux if alternating and k > 0 else None,

@@ -1,0 +1,302 @@
+"""Benchmark: PGD (linf, l2) in advinv_jax vs torchattacks 3.5.1 and Foolbox 3.3.4.
+
+Not a test. Prints a table and writes ``benchmarks/results/attacks.json``::
+
+  python benchmarks/attacks.py                 # full run (several minutes)
+  python benchmarks/attacks.py --steps 10 --batch 64 --no-firevnet   # quick
+
+For every model and norm it times (median of ``--repeats`` runs after a
+compile/warm-up call):
+
+* ours, PGD-``steps`` as one jitted function, for each loop form
+  (``fori``, ``unrolled``, ``scan``), first call (compile + run) separately;
+* the floor: ``steps x`` one jitted forward + input-gradient of the loss,
+  and the ratio ``attack_time / floor``;
+* torchattacks ``PGD`` / ``PGDL2`` on the same CNN in PyTorch (same
+  architecture, same weights, same padding; logits checked equal);
+* Foolbox 3.3.4 ``LinfPGD`` / ``L2PGD`` on the same JAX function.
+
+Peers are optional (``benchmarks/requirements-peers.txt``); a missing peer is
+reported as skipped. The fiRevNet runs only if ``advinv_jax.models`` has
+``'firevnet'`` (on 32x32x1: MNIST padded, as the authors do), and only ours
+and Foolbox on it (no torch port of our fiRevNet).
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from advinv_jax import attacks  # noqa: E402
+from advinv_jax.models import build_model, model_names  # noqa: E402
+
+EPS = {"linf": 0.1, "l2": 1.0}
+
+
+def _median_time(fn, repeats):
+  ts = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    ts.append(time.perf_counter() - t)
+  return statistics.median(ts)
+
+
+def _block(tree):
+  return jax.tree_util.tree_map(lambda a: a.block_until_ready(), tree)
+
+
+def bench_ours(model, params, x, y, norm, steps, loops, repeats):
+  rows = {}
+  key = jax.random.PRNGKey(0)
+  for loop in loops:
+    @jax.jit
+    def run(params, x, y, key, loop=loop):
+      return attacks.pgd(functools.partial(model.logits, params), x, y,
+                         eps=EPS[norm], norm=norm, steps=steps, loop=loop,
+                         rng=key)
+    t = time.perf_counter()
+    res = _block(run(params, x, y, key))
+    first = time.perf_counter() - t
+    med = _median_time(lambda: _block(run(params, x, y, key)), repeats)
+    rows[loop] = {"first_call_s": first, "time_s": med,
+                  "success": float(np.mean(res.success))}
+    print(f"    ours[{loop:8s}] {norm}: {med:7.3f} s (first call {first:.1f} s)"
+          f", success {rows[loop]['success']:.3f}", flush=True)
+  return rows
+
+
+def bench_floor(model, params, x, y, repeats):
+  def loss(x):
+    logits = model.logits(params, x)
+    logp = jax.nn.log_softmax(logits)
+    return -jnp.sum(jnp.take_along_axis(logp, y[:, None], axis=-1))
+
+  g = jax.jit(jax.grad(loss))
+  _block(g(x))
+  return _median_time(lambda: _block(g(x)), repeats)
+
+
+def make_torch_cnn(params):
+  """The 'cnn' model (features (32, 64, 64), hidden 128) in PyTorch, with
+  the flax weights and flax's SAME padding (asymmetric for stride 2)."""
+  import torch
+  import torch.nn.functional as F
+
+  class TorchCNN(torch.nn.Module):
+
+    def __init__(self):
+      super().__init__()
+      self.convs = torch.nn.ModuleList()
+      for i in range(3):
+        k = np.asarray(params[f"Conv_{i}"]["kernel"])          # HWIO
+        conv = torch.nn.Conv2d(k.shape[2], k.shape[3], 3,
+                               stride=1 if i == 0 else 2, padding=0)
+        conv.weight.data = torch.tensor(k.transpose(3, 2, 0, 1).copy())
+        conv.bias.data = torch.tensor(np.asarray(params[f"Conv_{i}"]["bias"]))
+        self.convs.append(conv)
+      self.fcs = torch.nn.ModuleList()
+      for i in range(2):
+        k = np.asarray(params[f"Dense_{i}"]["kernel"])
+        fc = torch.nn.Linear(k.shape[0], k.shape[1])
+        fc.weight.data = torch.tensor(k.T.copy())
+        fc.bias.data = torch.tensor(np.asarray(params[f"Dense_{i}"]["bias"]))
+        self.fcs.append(fc)
+
+    def forward(self, x):                                   # NCHW
+      for i, conv in enumerate(self.convs):
+        x = F.pad(x, (1, 1, 1, 1) if i == 0 else (0, 1, 0, 1))
+        x = F.relu(conv(x))
+      x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)     # flax's order
+      return self.fcs[1](F.relu(self.fcs[0](x)))
+
+  return TorchCNN().eval()
+
+
+def bench_torchattacks(params, x, y, norm, steps, repeats, jax_logits):
+  try:
+    import torch
+    import torchattacks
+  except ImportError as e:
+    return {"skipped": f"not installed ({e}); see requirements-peers.txt"}
+  torch.set_num_threads(os.cpu_count() or 1)
+  net = make_torch_cnn(params)
+  xt = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2).copy())
+  yt = torch.tensor(np.asarray(y), dtype=torch.long)
+  with torch.no_grad():
+    diff = float(np.max(np.abs(net(xt).numpy() - np.asarray(jax_logits))))
+  if norm == "linf":
+    atk = torchattacks.PGD(net, eps=EPS[norm], alpha=2.5 * EPS[norm] / steps,
+                           steps=steps, random_start=True)
+  else:
+    atk = torchattacks.PGDL2(net, eps=EPS[norm],
+                             alpha=max(2.5 / steps, 0.25) * EPS[norm],
+                             steps=steps, random_start=True)
+  adv = atk(xt, yt)
+  t = _median_time(lambda: atk(xt, yt), repeats)
+  with torch.no_grad():
+    succ = float((net(adv).argmax(1) != yt).float().mean())
+  print(f"    torchattacks {norm}: {t:7.3f} s, success {succ:.3f} "
+        f"(torch-vs-jax logits max diff {diff:.1e})", flush=True)
+  return {"time_s": t, "success": succ, "logits_max_abs_diff": diff,
+          "torch_threads": torch.get_num_threads()}
+
+
+def bench_foolbox(logits_fn, x, y, norm, steps, repeats):
+  try:
+    import foolbox as fb
+  except ImportError as e:
+    return {"skipped": f"not installed ({e}); pip install foolbox==3.3.4"}
+  fmodel = fb.JAXModel(logits_fn, bounds=(0.0, 1.0))
+  if norm == "linf":
+    atk = fb.attacks.LinfPGD(rel_stepsize=2.5 / steps, steps=steps,
+                             random_start=True)
+  else:
+    atk = fb.attacks.L2PGD(rel_stepsize=max(2.5 / steps, 0.25), steps=steps,
+                           random_start=True)
+
+  def run():
+    _, adv, succ = atk(fmodel, x, y, epsilons=EPS[norm])
+    jax.block_until_ready(adv)
+    return succ
+
+  succ = run()
+  t = _median_time(run, repeats)
+  s = float(np.mean(np.asarray(succ)))
+  print(f"    foolbox-jax {norm}: {t:7.3f} s, success {s:.3f}", flush=True)
+  return {"time_s": t, "success": s}
+
+
+def bench_model(name, model, params, x, y, args, torch_ok):
+  print(f"== {name}: batch {x.shape[0]}, input {x.shape[1:]}, "
+        f"PGD-{args.steps}", flush=True)
+  out = {}
+  floor1 = bench_floor(model, params, x, y, args.repeats)
+  print(f"    one jitted fwd+bwd: {floor1 * 1e3:.1f} ms -> floor "
+        f"{args.steps} x = {floor1 * args.steps:.3f} s", flush=True)
+  logits_fn = jax.jit(functools.partial(model.logits, params))
+  for norm in ("linf", "l2"):
+    r = {"ours": bench_ours(model, params, x, y, norm, args.steps,
+                            args.loops, args.repeats),
+         "fwd_bwd_s": floor1, "floor_s": floor1 * args.steps}
+    for loop, v in r["ours"].items():
+      v["ratio_to_floor"] = v["time_s"] / r["floor_s"]
+    if torch_ok and not args.no_torch:
+      r["torchattacks"] = bench_torchattacks(params, x, y, norm, args.steps,
+                                             args.repeats, logits_fn(x))
+    if not args.no_foolbox:
+      r["foolbox_jax"] = bench_foolbox(logits_fn, x, y, norm, args.steps,
+                                       max(1, args.repeats - 1))
+    out[norm] = r
+  return out
+
+
+def table(results, steps):
+  lines = ["| model | norm | ours fori | ours unrolled | ours scan | "
+           f"{steps} x fwd+bwd | best / floor | torchattacks | Foolbox-JAX "
+           "| vs torchattacks | vs Foolbox |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for mname, per in results["models"].items():
+    for norm, r in per.items():
+      ours = r["ours"]
+      best = min(v["time_s"] for v in ours.values())
+      def cell(loop):
+        return f"{ours[loop]['time_s']:.2f} s" if loop in ours else "-"
+      def peer(k):
+        v = r.get(k, {})
+        return f"{v['time_s']:.2f} s" if "time_s" in v else "skipped"
+      def speed(k):
+        v = r.get(k, {})
+        return f"{v['time_s'] / best:.2f}x" if "time_s" in v else "-"
+      lines.append(
+          f"| {mname} | {norm} | {cell('fori')} | {cell('unrolled')} | "
+          f"{cell('scan')} | {r['floor_s']:.2f} s | "
+          f"{best / r['floor_s']:.2f} | {peer('torchattacks')} | "
+          f"{peer('foolbox_jax')} | {speed('torchattacks')} | "
+          f"{speed('foolbox_jax')} |")
+  return "\n".join(lines)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--batch", type=int, default=256)
+  p.add_argument("--steps", type=int, default=40)
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--loops", default="fori,unrolled,scan")
+  p.add_argument("--no-torch", action="store_true")
+  p.add_argument("--no-foolbox", action="store_true")
+  p.add_argument("--no-firevnet", action="store_true")
+  p.add_argument("--firevnet-batch", type=int, default=0,
+                 help="batch for the fiRevNet (0: --batch)")
+  p.add_argument("--firevnet-loops", default="fori,scan,unrolled")
+  p.add_argument("--out", default=os.path.join(os.path.dirname(__file__),
+                                               "results", "attacks.json"))
+  args = p.parse_args()
+  args.loops = tuple(args.loops.split(","))
+  try:
+    import torch  # noqa: F401
+    torch_ok = True
+  except ImportError:
+    torch_ok = False
+
+  rng = np.random.default_rng(0)
+  results = {"config": {"batch": args.batch, "steps": args.steps,
+                        "eps": EPS, "repeats": args.repeats,
+                        "backend": jax.default_backend(),
+                        "default_loop": attacks.default_loop(),
+                        "jax": jax.__version__,
+                        "cpu_count": os.cpu_count(),
+                        "machine": platform.processor() or platform.machine()},
+             "models": {}}
+  x = jnp.asarray(rng.uniform(0, 1, (args.batch, 28, 28, 1)), jnp.float32)
+  cfg = ml_collections.ConfigDict({"name": "cnn", "features": (32, 64, 64),
+                                   "hidden": 128})
+  cnn = build_model(cfg, (28, 28, 1), 10)
+  params = cnn.init(jax.random.PRNGKey(0), x)
+  y = jnp.argmax(cnn.logits(params, x), -1).astype(jnp.int32)
+  results["models"]["cnn"] = bench_model("cnn", cnn, params, x, y, args,
+                                         torch_ok)
+
+  if args.no_firevnet:
+    pass
+  elif "firevnet" not in model_names():
+    print("firevnet not registered in advinv_jax.models: skipped")
+    results["firevnet_skipped"] = "not registered"
+  else:
+    b = args.firevnet_batch or args.batch
+    fcfg = ml_collections.ConfigDict({"name": "firevnet", "levels": 3,
+                                      "depth": 4, "width": 32})
+    fnet = build_model(fcfg, (32, 32, 1), 10)
+    xf = jnp.asarray(rng.uniform(0, 1, (b, 32, 32, 1)), jnp.float32)
+    fparams = fnet.init(jax.random.PRNGKey(0), xf)
+    yf = jnp.argmax(fnet.logits(fparams, xf), -1).astype(jnp.int32)
+    fargs = argparse.Namespace(**vars(args))
+    fargs.loops = tuple(args.firevnet_loops.split(","))
+    results["models"]["firevnet"] = bench_model(
+        "firevnet (levels 3, depth 4, width 32, 32x32x1)", fnet, fparams, xf,
+        yf, fargs, torch_ok=False)
+
+  tab = table(results, args.steps)
+  results["table_markdown"] = tab
+  print()
+  print(tab)
+  os.makedirs(os.path.dirname(args.out), exist_ok=True)
+  with open(args.out, "w") as f:
+    json.dump(results, f, indent=1)
+  print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()
