@@ -59,7 +59,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.model.reversible = False      # memory-saving reversible backprop
   config.model.reversible_loop = "auto"  # auto | scan | unrolled
   config.model.conv1x1_as_matmul = True
-  config.model.actnorm_std_floor = 1e-2  # guards ActNorm init on flat channels
+  config.model.actnorm_std_floor = 0.3  # ActNorm init amplifies a channel at most 1/0.3x
   # ImageNet layout (firevnet_imagenet)
   config.model.init_squeeze = 2
   config.model.blocks = (6, 16, 72, 6)

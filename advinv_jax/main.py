@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -59,6 +59,7 @@ def _nuisance_data(ds, config):
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   config = _CONFIG.value
   if config is None or _WORKDIR.value is None:
     sys.exit("usage: python -m advinv_jax.main --config=configs/<name>.py "

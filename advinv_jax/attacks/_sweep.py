@@ -34,7 +34,7 @@ def _check_eps_values(eps_values) -> np.ndarray:
 
 def eps_sweep(attack: Callable, logits_fn: C.LogitsFn, x: Array, y: Array,
               eps_values: Sequence[float], *, rng: Optional[Array] = None,
-              method: str = "vmap") -> Array:
+              method: str = "vmap", full: bool = False):
   """Runs ``attack`` at every budget in one jitted call.
 
   Args:
@@ -47,9 +47,12 @@ def eps_sweep(attack: Callable, logits_fn: C.LogitsFn, x: Array, y: Array,
     rng: PRNG key passed to the attack (if it takes one).
     method: ``'vmap'`` (one batch of K*N examples; fastest) or ``'map'``
       (``lax.map`` over budgets; K times less memory).
+    full: return the whole :class:`AttackResult` with a leading ``K`` axis
+      (``x_adv f32[K, N, H, W, C]``, ...) instead of only the success mask.
 
   Returns:
-    ``bool[K, N]``: success of the attack per budget and example.
+    ``bool[K, N]``: success of the attack per budget and example (or the
+    stacked result when ``full``).
   """
   e = _check_eps_values(eps_values)
   if method not in ("vmap", "map"):
@@ -63,7 +66,8 @@ def eps_sweep(attack: Callable, logits_fn: C.LogitsFn, x: Array, y: Array,
   def run(x, y, eps, key):
     def one(ei):
       kw = {"rng": key} if takes_rng else {}
-      return attack(logits_fn, x, y, eps=ei, **kw).success
+      res = attack(logits_fn, x, y, eps=ei, **kw)
+      return res if full else res.success
     if method == "vmap":
       return jax.vmap(one)(eps)
     return jax.lax.map(one, eps)

@@ -1,0 +1,314 @@
+"""Robustness report: sensitivity (PGD, DeepFool) and invariance (metamers).
+
+``robustness_report`` evaluates a trained model on a batch of test images and
+writes ``report.json`` (plus PNGs for invertible models) into ``workdir``:
+
+* clean accuracy;
+* PGD robust accuracy and attack-success ratio vs eps, for linf and l2
+  (one jitted sweep per norm; every adversarial example is checked to lie in
+  its ball and in the bounds);
+* DeepFool minimal perturbations (l2, linf): median / mean over the
+  correctly classified inputs;
+* gradient-masking warnings (zero / NaN gradients, success not monotone in
+  eps);
+* invertible models: a metamer grid (rows: logits source A, nuisance source
+  B, metamer F^-1(z_s(A), z_n(B))), a nuisance interpolation strip and the
+  test accuracy of a post-hoc classifier on ``z_n`` (Jacobsen et al.).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+import warnings as _warnings
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from advinv_jax import attacks as A
+
+# Defaults for report fields a config may lack (configs/default.py has them).
+_DEFAULTS = {
+    "num_examples": 256,
+    "linf_eps": (0.01, 0.02, 0.05, 0.1),
+    "l2_eps": (0.1, 0.25, 0.5, 1.0),
+    "pgd_steps": 20,
+    "pgd_restarts": 1,
+    "pgd_loss": "ce",
+    "attack_loop": "",
+    "deepfool_steps": 50,
+    "deepfool_candidates": 9,
+    "num_metamers": 8,
+    "interpolation_steps": 8,
+    "interpolation_pairs": 4,
+    "nuisance_classifier_steps": 500,
+    "nuisance_classifier_hidden": (256,),
+    "nuisance_classifier_lr": 1e-3,
+    "nuisance_classifier_batch_size": 128,
+    "bounds": (0.0, 1.0),
+}
+
+
+def _cfg(report_config, name):
+  if report_config is None:
+    return _DEFAULTS[name]
+  v = report_config.get(name, None) if hasattr(report_config, "get") else (
+      getattr(report_config, name, None))
+  return _DEFAULTS[name] if v is None else v
+
+
+def _finite_or_none(v):
+  v = float(v)
+  return v if np.isfinite(v) else None
+
+
+def _to_image(x, bounds):
+  """``[H, W, C]`` -> something ``imshow`` takes (grey or RGB in [0, 1])."""
+  x = np.asarray(x, np.float64)
+  lo, hi = (0.0, 1.0) if bounds is None else bounds
+  x = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+  if x.shape[-1] == 1 or x.shape[-1] not in (3,):
+    return x[..., 0], "gray"
+  return x, None
+
+
+def _save_grid(path, rows: Sequence[np.ndarray], row_labels: Sequence[str],
+               bounds, title: str, col_labels: Optional[Sequence[str]] = None):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  nr, nc = len(rows), len(rows[0])
+  fig, axes = plt.subplots(nr, nc, figsize=(1.1 * nc + 1.0, 1.1 * nr + 0.5),
+                           squeeze=False)
+  for i, row in enumerate(rows):
+    for j in range(nc):
+      ax = axes[i, j]
+      img, cmap = _to_image(row[j], bounds)
+      ax.imshow(img, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if j == 0:
+        ax.set_ylabel(row_labels[i], fontsize=7)
+      if i == 0 and col_labels is not None:
+        ax.set_title(col_labels[j], fontsize=7)
+  fig.suptitle(title, fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=80)
+  plt.close(fig)
+
+
+def _pair_indices(labels: np.ndarray, m: int) -> Tuple[np.ndarray, np.ndarray]:
+  """``m`` pairs (A, B) with different labels where possible."""
+  n = len(labels)
+  a = np.arange(min(m, n))
+  b = []
+  for i in a:
+    others = np.nonzero(labels != labels[i])[0]
+    others = others[others > i] if np.any(others > i) else others
+    b.append(int(others[0]) if len(others) else (i + 1) % n)
+  return a, np.asarray(b)
+
+
+def _pgd_section(model, params, x, y, correct, eps_values, norm, cfg, key,
+                 bounds, loop):
+  steps = int(_cfg(cfg, "pgd_steps"))
+  attack = functools.partial(
+      A.pgd, norm=norm, steps=steps, restarts=int(_cfg(cfg, "pgd_restarts")),
+      loss=str(_cfg(cfg, "pgd_loss")), bounds=bounds, loop=loop)
+  eps_values = tuple(float(e) for e in eps_values)
+
+  @jax.jit
+  def sweep(params, x, y, key):
+    return A.eps_sweep(attack, functools.partial(model.logits, params), x, y,
+                       eps_values, rng=key, full=True)
+
+  t = time.perf_counter()
+  res = jax.block_until_ready(sweep(params, x, y, key))
+  for k, e in enumerate(eps_values):
+    A.check_adversarial(x, res.x_adv[k], e, norm, bounds)
+  warns = A.monotonicity_warnings(eps_values, res.success, name=f"pgd-{norm}")
+  warns += A.gradient_warnings(np.asarray(res.bad_grad_steps).max(0),
+                               name=f"pgd-{norm}")
+  return {
+      "eps": list(eps_values),
+      "steps": steps,
+      "robust_accuracy": [float(v) for v in
+                          A.robust_accuracy_curve(res.success, correct)],
+      "attack_success_ratio": [float(v) for v in
+                               A.attack_success_ratio(res.success, correct)],
+      "attack_success_ratio_all": [
+          float(v) for v in A.attack_success_ratio(res.success, correct,
+                                                   "all")],
+      "seconds": time.perf_counter() - t,
+  }, warns
+
+
+def _deepfool_section(model, params, x, y, correct, norm, cfg, bounds):
+  attack = functools.partial(
+      A.deepfool, norm=norm, steps=int(_cfg(cfg, "deepfool_steps")),
+      candidates=int(_cfg(cfg, "deepfool_candidates")), bounds=bounds)
+
+  @jax.jit
+  def run(params, x, y):
+    return attack(functools.partial(model.logits, params), x, y)
+
+  t = time.perf_counter()
+  res = jax.block_until_ready(run(params, x, y))
+  A.check_adversarial(x, res.x_adv, float("inf"), norm, bounds)
+  c = np.asarray(correct)
+  nrm = np.asarray(res.perturbation_norm)[c]
+  found = np.isfinite(nrm)
+  warns = A.gradient_warnings(np.asarray(res.bad_grad_steps)[c],
+                              name=f"deepfool-{norm}")
+  return {
+      "median_norm": _finite_or_none(np.median(nrm)) if nrm.size else None,
+      "mean_norm_found": (_finite_or_none(nrm[found].mean())
+                          if found.any() else None),
+      "success_rate": float(found.mean()) if nrm.size else 0.0,
+      "num_correct": int(c.sum()),
+      "seconds": time.perf_counter() - t,
+  }, warns
+
+
+def _invariance_section(model, params, x, y, cfg, workdir, rng, bounds,
+                        nuisance_data):
+  out = {}
+  yn = np.asarray(y)
+  m = int(_cfg(cfg, "num_metamers"))
+  ia, ib = _pair_indices(yn, m)
+  xa, xb = x[ia], x[ib]
+  met_fn = jax.jit(A.metameric_sample, static_argnums=0)
+  met = met_fn(model, params, xa, xb)
+  la, lm = model.logits(params, xa), model.logits(params, met)
+  out["metamer_logit_max_abs_diff"] = float(jnp.max(jnp.abs(la - lm)))
+  pa, pm = np.argmax(la, -1), np.argmax(lm, -1)
+  out["metamer_same_prediction_as_logits_source"] = float(np.mean(pa == pm))
+  out["metamer_predicts_nuisance_source_label"] = float(
+      np.mean(pm == yn[ib]))
+  out["metamer_out_of_bounds"] = (
+      float(np.mean((np.asarray(met) < bounds[0]) |
+                    (np.asarray(met) > bounds[1]))) if bounds else 0.0)
+  path = os.path.join(workdir, "metamers.png")
+  _save_grid(path, [np.asarray(xa), np.asarray(xb), np.asarray(met)],
+             ["logits src (A)", "nuisance src (B)", "metamer"], bounds,
+             "Metamers F^-1(z_s(A), z_n(B)): classified as A",
+             col_labels=[f"{int(pa[i])}|{int(yn[ib][i])}->{int(pm[i])}"
+                         for i in range(len(ia))])
+  out["metamer_png"] = path
+
+  npairs = min(int(_cfg(cfg, "interpolation_pairs")), len(ia))
+  steps = int(_cfg(cfg, "interpolation_steps"))
+  frames = jax.jit(A.nuisance_interpolation, static_argnums=(0, 4))(
+      model, params, xa[:npairs], xb[:npairs], steps)       # [T, P, ...]
+  frames = np.asarray(frames)
+  path = os.path.join(workdir, "nuisance_interpolation.png")
+  _save_grid(path, [frames[:, p] for p in range(npairs)],
+             [f"pair {p}" for p in range(npairs)], bounds,
+             "z_s(A) fixed, z_n interpolated A -> B",
+             col_labels=[f"t={t:.2f}" for t in np.linspace(0, 1, steps)])
+  out["interpolation_png"] = path
+
+  # Post-hoc nuisance classifier: a lower bound on I(y; z_n).
+  enc = jax.jit(lambda p, xx: model.split(model.forward(p, xx)[0])[1])
+  if nuisance_data is not None:
+    x_tr, y_tr = nuisance_data
+    zn_tr, zn_te = enc(params, jnp.asarray(x_tr)), enc(params, x)
+    y_tr, y_te = np.asarray(y_tr), yn
+  else:
+    h = len(yn) // 2
+    zn = enc(params, x)
+    zn_tr, zn_te, y_tr, y_te = zn[:h], zn[h:], yn[:h], yn[h:]
+  t = time.perf_counter()
+  tr, te, _ = A.train_nuisance_classifier(
+      zn_tr, y_tr, zn_te, y_te,
+      hidden=tuple(_cfg(cfg, "nuisance_classifier_hidden")),
+      steps=int(_cfg(cfg, "nuisance_classifier_steps")),
+      lr=float(_cfg(cfg, "nuisance_classifier_lr")),
+      batch_size=int(_cfg(cfg, "nuisance_classifier_batch_size")), rng=rng,
+      num_classes=model.num_classes)
+  counts = np.bincount(y_te, minlength=model.num_classes)
+  out["nuisance_classifier"] = {
+      "train_accuracy": float(tr), "test_accuracy": float(te),
+      "majority_class_accuracy": float(counts.max() / counts.sum()),
+      "num_train": int(len(y_tr)), "num_test": int(len(y_te)),
+      "seconds": time.perf_counter() - t}
+  return out
+
+
+def robustness_report(model, params, images, labels, report_config,
+                      workdir: str, rng, nuisance_data=None) -> Dict[str, Any]:
+  """Computes the robustness report and writes it into ``workdir``.
+
+  Args:
+    model: an advinv_jax Model (InvertibleModel for the invariance part).
+    params: its parameters.
+    images: ``f32[N, H, W, C]`` test images in ``report_config.bounds``
+      (default ``[0, 1]``); the first ``num_examples`` are used.
+    labels: ``int[N]``.
+    report_config: ``config.report`` (fields: num_examples, linf_eps, l2_eps,
+      pgd_steps, pgd_restarts, pgd_loss, attack_loop, deepfool_steps,
+      deepfool_candidates, num_metamers, interpolation_steps,
+      interpolation_pairs, nuisance_classifier_{steps,hidden,lr,batch_size};
+      missing fields take the defaults of configs/default.py).
+    workdir: output folder (created).
+    rng: PRNG key (PGD random starts, the nuisance classifier).
+    nuisance_data: optional ``(x_train f32[M,H,W,C], y_train int[M])`` to
+      train the post-hoc nuisance classifier on (tested on ``images``);
+      default: first half of ``images`` for training, second half for test.
+
+  Returns:
+    The report dict (also written as ``workdir/report.json``): keys
+    ``num_examples, clean_accuracy, pgd: {linf, l2}, deepfool: {l2, linf},
+    warnings, invertible, seconds`` and for invertible models ``invariance``.
+  """
+  n = int(_cfg(report_config, "num_examples"))
+  images = jnp.asarray(images)[:n] if n > 0 else jnp.asarray(images)
+  labels = jnp.asarray(labels)[:images.shape[0]].astype(jnp.int32)
+  model.check_input(images)
+  bounds = _cfg(report_config, "bounds")
+  bounds = None if bounds is None else (float(bounds[0]), float(bounds[1]))
+  loop = str(_cfg(report_config, "attack_loop")) or None
+  ln = np.asarray(labels)
+  if ln.shape != (images.shape[0],) or ln.min() < 0 or (
+      ln.max() >= model.num_classes):
+    raise ValueError(f"labels must be int[{images.shape[0]}] in [0, "
+                     f"{model.num_classes}), got shape {ln.shape} and range "
+                     f"[{ln.min()}, {ln.max()}].")
+  os.makedirs(workdir, exist_ok=True)
+  t0 = time.perf_counter()
+
+  clean = jax.jit(model.logits)(params, images)
+  correct = jnp.argmax(clean, -1) == labels
+  report: Dict[str, Any] = {
+      "num_examples": int(images.shape[0]),
+      "clean_accuracy": float(jnp.mean(correct)),
+      "invertible": bool(getattr(model, "invertible", False)),
+      "pgd": {}, "deepfool": {}, "warnings": [],
+  }
+  k_pgd, k_nc = jax.random.split(rng)
+  for norm, key in (("linf", "linf_eps"), ("l2", "l2_eps")):
+    sec, warns = _pgd_section(model, params, images, labels, correct,
+                              _cfg(report_config, key), norm, report_config,
+                              jax.random.fold_in(k_pgd, len(norm)), bounds,
+                              loop)
+    report["pgd"][norm] = sec
+    report["warnings"] += warns
+  for norm in ("l2", "linf"):
+    sec, warns = _deepfool_section(model, params, images, labels, correct,
+                                   norm, report_config, bounds)
+    report["deepfool"][norm] = sec
+    report["warnings"] += warns
+  if report["invertible"]:
+    report["invariance"] = _invariance_section(
+        model, params, images, labels, report_config, workdir, k_nc, bounds,
+        nuisance_data)
+  for w in report["warnings"]:
+    _warnings.warn(w, RuntimeWarning, stacklevel=2)
+  report["seconds"] = time.perf_counter() - t0
+  with open(os.path.join(workdir, "report.json"), "w") as f:
+    json.dump(report, f, indent=1, allow_nan=False)
+  return report
