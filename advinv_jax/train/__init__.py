@@ -7,7 +7,9 @@ Public API::
   state = init_train_state(model, objective, optimizer, rng, x)
 """
 from advinv_jax.train._checkpoint import Checkpointer
-from advinv_jax.train._loop import (NonFiniteError, check_workdir,
+from advinv_jax.train._loop import (Experiment, NonFiniteError,
+                                    build_experiment, check_workdir,
+                                    load_trained,
                                     differential_bias, evaluate, make_eval_fn,
                                     num_train_steps, train_and_evaluate,
                                     with_bias)
@@ -20,7 +22,8 @@ from advinv_jax.train._step import (TrainState, init_train_state,
                                     make_train_step)
 
 __all__ = [
-    "AXIS", "Checkpointer", "NonFiniteError", "Objective", "TrainState",
+    "AXIS", "Checkpointer", "Experiment", "NonFiniteError",
+    "build_experiment", "load_trained", "Objective", "TrainState",
     "check_workdir", "data_parallel", "differential_bias", "evaluate",
     "init_train_state", "make_eval_fn", "make_mesh", "make_objective",
     "make_optimizer", "make_schedule", "make_train_step", "nuisance_classifier",

@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 import warnings
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -131,6 +131,71 @@ def _nonfinite_terms(metrics: Dict[str, float]):
   return sorted(k for k, v in metrics.items() if not np.isfinite(v))
 
 
+class Experiment(NamedTuple):
+  """What a config builds before training (see :func:`build_experiment`)."""
+  dataset: Any
+  model: Any
+  objective: Any
+  optimizer: Any
+  total_steps: int
+  state: Any      # freshly initialised TrainState, host numpy
+  step_rng: jax.Array
+
+
+def build_experiment(config) -> Experiment:
+  """Loads the data and builds model, objective, optimiser and initial state.
+
+  Deterministic in ``config`` (ActNorm is initialised on the first global
+  batch of epoch 0), so a checkpoint of the same config restores into it.
+  """
+  dataset = data_lib.load_dataset(config.data, seed=config.seed)
+  if len(dataset.train) < config.train.batch_size:
+    raise ValueError(
+        f"config.train.batch_size={config.train.batch_size} is larger than the "
+        f"{len(dataset.train)} training examples; lower it.")
+  model = build_model(config.model, dataset.image_shape, dataset.num_classes)
+  objective = make_objective(config)
+  total = num_train_steps(config, len(dataset.train))
+  optimizer = make_optimizer(config.optimizer, total)
+  first = _first_global_batch(dataset.train, config)
+  model.check_input(first["image"])
+  init_rng, step_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  state = jax.jit(lambda r, x: init_train_state(model, objective, optimizer,
+                                                r, x))(init_rng,
+                                                       first["image"])
+  return Experiment(dataset, model, objective, optimizer, total,
+                    to_host(state), step_rng)
+
+
+def load_trained(workdir: str):
+  """Restores a finished (or interrupted) run from its workdir.
+
+  Returns:
+    ``(config, experiment, state, extras)``: the run's config (from
+    ``config.json``), the rebuilt :class:`Experiment`, the newest readable
+    checkpoint's TrainState (host numpy) and extras (the differential bias).
+  """
+  import ml_collections
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: {workdir!r} is not a workdir "
+                            "of advinv_jax.main (train a model there first).")
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  validate_config(config)
+  exp = build_experiment(config)
+  ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  step, state = ckpt.restore_latest(exp.state)
+  ckpt.close()
+  if state is None:
+    raise FileNotFoundError(f"no readable checkpoint in {workdir}/checkpoints.")
+  extras = {}
+  if config.loss.name == "differential":
+    extras["differential_bias"] = differential_bias(
+        exp.model, state.params, exp.dataset.train, config.eval.batch_size)
+  return config, exp, state, extras
+
+
 def train_and_evaluate(config, workdir: str, *, mesh=None,
                        stop_after: Optional[int] = None) -> Dict[str, Any]:
   """Trains and evaluates the model described by ``config`` in ``workdir``.
@@ -153,24 +218,10 @@ def train_and_evaluate(config, workdir: str, *, mesh=None,
   mesh = make_mesh() if mesh is None else mesh
   check_batch_divisible(config.train.batch_size, mesh,
                         "config.train.batch_size")
-  dataset = data_lib.load_dataset(config.data, seed=config.seed)
-  if len(dataset.train) < config.train.batch_size:
-    raise ValueError(
-        f"config.train.batch_size={config.train.batch_size} is larger than the "
-        f"{len(dataset.train)} training examples; lower it.")
-  model = build_model(config.model, dataset.image_shape, dataset.num_classes)
-  objective = make_objective(config)
-  total = num_train_steps(config, len(dataset.train))
-  optimizer = make_optimizer(config.optimizer, total)
-
-  first = _first_global_batch(dataset.train, config)
-  model.check_input(first["image"])
-  rng = jax.random.PRNGKey(config.seed)
-  init_rng, step_rng = jax.random.split(rng)
-  state = jax.jit(lambda r, x: init_train_state(model, objective, optimizer,
-                                                r, x))(init_rng,
-                                                       first["image"])
-  state = to_host(state)
+  setup = build_experiment(config)
+  dataset, model, objective = setup.dataset, setup.model, setup.objective
+  optimizer, total, state = setup.optimizer, setup.total_steps, setup.state
+  step_rng = setup.step_rng
 
   if jax.process_index() == 0:
     cfg_path = os.path.join(workdir, "config.json")
