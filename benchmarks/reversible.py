@@ -39,20 +39,26 @@ MiB = 2.0 ** 20
 
 
 def make_model(levels, depth, width, coupling, permutation, reversible, loop,
-               size, channels, num_classes=10):
+               size, channels, num_classes=10, conv3x3_impl="xla"):
   cfg = ml_collections.ConfigDict(dict(
       name="firevnet", levels=levels, depth=depth, width=width,
       coupling=coupling, permutation=permutation, downsample="squeeze",
-      reversible=reversible, reversible_loop=loop, conv1x1_as_matmul=True))
+      reversible=reversible, reversible_loop=loop, conv1x1_as_matmul=True,
+      conv3x3_impl=conv3x3_impl))
   return build_model(cfg, (size, size, channels), num_classes)
 
 
-def measure(model, batch, repeats, seed=0):
-  """Returns dict(temp_mib, compile_s, step_s, steps)."""
+def measure(model, batch, repeats, microbatch=0, seed=0):
+  """Returns dict(temp_mib, compile_s, step_s, step_min_s, steps).
+
+  ``microbatch > 0``: the step accumulates gradients over ``batch //
+  microbatch`` chunks (a Python loop over one compiled chunk gradient), then
+  applies one Adam update; the memory is the chunk gradient's temp.
+  """
   k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
   x = jax.random.uniform(k1, (batch,) + model.input_shape)
   y = jax.random.randint(k2, (batch,), 0, model.num_classes)
-  params = model.init(k3, x)
+  params = model.init(k3, x[:min(batch, 64)])
   opt = optax.adam(1e-3)
   opt_state = opt.init(params)
   d = model.latent_dim
@@ -70,12 +76,36 @@ def measure(model, batch, repeats, seed=0):
     return optax.apply_updates(p, upd), s, loss
 
   t0 = time.perf_counter()
-  compiled = jax.jit(step).lower(params, opt_state, x, y).compile()
+  if microbatch:
+    n = batch // microbatch
+    xs = x.reshape((n, microbatch) + x.shape[1:])
+    ys = y.reshape(n, microbatch)
+    grad = jax.jit(jax.value_and_grad(loss_fn)).lower(
+        params, xs[0], ys[0]).compile()
+    add = jax.jit(lambda a, b: jax.tree_util.tree_map(jnp.add, a, b))
+
+    @jax.jit
+    def update(p, s, g):
+      g = jax.tree_util.tree_map(lambda a: a / n, g)
+      upd, s = opt.update(g, s, p)
+      return optax.apply_updates(p, upd), s
+
+    def compiled(p, s, x, y):
+      loss, g = grad(p, xs[0], ys[0])
+      for i in range(1, n):
+        l, gi = grad(p, xs[i], ys[i])
+        g = add(g, gi)
+        loss = loss + l
+      p, s = update(p, s, g)
+      return p, s, loss / n
+
+    mem = grad.memory_analysis()
+  else:
+    compiled = jax.jit(step).lower(params, opt_state, x, y).compile()
+    mem = compiled.memory_analysis()
   compile_s = time.perf_counter() - t0
-  mem = compiled.memory_analysis()
   temp = mem.temp_size_in_bytes / MiB
-  out = compiled(params, opt_state, x, y)
-  jax.block_until_ready(out)
+  jax.block_until_ready(compiled(params, opt_state, x, y))
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
@@ -83,7 +113,8 @@ def measure(model, batch, repeats, seed=0):
     jax.block_until_ready(out)
     times.append(time.perf_counter() - t0)
   return dict(temp_mib=temp, compile_s=compile_s,
-              step_s=statistics.median(times), steps=len(times))
+              step_s=statistics.median(times), step_min_s=min(times),
+              steps=len(times))
 
 
 def main(argv=None):
@@ -99,7 +130,14 @@ def main(argv=None):
   ap.add_argument("--loops", default="unrolled,scan")
   ap.add_argument("--repeats", type=int, default=5)
   ap.add_argument("--authors_batches", default="128,32")
+  ap.add_argument("--authors_loops", default="unrolled",
+                  help="reversible loop forms for the authors' config (scan "
+                  "is ~10x slower there)")
   ap.add_argument("--authors_repeats", type=int, default=3)
+  ap.add_argument("--authors_microbatch", type=int, default=32,
+                  help="also run the authors' config at batch 128 as "
+                  "reversible + gradient accumulation over chunks of this "
+                  "size (0: off)")
   ap.add_argument("--skip_authors", action="store_true")
   ap.add_argument("--skip_depths", action="store_true")
   ap.add_argument("--out", default=os.path.join(
@@ -108,35 +146,44 @@ def main(argv=None):
   loops = [l for l in args.loops.split(",") if l]
   rows = []
 
-  def run(tag, levels, depth, width, batch, repeats):
+  def run(tag, levels, depth, width, batch, repeats, microbatch=0,
+          loops=loops):
     variants = [("plain", False, "unrolled")] + [
         (f"rev-{l}", True, l) for l in loops]
+    if microbatch:
+      variants = [(f"rev-unrolled+accum{microbatch}", True, "unrolled")]
     for name, rev, loop in variants:
       m = make_model(levels, depth, width, args.coupling, args.permutation,
                      rev, loop, args.size, args.channels)
-      r = measure(m, batch, repeats)
+      r = measure(m, batch, repeats, microbatch=microbatch)
       r.update(tag=tag, mode=name, levels=levels, depth=depth, width=width,
                batch=batch, params=m.param_count(),
                device=jax.devices()[0].device_kind)
       rows.append(r)
       print(f"{tag:8s} {name:13s} L={levels} depth={depth:3d} w={width:4d} "
             f"B={batch:4d}  temp {r['temp_mib']:9.1f} MiB  step "
-            f"{r['step_s']:7.3f} s  compile {r['compile_s']:6.1f} s",
+            f"{r['step_s']:7.3f} s (min {r['step_min_s']:.3f})  compile "
+            f"{r['compile_s']:6.1f} s",
             flush=True)
 
   if not args.skip_depths:
     for depth in [int(d) for d in args.depths.split(",") if d]:
       run("depth", args.levels, depth, args.width, args.batch, args.repeats)
   if not args.skip_authors:
-    for b in [int(b) for b in args.authors_batches.split(",") if b]:
-      run("authors", 3, 16, 128, b, args.authors_repeats)
+    batches = [int(b) for b in args.authors_batches.split(",") if b]
+    for b in batches:
+      run("authors", 3, 16, 128, b, args.authors_repeats,
+          loops=[l for l in args.authors_loops.split(",") if l])
+    if args.authors_microbatch and batches and max(batches) > args.authors_microbatch:
+      run("authors", 3, 16, 128, max(batches), args.authors_repeats,
+          microbatch=args.authors_microbatch)
 
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, "w") as f:
     json.dump(dict(args=vars(args), rows=rows), f, indent=1)
 
-  print("\n| tag | mode | levels x depth | width | batch | temp MiB | step s | "
-        "vs plain (mem / time) | compile s |")
+  print("\n| tag | mode | levels x depth | width | batch | temp MiB | "
+        "step s (median / min) | vs plain (mem / time) | compile s |")
   print("|---|---|---|---|---|---|---|---|---|")
   base = {}
   for r in rows:
@@ -148,7 +195,8 @@ def main(argv=None):
            f"{r['step_s'] / b['step_s']:.2f}x") if b else "-"
     print(f"| {r['tag']} | {r['mode']} | {r['levels']} x {r['depth']} | "
           f"{r['width']} | {r['batch']} | {r['temp_mib']:.1f} | "
-          f"{r['step_s']:.3f} | {rel} | {r['compile_s']:.1f} |")
+          f"{r['step_s']:.3f} / {r['step_min_s']:.3f} | {rel} | "
+          f"{r['compile_s']:.1f} |")
   print(f"\nwrote {args.out}")
 
 

@@ -14,8 +14,8 @@ Array = jax.Array
 def deepfool(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
              steps: int = 50, overshoot: float = 0.02, candidates: int = 9,
              refine_steps: int = 12,
-             bounds: Optional[Tuple[float, float]] = (0.0, 1.0),
-             loop: Optional[str] = None) -> C.AttackResult:
+             bounds: Optional[Tuple[float, float]] = (0.0, 1.0)
+             ) -> C.AttackResult:
   """DeepFool (Moosavi-Dezfooli et al. 2016), multi-class, l2 or linf.
 
   At each step the classifier is linearised around the current point; for
@@ -41,9 +41,10 @@ def deepfool(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
     candidates: how many other classes are considered (top by clean logit).
     refine_steps: bisection steps of the final line search (0: off).
     bounds: ``(low, high)`` or None.
-    loop: loop form of the step loop; None means ``'fori'`` (DeepFool's many
-      backward passes per step make unrolled compiles slow; it converges in
-      a few steps, so the rolled loop costs little).
+
+  The step loop is a ``lax.while_loop`` that exits as soon as every example
+  is adversarial (DeepFool typically needs 2-5 steps), so ``steps`` is only
+  a cap.
 
   Returns:
     :class:`AttackResult`; ``perturbation_norm`` is ``inf`` where no
@@ -51,7 +52,7 @@ def deepfool(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
     iterate).
   """
   num_classes = C.validate_inputs(logits_fn, x, y, norm=norm, bounds=bounds,
-                                  loop=loop, steps=steps)
+                                  steps=steps)
   if candidates < 1:
     raise ValueError(f"candidates={candidates} must be >= 1.")
   if overshoot < 0:
@@ -59,7 +60,6 @@ def deepfool(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
   if num_classes < 2:
     raise ValueError("logits_fn has a single output; DeepFool needs K >= 2 "
                      "classes.")
-  loop = loop or "fori"
   bounds = C.as_bounds(bounds)
   m = min(int(candidates), num_classes - 1)
   onehot_y = jax.nn.one_hot(y, num_classes, dtype=x.dtype)
@@ -74,8 +74,8 @@ def deepfool(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
   def clip(xx):
     return xx if bounds is None else jnp.clip(xx, bounds[0], bounds[1])
 
-  def body(_, carry):
-    x_cur, r_tot, bad = carry
+  def body(carry):
+    i, x_cur, r_tot, bad, active = carry
     logits, vjp = jax.vjp(logits_fn, x_cur)
     active = ~C.is_success(logits, y, False)
     grads = jax.vmap(lambda c: vjp(c)[0])(cot)                 # [m, B, ...]
@@ -98,10 +98,16 @@ def deepfool(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
     r_tot = r_tot + C.select(active, r, jnp.zeros_like(r))
     x_new = clip(x + (1.0 + overshoot) * r_tot)
     bad = bad + (C.bad_grad(g_best) & active).astype(jnp.int32)
-    return C.select(active, x_new, x_cur), r_tot, bad
+    return i + 1, C.select(active, x_new, x_cur), r_tot, bad, active
 
-  init = (x, jnp.zeros_like(x), jnp.zeros((x.shape[0],), jnp.int32))
-  x_adv, _, bad = C.run_loop(body, init, steps, loop)
+  def cond(carry):
+    # ``active`` is from the start of the last step: one extra (no-op) step
+    # after the last example turns adversarial, then exit.
+    return (carry[0] < steps) & jnp.any(carry[4])
+
+  init = (jnp.int32(0), x, jnp.zeros_like(x),
+          jnp.zeros((x.shape[0],), jnp.int32), jnp.ones((x.shape[0],), bool))
+  _, x_adv, _, bad, _ = jax.lax.while_loop(cond, body, init)
 
   clean_wrong = ~C.is_success(clean_logits, y, True)
   success = C.is_success(logits_fn(x_adv), y, False)

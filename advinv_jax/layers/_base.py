@@ -143,6 +143,13 @@ class Chain(Layer):
     if self.reversible_loop not in ("unrolled", "scan"):
       raise ValueError(f"reversible_loop={self.reversible_loop!r}; choose "
                        "'unrolled' or 'scan'.")
+    if (self.reversible and self.reversible_loop == "scan" and self.layers
+        and not _homogeneous(self.layers)):
+      raise ValueError(
+          "reversible_loop='scan' needs layers that differ only in their "
+          "seeds (equal templates); got "
+          f"{sorted({type(l).__name__ for l in self.layers})}. Use "
+          "reversible_loop='unrolled'.")
 
   def _shapes(self, shape: Shape):
     shapes = [tuple(shape)]
@@ -237,11 +244,6 @@ def _reversible_apply(chain: Chain, params, consts, x):
   n = len(chain.layers)
   keys = [_key(i) for i in range(n)]
   loop = chain.reversible_loop
-  if loop == "scan" and not _homogeneous(chain.layers):
-    raise ValueError(
-        "reversible_loop='scan' needs layers that differ only in their seeds "
-        f"(equal templates); got {sorted({type(l).__name__ for l in chain.layers})}."
-        " Use reversible_loop='unrolled'.")
 
   @jax.custom_vjp
   def run(params, x):

@@ -1,0 +1,114 @@
+"""Shared plumbing of the experiment scripts (not an experiment itself).
+
+Every experiment runs at one of three scales:
+  * ``tiny``  — seconds, on the bundled digits (what the tests run);
+  * ``cpu``   — the reduced scale run on a 2-core CPU for the README table;
+  * ``paper`` — the papers' settings (GPU/TPU).
+and writes ``results.json`` + ``results.md`` (a table with the paper's numbers
+beside ours) into its workdir.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+SCALES = ("tiny", "cpu", "paper")
+
+
+def load_config(name: str, variant: Optional[str] = None):
+  """``configs/<name>.py``'s ``get_config(variant)``."""
+  path = os.path.join(ROOT, "configs", f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"_cfg_{name}", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config(variant) if variant else mod.get_config()
+
+
+def tiny(config, *, model=True):
+  """Shrinks a config to a seconds-long smoke run on the bundled digits."""
+  c = config
+  if c.data.name in ("mnist", "cifar10", "imagenet2012"):
+    c.data.name = "digits"
+    c.data.pad_to = 0
+  if c.data.shift.enabled:
+    c.data.shift.position = (0, 0)
+  if model:
+    c.model.depth = 1
+    c.model.width = 8
+    c.model.levels = min(c.model.levels, 3)
+    c.model.features = (8, 8)
+    c.model.hidden = (16,)
+  c.loss.ice.nuisance_hidden = (32,)
+  c.loss.ice.nuisance_steps = 2
+  c.optimizer.schedule = "constant"
+  c.optimizer.boundaries = ()
+  c.optimizer.scales = ()
+  c.train.batch_size = 64
+  c.train.num_epochs = 0
+  c.train.num_steps = 8
+  c.train.log_every = 4
+  c.train.checkpoint_every = 0
+  c.train.progress_bar = False
+  c.report.num_examples = 32
+  c.report.pgd_steps = 3
+  c.report.linf_eps = tuple(c.report.linf_eps)[:2]
+  c.report.l2_eps = tuple(c.report.l2_eps)[:2]
+  c.report.nuisance_classifier_steps = 20
+  return c
+
+
+def train_and_report(config, workdir: str) -> Dict[str, Any]:
+  """Runs the main job (train, evaluate, report); returns its outputs."""
+  from advinv_jax.main import run
+  t = time.perf_counter()
+  summary = run(config, workdir)
+  out = {"summary": summary, "seconds": time.perf_counter() - t,
+         "results": read_json(os.path.join(workdir, "results.json"))}
+  rep = os.path.join(workdir, "report.json")
+  out["report"] = read_json(rep) if os.path.exists(rep) else None
+  return out
+
+
+def read_json(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
+def fmt(v, pct=False, digits=2):
+  if v is None:
+    return "n/a"
+  if isinstance(v, str):
+    return v
+  return f"{100 * v:.{digits}f}" if pct else f"{v:.{digits}f}"
+
+
+def write_results(workdir: str, name: str, header: Sequence[str],
+                  rows: List[Sequence[Any]], data: Dict[str, Any],
+                  notes: str = "") -> str:
+  """Writes results.json and results.md (markdown table); prints the table."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(data, f, indent=1, default=str)
+  lines = [f"### {name}", "", "| " + " | ".join(header) + " |",
+           "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+  if notes:
+    lines += ["", notes]
+  text = "\n".join(lines) + "\n"
+  with open(os.path.join(workdir, "results.md"), "w") as f:
+    f.write(text)
+  print(text)
+  return text
+
+
+def check_scale(scale: str):
+  if scale not in SCALES:
+    raise SystemExit(f"--scale={scale!r} is not one of {SCALES}.")

@@ -1,0 +1,101 @@
+"""Adversarial spheres (Gilmer et al.; Jacobsen et al. 2019 Sec. 5):
+points on two concentric spheres in R^100 (radii 1 and 10).
+
+1. The invariance counter-example: a classifier that thresholds the norm of
+   x[:d-1] (it ignores x_d) is perfect on the data, yet moving a point onto
+   the other sphere by changing x_d alone leaves its decision unchanged.
+   We count on how many test points such a move exists and succeeds.
+2. A fiRevNet trained with CE: its test error (paper: 0%), and its metamers
+   z_s(inner point) + z_n(outer point): how many land off the inner sphere
+   (closer to radius 10) while still classified "inner".
+
+  python experiments/spheres.py --scale=cpu --workdir=workdirs/spheres
+Cost: tiny ~1 min, cpu ~3 min on 2 cores.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from absl import app, flags
+
+import _common as C
+
+_SCALE = flags.DEFINE_string("scale", "cpu", "tiny | cpu | paper")
+_WORKDIR = flags.DEFINE_string("workdir", "workdirs/spheres", "")
+
+
+def norm_classifier_counterexample(x, y, r_in=1.0, r_out=10.0):
+  """Success rate of the x_d-only invariance attack on ||x[:d-1]|| >= t."""
+  flat = x.reshape(x.shape[0], -1)
+  head = np.linalg.norm(flat[:, :-1], axis=1)
+  # The best threshold on ||x[:d-1]|| separates the data perfectly here.
+  t = 0.5 * (head[y == 0].max() + head[y == 1].min())
+  pred = (head >= t).astype(int)
+  clean_acc = float(np.mean(pred == y))
+  # Move inner points onto the outer sphere via x_d only (possible when
+  # ||x[:d-1]|| <= r_out, always for inner points): the decision stays 0.
+  inner = y == 0
+  new_last = np.sqrt(np.maximum(r_out**2 - head[inner]**2, 0.0))
+  moved = flat[inner].copy()
+  moved[:, -1] = new_last
+  on_outer = np.isclose(np.linalg.norm(moved, axis=1), r_out, rtol=1e-4)
+  still_inner = np.linalg.norm(moved[:, :-1], axis=1) < t
+  return {"threshold": float(t), "clean_accuracy": clean_acc,
+          "attack_success": float(np.mean(on_outer & still_inner))}
+
+
+def run(scale: str, workdir: str):
+  C.check_scale(scale)
+  cfg = C.load_config("spheres")
+  if scale == "tiny":
+    cfg = C.tiny(cfg, model=False)
+    cfg.data.name = "spheres"
+    cfg.data.sphere_num_train = 512
+    cfg.data.sphere_num_test = 128
+    cfg.model.depth = 1
+    cfg.model.width = 8
+  cfg.report.enabled = False
+  res = C.train_and_report(cfg, os.path.join(workdir, "firevnet"))
+  from advinv_jax import attacks
+  from advinv_jax.train import load_trained
+  _, exp, state, _ = load_trained(os.path.join(workdir, "firevnet"))
+  test = exp.dataset.test.get(np.arange(len(exp.dataset.test)))
+  x, y = test["image"], test["label"]
+  counter = norm_classifier_counterexample(x, y)
+  inner, outer = np.where(y == 0)[0], np.where(y == 1)[0]
+  m = min(len(inner), len(outer), 256)
+  met = np.asarray(jax.jit(attacks.metameric_sample, static_argnums=0)(
+      exp.model, state.params, x[inner[:m]], x[outer[:m]]))
+  pred = np.argmax(np.asarray(exp.model.logits(state.params, met)), -1)
+  radius = np.linalg.norm(met.reshape(m, -1), axis=1)
+  off_inner = radius > 0.5 * (1.0 + 10.0)
+  data = {"scale": scale, "firevnet_test_error": res["results"]["test"][
+      "error"], "norm_classifier": counter,
+          "metamers": {"num": int(m), "median_radius": float(np.median(radius)),
+                       "outer_but_classified_inner": float(
+                           np.mean(off_inner & (pred == 0)))},
+          "seconds": res["seconds"]}
+  rows = [["fiRevNet test error %", C.fmt(data["firevnet_test_error"],
+                                          pct=True), "0"],
+          ["||x[:d-1]|| classifier: clean accuracy %",
+           C.fmt(counter["clean_accuracy"], pct=True), "100"],
+          ["  x_d-only invariance attack success %",
+           C.fmt(counter["attack_success"], pct=True), "(the counter-example)"],
+          ["fiRevNet metamers (z_s inner, z_n outer): radius > 5.5 and "
+           "classified inner %",
+           C.fmt(data["metamers"]["outer_but_classified_inner"], pct=True),
+           "n/a"]]
+  C.write_results(workdir, f"spheres (scale={scale})",
+                  ["quantity", "ours", "paper"], rows, data)
+  return data
+
+
+def main(argv):
+  del argv
+  run(_SCALE.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,237 @@
+"""Invertible layers: exact inverses, log-determinants, orderings, reversible
+backprop. Parameters are randomly perturbed (fresh couplings are the
+identity, so an inverse test on them would prove little)."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import absltest, parameterized
+
+from advinv_jax.layers import (DCT2D, ActNorm, Chain, Coupling, FixedAffine,
+                               InvConv1x1, Psi, Reverse, Shuffle, Squeeze,
+                               conv3x3, count_params, dct_matrix)
+
+
+def perturb(params, key, scale=0.05):
+  """Adds N(0, scale^2) to every leaf (scale / sqrt(C) for LU factors)."""
+  leaves, tdef = jax.tree_util.tree_flatten_with_path(params)
+  keys = jax.random.split(key, max(len(leaves), 1))
+  out = []
+  for (path, a), k in zip(leaves, keys):
+    s = scale / np.sqrt(a.shape[0]) if path[-1].key in ("l", "u") else scale
+    out.append(a + s * jax.random.normal(k, a.shape, a.dtype))
+  return jax.tree_util.tree_unflatten(tdef, out)
+
+
+def step(i, coupling="affine", perm=None, **kw):
+  perm = Shuffle(seed=i) if perm is None else perm
+  return Chain((ActNorm(), perm, Coupling(8, coupling, **kw)))
+
+
+LAYERS = {
+    "actnorm": ActNorm(),
+    "additive": Coupling(8, "additive"),
+    "affine_sigmoid": Coupling(8, "affine", "sigmoid"),
+    "affine_exp_tanh": Coupling(8, "affine", "exp_tanh"),
+    "affine_conv_auto": Coupling(8, "affine", conv3x3_impl="auto",
+                                 conv1x1_as_matmul=False),
+    "squeeze": Squeeze(),
+    "psi": Psi(),
+    "reverse": Reverse(),
+    "shuffle": Shuffle(seed=3),
+    "conv1x1": InvConv1x1(seed=2),
+    "dct": DCT2D(),
+    "fixed_affine": FixedAffine(2.0, -1.0),
+    "chain": Chain((step(0), Squeeze(), step(1, "additive", Reverse()))),
+    "reversible_chain": Chain((step(0), step(1), step(2)), reversible=True),
+}
+SHAPE = (3, 4, 4, 6)
+
+
+def _setup(layer, shape=SHAPE):
+  x = jax.random.normal(jax.random.PRNGKey(0), shape)
+  params = jax.jit(layer.init)(jax.random.PRNGKey(1), x)
+  params = perturb(params, jax.random.PRNGKey(2))
+  return x, params
+
+
+class LayerTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(*LAYERS.items())
+  def test_inverse_and_logdets(self, layer):
+    x, params = _setup(layer)
+    fwd = self.variant(layer.forward)
+    inv = self.variant(layer.inverse_with_logdet)
+    y, ld = fwd(params, x)
+    chex.assert_shape(y, layer.output_shape(x.shape))
+    chex.assert_shape(ld, (x.shape[0],))
+    xr, ld_inv = inv(params, y)
+    chex.assert_tree_all_finite((y, ld, xr, ld_inv))
+    rel = jnp.max(jnp.abs(xr - x)) / jnp.max(jnp.abs(x))
+    self.assertLessEqual(float(rel), 1e-5)
+    chex.assert_trees_all_close(ld, -ld_inv, atol=1e-4, rtol=1e-5)
+
+  @parameterized.named_parameters(*LAYERS.items())
+  def test_logdet_matches_jacobian(self, layer):
+    x, params = _setup(layer, (1, 4, 4, 4))
+    flat = lambda v: layer.forward(params, v.reshape(x.shape))[0].reshape(-1)
+    # jacrev: a reversible chain is a custom_vjp (reverse mode only).
+    jac = jax.jit(jax.jacrev(flat))(x.reshape(-1))
+    _, expected = jnp.linalg.slogdet(jac)
+    ld = layer.forward(params, x)[1][0]
+    self.assertLessEqual(abs(float(ld - expected)),
+                         1e-4 * max(1.0, abs(float(expected))))
+
+  def test_squeeze_and_psi_channel_order(self):
+    b, h, w, c = 2, 4, 6, 3
+    x = jnp.arange(b * h * w * c, dtype=jnp.float32).reshape(b, h, w, c)
+    ys = Squeeze().forward({}, x)[0]
+    yp = Psi().forward({}, x)[0]
+    for i, j, di, dj, k in [(0, 0, 0, 1, 2), (1, 2, 1, 0, 1), (1, 1, 1, 1, 0)]:
+      v = x[:, 2 * i + di, 2 * j + dj, k]
+      chex.assert_trees_all_equal(ys[:, i, j, 4 * k + 2 * di + dj], v)
+      chex.assert_trees_all_equal(yp[:, i, j, (2 * di + dj) * c + k], v)
+
+  def test_permutation_orders(self):
+    x = jnp.arange(2 * 2 * 2 * 5, dtype=jnp.float32).reshape(2, 2, 2, 5)
+    chex.assert_trees_all_equal(Reverse().forward({}, x)[0], x[..., ::-1])
+    perm = np.random.RandomState(7).permutation(5)
+    chex.assert_trees_all_equal(Shuffle(seed=7).forward({}, x)[0],
+                                x[..., perm])
+
+  def test_conv1x1_logdet_is_hw_sum_log_s(self):
+    layer = InvConv1x1(seed=1)
+    x, params = _setup(layer)
+    _, ld = layer.forward(params, x)
+    chex.assert_trees_all_close(ld[0], 16 * jnp.sum(params["log_s"]),
+                                rtol=1e-6)
+
+  def test_dct_is_orthonormal_and_dc_is_scaled_mean(self):
+    d = dct_matrix(7)
+    chex.assert_trees_all_close(d @ d.T, np.eye(7), atol=1e-6)
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 6, 3))
+    y = DCT2D().forward({}, x)[0]
+    chex.assert_trees_all_close(y[:, 0, 0], jnp.sqrt(24.0) * x.mean((1, 2)),
+                                atol=1e-5)
+
+  @parameterized.parameters("im2col", "outshift")
+  def test_conv3x3_impls_match_xla(self, impl):
+    for cin, cout in [(3, 8), (8, 3)]:
+      x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 6, cin))
+      w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, cin, cout))
+      f = jax.jit(conv3x3, static_argnums=2)
+      chex.assert_trees_all_close(f(x, w, impl), f(x, w, "xla"), atol=1e-4)
+
+  def test_actnorm_init_normalises_and_guards_flat_channels(self):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    x = jnp.concatenate([
+        3.0 + 2.0 * jax.random.normal(k1, (64, 4, 4, 1)),
+        jnp.zeros((64, 4, 4, 1)),                                 # padding
+        jax.random.uniform(k2, (64, 4, 4, 1), maxval=1 / 256)],   # dequant
+                        axis=-1)
+    layer = ActNorm(min_std=1e-2)
+    p = layer.init(jax.random.PRNGKey(1), x)
+    y = layer.forward(p, x)[0]
+    chex.assert_trees_all_close(y[..., 0].mean(), 0.0, atol=1e-4)
+    chex.assert_trees_all_close(y[..., 0].std(), 1.0, atol=1e-3)
+    self.assertTrue(bool(jnp.all(jnp.isfinite(p["s"]))))
+    # No channel is amplified by more than 1 / min_std (not 1e6 or ~444).
+    self.assertLessEqual(float(jnp.exp(p["s"]).max()), 100.0 + 1e-3)
+    chex.assert_trees_all_equal(y[..., 1], jnp.zeros_like(y[..., 1]))
+
+  def test_fresh_coupling_is_identity(self):
+    layer = Coupling(8, "affine")
+    x = jax.random.normal(jax.random.PRNGKey(0), SHAPE)
+    p = layer.init(jax.random.PRNGKey(1), x)
+    y, ld = layer.forward(p, x)
+    chex.assert_trees_all_close(y[..., :3], x[..., :3])
+    # affine at init: scale sigmoid(2) (floored), shift 0.
+    scale = 1e-3 + (1 - 1e-3) * jax.nn.sigmoid(2.0)
+    chex.assert_trees_all_close(y[..., 3:], x[..., 3:] * scale, rtol=1e-6)
+    chex.assert_trees_all_close(ld, jnp.full((3,), 48 * jnp.log(scale)),
+                                rtol=1e-5)
+
+  def test_affine_scale_is_bounded_away_from_zero(self):
+    layer = Coupling(8, "affine", scale_floor=1e-3)
+    s = layer._scale(jnp.array([-1e4, 0.0, 1e4]))
+    self.assertGreaterEqual(float(s.min()), 1e-3)
+    self.assertLess(float(s.max()), 1.0 + 1e-6)
+
+  def test_count_params(self):
+    layer = Coupling(8, "additive")
+    p = layer.init(jax.random.PRNGKey(0), jnp.ones(SHAPE))
+    # w1 3x3x3x8, a1 2x8, w2 8x8, a2 2x8, w3 3x3x8x3, b3 3, logs3 3.
+    self.assertEqual(count_params(p), 216 + 16 + 64 + 16 + 216 + 6)
+
+  def test_bad_shapes_raise(self):
+    with self.assertRaisesRegex(ValueError, "even H and W"):
+      Squeeze().output_shape((1, 5, 4, 2))
+    with self.assertRaisesRegex(ValueError, ">= 2 channels"):
+      Coupling(8).init(jax.random.PRNGKey(0), jnp.ones((1, 4, 4, 1)))
+    with self.assertRaisesRegex(ValueError, "\\[B, H, W, C\\]"):
+      ActNorm().init(jax.random.PRNGKey(0), jnp.ones((4, 4, 1)))
+    with self.assertRaisesRegex(ValueError, "coupling="):
+      Coupling(8, "multiplicative")
+    with self.assertRaisesRegex(ValueError, "reversible_loop='scan'"):
+      Chain((step(0), Squeeze()), reversible=True, reversible_loop="scan")
+
+
+class ReversibleTest(chex.TestCase):
+
+  @chex.variants(with_jit=True)
+  @parameterized.product(loop=("unrolled", "scan"),
+                         kind=("additive-reverse", "affine-shuffle",
+                               "affine-conv1x1"))
+  def test_grads_equal_autodiff(self, loop, kind):
+    self._check_grads(loop, kind)
+
+  @chex.variants(without_jit=True)
+  def test_grads_equal_autodiff_eager(self):
+    self._check_grads("unrolled", "affine-shuffle")
+
+  def _check_grads(self, loop, kind):
+    coupling, perm = kind.split("-")
+    mk = {"reverse": lambda i: Reverse(), "shuffle": lambda i: Shuffle(i),
+          "conv1x1": lambda i: InvConv1x1(i)}[perm]
+    steps = tuple(step(i, coupling, mk(i)) for i in range(2))
+    plain = Chain(steps)
+    rev = Chain(steps, reversible=True, reversible_loop=loop)
+    x, params = _setup(plain, (2, 4, 4, 6))
+
+    def loss(layer):
+      def f(p, v):
+        y, ld = layer.forward(p, v)
+        return jnp.sum(jnp.sin(y) * jnp.arange(y.size).reshape(y.shape) /
+                       y.size) + 0.1 * jnp.sum(ld)
+      return self.variant(jax.grad(f, argnums=(0, 1)))
+
+    g_plain = loss(plain)(params, x)
+    g_rev = loss(rev)(params, x)
+    for a, b in zip(jax.tree_util.tree_leaves(g_rev),
+                    jax.tree_util.tree_leaves(g_plain)):
+      rel = jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-12)
+      self.assertLessEqual(float(rel), 1e-4)
+    chex.assert_trees_all_close(rev.forward(params, x),
+                                plain.forward(params, x))
+
+  def test_memory_does_not_grow_with_depth(self):
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 4))
+
+    def temp(depth, reversible):
+      c = Chain(tuple(step(i, "additive", Reverse()) for i in range(depth)),
+                reversible=reversible)
+      p = c.init(jax.random.PRNGKey(1), x)
+      f = jax.grad(lambda p, v: jnp.sum(c.forward(p, v)[0] ** 2),
+                   argnums=(0, 1))
+      return jax.jit(f).lower(p, x).compile().memory_analysis(
+          ).temp_size_in_bytes
+
+    rev8 = temp(8, True)
+    self.assertLessEqual(rev8, 1.3 * temp(2, True))
+    self.assertLess(rev8, 0.5 * temp(8, False))
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,223 @@
+"""fiRevNet models: bijectivity, log-determinants, the z layout, reversible
+gradients and shape validation (tiny widths/depths, perturbed params)."""
+import importlib.util
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl.testing import absltest, parameterized
+
+from advinv_jax.config import default_config, validate_config
+from advinv_jax.layers import DCT2D, count_params
+from advinv_jax.models import InvertibleModel, build_model, model_names
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def perturb(params, key, scale=0.05):
+  leaves, tdef = jax.tree_util.tree_flatten_with_path(params)
+  keys = jax.random.split(key, max(len(leaves), 1))
+  out = []
+  for (path, a), k in zip(leaves, keys):
+    s = scale / np.sqrt(a.shape[0]) if path[-1].key in ("l", "u") else scale
+    out.append(a + s * jax.random.normal(k, a.shape, a.dtype))
+  return jax.tree_util.tree_unflatten(tdef, out)
+
+
+def model_cfg(**kw):
+  c = default_config().model
+  c.depth = 1
+  c.width = 4
+  c.update(kw)
+  return c
+
+
+CASES = {
+    # name: (config overrides, input shape, final tensor shape)
+    "digits8x8": (dict(), (8, 8, 1), (1, 1, 16)),
+    "mnist_padded32": (dict(coupling="additive", permutation="reverse"),
+                       (32, 32, 1), (4, 4, 16)),
+    "rgb32_psi_conv1x1": (dict(downsample="psi", permutation="conv1x1",
+                               affine_scale="exp_tanh"),
+                          (32, 32, 3), (4, 4, 48)),
+    "imagenet_small": (dict(name="firevnet_imagenet", blocks=(1, 1),
+                            channels=(24, 96), permutation="shuffle"),
+                       (32, 32, 3), (4, 4, 192)),
+}
+
+
+def _setup(name, batch=3, **extra):
+  kw, shape, _ = CASES[name]
+  m = build_model(model_cfg(**{**kw, **extra}), shape, 10)
+  x = jax.random.uniform(jax.random.PRNGKey(0), (batch,) + shape)
+  p = perturb(m.init(jax.random.PRNGKey(1), x), jax.random.PRNGKey(2))
+  return m, p, x
+
+
+def _final_map(m, p, x):
+  """The final tensor, recomputed stage by stage (before the readout)."""
+  h, _ = m.pre.forward({}, x)
+  for i, st in enumerate(m.stages):
+    if st.down is not None:
+      h, _ = st.down.forward({}, h)
+    h, _ = st.steps.forward(p[f"stage_{i}"], h)
+    if st.split:
+      h = h[..., :h.shape[-1] // 2]
+  return h
+
+
+class ModelTest(chex.TestCase):
+
+  def test_registered(self):
+    self.assertIn("firevnet", model_names())
+    self.assertIn("firevnet_imagenet", model_names())
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(*[(n,) for n in CASES])
+  def test_bijective_shapes_and_logdet(self, name):
+    m, p, x = _setup(name)
+    self.assertIsInstance(m, InvertibleModel)
+    d = int(np.prod(x.shape[1:]))
+    z, ld = self.variant(m.forward)(p, x)
+    chex.assert_shape(z, (3, d))
+    chex.assert_shape(ld, (3,))
+    z_s, z_n = m.split(z)
+    chex.assert_shape(z_s, (3, 10))
+    chex.assert_shape(z_n, (3, d - 10))
+    chex.assert_trees_all_close(m.merge(z_s, z_n), z)
+    chex.assert_trees_all_close(m.logits(p, x), z_s)
+    xr, ld_inv = self.variant(m.inverse_with_logdet)(p, z)
+    chex.assert_tree_all_finite((z, ld, xr, ld_inv))
+    rel = jnp.max(jnp.abs(xr - x)) / jnp.max(jnp.abs(x))
+    self.assertLessEqual(float(rel), 1e-5)
+    chex.assert_trees_all_close(ld, -ld_inv, atol=1e-3, rtol=1e-5)
+    chex.assert_trees_all_close(m.inverse(p, z), xr)
+
+  def test_logdet_matches_jacobian(self):
+    m, p, x = _setup("digits8x8", batch=1)
+    flat = lambda v: m.forward(p, v.reshape(x.shape))[0].reshape(-1)
+    _, expected = jnp.linalg.slogdet(jax.jacfwd(flat)(x.reshape(-1)))
+    ld = m.forward(p, x)[1][0]
+    # includes the fixed x -> 2x - 1 map: 64 log 2.
+    self.assertLessEqual(abs(float(ld - expected)),
+                         1e-4 * max(1.0, abs(float(expected))))
+
+  @parameterized.named_parameters(*[(n,) for n in CASES])
+  def test_logits_location(self, name):
+    m, p, x = _setup(name)
+    z, _ = m.forward(p, x)
+    f = _final_map(m, p, x)
+    chex.assert_shape(f, (3,) + CASES[name][2])
+    if m.readout == "dct":
+      # DC coefficients of the first 10 channels = sqrt(HW) * spatial mean.
+      expected = jnp.sqrt(16.0) * f.mean((1, 2))[:, :10]
+      rest = DCT2D().forward({}, f)[0].reshape(3, -1)[:, 10:]
+    elif f.shape[-1] >= 10:
+      h, w = f.shape[1:3]
+      expected = f[:, h // 2, w // 2, :10]
+      rest = None
+    else:
+      expected = f.reshape(3, -1)[:, :10]
+      rest = None
+    chex.assert_trees_all_close(z[:, :10], expected, atol=1e-4)
+    if rest is not None:
+      chex.assert_trees_all_close(z[:, 10:], rest, atol=1e-4)
+
+  def test_nuisance_order_digits(self):
+    # 8x8x1, 3 levels: final 1x1x16 (logits = its first 10 channels), then
+    # its remaining 6 entries, then the split-offs of level 1 (4x4x2 = 32)
+    # and level 2 (2x2x4 = 16).
+    m, p, x = _setup("digits8x8")
+    z, _ = m.forward(p, x)
+    h, _ = m.pre.forward({}, x)
+    splits = []
+    for i, st in enumerate(m.stages):
+      h, _ = st.down.forward({}, h)
+      h, _ = st.steps.forward(p[f"stage_{i}"], h)
+      if st.split:
+        c = h.shape[-1] // 2
+        splits.append(h[..., c:].reshape(3, -1))
+        h = h[..., :c]
+    expected = jnp.concatenate([h.reshape(3, -1)] + splits, axis=1)
+    chex.assert_trees_all_close(z, expected, atol=1e-5)
+    self.assertEqual([s.shape[1] for s in splits], [32, 16])
+
+  def test_metamer_keeps_logits(self):
+    m, p, x = _setup("mnist_padded32")
+    z, _ = m.forward(p, x)
+    z_s, z_n = m.split(z)
+    met = m.inverse(p, m.merge(z_s, jnp.roll(z_n, 1, axis=0)))
+    chex.assert_trees_all_close(m.logits(p, met), z_s, atol=1e-4)
+
+  @parameterized.parameters("unrolled", "scan")
+  def test_reversible_grads_equal_autodiff(self, loop):
+    x = jax.random.uniform(jax.random.PRNGKey(0), (2, 32, 32, 3))
+    mr = build_model(model_cfg(**CASES["rgb32_psi_conv1x1"][0], depth=2,
+                               reversible=True, reversible_loop=loop),
+                     (32, 32, 3), 10)
+    m = build_model(model_cfg(**CASES["rgb32_psi_conv1x1"][0], depth=2),
+                    (32, 32, 3), 10)
+    p = perturb(m.init(jax.random.PRNGKey(1), x), jax.random.PRNGKey(2))
+
+    def loss(model):
+      def f(p, v):
+        z, ld = model.forward(p, v)
+        return (jnp.sum(jax.nn.log_softmax(z[:, :10])[:, 3])
+                + 0.01 * jnp.sum(z[:, 10:] ** 2) - 0.01 * jnp.sum(ld))
+      return jax.jit(jax.grad(f, argnums=(0, 1)))
+
+    ga, gb = loss(mr)(p, x), loss(m)(p, x)
+    for a, b in zip(jax.tree_util.tree_leaves(ga),
+                    jax.tree_util.tree_leaves(gb)):
+      rel = jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-12)
+      self.assertLessEqual(float(rel), 1e-4)
+
+  def test_param_count(self):
+    m, p, _ = _setup("digits8x8")
+    self.assertEqual(m.param_count(), count_params(p))
+
+  def test_actnorm_init_guard_on_padded_channels(self):
+    # The authors' 3-channel layout: digit in channel 0, channels 1-2 zero
+    # plus U(0, 1/256) noise. No channel may be scaled by more than 1/floor.
+    m = build_model(model_cfg(actnorm_std_floor=1e-2), (8, 8, 3), 10)
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    x = jnp.concatenate([
+        jax.random.uniform(k1, (16, 8, 8, 1)),
+        jax.random.uniform(k2, (16, 8, 8, 2), maxval=1 / 256)], axis=-1)
+    p = m.init(jax.random.PRNGKey(1), x)
+    s_first = p["stage_0"]["000"]["000"]["s"]
+    self.assertLessEqual(float(jnp.exp(s_first).max()), 100.0 + 1e-3)
+
+  def test_bad_shapes_raise(self):
+    with self.assertRaisesRegex(ValueError, "2\\*\\*levels.*pad"):
+      build_model(model_cfg(), (28, 28, 1), 10)
+    with self.assertRaisesRegex(ValueError, "num_classes=20 exceeds"):
+      build_model(model_cfg(), (8, 8, 1), 20)
+    with self.assertRaisesRegex(ValueError, "init_squeeze \\* prod"):
+      build_model(model_cfg(name="firevnet_imagenet", blocks=(1, 1),
+                            channels=(24, 96)), (36, 36, 3), 10)
+    with self.assertRaisesRegex(ValueError, "coupling"):
+      build_model(model_cfg(coupling="nope"), (8, 8, 1), 10)
+    m, p, x = _setup("digits8x8")
+    with self.assertRaisesRegex(ValueError, "expects images of shape"):
+      m.forward(p, jnp.ones((2, 8, 8, 3)))
+    with self.assertRaisesRegex(ValueError, "expects z of shape"):
+      m.inverse(p, jnp.ones((2, 63)))
+
+  def test_imagenet_config_full_layout(self):
+    path = os.path.join(ROOT, "configs", "firevnet48_imagenet.py")
+    spec = importlib.util.spec_from_file_location("cfg_fr48", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cfg = mod.get_config()
+    validate_config(cfg)
+    m = build_model(cfg.model, (224, 224, 3), 1000)   # Python only
+    self.assertEqual(m._plan["final"], (1, 7, 7, 3072))
+    self.assertEqual(sum(len(s.steps.layers) for s in m.stages), 100)
+    self.assertEqual(m.latent_dim, 224 * 224 * 3)
+
+
+if __name__ == "__main__":
+  absltest.main()
