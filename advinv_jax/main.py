@@ -24,39 +24,6 @@ _NPROC = flags.DEFINE_integer("num_processes", 1, "Number of processes.")
 _PID = flags.DEFINE_integer("process_id", 0, "This process's id.")
 
 
-def run(config, workdir: str) -> dict:
-  """Trains, evaluates and (if enabled) writes the robustness report."""
-  from advinv_jax.train import train_and_evaluate
-  result = train_and_evaluate(config, workdir)
-  summary = {"test_accuracy": result["eval"]["accuracy"],
-             "train_accuracy": result["train_eval"]["accuracy"],
-             "steps": result["steps"]}
-  if config.report.enabled:
-    import jax
-    from advinv_jax.report import robustness_report
-    ds = result["dataset"]
-    n = min(config.report.num_examples, len(ds.test))
-    test = ds.test.get(list(range(n)))
-    model, params = result["model"], result["state"].params
-    report = robustness_report(
-        model, params, test["image"], test["label"], config.report, workdir,
-        jax.random.PRNGKey(config.seed + 1),
-        nuisance_data=_nuisance_data(ds, config) if model.invertible else None,
-        bias=result["extras"].get("differential_bias"),
-        bounds=ds.bounds)
-    summary["report"] = os.path.join(workdir, "report.json")
-    summary.update({k: v for k, v in report.items()
-                    if isinstance(v, (int, float))})
-  return summary
-
-
-def _nuisance_data(ds, config):
-  """Train/test images for the post-hoc nuisance classifier (capped)."""
-  n_tr = min(len(ds.train), 10000)
-  n_te = min(len(ds.test), 2000)
-  return (ds.train.get(list(range(n_tr))), ds.test.get(list(range(n_te))))
-
-
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
@@ -74,6 +41,7 @@ def main(argv):
     validate_config(config)
   except ConfigError as e:
     sys.exit(f"config error: {e}")
+  from advinv_jax.job import run
   summary = run(config, _WORKDIR.value)
   print(json.dumps(summary, indent=1, default=str))
 

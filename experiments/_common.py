@@ -67,7 +67,7 @@ def tiny(config, *, model=True):
 
 def train_and_report(config, workdir: str) -> Dict[str, Any]:
   """Runs the main job (train, evaluate, report); returns its outputs."""
-  from advinv_jax.main import run
+  from advinv_jax.job import run
   t = time.perf_counter()
   summary = run(config, workdir)
   out = {"summary": summary, "seconds": time.perf_counter() - t,

@@ -52,7 +52,8 @@ def _setup(name, batch=3, **extra):
   kw, shape, _ = CASES[name]
   m = build_model(model_cfg(**{**kw, **extra}), shape, 10)
   x = jax.random.uniform(jax.random.PRNGKey(0), (batch,) + shape)
-  p = perturb(m.init(jax.random.PRNGKey(1), x), jax.random.PRNGKey(2))
+  p = perturb(jax.jit(m.init)(jax.random.PRNGKey(1), x),
+              jax.random.PRNGKey(2))
   return m, p, x
 
 
@@ -75,7 +76,7 @@ class ModelTest(chex.TestCase):
     self.assertIn("firevnet_imagenet", model_names())
 
   @chex.variants(with_jit=True, without_jit=True)
-  @parameterized.named_parameters(*[(n,) for n in CASES])
+  @parameterized.named_parameters(*[(n, n) for n in CASES])
   def test_bijective_shapes_and_logdet(self, name):
     m, p, x = _setup(name)
     self.assertIsInstance(m, InvertibleModel)
@@ -104,7 +105,7 @@ class ModelTest(chex.TestCase):
     self.assertLessEqual(abs(float(ld - expected)),
                          1e-4 * max(1.0, abs(float(expected))))
 
-  @parameterized.named_parameters(*[(n,) for n in CASES])
+  @parameterized.named_parameters(*[(n, n) for n in CASES])
   def test_logits_location(self, name):
     m, p, x = _setup(name)
     z, _ = m.forward(p, x)
@@ -153,13 +154,13 @@ class ModelTest(chex.TestCase):
 
   @parameterized.parameters("unrolled", "scan")
   def test_reversible_grads_equal_autodiff(self, loop):
-    x = jax.random.uniform(jax.random.PRNGKey(0), (2, 32, 32, 3))
-    mr = build_model(model_cfg(**CASES["rgb32_psi_conv1x1"][0], depth=2,
-                               reversible=True, reversible_loop=loop),
-                     (32, 32, 3), 10)
-    m = build_model(model_cfg(**CASES["rgb32_psi_conv1x1"][0], depth=2),
-                    (32, 32, 3), 10)
-    p = perturb(m.init(jax.random.PRNGKey(1), x), jax.random.PRNGKey(2))
+    x = jax.random.uniform(jax.random.PRNGKey(0), (2, 8, 8, 1))
+    kw = dict(depth=2, permutation="conv1x1", downsample="psi")
+    mr = build_model(model_cfg(**kw, reversible=True, reversible_loop=loop),
+                     (8, 8, 1), 10)
+    m = build_model(model_cfg(**kw), (8, 8, 1), 10)
+    p = perturb(jax.jit(m.init)(jax.random.PRNGKey(1), x),
+                jax.random.PRNGKey(2))
 
     def loss(model):
       def f(p, v):
@@ -186,7 +187,7 @@ class ModelTest(chex.TestCase):
     x = jnp.concatenate([
         jax.random.uniform(k1, (16, 8, 8, 1)),
         jax.random.uniform(k2, (16, 8, 8, 2), maxval=1 / 256)], axis=-1)
-    p = m.init(jax.random.PRNGKey(1), x)
+    p = jax.jit(m.init)(jax.random.PRNGKey(1), x)
     s_first = p["stage_0"]["000"]["000"]["s"]
     self.assertLessEqual(float(jnp.exp(s_first).max()), 100.0 + 1e-3)
 

@@ -205,6 +205,12 @@ def run_attack(attack: Callable, logits_fn: C.LogitsFn, x: Array, y: Array, *,
     attack: :func:`pgd`, :func:`fgsm`, :func:`deepfool` or compatible.
     eps: the budget; leave ``inf`` for minimal-perturbation attacks (which
       take no ``eps``).
+    rng: PRNG key for attacks that take one; None means
+      ``jax.random.PRNGKey(0)`` (this convenience path only; the attacks
+      themselves require an explicit key).
+    verify: run :func:`check_adversarial` on the result.
+    emit_warnings: also raise the warnings through Python ``warnings``.
+    **settings: static settings of the attack (``norm``, ``steps``, ...).
 
   Returns:
     ``(result, warnings)``: the :class:`AttackResult` and a list of strings.
