@@ -120,7 +120,18 @@ def default_config() -> ml_collections.ConfigDict:
   config.report.linf_eps = (0.01, 0.02, 0.05, 0.1)
   config.report.l2_eps = (0.1, 0.25, 0.5, 1.0)
   config.report.pgd_steps = 20
+  config.report.pgd_restarts = 1
+  config.report.pgd_loss = "ce"          # ce | margin
+  config.report.attack_loop = "fori"     # fori | unrolled | scan | "" (platform default)
+  config.report.deepfool_steps = 50
+  config.report.deepfool_candidates = 9
+  config.report.num_metamers = 8
+  config.report.interpolation_steps = 8
+  config.report.interpolation_pairs = 4
   config.report.nuisance_classifier_steps = 500
+  config.report.nuisance_classifier_hidden = (256,)
+  config.report.nuisance_classifier_lr = 1e-3
+  config.report.nuisance_classifier_batch_size = 128
   return config
 
 

@@ -211,6 +211,53 @@ def bench_model(name, model, params, x, y, args, torch_ok):
   return out
 
 
+def interleaved_cnn(model, params, x, y, steps, rounds):
+  """Alternates ours (default loop), torchattacks and Foolbox (jit fn) run by
+  run, so background load on a shared machine hits all three alike."""
+  import foolbox as fb
+  import torch
+  import torchattacks
+  torch.set_num_threads(os.cpu_count() or 1)
+  net = make_torch_cnn(params)
+  xt = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2).copy())
+  yt = torch.tensor(np.asarray(y), dtype=torch.long)
+  logits_fn = jax.jit(functools.partial(model.logits, params))
+  fmodel = fb.JAXModel(logits_fn, bounds=(0.0, 1.0))
+  out = {}
+  for norm in ("linf", "l2"):
+    rel = 2.5 / steps if norm == "linf" else max(2.5 / steps, 0.25)
+    ours = jax.jit(lambda p, x, y, k: attacks.pgd(
+        functools.partial(model.logits, p), x, y, eps=EPS[norm], norm=norm,
+        steps=steps, rng=k))
+    if norm == "linf":
+      ta = torchattacks.PGD(net, eps=EPS[norm], alpha=rel * EPS[norm],
+                            steps=steps, random_start=True)
+      fa = fb.attacks.LinfPGD(rel_stepsize=rel, steps=steps)
+    else:
+      ta = torchattacks.PGDL2(net, eps=EPS[norm], alpha=rel * EPS[norm],
+                              steps=steps, random_start=True)
+      fa = fb.attacks.L2PGD(rel_stepsize=rel, steps=steps)
+    runs = {
+        "ours": lambda: _block(ours(params, x, y, jax.random.PRNGKey(0))),
+        "torchattacks": lambda: ta(xt, yt),
+        "foolbox_jax": lambda: jax.block_until_ready(
+            fa(fmodel, x, y, epsilons=EPS[norm])[1]),
+    }
+    for f in runs.values():
+      f()                                                   # warm-up
+    ts = {k: [] for k in runs}
+    for _ in range(rounds):
+      for k, f in runs.items():
+        t = time.perf_counter()
+        f()
+        ts[k].append(time.perf_counter() - t)
+    out[norm] = {k: statistics.median(v) for k, v in ts.items()}
+    out[norm]["all_s"] = ts
+    print(f"    interleaved {norm}: " + ", ".join(
+        f"{k} {out[norm][k]:.2f} s" for k in runs), flush=True)
+  return out
+
+
 def table(results, steps):
   lines = ["| model | norm | ours fori | ours unrolled | ours scan | "
            f"{steps} x fwd+bwd | best / floor | torchattacks | Foolbox-JAX "
@@ -250,6 +297,10 @@ def main():
   p.add_argument("--no-foolbox-plain", action="store_true",
                  help="skip Foolbox with the un-jitted model function")
   p.add_argument("--no-firevnet", action="store_true")
+  p.add_argument("--interleave", type=int, default=0,
+                 help="also time ours/torchattacks/Foolbox on the CNN "
+                      "alternately for this many rounds (medians)")
+  p.add_argument("--only-interleave", action="store_true")
   p.add_argument("--firevnet-batch", type=int, default=0,
                  help="batch for the fiRevNet (0: --batch)")
   p.add_argument("--firevnet-loops", default="fori,scan,unrolled")
@@ -278,6 +329,14 @@ def main():
   cnn = build_model(cfg, (28, 28, 1), 10)
   params = cnn.init(jax.random.PRNGKey(0), x)
   y = jnp.argmax(cnn.logits(params, x), -1).astype(jnp.int32)
+  if args.interleave or args.only_interleave:
+    results["interleaved_cnn"] = interleaved_cnn(
+        cnn, params, x, y, args.steps, max(1, args.interleave))
+  if args.only_interleave:
+    with open(args.out, "w") as f:
+      json.dump(results, f, indent=1)
+    print(f"wrote {args.out}")
+    return
   results["models"]["cnn"] = bench_model("cnn", cnn, params, x, y, args,
                                          torch_ok)
 

@@ -16,6 +16,10 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
+from absl import logging
+
+logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)

@@ -26,7 +26,7 @@ def perturb(params, key, scale=0.05):
 
 def step(i, coupling="affine", perm=None, **kw):
   perm = Shuffle(seed=i) if perm is None else perm
-  return Chain((ActNorm(), perm, Coupling(8, coupling, **kw)))
+  return Chain((ActNorm(), perm, Coupling(4, coupling, **kw)))
 
 
 LAYERS = {
@@ -43,8 +43,8 @@ LAYERS = {
     "conv1x1": InvConv1x1(seed=2),
     "dct": DCT2D(),
     "fixed_affine": FixedAffine(2.0, -1.0),
-    "chain": Chain((step(0), Squeeze(), step(1, "additive", Reverse()))),
-    "reversible_chain": Chain((step(0), step(1), step(2)), reversible=True),
+    "chain": Chain((ActNorm(), Squeeze(), Reverse(), Coupling(4))),
+    "reversible_chain": Chain((step(0), step(1)), reversible=True),
 }
 SHAPE = (3, 4, 4, 6)
 
@@ -182,9 +182,8 @@ class ReversibleTest(chex.TestCase):
 
   @chex.variants(with_jit=True)
   @parameterized.parameters(("unrolled", "additive-reverse"),
-                            ("unrolled", "affine-shuffle"),
                             ("unrolled", "affine-conv1x1"),
-                            ("scan", "affine-conv1x1"))
+                            ("scan", "affine-shuffle"))
   def test_grads_equal_autodiff(self, loop, kind):
     coupling, perm = kind.split("-")
     mk = {"reverse": lambda i: Reverse(), "shuffle": lambda i: Shuffle(i),
@@ -222,9 +221,9 @@ class ReversibleTest(chex.TestCase):
       return jax.jit(f).lower(p, x).compile().memory_analysis(
           ).temp_size_in_bytes
 
-    rev8 = temp(8, True)
-    self.assertLessEqual(rev8, 1.3 * temp(2, True))
-    self.assertLess(rev8, 0.5 * temp(8, False))
+    rev6 = temp(6, True)
+    self.assertLessEqual(rev6, 1.3 * temp(2, True))
+    self.assertLess(rev6, 0.5 * temp(6, False))
 
 
 if __name__ == "__main__":

@@ -128,10 +128,17 @@ class Chain(Layer):
       (memory O(1) in the number of layers). Gradients equal plain autodiff up
       to the float error of the inverse.
     reversible_loop: ``'unrolled'`` (Python loop; each recompute is tied to the
-      incoming cotangent by ``lax.optimization_barrier`` so XLA cannot hoist
-      all recomputations ahead of the backward pass) or ``'scan'`` (a
+      incoming cotangent by ``lax.optimization_barrier`` plus a true data
+      dependence, see :func:`_depend_on`, so XLA can neither hoist the
+      recomputations ahead of the backward pass nor share parameter-only
+      values with the forward pass) or ``'scan'`` (a
       ``lax.scan`` over steps with equal :meth:`Layer.template`; params are
-      stacked on the fly). See benchmarks/README.md for the trade-off.
+      stacked on the fly). Both give flat memory in depth; 'unrolled' is
+      ~5-7x faster on CPU (benchmarks/README.md, "Reversible backprop").
+
+  A reversible chain supports reverse-mode autodiff only (``jax.grad``,
+  ``jax.vjp``, ``jacrev``); ``jax.jvp`` / ``jacfwd`` raise. Its params are the
+  same pytree as the plain chain's, so build the plain one for forward mode.
   """
 
   layers: Tuple[Layer, ...] = ()
