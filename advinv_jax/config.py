@@ -59,11 +59,15 @@ def default_config() -> ml_collections.ConfigDict:
   config.model.reversible = False      # memory-saving reversible backprop
   config.model.reversible_loop = "auto"  # auto | scan | unrolled
   config.model.conv1x1_as_matmul = True
+  config.model.scale_floor = 1e-3       # affine scale >= this (no collapse)
+  config.model.perm_seed = 0             # shuffle / 1x1-conv initial permutation
+  config.model.conv3x3_impl = "xla"      # xla | im2col | outshift | auto
   config.model.actnorm_std_floor = 0.3  # ActNorm init amplifies a channel at most 1/0.3x
   # ImageNet layout (firevnet_imagenet)
   config.model.init_squeeze = 2
   config.model.blocks = (6, 16, 72, 6)
   config.model.channels = (24, 96, 384, 1536)
+  config.model.strides = (2, 2, 2, 2)
   # ordinary classifiers (cnn, mlp)
   config.model.features = (32, 64, 64)
   config.model.hidden = (128,)

@@ -75,6 +75,13 @@ def test_same_seed_is_bitwise_deterministic(tmp_path):
   chex.assert_trees_all_equal(_params(a), _params(b))
   assert a["eval"] == b["eval"]
 
+  def metrics(d):
+    out = [json.loads(l) for l in open(tmp_path / d / "metrics.jsonl")]
+    for rec in out:
+      rec.pop("train/examples_per_sec", None)  # wall-clock, not a result
+    return out
+  assert metrics("a") == metrics("b") and len(metrics("a")) >= 2
+
 
 def test_ice_trains_nuisance_classifier_and_prior(tmp_path):
   cfg = tiny_config("firevnet", "ice", num_steps=4, checkpoint_every=0)
