@@ -67,7 +67,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.model.init_squeeze = 2
   config.model.blocks = (6, 16, 72, 6)
   config.model.channels = (24, 96, 384, 1536)
-  config.model.strides = (2, 2, 2, 2)
+  config.model.strides = ()             # per stage, 1 or 2; empty: all 2
   # ordinary classifiers (cnn, mlp)
   config.model.features = (32, 64, 64)
   config.model.hidden = (128,)

@@ -79,7 +79,7 @@ def run(scale: str, workdir: str):
           "seconds": res["seconds"]}
   rows = [["fiRevNet test error %", C.fmt(data["firevnet_test_error"],
                                           pct=True), "0"],
-          ["||x[:d-1]|| classifier: clean accuracy %",
+          ["classifier on the norm of x[:d-1]: clean accuracy %",
            C.fmt(counter["clean_accuracy"], pct=True), "100"],
           ["  x_d-only invariance attack success %",
            C.fmt(counter["attack_success"], pct=True), "(the counter-example)"],

@@ -86,38 +86,21 @@ def differential_loss_from_batch(scores: Array, labels: Array, *,
   _checks.check_batch(shape, lshape, "scores", "labels")
   scores = jnp.asarray(scores)
   labels = jnp.asarray(labels).astype(jnp.int32)
-  if axis_name is not None:
-    return _global_pairs(scores, labels, axis_name)
-  pos = labels == 1
-  neg = labels == 0
-  mask = pos[:, None] & neg[None, :]
-  diff = scores[:, None] - scores[None, :]
-  safe_diff = jnp.where(mask, diff, 0.0)
-  per_pair = jnp.where(mask, jax.nn.softplus(-safe_diff), 0.0)
-  num_pairs = jnp.sum(mask)
-  has_pairs = num_pairs > 0
-  denom = jnp.maximum(num_pairs, 1).astype(scores.dtype)
-  loss = jnp.where(has_pairs, jnp.sum(per_pair) / denom, 0.0).astype(
-      scores.dtype)
-  correct = jnp.sum(jnp.where(mask, safe_diff > 0, False))
-  metrics = {
-      "loss": loss,
-      "single_class_batch": (~has_pairs).astype(jnp.float32),
-      "num_pos": jnp.sum(pos).astype(jnp.float32),
-      "num_neg": jnp.sum(neg).astype(jnp.float32),
-      "num_pairs": num_pairs.astype(jnp.float32),
-      "pair_accuracy": (correct / jnp.maximum(num_pairs, 1)).astype(
-          jnp.float32),
-  }
-  return loss, metrics
+  return _pairs(scores, labels, axis_name)
 
 
-def _global_pairs(scores, labels, axis_name):
-  """Global-batch pairs under a mapped axis; see differential_loss_from_batch."""
-  n_dev = jax.lax.axis_size(axis_name)
-  all_s = jax.lax.stop_gradient(
-      jax.lax.all_gather(scores, axis_name, tiled=True))
-  all_y = jax.lax.all_gather(labels, axis_name, tiled=True)
+def _pairs(scores, labels, axis_name):
+  """All positive/negative pairs of the (global, with ``axis_name``) batch.
+
+  Without ``axis_name`` the "global" batch is the local one (one device).
+  """
+  if axis_name is None:
+    n_dev, all_s, all_y = 1, jax.lax.stop_gradient(scores), labels
+  else:
+    n_dev = jax.lax.axis_size(axis_name)
+    all_s = jax.lax.stop_gradient(
+        jax.lax.all_gather(scores, axis_name, tiled=True))
+    all_y = jax.lax.all_gather(labels, axis_name, tiled=True)
   pos, neg = labels == 1, labels == 0
   all_pos, all_neg = all_y == 1, all_y == 0
   num_pairs = jnp.sum(all_pos) * jnp.sum(all_neg)

@@ -305,8 +305,8 @@ def build_firevnet_imagenet(cfg, input_shape, num_classes):
   map goes through an orthonormal 2-D DCT and the logits are its low-pass
   (DC) coefficients. ``channels`` are i-RevNet's nChannels (half the channels
   of a stage's tensor); as in i-RevNet's bottleneck, the coupling subnet of
-  stage ``s`` has width ``max(1, channels[s] // 4)``. ``strides`` (not in
-  the config schema; default all 2). Full config
+  stage ``s`` has width ``max(1, channels[s] // 4)``. ``strides``: 1 or 2
+  per stage (empty: all 2). Full config
   (configs/firevnet48_imagenet.py): blocks (6, 16, 72, 6), channels
   (24, 96, 384, 1536), strides 2, init_squeeze 2: 224x224x3 -> 7x7x3072.
   Step settings as for ``firevnet``, with defaults coupling 'additive' and
@@ -314,7 +314,8 @@ def build_firevnet_imagenet(cfg, input_shape, num_classes):
   """
   blocks = tuple(int(b) for b in cfg.get("blocks", (6, 16, 72, 6)))
   channels = tuple(int(b) for b in cfg.get("channels", (24, 96, 384, 1536)))
-  strides = tuple(int(b) for b in cfg.get("strides", (2,) * len(blocks)))
+  strides = tuple(int(b) for b in (cfg.get("strides", ()) or
+                                    (2,) * len(blocks)))
   init_ds = int(cfg.get("init_squeeze", 2))
   if not (len(blocks) == len(strides) == len(channels)) or not blocks:
     raise ValueError(f"config.model.blocks={blocks}, channels={channels} (and "
