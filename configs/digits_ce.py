@@ -1,7 +1,7 @@
-"""fiRevNet with CE on the bundled 8x8 digits (offline, seconds).
+"""fiRevNet with CE on the bundled 8x8 digits (offline).
 
   python -m advinv_jax.main --config=configs/digits_ce.py --workdir=workdirs/digits_ce
-Cost: ~1-3 minutes on a 2-core CPU, report included.
+Cost: ~4 minutes on a 2-core CPU (60 epochs, 1320 steps), report included.
 """
 from advinv_jax.config import default_config
 
@@ -9,7 +9,7 @@ from advinv_jax.config import default_config
 def get_config():
   c = default_config()
   c.loss.name = "ce"
-  c.train.num_epochs = 30
+  c.train.num_epochs = 60
   c.train.batch_size = 64
   c.train.dequant_noise = 1.0 / 16
   c.loss.ice.nuisance_hidden = (128, 128)
