@@ -9,7 +9,7 @@ grids (z_s of A, z_n of B, inverted) and nuisance interpolations (PNG).
       --scale=cpu --workdir=workdirs/invariance_mnist
 Scales: tiny (digits, ~1 min), digits (the bundled digits, 60 epochs:
 ~8 min), cpu (depth 4, width 32, 2 epochs per model:
-~40 min on 2 cores), paper (3x16 steps, width 128, 200 epochs: GPU).
+~26 min on 2 cores), paper (3x16 steps, width 128, 200 epochs: GPU).
 """
 from __future__ import annotations
 

@@ -1,5 +1,23 @@
-"""Small shared pieces of the tests: tiny configs."""
+"""Small shared pieces of the tests: tiny configs, parameter perturbation."""
+import jax
+import numpy as np
+
 from advinv_jax.config import default_config
+
+
+def perturb(params, key, scale=0.05):
+  """Adds N(0, scale^2) to every leaf (scale / sqrt(C) for LU factors).
+
+  A freshly initialised coupling is the identity; inverse and log-det tests
+  run on perturbed parameters so that they prove something.
+  """
+  leaves, tdef = jax.tree_util.tree_flatten_with_path(params)
+  keys = jax.random.split(key, max(len(leaves), 1))
+  out = []
+  for (path, a), k in zip(leaves, keys):
+    s = scale / np.sqrt(a.shape[0]) if path[-1].key in ("l", "u") else scale
+    out.append(a + s * jax.random.normal(k, a.shape, a.dtype))
+  return jax.tree_util.tree_unflatten(tdef, out)
 
 
 def tiny_config(model="cnn", loss="ce", **train):

@@ -11,17 +11,7 @@ from absl.testing import absltest, parameterized
 from advinv_jax.layers import (DCT2D, ActNorm, Chain, Coupling, FixedAffine,
                                InvConv1x1, Psi, Reverse, Shuffle, Squeeze,
                                conv3x3, count_params, dct_matrix)
-
-
-def perturb(params, key, scale=0.05):
-  """Adds N(0, scale^2) to every leaf (scale / sqrt(C) for LU factors)."""
-  leaves, tdef = jax.tree_util.tree_flatten_with_path(params)
-  keys = jax.random.split(key, max(len(leaves), 1))
-  out = []
-  for (path, a), k in zip(leaves, keys):
-    s = scale / np.sqrt(a.shape[0]) if path[-1].key in ("l", "u") else scale
-    out.append(a + s * jax.random.normal(k, a.shape, a.dtype))
-  return jax.tree_util.tree_unflatten(tdef, out)
+from tests._helpers import perturb
 
 
 def step(i, coupling="affine", perm=None, **kw):

@@ -12,18 +12,9 @@ from absl.testing import absltest, parameterized
 from advinv_jax.config import default_config, validate_config
 from advinv_jax.layers import DCT2D, count_params
 from advinv_jax.models import InvertibleModel, build_model, model_names
+from tests._helpers import perturb
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def perturb(params, key, scale=0.05):
-  leaves, tdef = jax.tree_util.tree_flatten_with_path(params)
-  keys = jax.random.split(key, max(len(leaves), 1))
-  out = []
-  for (path, a), k in zip(leaves, keys):
-    s = scale / np.sqrt(a.shape[0]) if path[-1].key in ("l", "u") else scale
-    out.append(a + s * jax.random.normal(k, a.shape, a.dtype))
-  return jax.tree_util.tree_unflatten(tdef, out)
 
 
 def model_cfg(**kw):
