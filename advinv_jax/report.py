@@ -29,27 +29,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from advinv_jax import attacks as A
+from advinv_jax.config import default_config
+from advinv_jax.losses import add_binary_bias
 
-# Defaults for report fields a config may lack (configs/default.py has them).
-_DEFAULTS = {
-    "num_examples": 256,
-    "linf_eps": (0.01, 0.02, 0.05, 0.1),
-    "l2_eps": (0.1, 0.25, 0.5, 1.0),
-    "pgd_steps": 20,
-    "pgd_restarts": 1,
-    "pgd_loss": "ce",
-    "attack_loop": "fori",
-    "deepfool_steps": 50,
-    "deepfool_candidates": 9,
-    "num_metamers": 8,
-    "interpolation_steps": 8,
-    "interpolation_pairs": 4,
-    "nuisance_classifier_steps": 500,
-    "nuisance_classifier_hidden": (256,),
-    "nuisance_classifier_lr": 1e-3,
-    "nuisance_classifier_batch_size": 128,
-    "bounds": (0.0, 1.0),
-}
+# Defaults for report fields a config may lack: the schema's, plus the
+# input bounds (which come from the dataset, not the config).
+_DEFAULTS = dict(default_config().report.to_dict(), bounds=(0.0, 1.0))
 
 
 def _cfg(report_config, name):
@@ -255,20 +240,20 @@ class _BiasedLogits:
 
   def __init__(self, model, bias: float):
     self._model = model
-    self._shift = jnp.asarray([0.0, bias], jnp.float32)
+    self._bias = float(bias)
 
   def __getattr__(self, name):
     return getattr(self._model, name)
 
   def __hash__(self):
-    return hash((self._model, float(self._shift[1])))
+    return hash((self._model, self._bias))
 
   def __eq__(self, other):
     return (isinstance(other, _BiasedLogits) and other._model == self._model
-            and float(other._shift[1]) == float(self._shift[1]))
+            and other._bias == self._bias)
 
   def logits(self, params, x):
-    return self._model.logits(params, x) + self._shift
+    return add_binary_bias(self._model.logits(params, x), self._bias)
 
 
 def robustness_report(model, params, images, labels, report_config,
@@ -286,7 +271,7 @@ def robustness_report(model, params, images, labels, report_config,
       pgd_steps, pgd_restarts, pgd_loss, attack_loop, deepfool_steps,
       deepfool_candidates, num_metamers, interpolation_steps,
       interpolation_pairs, nuisance_classifier_{steps,hidden,lr,batch_size};
-      missing fields take the defaults of configs/default.py).
+      missing fields take the defaults of advinv_jax/config.py).
     workdir: output folder (created).
     rng: PRNG key (PGD random starts, the nuisance classifier).
     nuisance_data: data for the post-hoc nuisance classifier, either

@@ -18,7 +18,8 @@ Public API::
   midpoint_bias(s_pos, s_neg); binary_scores(logits[B,2])
 """
 from advinv_jax.losses._classification import binary_scores, cross_entropy
-from advinv_jax.losses._differential import (differential_loss,
+from advinv_jax.losses._differential import (add_binary_bias,
+                                             differential_loss,
                                              differential_loss_from_batch,
                                              midpoint_bias)
 from advinv_jax.losses._ice import (factorial_gaussian_nll, gradient_reversal,
@@ -27,6 +28,7 @@ from advinv_jax.losses._ice import (factorial_gaussian_nll, gradient_reversal,
                                     nuisance_updates)
 
 __all__ = [
+    "add_binary_bias",
     "binary_scores",
     "cross_entropy",
     "differential_loss",

@@ -152,3 +152,20 @@ def midpoint_bias(scores_pos: Array, scores_neg: Array) -> Array:
   _check_scores(scores_neg, "scores_neg", "[N]")
   return -0.5 * (jnp.min(jnp.asarray(scores_pos)) +
                  jnp.max(jnp.asarray(scores_neg)))
+
+
+def add_binary_bias(logits: Array, bias) -> Array:
+  """Applies a decision bias ``b`` to a two-logit head: score ``s + b``.
+
+  Adds ``b`` to logit 1, so that ``argmax`` predicts class 1 iff
+  ``binary_scores(logits) + b > 0`` (the rule of :func:`midpoint_bias`).
+
+  Args:
+    logits: ``float[B, 2]``.
+    bias: scalar (e.g. from :func:`midpoint_bias`).
+
+  Returns:
+    ``float[B, 2]``.
+  """
+  return logits + jnp.stack([jnp.zeros_like(jnp.asarray(bias, logits.dtype)),
+                             jnp.asarray(bias, logits.dtype)])

@@ -337,8 +337,7 @@ def with_bias(logits_fn, bias: float):
   """Adds a binary decision bias ``b`` to logit 1: score s + b."""
 
   def fn(params, x):
-    logits = logits_fn(params, x)
-    return logits.at[:, 1].add(bias)
+    return losses.add_binary_bias(logits_fn(params, x), bias)
 
   return fn
 

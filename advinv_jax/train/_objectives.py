@@ -42,7 +42,6 @@ class Objective:
   update_aux: Optional[Callable] = None
   aux_in_grad: bool = False
   aux_optimizer: Optional[optax.GradientTransformation] = None
-  aux_apply: Optional[Callable] = None
 
 
 # ---------------------------------------------------------------------- CE
