@@ -88,6 +88,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.loss.ice.nuisance_learning_rate = 1e-3
   config.loss.differential = ml_collections.ConfigDict()
   config.loss.differential.pairs = "global"  # global | per_device
+  # Decision bias set after training: max_accuracy (widest gap among the
+  # accuracy-maximising thresholds; = Nar et al.'s midpoint when the training
+  # scores are separable) | midpoint (min s+ / max s- midpoint, the paper's).
+  config.loss.differential.bias = "max_accuracy"
 
   # ---------------------------------------------------------------- optimiser
   config.optimizer = ml_collections.ConfigDict()
@@ -235,6 +239,7 @@ def validate_config(config: ml_collections.ConfigDict,
   one_of("train.on_nonfinite", ("stop", "skip"))
   one_of("loss.ice.minmax", ("alternating", "gradient_reversal"))
   one_of("loss.differential.pairs", ("global", "per_device"))
+  one_of("loss.differential.bias", ("max_accuracy", "midpoint"))
   if config.optimizer.schedule == "piecewise" and len(
       config.optimizer.boundaries) != len(config.optimizer.scales):
     raise ConfigError("config.optimizer.boundaries and config.optimizer.scales "

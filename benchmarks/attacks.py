@@ -12,14 +12,19 @@ compile/warm-up call):
   (``fori``, ``unrolled``, ``scan``), first call (compile + run) separately;
 * the floor: ``steps x`` one jitted forward + input-gradient of the loss,
   and the ratio ``attack_time / floor``;
-* torchattacks ``PGD`` / ``PGDL2`` on the same CNN in PyTorch (same
-  architecture, same weights, same padding; logits checked equal);
+* torchattacks ``PGD`` / ``PGDL2`` on the same network in PyTorch, with the
+  same weights: for the CNN a PyTorch copy (same architecture and padding),
+  for the fiRevNet our port ``benchmarks/_torch_firevnet.py`` (same layers,
+  channel orderings and readout); the torch-vs-JAX logits max |diff| (and
+  its ratio to max |logit|) is printed and reported in the table and JSON;
 * Foolbox 3.3.4 ``LinfPGD`` / ``L2PGD`` on the same JAX function.
 
 Peers are optional (``benchmarks/requirements-peers.txt``); a missing peer is
 reported as skipped. The fiRevNet runs only if ``advinv_jax.models`` has
-``'firevnet'`` (on 32x32x1: MNIST padded, as the authors do), and only ours
-and Foolbox on it (no torch port of our fiRevNet).
+``'firevnet'`` (on 32x32x1: MNIST padded, as the authors do). Its parameters
+are freshly initialised (identity couplings, as in earlier runs) unless
+``--firevnet-perturb S`` adds N(0, S^2) noise to every leaf, which makes the
+logits check meaningful (a fresh coupling is the identity).
 """
 from __future__ import annotations
 
@@ -125,18 +130,30 @@ def make_torch_cnn(params):
   return TorchCNN().eval()
 
 
-def bench_torchattacks(params, x, y, norm, steps, repeats, jax_logits):
+def make_torch_firevnet(model, params):
+  """Our fiRevNet in PyTorch (``benchmarks/_torch_firevnet.py``)."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  if here not in sys.path:
+    sys.path.insert(0, here)
+  from _torch_firevnet import make_torch_firevnet as make  # noqa: E402
+  return make(model, params)
+
+
+def bench_torchattacks(net, x, y, norm, steps, repeats, jax_logits):
+  """torchattacks PGD / PGDL2 on ``net`` (a torch module taking NCHW
+  images); ``jax_logits``: our logits on ``x`` (NHWC) for the check."""
   try:
     import torch
     import torchattacks
   except ImportError as e:
     return {"skipped": f"not installed ({e}); see requirements-peers.txt"}
   torch.set_num_threads(os.cpu_count() or 1)
-  net = make_torch_cnn(params)
   xt = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2).copy())
   yt = torch.tensor(np.asarray(y), dtype=torch.long)
   with torch.no_grad():
-    diff = float(np.max(np.abs(net(xt).numpy() - np.asarray(jax_logits))))
+    jl = np.asarray(jax_logits)
+    diff = float(np.max(np.abs(net(xt).numpy() - jl)))
+    rel = diff / max(float(np.max(np.abs(jl))), 1e-30)
   if norm == "linf":
     atk = torchattacks.PGD(net, eps=EPS[norm], alpha=2.5 * EPS[norm] / steps,
                            steps=steps, random_start=True)
@@ -149,8 +166,10 @@ def bench_torchattacks(params, x, y, norm, steps, repeats, jax_logits):
   with torch.no_grad():
     succ = float((net(adv).argmax(1) != yt).float().mean())
   print(f"    torchattacks {norm}: {t:7.3f} s, success {succ:.3f} "
-        f"(torch-vs-jax logits max diff {diff:.1e})", flush=True)
+        f"(torch-vs-jax logits max diff {diff:.1e}, {rel:.1e} of max |logit|)",
+        flush=True)
   return {"time_s": t, "success": succ, "logits_max_abs_diff": diff,
+          "logits_max_rel_diff": rel,
           "torch_threads": torch.get_num_threads()}
 
 
@@ -180,10 +199,18 @@ def bench_foolbox(logits_fn, x, y, norm, steps, repeats, label):
   return {"time_s": t, "success": s}
 
 
-def bench_model(name, model, params, x, y, args, torch_ok):
+def bench_model(name, model, params, x, y, args, make_torch_net=None):
+  """``make_torch_net``: builds the PyTorch copy of the model for
+  torchattacks (None: no torch peer)."""
   print(f"== {name}: batch {x.shape[0]}, input {x.shape[1:]}, "
         f"PGD-{args.steps}", flush=True)
   out = {}
+  net = None
+  if make_torch_net is not None and not args.no_torch:
+    try:
+      net = make_torch_net()
+    except ImportError as e:
+      net = {"skipped": f"not installed ({e}); see requirements-peers.txt"}
   floor1 = bench_floor(model, params, x, y, args.repeats)
   print(f"    one jitted fwd+bwd: {floor1 * 1e3:.1f} ms -> floor "
         f"{args.steps} x = {floor1 * args.steps:.3f} s", flush=True)
@@ -194,8 +221,10 @@ def bench_model(name, model, params, x, y, args, torch_ok):
          "fwd_bwd_s": floor1, "floor_s": floor1 * args.steps}
     for loop, v in r["ours"].items():
       v["ratio_to_floor"] = v["time_s"] / r["floor_s"]
-    if torch_ok and not args.no_torch:
-      r["torchattacks"] = bench_torchattacks(params, x, y, norm, args.steps,
+    if isinstance(net, dict):
+      r["torchattacks"] = net
+    elif net is not None:
+      r["torchattacks"] = bench_torchattacks(net, x, y, norm, args.steps,
                                              args.repeats, logits_fn(x))
     if not args.no_foolbox:
       # Foolbox calls the model function eagerly each step. With a jitted
@@ -262,8 +291,9 @@ def table(results, steps):
   lines = ["| model | norm | ours fori | ours unrolled | ours scan | "
            f"{steps} x fwd+bwd | best / floor | torchattacks | Foolbox-JAX "
            "(jit fn) | Foolbox-JAX (plain fn) | vs torchattacks | vs Foolbox "
-           "(jit fn) | vs Foolbox (plain fn) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "(jit fn) | vs Foolbox (plain fn) | torch-vs-jax logits max diff "
+           "(/ max \\|logit\\|) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for mname, per in results["models"].items():
     for norm, r in per.items():
       ours = r["ours"]
@@ -276,13 +306,21 @@ def table(results, steps):
       def speed(k):
         v = r.get(k, {})
         return f"{v['time_s'] / best:.2f}x" if "time_s" in v else "-"
+      def diff():
+        v = r.get("torchattacks", {})
+        if "logits_max_abs_diff" not in v:
+          return "-"
+        d = f"{v['logits_max_abs_diff']:.1e}"
+        if "logits_max_rel_diff" in v:
+          d += f" ({v['logits_max_rel_diff']:.1e})"
+        return d
       lines.append(
           f"| {mname} | {norm} | {cell('fori')} | {cell('unrolled')} | "
           f"{cell('scan')} | {r['floor_s']:.2f} s | "
           f"{best / r['floor_s']:.2f} | {peer('torchattacks')} | "
           f"{peer('foolbox_jax')} | {peer('foolbox_jax_plain')} | "
           f"{speed('torchattacks')} | {speed('foolbox_jax')} | "
-          f"{speed('foolbox_jax_plain')} |")
+          f"{speed('foolbox_jax_plain')} | {diff()} |")
   return "\n".join(lines)
 
 
@@ -304,6 +342,9 @@ def main():
   p.add_argument("--firevnet-batch", type=int, default=0,
                  help="batch for the fiRevNet (0: --batch)")
   p.add_argument("--firevnet-loops", default="fori,scan,unrolled")
+  p.add_argument("--firevnet-perturb", type=float, default=0.0,
+                 help="add N(0, S^2) noise to every fiRevNet parameter (0: "
+                      "fresh init, whose couplings are the identity)")
   p.add_argument("--out", default=os.path.join(os.path.dirname(__file__),
                                                "results", "attacks.json"))
   args = p.parse_args()
@@ -319,6 +360,7 @@ def main():
                         "eps": EPS, "repeats": args.repeats,
                         "backend": jax.default_backend(),
                         "default_loop": attacks.default_loop(),
+                        "firevnet_perturb": args.firevnet_perturb,
                         "jax": jax.__version__,
                         "cpu_count": os.cpu_count(),
                         "machine": platform.processor() or platform.machine()},
@@ -337,8 +379,9 @@ def main():
       json.dump(results, f, indent=1)
     print(f"wrote {args.out}")
     return
-  results["models"]["cnn"] = bench_model("cnn", cnn, params, x, y, args,
-                                         torch_ok)
+  results["models"]["cnn"] = bench_model(
+      "cnn", cnn, params, x, y, args,
+      (lambda: make_torch_cnn(params)) if torch_ok else None)
 
   if args.no_firevnet:
     pass
@@ -352,12 +395,19 @@ def main():
     fnet = build_model(fcfg, (32, 32, 1), 10)
     xf = jnp.asarray(rng.uniform(0, 1, (b, 32, 32, 1)), jnp.float32)
     fparams = fnet.init(jax.random.PRNGKey(0), xf)
+    if args.firevnet_perturb:
+      prng = np.random.default_rng(1)
+      fparams = jax.tree_util.tree_map(
+          lambda a: a + jnp.asarray(
+              args.firevnet_perturb * prng.standard_normal(a.shape), a.dtype),
+          fparams)
     yf = jnp.argmax(fnet.logits(fparams, xf), -1).astype(jnp.int32)
     fargs = argparse.Namespace(**vars(args))
     fargs.loops = tuple(args.firevnet_loops.split(","))
     results["models"]["firevnet"] = bench_model(
         "firevnet (levels 3, depth 4, width 32, 32x32x1)", fnet, fparams, xf,
-        yf, fargs, torch_ok=False)
+        yf, fargs,
+        (lambda: make_torch_firevnet(fnet, fparams)) if torch_ok else None)
 
   tab = table(results, args.steps)
   results["table_markdown"] = tab

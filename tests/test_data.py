@@ -225,6 +225,31 @@ def test_shift_code_decodes_to_label_in_train_only(digits):
   np.testing.assert_array_equal(again["image"], te["image"])
 
 
+def test_shift_test_batches_carry_the_planted_code_label(digits):
+  kw = dict(code_size=4, position=(2, 1), value=0.75)
+  ds = D.load_dataset(_cfg(shift_enabled=True, shift_code_size=4,
+                           shift_position=(2, 1), shift_value=0.75), seed=3)
+  te = _all(ds.test)
+  assert te["code_label"].dtype == np.int32
+  chex.assert_shape(te["code_label"], te["label"].shape)
+  # code_label is exactly the code decoded from the planted pixels ...
+  np.testing.assert_array_equal(te["code_label"],
+                                D.decode_shift_code(te["image"], **kw))
+  # ... and independent of the digit: it differs from it ~90% of the time.
+  assert np.mean(te["code_label"] != te["label"]) > 0.75
+  # Per-index lookup: any index order gives the same per-example codes.
+  idx = np.array([7, 0, 359, 7, 42])
+  part = ds.test.get(idx)
+  np.testing.assert_array_equal(part["code_label"], te["code_label"][idx])
+  np.testing.assert_array_equal(part["image"], te["image"][idx])
+  assert ds.test.get(np.zeros((0,), np.int64))["code_label"].shape == (0,)
+  # Training batches (code = label) and test_mode="none" add no key.
+  assert set(ds.train.get(np.arange(4))) == {"image", "label"}
+  none = D.shift_dataset(digits, code_size=4, position=(2, 1), value=0.75,
+                         test_mode="none")
+  assert set(none.test.get(np.arange(4))) == {"image", "label"}
+
+
 def test_shift_on_padded_binary_rgb_like_multichannel():
   src = D.ArraySource(np.zeros((6, 4, 5, 3), np.float32), np.arange(6) % 3)
   ds = D.Dataset("toy", src, src, 3, (4, 5, 3))

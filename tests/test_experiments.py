@@ -58,7 +58,38 @@ def test_differential_binary_tiny(tmp_path):
 def test_shiftmnist_tiny(tmp_path):
   res = _run("shiftmnist.py", tmp_path, "--scale=tiny")
   for loss in ("ce", "ice"):
-    assert 0.0 <= res[loss]["test_accuracy_random_code"] <= 1.0
+    r = res[loss]
+    d = r["diagnostics"]
+    assert 0.0 <= r["test_accuracy_random_code"] <= 1.0
+    rates = ("follows_digit", "follows_code", "follows_both",
+             "follows_neither", "code_equals_label",
+             "follows_digit_when_conflict", "follows_code_when_conflict")
+    for k in rates:
+      assert 0.0 <= d[k] <= 1.0, (loss, k, d[k])
+    # follows_digit is the argmax of z_s vs the label: the test accuracy.
+    assert abs(d["follows_digit"] - r["test_accuracy_random_code"]) <= 1e-6
+    assert r["follows_digit"] == d["follows_digit"]
+    assert r["follows_code"] == d["follows_code"]
+    # Inclusion-exclusion over {pred = digit} and {pred = code}.
+    assert abs(d["follows_digit"] + d["follows_code"] - d["follows_both"]
+               + d["follows_neither"] - 1.0) <= 1e-6
+    # pred = digit = code needs code = digit.
+    assert d["follows_both"] <= d["code_equals_label"] + 1e-9
+    # The random test code agrees with the digit only by chance (~10%).
+    assert d["code_equals_label"] < 0.3
+    assert d["num_test"] == 360                       # all digits test images
+    probes = d["probes"]
+    assert set(probes) == {"zs_train_to_test", "zn_train_to_test",
+                           "zs_test_half", "zn_test_half"}
+    for p in probes.values():
+      assert 0.0 <= p["train_accuracy"] <= 1.0
+      assert 0.0 <= p["test_accuracy"] <= 1.0
+    assert probes["zs_train_to_test"]["num_train"] == 1437   # all at tiny
+    assert probes["zn_test_half"]["num_train"] == 180
+    assert probes["zn_test_half"]["num_test"] == 180
+  with open(tmp_path / "results.md") as f:
+    md = f.read()
+  assert "follows code %" in md and "probe z_n->digit % (test half->half)" in md
 
 
 def test_robustness_report_from_checkpoint(tmp_path):

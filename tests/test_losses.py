@@ -292,6 +292,51 @@ class DifferentialTest(chex.TestCase):
     chex.assert_trees_all_close(jnp.min(pos) + b, -(jnp.max(neg) + b))
     self.assertTrue(bool(jnp.all(pos + b > 0) & jnp.all(neg + b < 0)))
 
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_max_accuracy_bias_equals_midpoint_when_separable(self):
+    fn = self.variant(losses.max_accuracy_bias)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+      pos = rng.normal(size=7) + 2.0 + rng.uniform()
+      neg = rng.normal(size=9) - 2.0
+      gap = np.min(pos) - np.max(neg)
+      if gap <= 0:
+        continue
+      s = np.concatenate([pos, neg]).astype(np.float32)
+      y = np.array([1] * 7 + [0] * 9, np.int32)
+      perm = rng.permutation(16)
+      b = fn(jnp.asarray(s[perm]), jnp.asarray(y[perm]))
+      chex.assert_trees_all_close(
+          b, losses.midpoint_bias(jnp.asarray(pos), jnp.asarray(neg)),
+          atol=1e-6)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_max_accuracy_bias_ignores_outliers(self):
+    # One negative outlier at +40 and one positive at -60 set the midpoint
+    # rule's threshold; the accuracy-optimal gap ignores them.
+    s = jnp.array([-3.0, -2.0, -1.5, 40.0, 1.0, 2.5, 3.0, -60.0])
+    y = jnp.array([0, 0, 0, 0, 1, 1, 1, 1])
+    b = self.variant(losses.max_accuracy_bias)(s, y)
+    chex.assert_trees_all_close(b, 0.25)          # gap (-1.5, 1.0)
+    mid = losses.midpoint_bias(s[y == 1], s[y == 0])
+    chex.assert_trees_all_close(mid, 10.0)        # -(-60 + 40) / 2
+    acc = lambda bias: float(jnp.mean((s + bias > 0) == (y == 1)))
+    self.assertEqual(acc(b), 0.75)
+    self.assertLess(acc(mid), acc(b))
+    # Brute force: no threshold is more accurate than the returned one.
+    grid = -np.concatenate([np.asarray(s) - 1e-3, np.asarray(s) + 1e-3])
+    self.assertLessEqual(max(acc(g) for g in grid), acc(b))
+
+  def test_decision_bias_rules(self):
+    s = jnp.array([-3.0, -1.0, 5.0, 0.5, 2.0, -10.0])
+    y = jnp.array([0, 0, 0, 1, 1, 1])
+    chex.assert_trees_all_close(losses.decision_bias(s, y, "midpoint"), 2.5)
+    chex.assert_trees_all_close(losses.decision_bias(s, y), 0.25)
+    with self.assertRaisesRegex(ValueError, "differential.bias"):
+      losses.decision_bias(s, y, "median")
+    with self.assertRaisesRegex(ValueError, "both classes"):
+      losses.max_accuracy_bias(s, jnp.zeros(6, jnp.int32))
+
   def test_bad_inputs_raise(self):
     with self.assertRaisesRegex(ValueError, "empty"):
       losses.differential_loss(jnp.zeros((0,)), jnp.zeros((2,)))

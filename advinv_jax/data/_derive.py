@@ -14,7 +14,11 @@ images carry the code of their own label; test images (``test_mode="random"``)
 carry the code of a class drawn uniformly from ``[0, num_classes)``
 independently of the label (seeded, fixed per test example), so the
 shortcut points to the true class only by chance (rate ``1/num_classes``);
-``test_mode="none"`` leaves test images untouched.
+their batches carry the planted class as an extra key ``"code_label"``
+(``int32``, same shape as ``"label"``), so diagnostics can tell predictions
+that follow the digit from predictions that follow the code. Consumers that
+read only ``"image"``/``"label"`` ignore it. ``test_mode="none"`` leaves test
+images (and their batch keys) untouched.
 """
 from __future__ import annotations
 
@@ -197,6 +201,14 @@ def shift_dataset(ds: Dataset, *, code_size: int, position: Tuple[int, int],
     seed: seed of the test codes.
     test_mode: ``"random"`` (label-independent random class code per test
       example) or ``"none"`` (test images untouched).
+
+  Returns:
+    The shifted Dataset. Training batches are ``{"image", "label"}`` (code
+    = label). With ``test_mode="random"`` test batches are ``{"image":
+    f32[n, H, W, C], "label": i32[n], "code_label": i32[n]}``, where
+    ``code_label`` is the class whose code is planted in each image
+    (independent of ``label``; it decodes back with
+    :func:`decode_shift_code`).
   """
   if test_mode not in ("random", "none"):
     raise ValueError(f"config.data.shift.test_mode={test_mode!r} must be "
@@ -213,12 +225,14 @@ def shift_dataset(ds: Dataset, *, code_size: int, position: Tuple[int, int],
   train = MapSource(ds.train, train_fn, ds.image_shape)
   test = ds.test
   if test_mode == "random":
-    test_codes = _rng(seed, _TAG_SHIFT).integers(0, ds.num_classes,
-                                                 size=len(ds.test))
+    test_codes = _rng(seed, _TAG_SHIFT).integers(
+        0, ds.num_classes, size=len(ds.test)).astype(np.int32)
 
     def test_fn(batch, idx):
-      img = plant_code(batch["image"], test_codes[idx], k, pos, v)
-      return {**batch, "image": img}
+      codes = test_codes[idx]
+      img = plant_code(batch["image"], codes, k, pos, v)
+      return {**batch, "image": img,
+              "code_label": codes.reshape(np.shape(batch["label"]))}
 
     test = MapSource(ds.test, test_fn, ds.image_shape)
   return dataclasses.replace(ds, name=f"{ds.name}+shift{k}", train=train,

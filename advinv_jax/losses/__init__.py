@@ -15,12 +15,15 @@ Public API::
   gradient_reversal(z_n, scale)
   # differential training (binary, scalar scores s; predict sign(s + b))
   differential_loss(s_pos[P], s_neg[N]); differential_loss_from_batch(s, y)
-  midpoint_bias(s_pos, s_neg); binary_scores(logits[B,2])
+  midpoint_bias(s_pos, s_neg); max_accuracy_bias(s, y); decision_bias(s, y,
+  rule); binary_scores(logits[B,2])
 """
 from advinv_jax.losses._classification import binary_scores, cross_entropy
 from advinv_jax.losses._differential import (add_binary_bias,
+                                             decision_bias,
                                              differential_loss,
                                              differential_loss_from_batch,
+                                             max_accuracy_bias,
                                              midpoint_bias)
 from advinv_jax.losses._ice import (factorial_gaussian_nll, gradient_reversal,
                                     ice_network_loss, init_prior_params,
@@ -31,12 +34,14 @@ __all__ = [
     "add_binary_bias",
     "binary_scores",
     "cross_entropy",
+    "decision_bias",
     "differential_loss",
     "differential_loss_from_batch",
     "factorial_gaussian_nll",
     "gradient_reversal",
     "ice_network_loss",
     "init_prior_params",
+    "max_accuracy_bias",
     "midpoint_bias",
     "mle_nuisance_term",
     "nuisance_classifier_loss",

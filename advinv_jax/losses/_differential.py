@@ -13,6 +13,7 @@ from typing import Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from advinv_jax.losses import _checks
 
@@ -152,6 +153,78 @@ def midpoint_bias(scores_pos: Array, scores_neg: Array) -> Array:
   _check_scores(scores_neg, "scores_neg", "[N]")
   return -0.5 * (jnp.min(jnp.asarray(scores_pos)) +
                  jnp.max(jnp.asarray(scores_neg)))
+
+
+def max_accuracy_bias(scores: Array, labels: Array) -> Array:
+  """Bias at the widest gap among the accuracy-maximising thresholds.
+
+  Sorts the scores and considers every threshold between two consecutive
+  distinct scores; among those with the highest accuracy of
+  ``(s + b > 0) == (label == 1)`` it takes the widest gap and returns minus
+  its midpoint. On separable scores the only 100%-accurate gap is
+  ``(max s^-, min s^+)``, so this equals :func:`midpoint_bias` (Nar et al.'s
+  rule). On non-separable scores the midpoint rule is set by the two worst
+  outliers (one misclassified training point of each class can move the
+  threshold arbitrarily far); this rule is not, which is why it is the
+  training default (``config.loss.differential.bias``).
+
+  Args:
+    scores: ``float[B]`` scalar scores, ``B >= 2``.
+    labels: ``int[B]`` in ``{0, 1}``, both classes present (checked in
+      Python when ``labels`` is concrete).
+
+  Returns:
+    Scalar bias, dtype of the scores.
+  """
+  shape = _check_scores(scores, "scores")
+  lshape = _checks.check_rank(labels, 1, "labels", "[B]")
+  _checks.check_integer_labels(labels)
+  _checks.check_batch(shape, lshape, "scores", "labels")
+  if shape[0] < 2:
+    raise ValueError(f"scores has {shape[0]} entries: pass at least one "
+                     "example of each class.")
+  if not isinstance(labels, jax.core.Tracer):
+    lab = np.asarray(labels)
+    if not (np.any(lab == 1) and np.any(lab == 0)):
+      raise ValueError("labels must contain both classes 0 and 1 to place a "
+                       "decision threshold.")
+  s = jnp.asarray(scores)
+  order = jnp.argsort(s)
+  s_sorted = s[order]
+  pos = (jnp.asarray(labels)[order] == 1).astype(jnp.int32)
+  # Threshold in gap k (between sorted entries k and k+1): entries 0..k are
+  # predicted negative, k+1.. positive.
+  neg_below = jnp.cumsum(1 - pos)[:-1]
+  pos_above = jnp.sum(pos) - jnp.cumsum(pos)[:-1]
+  correct = neg_below + pos_above
+  width = s_sorted[1:] - s_sorted[:-1]
+  best = correct == jnp.max(jnp.where(width > 0, correct, -1))
+  k = jnp.argmax(jnp.where(best & (width > 0), width, -jnp.inf))
+  return -0.5 * (s_sorted[k] + s_sorted[k + 1])
+
+
+def decision_bias(scores: Array, labels: Array, rule: str = "max_accuracy"
+                  ) -> Array:
+  """The bias of a differentially trained model by ``rule``.
+
+  Args:
+    scores: ``float[B]`` training-set scores.
+    labels: ``int[B]`` in ``{0, 1}``.
+    rule: ``"max_accuracy"`` (:func:`max_accuracy_bias`) or ``"midpoint"``
+      (:func:`midpoint_bias`, Nar et al.'s rule; set by outliers when the
+      scores are not separable).
+
+  Returns:
+    Scalar bias.
+  """
+  if rule == "max_accuracy":
+    return max_accuracy_bias(scores, labels)
+  if rule == "midpoint":
+    y = np.asarray(labels)
+    s = jnp.asarray(scores)
+    return midpoint_bias(s[y == 1], s[y == 0])
+  raise ValueError(f"config.loss.differential.bias={rule!r} is not one of "
+                   "max_accuracy | midpoint.")
 
 
 def add_binary_bias(logits: Array, bias) -> Array:

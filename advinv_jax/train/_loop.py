@@ -181,7 +181,11 @@ def load_trained(workdir: str):
     raise FileNotFoundError(f"{path} not found: {workdir!r} is not a workdir "
                             "of advinv_jax.main (train a model there first).")
   with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    raw = json.load(f)
+  # Workdirs written before config.loss.differential.bias existed used the
+  # midpoint rule.
+  raw.get("loss", {}).get("differential", {}).setdefault("bias", "midpoint")
+  config = ml_collections.ConfigDict(raw)
   validate_config(config)
   exp = build_experiment(config)
   ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints)
@@ -192,7 +196,8 @@ def load_trained(workdir: str):
   extras = {}
   if config.loss.name == "differential":
     extras["differential_bias"] = differential_bias(
-        exp.model, state.params, exp.dataset.train, config.eval.batch_size)
+        exp.model, state.params, exp.dataset.train, config.eval.batch_size,
+        rule=config.loss.differential.bias)
   return config, exp, state, extras
 
 
@@ -313,7 +318,8 @@ def train_and_evaluate(config, workdir: str, *, mesh=None,
   logits_fn = model.logits
   if config.loss.name == "differential":
     bias = differential_bias(model, host_state.params, dataset.train,
-                             config.eval.batch_size)
+                             config.eval.batch_size,
+                             rule=config.loss.differential.bias)
     result["extras"]["differential_bias"] = bias
     logits_fn = with_bias(model.logits, bias)
   eval_fn = make_eval_fn(logits_fn, mesh)
@@ -342,8 +348,12 @@ def with_bias(logits_fn, bias: float):
   return fn
 
 
-def differential_bias(model, params, source, batch_size: int) -> float:
-  """Midpoint bias of differential training over a whole (training) split."""
+def differential_bias(model, params, source, batch_size: int,
+                      rule: str = "max_accuracy") -> float:
+  """Decision bias of differential training over a whole (training) split.
+
+  ``rule``: see :func:`advinv_jax.losses.decision_bias`.
+  """
   score = jax.jit(lambda p, x: losses.binary_scores(model.logits(p, x)))
   scores, labels = [], []
   for start in range(0, len(source), batch_size):
@@ -351,4 +361,4 @@ def differential_bias(model, params, source, batch_size: int) -> float:
     scores.append(np.asarray(score(params, got["image"])))
     labels.append(got["label"])
   s, y = np.concatenate(scores), np.concatenate(labels)
-  return float(losses.midpoint_bias(s[y == 1], s[y == 0]))
+  return float(losses.decision_bias(s, y, rule))
