@@ -7,6 +7,7 @@ clear line, before any data is loaded or anything is compiled.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable, List
 
 import ml_collections
@@ -116,6 +117,14 @@ def default_config() -> ml_collections.ConfigDict:
   config.train.dequant_noise = 0.0     # U(0, dequant_noise) on train images
   config.train.on_nonfinite = "stop"   # stop | skip
   config.train.progress_bar = True
+  # Fine-tuning / linear probes: initialise the model from another run's
+  # newest checkpoint (its workdir), keep params whose path matches the regex
+  # `reinit` freshly initialised, and train only those matching `trainable`
+  # (regex; "" = all). E.g. a new head on frozen features:
+  # init_from=<workdir>, reinit=trainable="Dense_1/".
+  config.train.init_from = ""
+  config.train.reinit = ""
+  config.train.trainable = ""
 
   # ---------------------------------------------------------------- evaluation
   config.eval = ml_collections.ConfigDict()
@@ -228,6 +237,17 @@ def validate_config(config: ml_collections.ConfigDict,
     v = _get(config, path)
     if v not in choices:
       raise ConfigError(f"config.{path}={v!r} is not one of {list(choices)}.")
+
+  for p in ("train.reinit", "train.trainable"):
+    try:
+      re.compile(_get(config, p))
+    except re.error as e:
+      raise ConfigError(f"config.{p}={_get(config, p)!r} is not a valid "
+                        f"regular expression: {e}.") from None
+  if config.train.reinit and not config.train.init_from:
+    raise ConfigError("config.train.reinit is set but config.train.init_from "
+                      "is empty: reinit only applies when initialising from "
+                      "another run's workdir.")
 
   name = config.data.name
   if not (name in DATASETS or name.startswith("tfds:")):

@@ -36,6 +36,10 @@ _NUM = flags.DEFINE_integer("num_examples", 512,
                             "images per split for the attack sweep")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "training seeds (one model per "
                            "loss and seed; results are means over seeds)")
+_PROTOCOLS = flags.DEFINE_list(
+    "protocols", ["end_to_end"], "end_to_end (whole CNN per loss) and/or "
+    "frozen_features (a new last layer per loss on the CE network's frozen "
+    "features)")
 
 
 def configs(scale):
@@ -101,77 +105,122 @@ def _spread(values, pct=False, digits=2):
           f"{C.fmt(float(v.max()), pct=pct, digits=digits)})")
 
 
+PROTOCOLS = ("end_to_end", "frozen_features")
+
+
+def _head_config(cfg, ce_workdir):
+  """``cfg`` retrained as a new last layer on ``ce_workdir``'s frozen
+  features (Nar et al.'s setting: a linear classifier on fixed features)."""
+  c = copy.deepcopy(cfg)
+  head = f"Dense_{len(tuple(c.model.hidden))}/"
+  c.train.init_from = ce_workdir
+  c.train.reinit = c.train.trainable = head
+  return c
+
+
+def _aggregate(per_seed, bias_rule):
+  entry = {"bias_rule": bias_rule, "per_seed": per_seed}
+  for k in ("clean_test_accuracy", "clean_train_accuracy", "seconds"):
+    entry[k] = float(np.mean([e[k] for e in per_seed]))
+  for split in ("train", "test"):
+    entry[split] = {}
+    for norm in ("linf", "l2"):
+      succ = [e[split][norm]["attack_success_ratio"] for e in per_seed]
+      med = [e[split][norm]["median_minimal_perturbation"] for e in per_seed]
+      entry[split][norm] = {
+          "eps": per_seed[0][split][norm]["eps"],
+          "attack_success_ratio": np.mean(succ, axis=0).tolist(),
+          "attack_success_ratio_per_seed": succ,
+          "median_minimal_perturbation": float(np.mean(med)),
+          "median_minimal_perturbation_per_seed": med}
+  return entry
+
+
 def run(scale: str, workdir: str, num_examples: int = 512,
-        seeds: Sequence[int] = (0,)):
+        seeds: Sequence[int] = (0,),
+        protocols: Sequence[str] = ("end_to_end",)):
   """Trains CE and differential models (one per seed) and attacks them.
 
-  Results per loss are means over seeds (``*_per_seed`` keep each seed).
-  Seed 0 trains in ``<workdir>/<loss>``, seed s > 0 in
-  ``<workdir>/<loss>_seed<s>``.
+  Protocols: ``end_to_end`` trains the whole CNN with each loss (entries
+  ``ce``, ``differential``); ``frozen_features`` takes each seed's end-to-end
+  CE network and retrains only a fresh last layer on its frozen features with
+  each loss (entries ``head_ce``, ``head_differential``) — the setting of Nar
+  et al.'s analysis. Results per entry are means over seeds (``*_per_seed``
+  keep each seed). Workdirs: ``<workdir>/<entry>`` for seed 0,
+  ``<workdir>/<entry>_seed<s>`` otherwise.
   """
   C.check_scale(scale)
   seeds = tuple(int(s) for s in seeds)
   if not seeds:
     raise SystemExit("--seeds is empty: give at least one seed, e.g. 0.")
-  data, rows = {"scale": scale, "seeds": list(seeds)}, []
-  eps = {}
-  for loss, cfg in configs(scale).items():
-    cfg.report.enabled = False
+  bad = [p for p in protocols if p not in PROTOCOLS]
+  if bad or not protocols:
+    raise SystemExit(f"--protocols={list(protocols)}: choose from "
+                     f"{list(PROTOCOLS)}.")
+  data = {"scale": scale, "seeds": list(seeds), "protocols": list(protocols)}
+  rows, eps = [], {}
+  cfgs = configs(scale)
+  for c in cfgs.values():
+    c.report.enabled = False
+
+  def wd(entry, seed):
+    return os.path.join(workdir, entry if seed == 0 else f"{entry}_seed{seed}")
+
+  jobs = []   # (entry name, loss, config maker)
+  for loss in ("ce", "differential"):
+    jobs.append((loss, loss, lambda c, seed: c))
+  if "frozen_features" in protocols:
+    for loss in ("ce", "differential"):
+      jobs.append((f"head_{loss}", loss,
+                   lambda c, seed: _head_config(c, wd("ce", seed))))
+  if "end_to_end" not in protocols:   # the CE networks are still needed
+    for seed in seeds:
+      c = copy.deepcopy(cfgs["ce"])
+      c.seed = seed
+      C.train_and_report(c, wd("ce", seed))
+    jobs = jobs[2:]
+  for name, loss, make in jobs:
     per_seed = []
     for seed in seeds:
-      c = copy.deepcopy(cfg)
+      c = make(copy.deepcopy(cfgs[loss]), seed)
       c.seed = seed
-      wd = os.path.join(workdir, loss if seed == 0 else f"{loss}_seed{seed}")
-      per_seed.append(_one_seed(c, wd, num_examples))
-    entry = {"bias_rule": (cfg.loss.differential.bias
-                           if loss == "differential" else None),
-             "per_seed": per_seed}
-    for k in ("clean_test_accuracy", "clean_train_accuracy", "seconds"):
-      entry[k] = float(np.mean([e[k] for e in per_seed]))
-    for split in ("train", "test"):
-      entry[split] = {}
-      for norm in ("linf", "l2"):
-        succ = [e[split][norm]["attack_success_ratio"] for e in per_seed]
-        med = [e[split][norm]["median_minimal_perturbation"]
-               for e in per_seed]
-        entry[split][norm] = {
-            "eps": per_seed[0][split][norm]["eps"],
-            "attack_success_ratio": np.mean(succ, axis=0).tolist(),
-            "attack_success_ratio_per_seed": succ,
-            "median_minimal_perturbation": float(np.mean(med)),
-            "median_minimal_perturbation_per_seed": med}
-    data[loss] = entry
+      per_seed.append(_one_seed(c, wd(name, seed), num_examples))
+    entry = _aggregate(per_seed, cfgs[loss].loss.differential.bias
+                       if loss == "differential" else None)
+    data[name] = entry
     for norm in ("linf", "l2"):
       eps[norm] = entry["test"][norm]["eps"]
       for split in ("train", "test"):
         e = entry[split][norm]
         cols = np.asarray(e["attack_success_ratio_per_seed"])
-        rows.append([loss, norm, split,
+        rows.append([name, norm, split,
                      _spread([x["clean_test_accuracy"] for x in per_seed],
                              pct=True),
                      " / ".join(_spread(cols[:, j], pct=True, digits=1)
                                 for j in range(cols.shape[1])),
                      _spread(e["median_minimal_perturbation_per_seed"],
                              digits=3)])
-  bias_rule = data["differential"]["bias_rule"]
   C.write_results(
-      workdir, f"differential_binary (scale={scale}, seeds {list(seeds)})",
-      ["loss", "norm", "split", "clean test acc %",
+      workdir, f"differential_binary (scale={scale}, seeds {list(seeds)}, "
+      f"protocols {list(protocols)})",
+      ["model", "norm", "split", "clean test acc %",
        "attack success % at eps " + "; ".join(
            f"{n}: {tuple(eps.get(n, ()))}" for n in ("linf", "l2")),
        "median minimal perturbation (DeepFool)"], rows, data,
       notes="Attack success = share of all images (correct or not) for which "
             "PGD finds a misclassified point within eps (Nar et al.'s "
-            "metric). Cells: mean over seeds (min-max). Differential bias "
-            f"rule: {bias_rule}. Paper's CIFAR-10 numbers could not be "
-            "verified.")
+            "metric). Cells: mean over seeds (min-max). head_*: a fresh last "
+            "layer trained on the frozen features of the end-to-end CE "
+            "network of the same seed. Differential bias rule: "
+            f"{cfgs['differential'].loss.differential.bias}. Paper's CIFAR-10 "
+            "numbers could not be verified.")
   return data
 
 
 def main(argv):
   del argv
   run(_SCALE.value, _WORKDIR.value, _NUM.value,
-      [int(v) for v in _SEEDS.value])
+      [int(v) for v in _SEEDS.value], _PROTOCOLS.value)
 
 
 if __name__ == "__main__":

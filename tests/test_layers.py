@@ -114,6 +114,23 @@ class LayerTest(chex.TestCase):
       f = jax.jit(conv3x3, static_argnums=2)
       chex.assert_trees_all_close(f(x, w, impl), f(x, w, "xla"), atol=1e-4)
 
+  @parameterized.parameters("auto", "im2col")
+  def test_conv3x3_stride2_space_to_depth_matches_xla(self, impl):
+    # Even sizes take the space-to-depth path; odd ones fall back to XLA.
+    f = jax.jit(conv3x3, static_argnums=(2, 3))
+    for shape in [(2, 8, 6, 3), (2, 4, 4, 5), (1, 5, 7, 2)]:
+      x = jax.random.normal(jax.random.PRNGKey(0), shape)
+      w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, shape[-1], 4))
+      ref = jax.lax.conv_general_dilated(
+          x, w, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      chex.assert_trees_all_close(f(x, w, impl, 2), ref, atol=1e-4)
+      # The input gradient (what attacks use) matches too.
+      g = lambda fn: jax.grad(lambda x: jnp.sum(jnp.sin(fn(x))))(x)
+      chex.assert_trees_all_close(g(lambda x: f(x, w, impl, 2)),
+                                  g(lambda x: f(x, w, "xla", 2)), atol=1e-4)
+    with self.assertRaisesRegex(ValueError, "stride"):
+      conv3x3(x, w, "xla", 3)
+
   def test_actnorm_init_normalises_and_guards_flat_channels(self):
     k1, k2 = jax.random.split(jax.random.PRNGKey(0))
     x = jnp.concatenate([

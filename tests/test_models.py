@@ -220,5 +220,28 @@ class ModelTest(chex.TestCase):
     self.assertEqual(m.latent_dim, 224 * 224 * 3)
 
 
+class CNNTest(chex.TestCase):
+  """The plain CNN: every conv3x3_impl computes the same function (and input
+  gradient, which attacks use) with the same parameters."""
+
+  def test_conv_impls_agree(self):
+    base = dict(name="cnn", features=(4, 6, 6), hidden=(8,))
+    x = jax.random.uniform(jax.random.PRNGKey(0), (3, 12, 12, 1))
+    m_xla = build_model(model_cfg(**base, conv3x3_impl="xla"), (12, 12, 1), 5)
+    p = perturb(m_xla.init(jax.random.PRNGKey(1), x), jax.random.PRNGKey(2))
+    self.assertEqual(sorted(p), ["Conv_0", "Conv_1", "Conv_2", "Dense_0",
+                                 "Dense_1"])
+    chex.assert_shape(p["Conv_1"]["kernel"], (3, 3, 4, 6))
+    loss = lambda m: jax.grad(lambda x: jnp.sum(
+        jax.nn.log_softmax(m.logits(p, x))[:, 0]))(x)
+    for impl in ("auto", "im2col"):
+      m = build_model(model_cfg(**base, conv3x3_impl=impl), (12, 12, 1), 5)
+      chex.assert_trees_all_close(m.logits(p, x), m_xla.logits(p, x),
+                                  atol=1e-5)
+      chex.assert_trees_all_close(loss(m), loss(m_xla), atol=1e-5)
+    with self.assertRaisesRegex(ValueError, "conv3x3_impl"):
+      build_model(model_cfg(**base, conv3x3_impl="fft"), (12, 12, 1), 5)
+
+
 if __name__ == "__main__":
   absltest.main()

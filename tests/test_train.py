@@ -187,3 +187,34 @@ def test_unwritable_workdir_fails_at_start(tmp_path):
     target = str(ro / "sub")
   with pytest.raises(OSError, match="not writable"):
     train.check_workdir(target)
+
+
+def test_head_on_frozen_features_from_another_run(tmp_path):
+  """init_from + reinit + trainable: a new binary head trained on a 10-class
+  run's frozen features; every other parameter stays bitwise the source's."""
+  src_cfg = tiny_config("cnn", "ce", num_steps=4, checkpoint_every=0)
+  src = train.train_and_evaluate(src_cfg, str(tmp_path / "src"))
+  cfg = tiny_config("cnn", "differential", num_steps=4, checkpoint_every=0)
+  cfg.data.classes = (3, 8)
+  cfg.train.init_from = str(tmp_path / "src")
+  cfg.train.reinit = cfg.train.trainable = "Dense_1/"
+  fresh = train.build_experiment(cfg).state.params
+  res = train.train_and_evaluate(cfg, str(tmp_path / "head"))
+  before, after = _params(src), _params(res)
+  for name in ("Conv_0", "Conv_1", "Dense_0"):
+    chex.assert_trees_all_equal(after[name], before[name])
+  assert after["Dense_1"]["kernel"].shape == (16, 2)
+  assert not np.allclose(after["Dense_1"]["kernel"],
+                         fresh["Dense_1"]["kernel"]), "the head trained"
+  assert "differential_bias" in res["extras"]
+  # A head whose shape differs must be listed in reinit.
+  cfg.train.reinit = ""
+  with pytest.raises(ValueError, match="'Dense_1/(bias|kernel)'.*train.reinit"):
+    train.build_experiment(cfg)
+  cfg.train.reinit = "Dense_1/"
+  cfg.train.trainable = "Dense_9"
+  with pytest.raises(ValueError, match="trainable.*matches no model"):
+    train.build_experiment(cfg)
+  cfg.train.init_from = ""
+  with pytest.raises(ConfigError, match="init_from is empty"):
+    validate_config(cfg)

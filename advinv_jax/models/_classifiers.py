@@ -13,20 +13,40 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from advinv_jax.layers import CONV3X3_IMPLS, conv3x3
 from advinv_jax.models._base import Model, register_model
+
+
+class _Conv3x3(nn.Module):
+  """``nn.Conv(features, (3, 3), strides)`` (same parameters, names and
+  initialisation) computed by :func:`advinv_jax.layers.conv3x3` with
+  ``impl``."""
+  features: int
+  stride: int
+  impl: str
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (3, 3, x.shape[-1], self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,),
+                      jnp.float32)
+    return conv3x3(x, kernel, self.impl, self.stride) + bias
 
 
 class _CNN(nn.Module):
   features: Sequence[int]
   hidden: Sequence[int]
   num_classes: int
+  conv3x3_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x):
     for i, f in enumerate(self.features):
       # Strided convolutions instead of max-pooling: max-pool backward is slow
       # on XLA CPU (see shared/reference/cpu-performance.md).
-      x = nn.Conv(f, (3, 3), strides=(1, 1) if i == 0 else (2, 2))(x)
+      x = _Conv3x3(f, 1 if i == 0 else 2, self.conv3x3_impl,
+                   name=f"Conv_{i}")(x)
       x = nn.relu(x)
     x = x.reshape((x.shape[0], -1))
     for h in self.hidden:
@@ -62,15 +82,22 @@ class FlaxClassifier(Model):
 
 @register_model("cnn")
 def build_cnn(cfg, input_shape: Tuple[int, int, int], num_classes: int):
-  """Small CNN. Fields: ``features`` (conv widths), ``hidden`` (dense widths)."""
+  """Small CNN. Fields: ``features`` (conv widths; 3x3, the first stride 1,
+  the others stride 2), ``hidden`` (dense widths), ``conv3x3_impl`` (how the
+  convs run, see :func:`advinv_jax.layers.conv3x3`; same function and
+  parameters for every value)."""
   features = tuple(cfg.get("features", (32, 64, 64)))
   hidden = cfg.get("hidden", (128,))
   hidden = (int(hidden),) if isinstance(hidden, int) else tuple(hidden)
   if not features or min(features) <= 0 or any(h <= 0 for h in hidden):
     raise ValueError(f"config.model.features={features} and "
                      f"config.model.hidden={hidden} must be positive.")
+  impl = cfg.get("conv3x3_impl", "xla")
+  if impl not in CONV3X3_IMPLS:
+    raise ValueError(f"config.model.conv3x3_impl={impl!r} is not one of "
+                     f"{CONV3X3_IMPLS}.")
   return FlaxClassifier(input_shape, num_classes,
-                        module=_CNN(features, hidden, num_classes))
+                        module=_CNN(features, hidden, num_classes, impl))
 
 
 @register_model("mlp")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 import warnings
@@ -25,7 +26,8 @@ from advinv_jax.config import validate_config
 from advinv_jax.models import build_model
 from advinv_jax.train._checkpoint import Checkpointer
 from advinv_jax.train._objectives import make_objective
-from advinv_jax.train._optim import make_optimizer
+from advinv_jax.train._optim import (freeze_model_params, make_optimizer,
+                                     param_paths)
 from advinv_jax.train._parallel import (AXIS, check_batch_divisible,
                                         data_parallel, make_mesh, replicate,
                                         shard_batch, to_host)
@@ -160,11 +162,47 @@ def build_experiment(config) -> Experiment:
   first = _first_global_batch(dataset.train, config)
   model.check_input(first["image"])
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  if config.train.trainable:
+    shapes = jax.eval_shape(model.init, init_rng, first["image"])
+    optimizer = freeze_model_params(optimizer, shapes, config.train.trainable)
   state = jax.jit(lambda r, x: init_train_state(model, objective, optimizer,
                                                 r, x))(init_rng,
                                                        first["image"])
-  return Experiment(dataset, model, objective, optimizer, total,
-                    to_host(state), step_rng)
+  state = to_host(state)
+  if config.train.init_from:
+    params = _params_from_workdir(config, state.params)
+    state = state.replace(params=params, opt_state=to_host(jax.jit(
+        optimizer.init)({"model": params, "loss": state.loss_params})))
+  return Experiment(dataset, model, objective, optimizer, total, state,
+                    step_rng)
+
+
+def _params_from_workdir(config, fresh):
+  """Model params from ``config.train.init_from``'s newest checkpoint.
+
+  Parameters whose path matches ``config.train.reinit`` keep their fresh
+  initialisation (e.g. a new head); every other one must exist in the source
+  run with the same shape.
+  """
+  src_dir = config.train.init_from
+  reinit = re.compile(config.train.reinit) if config.train.reinit else None
+  _, _, src_state, _ = load_trained(src_dir)
+  src = dict(zip(param_paths(src_state.params),
+                 jax.tree_util.tree_leaves(src_state.params)))
+  leaves = []
+  for path, leaf in zip(param_paths(fresh), jax.tree_util.tree_leaves(fresh)):
+    if reinit is not None and reinit.search(path):
+      leaves.append(leaf)
+      continue
+    if path not in src or np.shape(src[path]) != np.shape(leaf):
+      got = "missing" if path not in src else f"shape {np.shape(src[path])}"
+      raise ValueError(
+          f"config.train.init_from={src_dir!r}: parameter {path!r} "
+          f"{np.shape(leaf)} is {got} there; add it to config.train.reinit "
+          "to keep it freshly initialised.")
+    leaves.append(np.asarray(src[path]))
+  return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(fresh),
+                                      leaves)
 
 
 def load_trained(workdir: str):

@@ -1,6 +1,9 @@
 """Optimisers and learning-rate schedules from ``config.optimizer``."""
 from __future__ import annotations
 
+import re
+
+import jax
 import optax
 
 
@@ -51,3 +54,52 @@ def make_optimizer(opt_cfg, total_steps: int) -> optax.GradientTransformation:
   if name != "adamw" and float(opt_cfg.weight_decay) > 0:
     chain.append(optax.add_decayed_weights(float(opt_cfg.weight_decay)))
   return optax.chain(*chain, opt) if chain else opt
+
+
+def param_paths(tree) -> list:
+  """``'a/b/c'`` path strings of a pytree's leaves (dict keys joined by /)."""
+  out = []
+  for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    out.append("/".join(str(getattr(k, "key", getattr(k, "idx", k)))
+                        for k in path))
+  return out
+
+
+def freeze_model_params(optimizer: optax.GradientTransformation,
+                        model_params, trainable: str
+                        ) -> optax.GradientTransformation:
+  """Trains only the model parameters whose path matches ``trainable``.
+
+  Args:
+    optimizer: a transformation over ``{"model": params, "loss": ...}``.
+    model_params: the model's parameter pytree (for its paths).
+    trainable: a regular expression searched in each model parameter's path
+      (``'Dense_1/kernel'``, ``'stage_0/...'``); the others get zero updates
+      (frozen). Loss parameters (iCE prior) always train.
+
+  Returns:
+    The wrapped transformation (``optax.multi_transform``).
+
+  Raises:
+    ValueError: an invalid expression, or one that matches no parameter.
+  """
+  try:
+    pattern = re.compile(trainable)
+  except re.error as e:
+    raise ValueError(f"config.train.trainable={trainable!r} is not a valid "
+                     f"regular expression: {e}.") from None
+  paths = param_paths(model_params)
+  if not any(pattern.search(p) for p in paths):
+    raise ValueError(f"config.train.trainable={trainable!r} matches no model "
+                     f"parameter; paths are e.g. {paths[:6]}.")
+
+  def labels(tree):
+    model_labels = jax.tree_util.tree_unflatten(
+        jax.tree_util.tree_structure(tree["model"]),
+        ["train" if pattern.search(p) else "freeze"
+         for p in param_paths(tree["model"])])
+    return {"model": model_labels,
+            "loss": jax.tree_util.tree_map(lambda _: "train", tree["loss"])}
+
+  return optax.multi_transform({"train": optimizer,
+                                "freeze": optax.set_to_zero()}, labels)
