@@ -62,7 +62,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.model.conv1x1_as_matmul = True
   config.model.scale_floor = 1e-3       # affine scale >= this (no collapse)
   config.model.perm_seed = 0             # shuffle / 1x1-conv initial permutation
-  config.model.conv3x3_impl = "xla"      # xla | im2col | outshift | auto
+  # How 3x3 convs run (same function): "" = platform default (CPU:
+  # xla_gemm_grad, else xla) | xla | xla_gemm_grad | im2col | outshift | auto
+  config.model.conv3x3_impl = ""
   config.model.actnorm_std_floor = 0.3  # ActNorm init amplifies a channel at most 1/0.3x
   # ImageNet layout (firevnet_imagenet)
   config.model.init_squeeze = 2

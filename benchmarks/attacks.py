@@ -342,6 +342,9 @@ def main():
   p.add_argument("--firevnet-batch", type=int, default=0,
                  help="batch for the fiRevNet (0: --batch)")
   p.add_argument("--firevnet-loops", default="fori,scan,unrolled")
+  p.add_argument("--cnn-impls", default="xla_gemm_grad,xla",
+                 help="config.model.conv3x3_impl values for the CNN; the "
+                      "first is compared with the peers")
   p.add_argument("--firevnet-perturb", type=float, default=0.0,
                  help="add N(0, S^2) noise to every fiRevNet parameter (0: "
                       "fresh init, whose couplings are the identity)")
@@ -366,9 +369,10 @@ def main():
                         "machine": platform.processor() or platform.machine()},
              "models": {}}
   x = jnp.asarray(rng.uniform(0, 1, (args.batch, 28, 28, 1)), jnp.float32)
-  cfg = ml_collections.ConfigDict({"name": "cnn", "features": (32, 64, 64),
-                                   "hidden": 128})
-  cnn = build_model(cfg, (28, 28, 1), 10)
+  cnn_impls = args.cnn_impls.split(",")
+  cfg = {"name": "cnn", "features": (32, 64, 64), "hidden": 128}
+  cnn = build_model(ml_collections.ConfigDict(
+      dict(cfg, conv3x3_impl=cnn_impls[0])), (28, 28, 1), 10)
   params = cnn.init(jax.random.PRNGKey(0), x)
   y = jnp.argmax(cnn.logits(params, x), -1).astype(jnp.int32)
   if args.interleave or args.only_interleave:
@@ -380,8 +384,24 @@ def main():
     print(f"wrote {args.out}")
     return
   results["models"]["cnn"] = bench_model(
-      "cnn", cnn, params, x, y, args,
+      f"cnn (conv3x3_impl={cnn_impls[0]})", cnn, params, x, y, args,
       (lambda: make_torch_cnn(params)) if torch_ok else None)
+  # The same network and weights computed another way (layers.conv3x3):
+  # only ours is timed again; the peers' rows are the first impl's.
+  for impl in cnn_impls[1:]:
+    m = build_model(ml_collections.ConfigDict(dict(cfg, conv3x3_impl=impl)),
+                    (28, 28, 1), 10)
+    diff = float(jnp.max(jnp.abs(m.logits(params, x) - cnn.logits(params, x))))
+    print(f"conv3x3_impl={impl}: logits max diff vs {cnn_impls[0]} "
+          f"{diff:.1e}", flush=True)
+    quiet = argparse.Namespace(**vars(args))
+    quiet.no_torch = quiet.no_foolbox = True
+    r = bench_model(f"cnn (conv3x3_impl={impl})", m, params, x, y, quiet)
+    for norm, row in r.items():
+      for k in ("torchattacks", "foolbox_jax", "foolbox_jax_plain"):
+        if k in results["models"]["cnn"][norm]:
+          row[k] = results["models"]["cnn"][norm][k]
+    results["models"][f"cnn[{impl}]"] = r
 
   if args.no_firevnet:
     pass

@@ -138,23 +138,32 @@ def main(argv=None):
                   help="also run the authors' config at batch 128 as "
                   "reversible + gradient accumulation over chunks of this "
                   "size (0: off)")
+  ap.add_argument("--conv3x3_impls", default="xla,xla_gemm_grad",
+                  help="config.model.conv3x3_impl values to time (e.g. "
+                       "xla,xla_gemm_grad); 'vs plain' is against xla")
   ap.add_argument("--skip_authors", action="store_true")
   ap.add_argument("--skip_depths", action="store_true")
   ap.add_argument("--out", default=os.path.join(
       os.path.dirname(__file__), "results", "reversible.json"))
   args = ap.parse_args(argv)
   loops = [l for l in args.loops.split(",") if l]
+  impls = [i for i in args.conv3x3_impls.split(",") if i]
   rows = []
 
   def run(tag, levels, depth, width, batch, repeats, microbatch=0,
           loops=loops):
-    variants = [("plain", False, "unrolled")] + [
-        (f"rev-{l}", True, l) for l in loops]
-    if microbatch:
-      variants = [(f"rev-unrolled+accum{microbatch}", True, "unrolled")]
-    for name, rev, loop in variants:
+    variants = []
+    for impl in impls:
+      sfx = "" if impl == "xla" else f"[{impl}]"
+      if microbatch:
+        variants.append((f"rev-unrolled+accum{microbatch}{sfx}", True,
+                         "unrolled", impl))
+      else:
+        variants += [(f"plain{sfx}", False, "unrolled", impl)] + [
+            (f"rev-{l}{sfx}", True, l, impl) for l in loops]
+    for name, rev, loop, impl in variants:
       m = make_model(levels, depth, width, args.coupling, args.permutation,
-                     rev, loop, args.size, args.channels)
+                     rev, loop, args.size, args.channels, conv3x3_impl=impl)
       r = measure(m, batch, repeats, microbatch=microbatch)
       r.update(tag=tag, mode=name, levels=levels, depth=depth, width=width,
                batch=batch, params=m.param_count(),

@@ -106,15 +106,25 @@ class LayerTest(chex.TestCase):
     chex.assert_trees_all_close(y[:, 0, 0], jnp.sqrt(24.0) * x.mean((1, 2)),
                                 atol=1e-5)
 
-  @parameterized.parameters("im2col", "outshift")
+  @parameterized.parameters("im2col", "outshift", "xla_gemm_grad")
   def test_conv3x3_impls_match_xla(self, impl):
-    for cin, cout in [(3, 8), (8, 3)]:
+    for cin, cout in [(3, 8), (5, 8), (8, 3)]:
       x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 6, cin))
       w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, cin, cout))
       f = jax.jit(conv3x3, static_argnums=2)
       chex.assert_trees_all_close(f(x, w, impl), f(x, w, "xla"), atol=1e-4)
+      # Both gradients (filter and input) match XLA's autodiff.
+      grads = lambda i: jax.grad(lambda x, w: jnp.sum(jnp.sin(f(x, w, i))),
+                                 argnums=(0, 1))(x, w)
+      chex.assert_trees_all_close(grads(impl), grads("xla"), atol=1e-4)
+      jf = lambda i: jax.jacfwd(lambda w: f(x[:1, :3, :3], w, i))(w)
+      if impl == "xla_gemm_grad":   # a custom_vjp: reverse mode only
+        with self.assertRaisesRegex(TypeError, "forward-mode"):
+          jf(impl)
+      else:
+        chex.assert_trees_all_close(jf(impl), jf("xla"), atol=1e-4)
 
-  @parameterized.parameters("auto", "im2col")
+  @parameterized.parameters("auto", "im2col", "xla_gemm_grad")
   def test_conv3x3_stride2_space_to_depth_matches_xla(self, impl):
     # Even sizes take the space-to-depth path; odd ones fall back to XLA.
     f = jax.jit(conv3x3, static_argnums=(2, 3))
@@ -128,6 +138,10 @@ class LayerTest(chex.TestCase):
       g = lambda fn: jax.grad(lambda x: jnp.sum(jnp.sin(fn(x))))(x)
       chex.assert_trees_all_close(g(lambda x: f(x, w, impl, 2)),
                                   g(lambda x: f(x, w, "xla", 2)), atol=1e-4)
+      # Forward mode works for every stride-2 impl (jvp of the s2d form).
+      t = jax.jvp(lambda w: f(x, w, impl, 2), (w,), (jnp.ones_like(w),))[1]
+      chex.assert_trees_all_close(t, f(x, jnp.ones_like(w), "xla", 2),
+                                  atol=1e-4)
     with self.assertRaisesRegex(ValueError, "stride"):
       conv3x3(x, w, "xla", 3)
 

@@ -95,9 +95,16 @@ class ModelTest(chex.TestCase):
     chex.assert_trees_all_close(ld, -ld_inv, atol=1e-3, rtol=1e-5)
 
   def test_logdet_matches_jacobian(self):
-    m, p, x = _setup("digits8x8", batch=1)
+    # Forward mode needs conv3x3_impl='xla' (the CPU default xla_gemm_grad
+    # is a custom_vjp); jacrev on the default must give the same Jacobian.
+    m, p, x = _setup("digits8x8", batch=1, conv3x3_impl="xla")
     flat = lambda v: m.forward(p, v.reshape(x.shape))[0].reshape(-1)
-    _, expected = jnp.linalg.slogdet(jax.jit(jax.jacfwd(flat))(x.reshape(-1)))
+    jac = jax.jit(jax.jacfwd(flat))(x.reshape(-1))
+    m_default = build_model(model_cfg(), (8, 8, 1), 10)
+    flat_d = lambda v: m_default.forward(p, v.reshape(x.shape))[0].reshape(-1)
+    chex.assert_trees_all_close(jax.jit(jax.jacrev(flat_d))(x.reshape(-1)),
+                                jac, atol=1e-4)
+    _, expected = jnp.linalg.slogdet(jac)
     ld = m.forward(p, x)[1][0]
     # includes the fixed x -> 2x - 1 map: 64 log 2.
     self.assertLessEqual(abs(float(ld - expected)),

@@ -12,7 +12,28 @@ from advinv_jax.layers._base import Layer
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
-CONV3X3_IMPLS = ("auto", "xla", "im2col", "outshift")
+CONV3X3_IMPLS = ("auto", "xla", "im2col", "outshift", "xla_gemm_grad")
+
+
+def default_conv3x3_impl() -> str:
+  """The fastest :func:`conv3x3` impl measured on the default backend.
+
+  XLA CPU: ``'xla_gemm_grad'`` (benchmarks/reversible.py: the authors'
+  fiRevNet training step 0.75-0.82x the time of ``'xla'``;
+  benchmarks/attacks.py: the small CNN's forward + input gradient ~0.6x).
+  Elsewhere ``'xla'`` (cuDNN/TPU convolutions; not measured here).
+  """
+  return "xla_gemm_grad" if jax.default_backend() == "cpu" else "xla"
+
+
+def resolve_conv3x3_impl(impl: str) -> str:
+  """``''`` -> :func:`default_conv3x3_impl`; else ``impl`` (validated)."""
+  if impl == "":
+    return default_conv3x3_impl()
+  if impl not in CONV3X3_IMPLS:
+    raise ValueError(f"config.model.conv3x3_impl={impl!r}; choose one of "
+                     f"{list(CONV3X3_IMPLS)} or '' (platform default).")
+  return impl
 
 
 def _shift(x, dy, dx):
@@ -35,8 +56,17 @@ def conv3x3(x, w, impl: str = "xla", stride: int = 1):
   * ``'outshift'``: ``x`` is multiplied by ``w`` as a ``[Cin, 9 Cout]``
     matrix and the 9 output groups are shifted and summed.
   * ``'auto'``: ``im2col`` if ``Cin < Cout`` else ``outshift``.
+  * ``'xla_gemm_grad'``: forward by XLA's convolution, gradients by matrix
+    products (XLA CPU computes the filter gradient 2-3x slower than the
+    forward, and the input gradient of a thin-input conv slowly): ``Cin <
+    Cout``: ``dx`` = 9 shifted slices of ``g @ w^T``, ``dw = im2col(x)^T g``
+    (XLA's ``dw`` when ``Cin < 4``); otherwise XLA's ``dx`` and ``dw = x^T``
+    times 9 shifted copies of ``g``. **Reverse mode only** (a
+    ``custom_vjp``): ``jax.jvp`` / ``jax.jacfwd`` need ``'xla'``. With
+    ``stride=2``: XLA forward, derivatives of the space-to-depth form (a
+    ``custom_jvp``; forward mode works).
 
-  For ``stride=2`` every impl but ``'xla'`` uses the space-to-depth form:
+  For ``stride=2`` the other impls but ``'xla'`` use the space-to-depth form:
   ``x`` is rearranged to ``[B, H/2, W/2, 4 Cin]`` and convolved (stride 1,
   XLA) with the equivalent ``2x2x4Cin`` kernel, so the input gradient is a
   stride-1 convolution instead of XLA's slow input-dilated one (odd ``H`` or
@@ -45,8 +75,9 @@ def conv3x3(x, w, impl: str = "xla", stride: int = 1):
   Measured on the 2-core CPU: in isolation (batch 128, 16x16) the matmul
   forms' forward+backward were 2-3x faster than ``'xla'`` for the subnet's
   thin-to-wide (6 -> 128) and wide-to-thin (128 -> 6) convs, but inside the
-  whole fiRevNet training step ``'auto'`` was 15-35% *slower* than ``'xla'``
-  (batch 32 and 128), so ``'xla'`` is the fiRevNet's default.
+  whole fiRevNet training step ``'auto'`` was 15-35% *slower* than ``'xla'``;
+  ``'xla_gemm_grad'`` (XLA forward, matmul gradients) is faster in the whole
+  step and is the CPU default (:func:`default_conv3x3_impl`).
   """
   if impl not in CONV3X3_IMPLS:
     raise ValueError(f"conv3x3 impl={impl!r}; choose one of {CONV3X3_IMPLS}.")
@@ -58,27 +89,111 @@ def conv3x3(x, w, impl: str = "xla", stride: int = 1):
     if impl == "xla" or h % 2 or wd % 2:
       return jax.lax.conv_general_dilated(x, w, (2, 2), "SAME",
                                           dimension_numbers=_DN)
+    if impl == "xla_gemm_grad":
+      return _conv3x3_stride2_fast_grad(x, w)
     return _conv3x3_stride2_s2d(x, w)
   if impl == "auto":
     impl = "im2col" if cin < cout else "outshift"
   if impl == "xla":
-    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
-                                        dimension_numbers=_DN)
-  pad = ((0, 0), (1, 1), (1, 1), (0, 0))
+    return _xla_conv3x3(x, w)
+  if impl == "xla_gemm_grad":
+    return _conv3x3_gemm_grad(x, w)
   if impl == "im2col":
-    xp = jnp.pad(x, pad)
-    cols = jnp.concatenate(
-        [_shift(xp, dy, dx) for dy in range(3) for dx in range(3)], axis=-1)
-    return jnp.einsum("bhwk,ko->bhwo", cols, w.reshape(9 * cin, cout))
-  # outshift
+    return _im2col3x3(x) @ w.reshape(9 * cin, cout)
+  return _outshift3x3(x, w)
+
+
+def _xla_conv3x3(x, w):
+  return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                      dimension_numbers=_DN)
+
+
+def _im2col3x3(x):
+  """``f32[B, H, W, 9 C]``: the 9 zero-padded shifts of ``x``, (i, j) order."""
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  return jnp.concatenate(
+      [_shift(xp, i, j) for i in range(3) for j in range(3)], axis=-1)
+
+
+def _outshift3x3(x, w):
+  """``conv3x3`` as ``x @ w`` (``Cin -> 9 Cout``) and 9 shifted adds."""
+  cin, cout = w.shape[2], w.shape[3]
   u = jnp.einsum("bhwc,ck->bhwk", x,
                  w.transpose(2, 0, 1, 3).reshape(cin, 9 * cout))
-  up = jnp.pad(u, pad)
+  up = jnp.pad(u, ((0, 0), (1, 1), (1, 1), (0, 0)))
   out = None
   for k in range(9):
     part = _shift(up, k // 3, k % 3)[..., k * cout:(k + 1) * cout]
     out = part if out is None else out + part
   return out
+
+
+@jax.custom_vjp
+def _conv3x3_gemm_grad(x, w):
+  """Stride-1 3x3 'SAME' conv (XLA) whose gradients are matrix products.
+
+  A ``custom_vjp`` (reverse mode only): measured against a ``custom_jvp``
+  that writes the tangent in matmul forms (so that JAX derives the same
+  products by transposition), this was 14-21% faster in the authors'
+  fiRevNet gradient (batch 32 / 128), the ``custom_jvp`` no faster than XLA.
+  """
+  return _xla_conv3x3(x, w)
+
+
+def _gemm_grad_fwd(x, w):
+  return _xla_conv3x3(x, w), (x, w)
+
+
+def _shifted_back(t, h, wd):
+  """The 9 copies ``t[n - (i, j) + 1]`` (zero outside) in (i, j) order: the
+  adjoints of the shifts in :func:`_im2col3x3`."""
+  tp = jnp.pad(t, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  return [tp[:, 2 - i:2 - i + h, 2 - j:2 - j + wd] for i in range(3)
+          for j in range(3)]
+
+
+def _gemm_grad_bwd(res, g):
+  x, w = res
+  cin, cout = w.shape[2], w.shape[3]
+  h, wd = x.shape[1], x.shape[2]
+  if cin < cout:
+    # dx[n] = sum_ij g[n - (i, j) + 1] w_ij^T: one [Cout, 9 Cin] product of
+    # g, then 9 shifted adds (XLA's transposed conv is slow for thin Cin).
+    u = g @ w.transpose(3, 0, 1, 2).reshape(cout, 9 * cin)
+    dx = sum(p[..., k * cin:(k + 1) * cin]
+             for k, p in enumerate(_shifted_back(u, h, wd)))
+    if cin < 4:   # a 9 Cin-row product is too thin to pay; XLA's dw wins
+      dw = jax.vjp(lambda v: _xla_conv3x3(x, v), w)[1](g)[0]
+    else:
+      # dw[i, j] = sum_n x_pad[n + (i, j)]^T g[n]: im2col(x)^T g.
+      dw = (_im2col3x3(x).reshape(-1, 9 * cin).T @ g.reshape(-1, cout))
+      dw = dw.reshape(3, 3, cin, cout)
+  else:
+    dx = jax.vjp(lambda v: _xla_conv3x3(v, w), x)[1](g)[0]
+    # dw[i, j] = sum_n x[n]^T g[n - (i, j) + 1]: x^T times 9 shifts of g.
+    cols = jnp.concatenate(_shifted_back(g, h, wd), axis=-1)
+    dw = (x.reshape(-1, cin).T @ cols.reshape(-1, 9 * cout)).reshape(
+        cin, 3, 3, cout).transpose(1, 2, 0, 3)
+  return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+_conv3x3_gemm_grad.defvjp(_gemm_grad_fwd, _gemm_grad_bwd)
+
+
+@jax.custom_jvp
+def _conv3x3_stride2_fast_grad(x, w):
+  """Stride-2 'SAME' 3x3 conv: XLA forward, derivatives (hence gradients)
+  of the space-to-depth form."""
+  return jax.lax.conv_general_dilated(x, w, (2, 2), "SAME",
+                                      dimension_numbers=_DN)
+
+
+@_conv3x3_stride2_fast_grad.defjvp
+def _s2_jvp(primals, tangents):
+  x, w = primals
+  x_dot, w_dot = tangents
+  return (_conv3x3_stride2_fast_grad(x, w),
+          _conv3x3_stride2_s2d(x_dot, w) + _conv3x3_stride2_s2d(x, w_dot))
 
 
 def _conv3x3_stride2_s2d(x, w):

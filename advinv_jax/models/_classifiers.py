@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from advinv_jax.layers import CONV3X3_IMPLS, conv3x3
+from advinv_jax.layers import conv3x3, resolve_conv3x3_impl
 from advinv_jax.models._base import Model, register_model
 
 
@@ -92,10 +92,7 @@ def build_cnn(cfg, input_shape: Tuple[int, int, int], num_classes: int):
   if not features or min(features) <= 0 or any(h <= 0 for h in hidden):
     raise ValueError(f"config.model.features={features} and "
                      f"config.model.hidden={hidden} must be positive.")
-  impl = cfg.get("conv3x3_impl", "xla")
-  if impl not in CONV3X3_IMPLS:
-    raise ValueError(f"config.model.conv3x3_impl={impl!r} is not one of "
-                     f"{CONV3X3_IMPLS}.")
+  impl = resolve_conv3x3_impl(cfg.get("conv3x3_impl", ""))
   return FlaxClassifier(input_shape, num_classes,
                         module=_CNN(features, hidden, num_classes, impl))
 

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from advinv_jax.layers import (CONV3X3_IMPLS, DCT2D, ActNorm, Chain,
+from advinv_jax.layers import (DCT2D, ActNorm, Chain, resolve_conv3x3_impl,
                                Coupling, FixedAffine, InvConv1x1, Layer, Psi,
                                Reverse, Shuffle, Squeeze, count_params)
 from advinv_jax.models._base import InvertibleModel, register_model
@@ -225,7 +225,7 @@ def _common(cfg, coupling_default="affine", perm_default="shuffle"):
       reversible=bool(cfg.get("reversible", False)),
       reversible_loop=_choice(cfg, "reversible_loop", "auto",
                               ("auto", "unrolled", "scan")),
-      conv3x3_impl=_choice(cfg, "conv3x3_impl", "xla", CONV3X3_IMPLS),
+      conv3x3_impl=resolve_conv3x3_impl(cfg.get("conv3x3_impl", "")),
       seed=int(cfg.get("perm_seed", 0)))
   if s["min_std"] <= 0:
     raise ValueError(f"config.model.actnorm_std_floor={s['min_std']} must be "
@@ -267,7 +267,7 @@ def build_firevnet(cfg, input_shape, num_classes):
   (False), reversible_loop ('auto' = AUTO_REVERSIBLE_LOOP), conv1x1_as_matmul
   (True), affine_scale ('sigmoid'), actnorm_std_floor (1e-2; the ActNorm
   init floor on the per-channel std), scale_floor (1e-3), perm_seed (0),
-  conv3x3_impl ('xla'; see advinv_jax.layers.conv3x3).
+  conv3x3_impl ('' = platform default; see advinv_jax.layers.conv3x3).
 
   Raises:
     ValueError: H or W not divisible by ``2**levels``, or more classes than
