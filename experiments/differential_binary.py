@@ -56,11 +56,13 @@ def configs(scale):
   return out
 
 
-def split_report(workdir, split, num):
-  """robustness_report on the first ``num`` images of a split."""
+def split_report(trained, workdir, split, num):
+  """robustness_report on a seeded sample of ``num`` images of a split.
+
+  ``trained``: ``load_trained(workdir)``'s tuple (loaded once per model).
+  """
   from advinv_jax.report import robustness_report
-  from advinv_jax.train import load_trained
-  cfg, exp, state, extras = load_trained(workdir)
+  cfg, exp, state, extras = trained
   src = getattr(exp.dataset, split)
   n = min(num, len(src))
   # A fixed, seeded sample of the split (not the first n: they may be sorted).
@@ -77,14 +79,16 @@ def split_report(workdir, split, num):
 
 def _one_seed(cfg, wd, num_examples):
   """Trains one model and attacks a sample of its train and test splits."""
+  from advinv_jax.train import load_trained
   res = C.train_and_report(cfg, wd)
   entry = {"clean_test_accuracy": res["results"]["test"]["accuracy"],
            "clean_train_accuracy": res["results"]["train"]["accuracy"],
            "differential_bias": res["results"]["extras"].get(
                "differential_bias"),
            "seconds": res["seconds"]}
+  trained = load_trained(wd)
   for split in ("train", "test"):
-    rep = split_report(wd, split, num_examples)
+    rep = split_report(trained, wd, split, num_examples)
     entry[split] = {
         norm: {"eps": rep["pgd"][norm]["eps"],
                "attack_success_ratio": rep["pgd"][norm][
@@ -166,19 +170,18 @@ def run(scale: str, workdir: str, num_examples: int = 512,
   def wd(entry, seed):
     return os.path.join(workdir, entry if seed == 0 else f"{entry}_seed{seed}")
 
-  jobs = []   # (entry name, loss, config maker)
-  for loss in ("ce", "differential"):
-    jobs.append((loss, loss, lambda c, seed: c))
-  if "frozen_features" in protocols:
-    for loss in ("ce", "differential"):
-      jobs.append((f"head_{loss}", loss,
-                   lambda c, seed: _head_config(c, wd("ce", seed))))
-  if "end_to_end" not in protocols:   # the CE networks are still needed
+  jobs = []   # (entry name, loss, config maker); CE end to end comes first
+  if "end_to_end" in protocols:
+    jobs += [(loss, loss, lambda c, seed: c) for loss in ("ce", "differential")]
+  else:   # the frozen-feature heads still need each seed's CE network
     for seed in seeds:
       c = copy.deepcopy(cfgs["ce"])
       c.seed = seed
       C.train_and_report(c, wd("ce", seed))
-    jobs = jobs[2:]
+  if "frozen_features" in protocols:
+    jobs += [(f"head_{loss}", loss,
+              lambda c, seed: _head_config(c, wd("ce", seed)))
+             for loss in ("ce", "differential")]
   for name, loss, make in jobs:
     per_seed = []
     for seed in seeds:
