@@ -135,7 +135,8 @@ def _conv3x3_gemm_grad(x, w):
   A ``custom_vjp`` (reverse mode only): measured against a ``custom_jvp``
   that writes the tangent in matmul forms (so that JAX derives the same
   products by transposition), this was 14-21% faster in the authors'
-  fiRevNet gradient (batch 32 / 128), the ``custom_jvp`` no faster than XLA.
+  fiRevNet gradient (batch 32 / 128; a throwaway interleaved timing, see
+  benchmarks/README.md), the ``custom_jvp`` no faster than XLA.
   """
   return _xla_conv3x3(x, w)
 
