@@ -9,6 +9,7 @@ beside ours) into its workdir.
 """
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -16,7 +17,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-from absl import logging
+from absl import flags, logging
 
 logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
 
@@ -25,6 +26,39 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 SCALES = ("tiny", "cpu", "paper")
+
+SET = flags.DEFINE_multi_string(
+    "set", [], "config override applied to every model the experiment "
+    "trains, as key=value (repeatable), e.g. --set=train.num_epochs=8")
+
+
+def apply_overrides(config, overrides: Sequence[str]):
+  """Applies ``key=value`` strings to ``config`` in place and returns it.
+
+  Values are Python literals (``8``, ``1e-3``, ``(64, 64)``, ``True``) or
+  else strings. Raises ValueError naming the key when it does not exist, and
+  the config's own TypeError when the type does not match.
+  """
+  for item in overrides:
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+      raise ValueError(f"--set={item!r}: expected key=value, e.g. "
+                       "--set=train.num_epochs=8.")
+    try:
+      value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+      value = raw
+    *path, leaf = key.strip().split(".")
+    node = config
+    for part in path:
+      if part not in node:
+        raise ValueError(f"--set={item!r}: the config has no field "
+                         f"{key!r} (no {part!r}).")
+      node = node[part]
+    if leaf not in node:
+      raise ValueError(f"--set={item!r}: the config has no field {key!r}.")
+    node[leaf] = value
+  return config
 
 
 def load_config(name: str, variant: Optional[str] = None):
@@ -101,6 +135,8 @@ def write_results(workdir: str, name: str, header: Sequence[str],
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(data, f, indent=1, default=str)
+  if data.get("overrides"):
+    name = f"{name}, --set {' '.join(data['overrides'])}"
   lines = [f"### {name}", "", "| " + " | ".join(header) + " |",
            "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]

@@ -142,7 +142,7 @@ def _aggregate(per_seed, bias_rule):
 
 def run(scale: str, workdir: str, num_examples: int = 512,
         seeds: Sequence[int] = (0,),
-        protocols: Sequence[str] = ("end_to_end",)):
+        protocols: Sequence[str] = ("end_to_end",), overrides=()):
   """Trains CE and differential models (one per seed) and attacks them.
 
   Protocols: ``end_to_end`` trains the whole CNN with each loss (entries
@@ -161,11 +161,13 @@ def run(scale: str, workdir: str, num_examples: int = 512,
   if bad or not protocols:
     raise SystemExit(f"--protocols={list(protocols)}: choose from "
                      f"{list(PROTOCOLS)}.")
-  data = {"scale": scale, "seeds": list(seeds), "protocols": list(protocols)}
+  data = {"scale": scale, "seeds": list(seeds), "protocols": list(protocols),
+          "overrides": list(overrides)}
   rows, eps = [], {}
   cfgs = configs(scale)
   for c in cfgs.values():
     c.report.enabled = False
+    C.apply_overrides(c, overrides)
 
   def wd(entry, seed):
     return os.path.join(workdir, entry if seed == 0 else f"{entry}_seed{seed}")
@@ -223,7 +225,7 @@ def run(scale: str, workdir: str, num_examples: int = 512,
 def main(argv):
   del argv
   run(_SCALE.value, _WORKDIR.value, _NUM.value,
-      [int(v) for v in _SEEDS.value], _PROTOCOLS.value)
+      [int(v) for v in _SEEDS.value], _PROTOCOLS.value, C.SET.value)
 
 
 if __name__ == "__main__":

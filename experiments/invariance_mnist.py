@@ -38,11 +38,12 @@ def configs(scale):
   return out
 
 
-def run(scale: str, workdir: str):
+def run(scale: str, workdir: str, overrides=()):
   if scale != "digits":
     C.check_scale(scale)
-  rows, data = [], {"scale": scale}
+  rows, data = [], {"scale": scale, "overrides": list(overrides)}
   for loss, cfg in configs(scale).items():
+    C.apply_overrides(cfg, overrides)
     res = C.train_and_report(cfg, os.path.join(workdir, loss))
     inv = res["report"]["invariance"]
     nc = inv["nuisance_classifier"]
@@ -74,7 +75,7 @@ def run(scale: str, workdir: str):
 
 def main(argv):
   del argv
-  run(_SCALE.value, _WORKDIR.value)
+  run(_SCALE.value, _WORKDIR.value, C.SET.value)
 
 
 if __name__ == "__main__":

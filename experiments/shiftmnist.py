@@ -184,10 +184,11 @@ def diagnose(workdir: str, scale: str, seed: int = 0):
   return out
 
 
-def run(scale: str, workdir: str):
+def run(scale: str, workdir: str, overrides=()):
   C.check_scale(scale)
-  rows, data = [], {"scale": scale}
+  rows, data = [], {"scale": scale, "overrides": list(overrides)}
   for loss, cfg in configs(scale).items():
+    C.apply_overrides(cfg, overrides)
     cfg.report.enabled = False
     wd = os.path.join(workdir, loss)
     res = C.train_and_report(cfg, wd)
@@ -229,7 +230,7 @@ def run(scale: str, workdir: str):
 
 def main(argv):
   del argv
-  run(_SCALE.value, _WORKDIR.value)
+  run(_SCALE.value, _WORKDIR.value, C.SET.value)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def norm_classifier_counterexample(x, y, r_in=1.0, r_out=10.0):
           "attack_success": float(np.mean(on_outer & still_inner))}
 
 
-def run(scale: str, workdir: str):
+def run(scale: str, workdir: str, overrides=()):
   C.check_scale(scale)
   cfg = C.load_config("spheres")
   if scale == "tiny":
@@ -57,6 +57,7 @@ def run(scale: str, workdir: str):
     cfg.model.depth = 1
     cfg.model.width = 8
   cfg.report.enabled = False
+  C.apply_overrides(cfg, overrides)
   res = C.train_and_report(cfg, os.path.join(workdir, "firevnet"))
   from advinv_jax import attacks
   from advinv_jax.train import load_trained
@@ -94,7 +95,7 @@ def run(scale: str, workdir: str):
 
 def main(argv):
   del argv
-  run(_SCALE.value, _WORKDIR.value)
+  run(_SCALE.value, _WORKDIR.value, C.SET.value)
 
 
 if __name__ == "__main__":
