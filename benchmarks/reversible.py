@@ -117,6 +117,51 @@ def measure(model, batch, repeats, microbatch=0, seed=0):
               steps=len(times))
 
 
+def authors_train_config(loss, reversible, conv3x3_impl):
+  """The library config of the authors' MNIST model with a 3x32x32 input."""
+  sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
+  from _mnist_firevnet import mnist_firevnet  # noqa: E402
+  c = mnist_firevnet(loss=loss)
+  c.model.reversible = reversible
+  c.model.conv3x3_impl = conv3x3_impl
+  return c
+
+
+def measure_train_step(cfg, batch, repeats, channels=3, size=32, seed=0):
+  """Times the library's own jitted step (``train.make_train_step``).
+
+  Unlike :func:`measure`, this is the whole training step a run takes:
+  dequantisation noise, the objective of ``cfg.loss`` (iCE: the
+  ``loss.ice.nuisance_steps`` nuisance-classifier updates, then the network
+  update on CE + NLL - weight * nuisance CE), Adamax, the finiteness guard.
+  """
+  from advinv_jax import train
+  model = build_model(cfg.model, (size, size, channels), 10)
+  objective = train.make_objective(cfg)
+  opt = train.make_optimizer(cfg.optimizer, 1000)
+  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+  x = jax.random.uniform(k1, (batch, size, size, channels))
+  y = jax.random.randint(k2, (batch,), 0, 10)
+  state = train.init_train_state(model, objective, opt, k3, x[:64])
+  batch_d = {"image": x, "label": y}
+  rng = jax.random.PRNGKey(1)
+  step = jax.jit(train.make_train_step(
+      model, objective, opt, dequant_noise=float(cfg.train.dequant_noise)))
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batch_d, rng).compile()
+  compile_s = time.perf_counter() - t0
+  temp = compiled.memory_analysis().temp_size_in_bytes / MiB
+  jax.block_until_ready(compiled(state, batch_d, rng))
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(state, batch_d, rng))
+    times.append(time.perf_counter() - t0)
+  return dict(temp_mib=temp, compile_s=compile_s,
+              step_s=statistics.median(times), step_min_s=min(times),
+              steps=len(times), params=model.param_count())
+
+
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--depths", default="8,16,32,64")
@@ -141,6 +186,12 @@ def main(argv=None):
   ap.add_argument("--conv3x3_impls", default="xla,xla_gemm_grad",
                   help="config.model.conv3x3_impl values to time (e.g. "
                        "xla,xla_gemm_grad); 'vs plain' is against xla")
+  ap.add_argument("--authors_train_steps", default="ice",
+                  help="also time the library's whole train step "
+                       "(train.make_train_step) on the authors' config for "
+                       "these losses, e.g. ice,ce (iCE includes the 5 "
+                       "nuisance-classifier updates, like the PyTorch "
+                       "reference); '' = off")
   ap.add_argument("--skip_authors", action="store_true")
   ap.add_argument("--skip_depths", action="store_true")
   ap.add_argument("--out", default=os.path.join(
@@ -186,6 +237,20 @@ def main(argv=None):
     if args.authors_microbatch and batches and max(batches) > args.authors_microbatch:
       run("authors", 3, 16, 128, max(batches), args.authors_repeats,
           microbatch=args.authors_microbatch)
+    for loss in [l for l in args.authors_train_steps.split(",") if l]:
+      for b in batches:
+        for impl in impls:
+          cfg = authors_train_config(loss, True, impl)
+          r = measure_train_step(cfg, b, args.authors_repeats,
+                                 channels=args.channels, size=args.size)
+          sfx = "" if impl == "xla" else f"[{impl}]"
+          name = f"{loss}-train-step-rev{sfx}"
+          r.update(tag="authors", mode=name, levels=3, depth=16, width=128,
+                   batch=b, device=jax.devices()[0].device_kind)
+          rows.append(r)
+          print(f"authors  {name:13s} B={b:4d}  temp {r['temp_mib']:9.1f} MiB"
+                f"  step {r['step_s']:7.3f} s (min {r['step_min_s']:.3f})  "
+                f"compile {r['compile_s']:6.1f} s", flush=True)
 
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, "w") as f:

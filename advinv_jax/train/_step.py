@@ -47,10 +47,17 @@ def init_train_state(model, objective: Objective,
 
 
 def _all_finite(tree) -> jax.Array:
-  leaves = jax.tree_util.tree_leaves(tree)
-  if not leaves:
+  """True iff every entry is finite, via the tree's global 2-norm.
+
+  A NaN/Inf anywhere makes the norm non-finite; so does a norm beyond the
+  float32 range (|x| ~ 1e19), which is as unusable. One sum of squares per
+  leaf: a per-leaf ``all(isfinite)`` stacked over the leaves made XLA CPU
+  compile the authors' fiRevNet step far slower (3x4 steps: 43 s vs 12 s;
+  iCE at 3x16: over 10 min vs 25 s; superlinear in depth).
+  """
+  if not jax.tree_util.tree_leaves(tree):
     return jnp.array(True)
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+  return jnp.isfinite(optax.tree.norm(tree))
 
 
 def _pmean(tree, axis_name):
@@ -127,7 +134,8 @@ def make_train_step(model, objective: Objective,
     updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
     new_trainable = optax.apply_updates(trainable, updates)
 
-    finite = jnp.logical_and(_all_finite(grads), jnp.isfinite(value))
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.logical_and(jnp.isfinite(grad_norm), jnp.isfinite(value))
     finite = jnp.logical_and(finite, _all_finite(new_trainable))
     if axis_name is not None:  # identical already; make it explicit
       finite = jax.lax.pmin(finite.astype(jnp.int32), axis_name) > 0
@@ -140,7 +148,7 @@ def make_train_step(model, objective: Objective,
     kept = state.replace(step=state.step + 1, skipped=state.skipped + 1)
     out = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b),
                                  new_state, kept)
-    metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
+    metrics = dict(metrics, grad_norm=grad_norm,
                    finite=finite.astype(jnp.float32))
     return out, metrics
 
