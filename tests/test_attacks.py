@@ -394,3 +394,21 @@ def test_sharded_two_devices_equals_one_device():
   assert r["ndev"] == 2
   assert r["same_success"] and r["any_success"] and not r["all_success"]
   assert r["max_diff"] <= 1e-6
+
+
+def test_bad_grad_flags_zero_and_nonfinite_rows():
+  from advinv_jax.attacks import _common
+  g = np.ones((6, 3, 2, 1), np.float32)
+  g[0] = 0.0                          # all zero -> bad
+  g[1, 0, 0, 0] = np.nan              # one NaN -> bad
+  g[2, 1, 1, 0] = -np.inf             # one -Inf -> bad
+  g[3] = 0.0
+  g[3, 2, 1, 0] = 1e-30               # a single tiny non-zero -> ok
+  g[4] = -g[4]                        # negative entries cancel nowhere -> ok
+  bad = np.asarray(jax.jit(_common.bad_grad)(jnp.asarray(g)))
+  np.testing.assert_array_equal(bad, [True, True, True, False, False, False])
+  # The PGD loop reports them per example: a constant model has zero grads.
+  res = A.pgd(lambda x: jnp.zeros((x.shape[0], 3)) + 0 * x.sum(),
+                    jnp.full((4, 2, 2, 1), 0.5), jnp.zeros(4, jnp.int32),
+                    eps=0.1, steps=3, random_start=False)
+  np.testing.assert_array_equal(np.asarray(res.bad_grad_steps), [3, 3, 3, 3])

@@ -225,9 +225,15 @@ def steepest_step(g: Array, norm: str) -> Array:
 
 
 def bad_grad(g: Array) -> Array:
-  """``bool[B]``: gradient all-zero or non-finite for that example."""
-  flat = g.reshape((g.shape[0], -1))
-  return (~jnp.all(jnp.isfinite(flat), axis=-1)) | jnp.all(flat == 0, axis=-1)
+  """``bool[B]``: gradient all-zero or non-finite for that example.
+
+  One float reduction, ``s = sum |g|`` per example: NaN/Inf anywhere makes
+  ``s`` non-finite, and ``s == 0`` iff every entry is zero. (Boolean
+  ``all(isfinite)`` / ``all(g == 0)`` reductions gave the same answer but made
+  XLA CPU's PGD-linf step on the CNN ~1.4x slower.)
+  """
+  s = jnp.sum(jnp.abs(g.reshape((g.shape[0], -1))), axis=-1)
+  return ~jnp.isfinite(s) | (s == 0)
 
 
 def run_loop(body: Callable[[int, Any], Any], init: Any, n: int,
