@@ -186,7 +186,7 @@ def _params_from_workdir(config, fresh):
   """
   src_dir = config.train.init_from
   reinit = re.compile(config.train.reinit) if config.train.reinit else None
-  _, _, src_state, _ = load_trained(src_dir)
+  _, _, src_state, _ = load_trained(src_dir, with_extras=False)
   src = dict(zip(param_paths(src_state.params),
                  jax.tree_util.tree_leaves(src_state.params)))
   leaves = []
@@ -205,8 +205,13 @@ def _params_from_workdir(config, fresh):
                                       leaves)
 
 
-def load_trained(workdir: str):
+def load_trained(workdir: str, *, with_extras: bool = True):
   """Restores a finished (or interrupted) run from its workdir.
+
+  Args:
+    workdir: a workdir of :func:`train_and_evaluate`.
+    with_extras: also compute the extras (the differential bias: one pass
+      over the training set); False returns ``{}`` for them.
 
   Returns:
     ``(config, experiment, state, extras)``: the run's config (from
@@ -232,7 +237,7 @@ def load_trained(workdir: str):
   if state is None:
     raise FileNotFoundError(f"no readable checkpoint in {workdir}/checkpoints.")
   extras = {}
-  if config.loss.name == "differential":
+  if with_extras and config.loss.name == "differential":
     extras["differential_bias"] = differential_bias(
         exp.model, state.params, exp.dataset.train, config.eval.batch_size,
         rule=config.loss.differential.bias)
