@@ -127,3 +127,23 @@ def test_lowrank_margin_runs_small(tmp_path):
     assert all(r <= 1.0 + 1e-5 for r in ratios.values()), ratios
     assert ratios["normalized/differential_ratio"] >= 0.95
     assert ratios["gd/ce_large_ratio"] < 0.8
+
+
+def test_set_overrides_reach_the_config_and_reject_unknown_keys():
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  try:
+    import _common as C
+  finally:
+    sys.path.pop(0)
+  cfg = C.load_config("mnist_ice", "cpu")
+  C.apply_overrides(cfg, ["train.num_epochs=8", "loss.ice.nuisance_hidden=(64, 64)",
+                          "optimizer.name=adam", "optimizer.learning_rate=2e-4"])
+  assert cfg.train.num_epochs == 8
+  assert tuple(cfg.loss.ice.nuisance_hidden) == (64, 64)
+  assert cfg.optimizer.name == "adam" and cfg.optimizer.learning_rate == 2e-4
+  with pytest.raises(ValueError, match="train.num_epoch"):
+    C.apply_overrides(cfg, ["train.num_epoch=8"])
+  with pytest.raises(ValueError, match="key=value"):
+    C.apply_overrides(cfg, ["train.num_epochs"])
+  with pytest.raises(TypeError):
+    C.apply_overrides(cfg, ["train.num_epochs=many"])
