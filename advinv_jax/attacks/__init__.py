@@ -5,6 +5,7 @@ Public API::
   res = pgd(logits_fn, x, y, eps=0.1, norm="linf", steps=20, rng=key)
   res = fgsm(logits_fn, x, y, eps=0.1, norm="l2")
   res = deepfool(logits_fn, x, y, norm="l2")      # minimal perturbation
+  res = fmn(logits_fn, x, y, norm="l2", steps=100)  # minimal, Fast Min-Norm
   res.x_adv, res.success, res.perturbation_norm, res.bad_grad_steps
   success = eps_sweep(functools.partial(pgd, steps=20), logits_fn, x, y,
                       [0.01, 0.02], rng=key)       # bool[K, N], one jit
@@ -22,6 +23,7 @@ p), x, y, eps=.1, rng=k))``); arguments are validated in Python first.
 """
 from advinv_jax.attacks._common import (AttackResult, attack_objective,
                                         default_loop, margin)
+from advinv_jax.attacks._fmn import fmn
 from advinv_jax.attacks._invariance import (metameric_sample,
                                             nuisance_classifier_logits,
                                             nuisance_interpolation,
@@ -36,7 +38,7 @@ from advinv_jax.attacks._sweep import (attack_success_ratio, check_adversarial,
 
 __all__ = [
     "AttackResult", "attack_objective", "attack_success_ratio",
-    "check_adversarial", "deepfool", "default_loop", "eps_sweep", "fgsm",
+    "check_adversarial", "deepfool", "default_loop", "eps_sweep", "fgsm", "fmn",
     "gradient_warnings", "margin", "metameric_sample", "monotonicity_warnings",
     "nuisance_classifier_logits", "nuisance_interpolation", "pgd",
     "robust_accuracy_curve", "run_attack", "shard_batch_attack",
