@@ -144,6 +144,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.report.attack_loop = "fori"     # fori | unrolled | scan | "" (platform default)
   config.report.deepfool_steps = 50
   config.report.deepfool_candidates = 9
+  config.report.fmn_steps = 0            # > 0: also FMN minimal perturbations
   config.report.num_metamers = 8
   config.report.interpolation_steps = 8
   config.report.interpolation_pairs = 4
@@ -225,7 +226,8 @@ def validate_config(config: ml_collections.ConfigDict,
             "optimizer.weight_decay", "optimizer.grad_clip_norm",
             "data.num_train", "data.num_test", "data.pad_to",
             "loss.label_smoothing", "report.num_examples",
-            "report.pgd_steps", "loss.ice.nuisance_steps"):
+            "report.pgd_steps", "report.fmn_steps",
+            "loss.ice.nuisance_steps"):
     positive(p, allow_zero=True)
   if config.train.num_epochs == 0 and config.train.num_steps == 0:
     raise ConfigError("config.train.num_epochs and config.train.num_steps "

@@ -132,10 +132,9 @@ def _pgd_section(model, params, x, y, correct, eps_values, norm, cfg, key,
   }, warns
 
 
-def _deepfool_section(model, params, x, y, correct, norm, cfg, bounds):
-  attack = functools.partial(
-      A.deepfool, norm=norm, steps=int(_cfg(cfg, "deepfool_steps")),
-      candidates=int(_cfg(cfg, "deepfool_candidates")), bounds=bounds)
+def _minimal_section(model, params, x, y, correct, norm, attack, name,
+                     bounds):
+  """Median minimal perturbation of ``attack`` (deepfool / fmn partial)."""
 
   @jax.jit
   def run(params, x, y):
@@ -148,7 +147,7 @@ def _deepfool_section(model, params, x, y, correct, norm, cfg, bounds):
   nrm = np.asarray(res.perturbation_norm)[c]
   found = np.isfinite(nrm)
   warns = A.gradient_warnings(np.asarray(res.bad_grad_steps)[c],
-                              name=f"deepfool-{norm}")
+                              name=f"{name}-{norm}")
   return {
       "median_norm": _finite_or_none(np.median(nrm)) if nrm.size else None,
       "mean_norm_found": (_finite_or_none(nrm[found].mean())
@@ -269,7 +268,7 @@ def robustness_report(model, params, images, labels, report_config,
     labels: ``int[N]``.
     report_config: ``config.report`` (fields: num_examples, linf_eps, l2_eps,
       pgd_steps, pgd_restarts, pgd_loss, attack_loop, deepfool_steps,
-      deepfool_candidates, num_metamers, interpolation_steps,
+      deepfool_candidates, fmn_steps (> 0: also FMN), num_metamers, interpolation_steps,
       interpolation_pairs, nuisance_classifier_{steps,hidden,lr,batch_size};
       missing fields take the defaults of advinv_jax/config.py).
     workdir: output folder (created).
@@ -288,7 +287,8 @@ def robustness_report(model, params, images, labels, report_config,
   Returns:
     The report dict (also written as ``workdir/report.json``): keys
     ``num_examples, clean_accuracy, pgd: {linf, l2}, deepfool: {l2, linf},
-    warnings, invertible, seconds`` and for invertible models ``invariance``.
+    warnings, invertible, seconds``, ``fmn: {l2, linf}`` when
+    ``fmn_steps > 0`` and for invertible models ``invariance``.
   """
   n = int(_cfg(report_config, "num_examples"))
   images = jnp.asarray(images)[:n] if n > 0 else jnp.asarray(images)
@@ -332,11 +332,21 @@ def robustness_report(model, params, images, labels, report_config,
                               loop)
     report["pgd"][norm] = sec
     report["warnings"] += warns
-  for norm in ("l2", "linf"):
-    sec, warns = _deepfool_section(model, params, images, labels, correct,
-                                   norm, report_config, bounds)
-    report["deepfool"][norm] = sec
-    report["warnings"] += warns
+  minimal = {"deepfool": lambda norm: functools.partial(
+      A.deepfool, norm=norm, steps=int(_cfg(report_config, "deepfool_steps")),
+      candidates=int(_cfg(report_config, "deepfool_candidates")),
+      bounds=bounds)}
+  fmn_steps = int(_cfg(report_config, "fmn_steps"))
+  if fmn_steps > 0:
+    minimal["fmn"] = lambda norm: functools.partial(
+        A.fmn, norm=norm, steps=fmn_steps, bounds=bounds, loop=loop)
+    report["fmn"] = {}
+  for name, make in minimal.items():
+    for norm in ("l2", "linf"):
+      sec, warns = _minimal_section(model, params, images, labels, correct,
+                                    norm, make(norm), name, bounds)
+      report[name][norm] = sec
+      report["warnings"] += warns
   if report["invertible"]:
     report["invariance"] = _invariance_section(
         model, params, images, labels, report_config, workdir, k_nc, bounds,

@@ -130,3 +130,27 @@ def test_report_differential_bias_shifts_the_decision(tmp_path):
   with pytest.raises(ValueError, match="binary"):
     robustness_report(OrthoFlat(SHAPE, 10), None, x, y, cfg, str(tmp_path),
                       jax.random.PRNGKey(1), bias=1.0)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_report_fmn_section_matches_deepfool_on_a_linear_model(tmp_path):
+  """``fmn_steps > 0`` adds FMN's minimal perturbations; on a linear model
+  (OrthoFlat: logits affine in x) both attacks find the distance to the
+  decision boundary, so their medians agree."""
+  cfg = tiny_report_config()
+  cfg.fmn_steps = 60
+  model = OrthoFlat(SHAPE, 10)
+  x, _ = data()
+  params = model.init(jax.random.PRNGKey(0), x)
+  y = jnp.argmax(model.logits(params, x), -1).astype(jnp.int32)
+  report = robustness_report(model, params, x, y, cfg, str(tmp_path),
+                             jax.random.PRNGKey(1))
+  for norm in ("l2", "linf"):
+    fm, df = report["fmn"][norm], report["deepfool"][norm]
+    assert fm["success_rate"] == 1.0 and fm["num_correct"] == 32
+    assert 0 < fm["median_norm"] <= 1.02 * df["median_norm"]
+    assert fm["median_norm"] >= 0.9 * df["median_norm"]
+  cfg.fmn_steps = 0
+  report = robustness_report(model, params, x, y, cfg, str(tmp_path),
+                             jax.random.PRNGKey(1))
+  assert "fmn" not in report
