@@ -130,6 +130,13 @@ def make_torch_cnn(params):
   return TorchCNN().eval()
 
 
+FIREVNET_ARCHS = {
+    "small": (dict(levels=3, depth=4, width=32), (32, 32, 1)),
+    "authors": (dict(levels=3, depth=16, width=128, coupling="additive",
+                     permutation="reverse"), (32, 32, 3)),
+}
+
+
 def make_torch_firevnet(model, params):
   """Our fiRevNet in PyTorch (``benchmarks/_torch_firevnet.py``)."""
   here = os.path.dirname(os.path.abspath(__file__))
@@ -335,6 +342,7 @@ def main():
   p.add_argument("--no-foolbox-plain", action="store_true",
                  help="skip Foolbox with the un-jitted model function")
   p.add_argument("--no-firevnet", action="store_true")
+  p.add_argument("--no-cnn", action="store_true")
   p.add_argument("--interleave", type=int, default=0,
                  help="also time ours/torchattacks/Foolbox on the CNN "
                       "alternately for this many rounds (medians)")
@@ -345,6 +353,11 @@ def main():
   p.add_argument("--cnn-impls", default="xla_gemm_grad,xla",
                  help="config.model.conv3x3_impl values for the CNN; the "
                       "first is compared with the peers")
+  p.add_argument("--firevnet-arch", default="small",
+                 choices=sorted(FIREVNET_ARCHS),
+                 help="small: 3 levels x 4 affine steps, width 32, 32x32x1; "
+                      "authors: the authors' MNIST model (3 x 16 additive "
+                      "steps, reverse permutation, width 128, 32x32x3)")
   p.add_argument("--firevnet-perturb", type=float, default=0.0,
                  help="add N(0, S^2) noise to every fiRevNet parameter (0: "
                       "fresh init, whose couplings are the identity)")
@@ -383,12 +396,13 @@ def main():
       json.dump(results, f, indent=1)
     print(f"wrote {args.out}")
     return
-  results["models"]["cnn"] = bench_model(
-      f"cnn (conv3x3_impl={cnn_impls[0]})", cnn, params, x, y, args,
-      (lambda: make_torch_cnn(params)) if torch_ok else None)
+  if not args.no_cnn:
+    results["models"]["cnn"] = bench_model(
+        f"cnn (conv3x3_impl={cnn_impls[0]})", cnn, params, x, y, args,
+        (lambda: make_torch_cnn(params)) if torch_ok else None)
   # The same network and weights computed another way (layers.conv3x3):
   # only ours is timed again; the peers' rows are the first impl's.
-  for impl in cnn_impls[1:]:
+  for impl in ([] if args.no_cnn else cnn_impls[1:]):
     m = build_model(ml_collections.ConfigDict(dict(cfg, conv3x3_impl=impl)),
                     (28, 28, 1), 10)
     diff = float(jnp.max(jnp.abs(m.logits(params, x) - cnn.logits(params, x))))
@@ -410,10 +424,10 @@ def main():
     results["firevnet_skipped"] = "not registered"
   else:
     b = args.firevnet_batch or args.batch
-    fcfg = ml_collections.ConfigDict({"name": "firevnet", "levels": 3,
-                                      "depth": 4, "width": 32})
-    fnet = build_model(fcfg, (32, 32, 1), 10)
-    xf = jnp.asarray(rng.uniform(0, 1, (b, 32, 32, 1)), jnp.float32)
+    arch, fshape = FIREVNET_ARCHS[args.firevnet_arch]
+    fcfg = ml_collections.ConfigDict(dict({"name": "firevnet"}, **arch))
+    fnet = build_model(fcfg, fshape, 10)
+    xf = jnp.asarray(rng.uniform(0, 1, (b,) + fshape), jnp.float32)
     fparams = fnet.init(jax.random.PRNGKey(0), xf)
     if args.firevnet_perturb:
       prng = np.random.default_rng(1)
@@ -424,8 +438,12 @@ def main():
     yf = jnp.argmax(fnet.logits(fparams, xf), -1).astype(jnp.int32)
     fargs = argparse.Namespace(**vars(args))
     fargs.loops = tuple(args.firevnet_loops.split(","))
-    results["models"]["firevnet"] = bench_model(
-        "firevnet (levels 3, depth 4, width 32, 32x32x1)", fnet, fparams, xf,
+    arch_txt = ", ".join(f"{k} {v}" for k, v in arch.items())
+    key = "firevnet" if args.firevnet_arch == "small" else (
+        f"firevnet_{args.firevnet_arch}")
+    results["models"][key] = bench_model(
+        f"firevnet ({arch_txt}, {'x'.join(map(str, fshape))})", fnet, fparams,
+        xf,
         yf, fargs,
         (lambda: make_torch_firevnet(fnet, fparams)) if torch_ok else None)
 
