@@ -107,8 +107,8 @@ class Layer:
       ``(x, grad_params, grad_x)``.
     """
     x, _ = self.apply_inverse(params, consts, y)
-    _, pull = jax.vjp(lambda p, v: self.apply(p, consts, v), params, x)
-    gp, gx = pull((gy, gld))
+    out, pull = jax.vjp(lambda p, v: self.apply(p, consts, v), params, x)
+    gp, gx = pull(replicated_cotangent_share((gy, gld), out))
     return x, gp, gx
 
 
@@ -246,6 +246,59 @@ def _depend_on(g, tree):
   return jax.tree_util.tree_map(lambda a: a + zero.astype(a.dtype), tree)
 
 
+def _varying_axes(x) -> frozenset:
+  """Manual mesh axes along which ``x`` varies (``shard_map``), else {}."""
+  t = jax.typeof(x)
+  mat = getattr(t, "manual_axis_type", None)   # jax >= 0.8
+  axes = getattr(mat, "varying", None) if mat is not None else getattr(
+      t, "vma", None)                            # jax 0.7
+  return frozenset(axes or ())
+
+
+def match_cotangent_axes(cotangent, primal):
+  """A ``custom_vjp`` bwd's cotangent, summed to its primal's mesh axes.
+
+  Only matters under ``jax.shard_map`` with its default ``check_vma=True``,
+  where JAX types every value by the manual axes it varies along; outside it
+  this is the identity. A replicated parameter used with a batch-sharded
+  input gets a per-device cotangent; JAX's own autodiff sums it over the
+  batch axis (the transpose of the implicit broadcast), and a custom bwd
+  must do the same or JAX rejects its output's type: each leaf is
+  ``psum``-ed over the axes along which it varies but its primal does not.
+  """
+  def one(ct, p):
+    extra = tuple(sorted(_varying_axes(ct) - _varying_axes(p)))
+    return jax.lax.psum(ct, extra) if extra else ct
+  return jax.tree_util.tree_map(one, cotangent, primal)
+
+
+def replicated_cotangent_share(ct, out):
+  """Types a cotangent like the pullback's output (``shard_map`` only).
+
+  In the reversible backward, :func:`_depend_on` makes a step's params vary
+  along the batch axis (their values stay identical on every device), so a
+  param-only output such as an ActNorm or additive coupling logdet is typed
+  varying while its incoming cotangent is replicated (JAX already summed it
+  over devices). Each device takes ``1/N`` of it: the parameter gradients
+  are ``psum``-ed at the end of the backward (:func:`match_cotangent_axes`),
+  which adds the N identical shares back to exactly one. Conversely a
+  cotangent that varies along axes its (replicated) output does not is
+  ``psum``-ed, as JAX's autodiff does. Outside ``shard_map``: the identity.
+  """
+  def one(c, o):
+    extra = tuple(sorted(_varying_axes(c) - _varying_axes(o)))
+    if extra:   # a replicated output (e.g. a parameter-free layer's zero
+      c = jax.lax.psum(c, extra)   # logdet) takes the summed cotangent
+    missing = tuple(sorted(_varying_axes(o) - _varying_axes(c)))
+    if not missing:
+      return c
+    n = 1
+    for a in missing:
+      n *= jax.lax.axis_size(a)
+    return jax.lax.pcast(c, missing, to="varying") / n
+  return jax.tree_util.tree_map(one, ct, out)
+
+
 def _reversible_apply(chain: Chain, params, consts, x):
   """Applies ``chain`` with a custom VJP that recomputes activations."""
   n = len(chain.layers)
@@ -278,7 +331,7 @@ def _reversible_apply(chain: Chain, params, consts, x):
                                   reverse=True)
       grads = {k: jax.tree_util.tree_map(lambda a, i=i: a[i], gps)
                for i, k in enumerate(keys)}
-      return grads, gx
+      return match_cotangent_axes(grads, params), gx
     grads = {}
     for i in reversed(range(n)):
       # Tie step i's recomputation to the arrival of its output cotangent:
@@ -290,7 +343,7 @@ def _reversible_apply(chain: Chain, params, consts, x):
       y, p_i = _depend_on(gy, (y, p_i))
       y, grads[keys[i]], gy = chain.layers[i].reverse_vjp(
           p_i, consts[i], y, gy, gld)
-    return grads, gy
+    return match_cotangent_axes(grads, params), gy
 
   run.defvjp(fwd, bwd)
   return run(params, x)

@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 
 from advinv_jax.layers._actnorm import actnorm_apply, actnorm_init
-from advinv_jax.layers._base import Layer
+from advinv_jax.layers._base import (Layer, replicated_cotangent_share,
+                                     match_cotangent_axes)
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -175,7 +176,8 @@ def _gemm_grad_bwd(res, g):
     cols = jnp.concatenate(_shifted_back(g, h, wd), axis=-1)
     dw = (x.reshape(-1, cin).T @ cols.reshape(-1, 9 * cout)).reshape(
         cin, 3, 3, cout).transpose(1, 2, 0, 3)
-  return dx.astype(x.dtype), dw.astype(w.dtype)
+  return (match_cotangent_axes(dx.astype(x.dtype), x),
+          match_cotangent_axes(dw.astype(w.dtype), w))
 
 
 _conv3x3_gemm_grad.defvjp(_gemm_grad_fwd, _gemm_grad_bwd)
@@ -382,8 +384,8 @@ class Coupling(Layer):
     ya, yb = y[..., :ca], y[..., ca:]
     h, pull_net = jax.vjp(net, params["net"], ya)
     xb, _ = self._elem_inv(yb, h)
-    _, pull_e = jax.vjp(self._elem_fwd, xb, h)
-    gxb, gh = pull_e((gy[..., ca:], gld))
+    out_e, pull_e = jax.vjp(self._elem_fwd, xb, h)
+    gxb, gh = pull_e(replicated_cotangent_share((gy[..., ca:], gld), out_e))
     gp, gxa = pull_net(gh)
     x = jnp.concatenate([ya, xb], axis=-1)
     gx = jnp.concatenate([gy[..., :ca] + gxa, gxb], axis=-1)
