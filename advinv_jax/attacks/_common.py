@@ -165,11 +165,20 @@ def is_success(logits: Array, y: Array, targeted: bool) -> Array:
 
 
 def batch_norm(d: Array, norm: str) -> Array:
-  """Per-example norm of ``d: [B, ...]`` -> ``f32[B]``."""
+  """Per-example norm (``'linf'``, ``'l2'`` or ``'l1'``) of ``d: [B, ...]``
+  -> ``f32[B]``."""
   flat = d.reshape((d.shape[0], -1))
   if norm == "linf":
     return jnp.max(jnp.abs(flat), axis=-1)
+  if norm == "l1":
+    return jnp.sum(jnp.abs(flat), axis=-1)
   return jnp.sqrt(jnp.sum(flat * flat, axis=-1))
+
+
+def dual_norm(g: Array, norm: str) -> Array:
+  """Per-example dual norm of ``g: [B, ...]`` (l2 -> l2, linf -> l1): the
+  denominator of a linearised distance to the boundary."""
+  return batch_norm(g, "l1" if norm == "linf" else "l2")
 
 
 def _bcast(v: Array, like: Array) -> Array:
@@ -232,7 +241,7 @@ def bad_grad(g: Array) -> Array:
   ``all(isfinite)`` / ``all(g == 0)`` reductions gave the same answer but made
   XLA CPU's PGD-linf step on the CNN ~1.4x slower.)
   """
-  s = jnp.sum(jnp.abs(g.reshape((g.shape[0], -1))), axis=-1)
+  s = batch_norm(g, "l1")
   return ~jnp.isfinite(s) | (s == 0)
 
 

@@ -21,13 +21,6 @@ def _cosine(k: Array, steps: int, start: float, final: float) -> Array:
   return final + (start - final) * w
 
 
-def _dual_norm(g: Array, norm: str) -> Array:
-  """``f32[B]``: per-example dual norm of ``g`` (l2 -> l2, linf -> l1)."""
-  if norm == "l2":
-    return C.batch_norm(g, "l2")
-  return jnp.sum(jnp.abs(g.reshape((g.shape[0], -1))), axis=-1)
-
-
 def fmn(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
         steps: int = 100, alpha_init: float = 1.0,
         alpha_final: Optional[float] = None, gamma_init: float = 0.05,
@@ -201,7 +194,7 @@ def fmn(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
     best, adv, dnorm = update_best(best, x_cur, logits)
     _, best_norm, found = best
     bad = bad + C.bad_grad(g).astype(jnp.int32)
-    to_boundary = jnp.abs(loss) / jnp.maximum(_dual_norm(g, norm), 1e-12)
+    to_boundary = jnp.abs(loss) / jnp.maximum(C.dual_norm(g, norm), 1e-12)
     eps = jnp.where(adv, jnp.minimum(eps * (1.0 - gamma), best_norm),
                     jnp.where(found, eps * (1.0 + gamma),
                               (dnorm + to_boundary) * (1.0 + gamma)))

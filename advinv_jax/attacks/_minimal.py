@@ -80,11 +80,8 @@ def deepfool(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
     active = ~C.is_success(logits, y, False)
     grads = jax.vmap(lambda c: vjp(c)[0])(cot)                 # [m, B, ...]
     f = jnp.einsum("mbk,bk->mb", cot, logits)                   # [m, B]
-    flat = grads.reshape(grads.shape[:2] + (-1,))
-    if norm == "l2":
-      gn = jnp.sqrt(jnp.sum(flat * flat, axis=-1))
-    else:
-      gn = jnp.sum(jnp.abs(flat), axis=-1)
+    gn = C.dual_norm(grads.reshape((-1,) + grads.shape[2:]),
+                     norm).reshape(grads.shape[:2])
     dist = (jnp.abs(f) + 1e-4) / (gn + 1e-8)                   # [m, B]
     best = jnp.argmin(dist, axis=0)                             # [B]
     d_best = jnp.take_along_axis(dist, best[None], axis=0)[0]
