@@ -285,10 +285,11 @@ def replicated_cotangent_share(ct, out):
   cotangent that varies along axes its (replicated) output does not is
   ``psum``-ed, as JAX's autodiff does. Outside ``shard_map``: the identity.
   """
+  # A replicated output (e.g. a parameter-free layer's zero logdet) takes
+  # the summed cotangent, as for a custom bwd's output.
+  ct = match_cotangent_axes(ct, out)
+
   def one(c, o):
-    extra = tuple(sorted(_varying_axes(c) - _varying_axes(o)))
-    if extra:   # a replicated output (e.g. a parameter-free layer's zero
-      c = jax.lax.psum(c, extra)   # logdet) takes the summed cotangent
     missing = tuple(sorted(_varying_axes(o) - _varying_axes(c)))
     if not missing:
       return c
