@@ -104,16 +104,23 @@ def measure(model, batch, repeats, microbatch=0, seed=0):
     compiled = jax.jit(step).lower(params, opt_state, x, y).compile()
     mem = compiled.memory_analysis()
   compile_s = time.perf_counter() - t0
-  temp = mem.temp_size_in_bytes / MiB
-  jax.block_until_ready(compiled(params, opt_state, x, y))
+  return _time_calls(compiled, (params, opt_state, x, y), repeats,
+                     temp_mib=mem.temp_size_in_bytes / MiB,
+                     compile_s=compile_s)
+
+
+def _time_calls(fn, args, repeats, **info):
+  """One warm-up call, then ``repeats`` timed calls of ``fn(*args)``.
+
+  Returns ``info`` plus step_s (median), step_min_s and steps.
+  """
+  jax.block_until_ready(fn(*args))
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
-    out = compiled(params, opt_state, x, y)
-    jax.block_until_ready(out)
+    jax.block_until_ready(fn(*args))
     times.append(time.perf_counter() - t0)
-  return dict(temp_mib=temp, compile_s=compile_s,
-              step_s=statistics.median(times), step_min_s=min(times),
+  return dict(info, step_s=statistics.median(times), step_min_s=min(times),
               steps=len(times))
 
 
@@ -150,16 +157,10 @@ def measure_train_step(cfg, batch, repeats, channels=3, size=32, seed=0):
   t0 = time.perf_counter()
   compiled = step.lower(state, batch_d, rng).compile()
   compile_s = time.perf_counter() - t0
-  temp = compiled.memory_analysis().temp_size_in_bytes / MiB
-  jax.block_until_ready(compiled(state, batch_d, rng))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(state, batch_d, rng))
-    times.append(time.perf_counter() - t0)
-  return dict(temp_mib=temp, compile_s=compile_s,
-              step_s=statistics.median(times), step_min_s=min(times),
-              steps=len(times), params=model.param_count())
+  return _time_calls(
+      compiled, (state, batch_d, rng), repeats,
+      temp_mib=compiled.memory_analysis().temp_size_in_bytes / MiB,
+      compile_s=compile_s, params=model.param_count())
 
 
 def main(argv=None):
