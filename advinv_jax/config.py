@@ -65,6 +65,11 @@ def default_config() -> ml_collections.ConfigDict:
   # How 3x3 convs run (same function): "" = platform default (CPU:
   # xla_gemm_grad, else xla) | xla | xla_gemm_grad | im2col | outshift | auto
   config.model.conv3x3_impl = ""
+  # Run the model on batch chunks of at most this many examples, unrolled in
+  # one program (same function; 0 = whole batch; -1 = platform default: 32 on
+  # CPU, off elsewhere). CPU: fiRevNet train steps at batch 128 run 12-17%
+  # faster with 32 (16: a bit faster, 2x the compile time).
+  config.model.batch_chunk = 0
   config.model.actnorm_std_floor = 0.3  # ActNorm init amplifies a channel at most 1/0.3x
   # ImageNet layout (firevnet_imagenet)
   config.model.init_squeeze = 2

@@ -358,6 +358,9 @@ def main():
                  help="small: 3 levels x 4 affine steps, width 32, 32x32x1; "
                       "authors: the authors' MNIST model (3 x 16 additive "
                       "steps, reverse permutation, width 128, 32x32x3)")
+  p.add_argument("--firevnet-batch-chunk", type=int, default=0,
+                 help="config.model.batch_chunk of our fiRevNet (run in "
+                      "chunks of this many examples; 0: whole batch)")
   p.add_argument("--firevnet-perturb", type=float, default=0.0,
                  help="add N(0, S^2) noise to every fiRevNet parameter (0: "
                       "fresh init, whose couplings are the identity)")
@@ -425,7 +428,9 @@ def main():
   else:
     b = args.firevnet_batch or args.batch
     arch, fshape = FIREVNET_ARCHS[args.firevnet_arch]
-    fcfg = ml_collections.ConfigDict(dict({"name": "firevnet"}, **arch))
+    fcfg = ml_collections.ConfigDict(dict(
+        {"name": "firevnet", "batch_chunk": args.firevnet_batch_chunk},
+        **arch))
     fnet = build_model(fcfg, fshape, 10)
     xf = jnp.asarray(rng.uniform(0, 1, (b,) + fshape), jnp.float32)
     fparams = fnet.init(jax.random.PRNGKey(0), xf)
@@ -438,7 +443,7 @@ def main():
     yf = jnp.argmax(fnet.logits(fparams, xf), -1).astype(jnp.int32)
     fargs = argparse.Namespace(**vars(args))
     fargs.loops = tuple(args.firevnet_loops.split(","))
-    arch_txt = ", ".join(f"{k} {v}" for k, v in arch.items())
+    arch_txt = ", ".join(f"{k} {v}" for k, v in fcfg.items())
     key = "firevnet" if args.firevnet_arch == "small" else (
         f"firevnet_{args.firevnet_arch}")
     results["models"][key] = bench_model(

@@ -114,14 +114,26 @@ def _time_calls(fn, args, repeats, **info):
 
   Returns ``info`` plus step_s (median), step_min_s and steps.
   """
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
+  return _time_interleaved([(fn, args, info)], repeats)[0]
+
+
+def _time_interleaved(calls, repeats):
+  """Times several ``(fn, args, info)`` in rounds: each round calls every
+  ``fn`` once, so a drift in the host's speed hits all of them alike.
+
+  Returns one ``info`` dict per call, plus step_s (median), step_min_s and
+  steps.
+  """
+  for fn, args, _ in calls:
     jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return dict(info, step_s=statistics.median(times), step_min_s=min(times),
-              steps=len(times))
+  times = [[] for _ in calls]
+  for _ in range(repeats):
+    for (fn, args, _), t in zip(calls, times):
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      t.append(time.perf_counter() - t0)
+  return [dict(info, step_s=statistics.median(t), step_min_s=min(t),
+               steps=len(t)) for (_, _, info), t in zip(calls, times)]
 
 
 def authors_train_config(loss, reversible, conv3x3_impl):
@@ -134,33 +146,39 @@ def authors_train_config(loss, reversible, conv3x3_impl):
   return c
 
 
-def measure_train_step(cfg, batch, repeats, channels=3, size=32, seed=0):
+def measure_train_steps(cfgs, batch, repeats, channels=3, size=32, seed=0):
   """Times the library's own jitted step (``train.make_train_step``).
 
   Unlike :func:`measure`, this is the whole training step a run takes:
   dequantisation noise, the objective of ``cfg.loss`` (iCE: the
   ``loss.ice.nuisance_steps`` nuisance-classifier updates, then the network
   update on CE + NLL - weight * nuisance CE), Adamax, the finiteness guard.
+  The steps of all ``cfgs`` (same model parameters; they may differ in
+  settings such as ``model.batch_chunk``) are compiled, then timed
+  interleaved (:func:`_time_interleaved`). Returns one dict per config.
   """
   from advinv_jax import train
-  model = build_model(cfg.model, (size, size, channels), 10)
-  objective = train.make_objective(cfg)
-  opt = train.make_optimizer(cfg.optimizer, 1000)
   k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
   x = jax.random.uniform(k1, (batch, size, size, channels))
   y = jax.random.randint(k2, (batch,), 0, 10)
-  state = train.init_train_state(model, objective, opt, k3, x[:64])
   batch_d = {"image": x, "label": y}
   rng = jax.random.PRNGKey(1)
-  step = jax.jit(train.make_train_step(
-      model, objective, opt, dequant_noise=float(cfg.train.dequant_noise)))
-  t0 = time.perf_counter()
-  compiled = step.lower(state, batch_d, rng).compile()
-  compile_s = time.perf_counter() - t0
-  return _time_calls(
-      compiled, (state, batch_d, rng), repeats,
-      temp_mib=compiled.memory_analysis().temp_size_in_bytes / MiB,
-      compile_s=compile_s, params=model.param_count())
+  calls = []
+  for cfg in cfgs:
+    model = build_model(cfg.model, (size, size, channels), 10)
+    objective = train.make_objective(cfg)
+    opt = train.make_optimizer(cfg.optimizer, 1000)
+    state = train.init_train_state(model, objective, opt, k3, x[:64])
+    step = jax.jit(train.make_train_step(
+        model, objective, opt, dequant_noise=float(cfg.train.dequant_noise)))
+    t0 = time.perf_counter()
+    compiled = step.lower(state, batch_d, rng).compile()
+    compile_s = time.perf_counter() - t0
+    calls.append((compiled, (state, batch_d, rng), dict(
+        temp_mib=compiled.memory_analysis().temp_size_in_bytes / MiB,
+        compile_s=compile_s, params=model.param_count(),
+        batch_chunk=int(cfg.model.batch_chunk))))
+  return _time_interleaved(calls, repeats)
 
 
 def main(argv=None):
@@ -193,6 +211,10 @@ def main(argv=None):
                        "these losses, e.g. ice,ce (iCE includes the 5 "
                        "nuisance-classifier updates, like the PyTorch "
                        "reference); '' = off")
+  ap.add_argument("--authors_batch_chunks", default="0",
+                  help="config.model.batch_chunk values for the train-step "
+                       "rows, timed interleaved, e.g. 0,32,16 (0: whole "
+                       "batch)")
   ap.add_argument("--skip_authors", action="store_true")
   ap.add_argument("--skip_depths", action="store_true")
   ap.add_argument("--out", default=os.path.join(
@@ -238,20 +260,27 @@ def main(argv=None):
     if args.authors_microbatch and batches and max(batches) > args.authors_microbatch:
       run("authors", 3, 16, 128, max(batches), args.authors_repeats,
           microbatch=args.authors_microbatch)
+    chunks = [int(c) for c in args.authors_batch_chunks.split(",") if c]
     for loss in [l for l in args.authors_train_steps.split(",") if l]:
       for b in batches:
         for impl in impls:
-          cfg = authors_train_config(loss, True, impl)
-          r = measure_train_step(cfg, b, args.authors_repeats,
-                                 channels=args.channels, size=args.size)
-          sfx = "" if impl == "xla" else f"[{impl}]"
-          name = f"{loss}-train-step-rev{sfx}"
-          r.update(tag="authors", mode=name, levels=3, depth=16, width=128,
-                   batch=b, device=jax.devices()[0].device_kind)
-          rows.append(r)
-          print(f"authors  {name:13s} B={b:4d}  temp {r['temp_mib']:9.1f} MiB"
-                f"  step {r['step_s']:7.3f} s (min {r['step_min_s']:.3f})  "
-                f"compile {r['compile_s']:6.1f} s", flush=True)
+          cfgs = []
+          for c in chunks:
+            cfgs.append(authors_train_config(loss, True, impl))
+            cfgs[-1].model.batch_chunk = c
+          for c, r in zip(chunks, measure_train_steps(
+              cfgs, b, args.authors_repeats, channels=args.channels,
+              size=args.size)):
+            sfx = "" if impl == "xla" else f"[{impl}]"
+            sfx += f"+chunk{c}" if c else ""
+            name = f"{loss}-train-step-rev{sfx}"
+            r.update(tag="authors", mode=name, levels=3, depth=16,
+                     width=128, batch=b, device=jax.devices()[0].device_kind)
+            rows.append(r)
+            print(f"authors  {name:13s} B={b:4d}  temp {r['temp_mib']:9.1f} "
+                  f"MiB  step {r['step_s']:7.3f} s (min "
+                  f"{r['step_min_s']:.3f})  compile {r['compile_s']:6.1f} s",
+                  flush=True)
 
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, "w") as f:

@@ -214,6 +214,56 @@ class ModelTest(chex.TestCase):
     got, want = sharded(p, x), jax.jit(grad)(p, x)
     chex.assert_trees_all_close(got, want, atol=1e-5, rtol=1e-4)
 
+  def test_batch_chunk_is_the_same_function(self):
+    """``batch_chunk=k`` runs chunks of <= k (here 3, 2: uneven) and must
+    give the whole-batch model's outputs, inverse and gradients."""
+    shape = (8, 8, 1)
+    cfg = model_cfg(levels=1, depth=2, reversible=True)
+    m = build_model(cfg, shape, 10)
+    cfg.batch_chunk = 3
+    mc = build_model(cfg, shape, 10)
+    self.assertIsInstance(mc, InvertibleModel)
+    self.assertEqual((mc.latent_dim, mc.stages), (m.latent_dim, m.stages))
+    x = jax.random.uniform(jax.random.PRNGKey(0), (5,) + shape)
+    # init sees the whole batch (data-dependent ActNorm): identical params.
+    p0 = jax.jit(mc.init)(jax.random.PRNGKey(1), x)
+    chex.assert_trees_all_close(p0, jax.jit(m.init)(jax.random.PRNGKey(1), x))
+    p = perturb(p0, jax.random.PRNGKey(2))
+    (z, ld), (zc, ldc) = jax.jit(m.forward)(p, x), jax.jit(mc.forward)(p, x)
+    chex.assert_trees_all_close((zc, ldc), (z, ld), atol=1e-5, rtol=1e-5)
+    chex.assert_trees_all_close(jax.jit(mc.inverse)(p, z),
+                                jax.jit(m.inverse)(p, z), atol=1e-5, rtol=1e-5)
+
+    def loss(model):
+      def f(p, v):
+        z, ld = model.forward(p, v)
+        # not a per-example sum: couples the chunks through the batch mean
+        return (jnp.mean(jax.nn.log_softmax(z[:, :10])[:, 3]) ** 2
+                + 0.01 * jnp.mean(z[:, 10:] ** 2) - 0.01 * jnp.mean(ld))
+      return jax.jit(jax.grad(f, argnums=(0, 1)))
+
+    chex.assert_trees_all_close(loss(mc)(p, x), loss(m)(p, x), atol=1e-5,
+                                rtol=1e-4)
+
+  def test_batch_chunk_bad_value_and_non_invertible(self):
+    with self.assertRaisesRegex(ValueError, "batch_chunk=-2 must be an int"):
+      build_model(model_cfg(batch_chunk=-2), (8, 8, 1), 10)
+    # -1: the platform default (tests run on CPU: chunks of 32)
+    self.assertEqual(build_model(model_cfg(batch_chunk=-1), (8, 8, 1),
+                                 10).chunk, 32)
+    cnn = default_config().model
+    cnn.name, cnn.batch_chunk = "cnn", 2
+    m = build_model(cnn, (8, 8, 1), 10)
+    self.assertFalse(m.invertible)
+    x = jax.random.uniform(jax.random.PRNGKey(0), (5, 8, 8, 1))
+    p = m.init(jax.random.PRNGKey(1), x)
+    chex.assert_trees_all_close(jax.jit(m.logits)(p, x),
+                                jax.jit(m.base.logits)(p, x), atol=1e-5)
+    with self.assertRaisesRegex(ValueError, "not invertible"):
+      m.forward(p, x)
+    with self.assertRaisesRegex(ValueError, "expects images of shape"):
+      m.logits(p, x[..., 0])
+
   def test_param_count(self):
     m, p, _ = _setup("digits8x8")
     self.assertEqual(m.param_count(), count_params(p))

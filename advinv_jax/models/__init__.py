@@ -9,11 +9,17 @@ Public API::
   z, logdet = model.forward(params, x)       # f32[B, d], f32[B]
   x = model.inverse(params, z)
   z_s, z_n = model.split(z); z = model.merge(z_s, z_n)
+  # config.model.batch_chunk = k > 0: the same model run on chunks of <= k
+  # examples (BatchChunkedModel; faster on CPU for large batches)
 """
-from advinv_jax.models._base import (InvertibleModel, Model, build_model,
-                                     model_names, register_model)
+from advinv_jax.models._base import (BatchChunkedModel, InvertibleModel,
+                                     Model, batch_chunked, build_model,
+                                     default_batch_chunk, map_batch_chunks,
+                                     model_names,
+                                     register_model)
 from advinv_jax.models import _classifiers  # noqa: F401  (registers cnn, mlp)
 from advinv_jax.models import _firevnet  # noqa: F401  (registers firevnet, firevnet_imagenet)
 
-__all__ = ["InvertibleModel", "Model", "build_model", "model_names",
-           "register_model"]
+__all__ = ["BatchChunkedModel", "InvertibleModel", "Model", "batch_chunked",
+           "default_batch_chunk",
+           "build_model", "map_batch_chunks", "model_names", "register_model"]
