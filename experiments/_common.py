@@ -31,6 +31,22 @@ SET = flags.DEFINE_multi_string(
     "set", [], "config override applied to every model the experiment "
     "trains, as key=value (repeatable), e.g. --set=train.num_epochs=8")
 
+LOSSES = flags.DEFINE_list(
+    "losses", [], "train only these of the experiment's models, e.g. "
+    "--losses=ice (default: all of them)")
+
+
+def select_losses(configs: Dict[str, Any], losses: Sequence[str]):
+  """The entries of ``configs`` named in ``losses`` (all when empty).
+
+  Raises SystemExit naming the choices when a name is not among them.
+  """
+  bad = [l for l in losses if l not in configs]
+  if bad:
+    raise SystemExit(f"--losses={','.join(losses)}: {bad} not among this "
+                     f"experiment's models {sorted(configs)}.")
+  return {k: v for k, v in configs.items() if not losses or k in losses}
+
 
 def apply_overrides(config, overrides: Sequence[str]):
   """Applies ``key=value`` strings to ``config`` in place and returns it.

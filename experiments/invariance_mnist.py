@@ -38,11 +38,12 @@ def configs(scale):
   return out
 
 
-def run(scale: str, workdir: str, overrides=()):
+def run(scale: str, workdir: str, overrides=(), losses=()):
   if scale != "digits":
     C.check_scale(scale)
-  rows, data = [], {"scale": scale, "overrides": list(overrides)}
-  for loss, cfg in configs(scale).items():
+  rows, data = [], {"scale": scale, "overrides": list(overrides),
+                    "losses": list(losses)}
+  for loss, cfg in C.select_losses(configs(scale), losses).items():
     C.apply_overrides(cfg, overrides)
     res = C.train_and_report(cfg, os.path.join(workdir, loss))
     inv = res["report"]["invariance"]
@@ -75,7 +76,7 @@ def run(scale: str, workdir: str, overrides=()):
 
 def main(argv):
   del argv
-  run(_SCALE.value, _WORKDIR.value, C.SET.value)
+  run(_SCALE.value, _WORKDIR.value, C.SET.value, C.LOSSES.value)
 
 
 if __name__ == "__main__":

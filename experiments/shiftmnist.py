@@ -184,10 +184,11 @@ def diagnose(workdir: str, scale: str, seed: int = 0):
   return out
 
 
-def run(scale: str, workdir: str, overrides=()):
+def run(scale: str, workdir: str, overrides=(), losses=()):
   C.check_scale(scale)
-  rows, data = [], {"scale": scale, "overrides": list(overrides)}
-  for loss, cfg in configs(scale).items():
+  rows, data = [], {"scale": scale, "overrides": list(overrides),
+                    "losses": list(losses)}
+  for loss, cfg in C.select_losses(configs(scale), losses).items():
     C.apply_overrides(cfg, overrides)
     cfg.report.enabled = False
     wd = os.path.join(workdir, loss)
@@ -230,7 +231,7 @@ def run(scale: str, workdir: str, overrides=()):
 
 def main(argv):
   del argv
-  run(_SCALE.value, _WORKDIR.value, C.SET.value)
+  run(_SCALE.value, _WORKDIR.value, C.SET.value, C.LOSSES.value)
 
 
 if __name__ == "__main__":

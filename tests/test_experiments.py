@@ -147,3 +147,16 @@ def test_set_overrides_reach_the_config_and_reject_unknown_keys():
     C.apply_overrides(cfg, ["train.num_epochs"])
   with pytest.raises(TypeError):
     C.apply_overrides(cfg, ["train.num_epochs=many"])
+
+
+def test_losses_flag_selects_models_and_rejects_unknown_names():
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  try:
+    import _common as C
+  finally:
+    sys.path.pop(0)
+  cfgs = {"ce": 1, "ice": 2}
+  assert C.select_losses(cfgs, []) == cfgs
+  assert C.select_losses(cfgs, ["ice"]) == {"ice": 2}
+  with pytest.raises(SystemExit, match="'differential'.*\\['ce', 'ice'\\]"):
+    C.select_losses(cfgs, ["differential"])
