@@ -193,9 +193,10 @@ class BatchChunkedModel(InvertibleModel):
   map (``logits``, ``forward``, ``inverse``) gives the base model's result,
   computed by :func:`map_batch_chunks`; ``init`` (data-dependent ActNorm)
   sees the whole batch. Why: on a 2-core CPU, XLA runs one large batch's
-  convolutions with poor core scaling; the authors' fiRevNet train step at
-  batch 128 ran 13-20% faster as 4-8 chunks (benchmarks/README.md). The
-  cost: compile time grows with the number of chunks. Attribute lookups
+  convolutions with poor core scaling; the authors' fiRevNet iCE train step
+  at batch 128 ran 12% / 17% faster in chunks of 32 / 16 (timed interleaved,
+  benchmarks/README.md). The cost: compile time grows with the number of
+  chunks (2-3x at 4 chunks there). Attribute lookups
   not defined here (``model.levels`` ...) go to ``base``.
   """
 
