@@ -31,9 +31,14 @@ SET = flags.DEFINE_multi_string(
     "set", [], "config override applied to every model the experiment "
     "trains, as key=value (repeatable), e.g. --set=train.num_epochs=8")
 
-LOSSES = flags.DEFINE_list(
-    "losses", [], "train only these of the experiment's models, e.g. "
-    "--losses=ice (default: all of them)")
+
+def define_losses_flag():
+  """Defines ``--losses`` for a script that honours it (via
+  :func:`select_losses`); scripts that do not call this reject the flag
+  instead of ignoring it."""
+  return flags.DEFINE_list(
+      "losses", [], "train only these of the experiment's models, e.g. "
+      "--losses=ice (default: all of them)")
 
 
 def select_losses(configs: Dict[str, Any], losses: Sequence[str]):

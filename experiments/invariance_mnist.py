@@ -21,6 +21,7 @@ import _common as C
 
 _SCALE = flags.DEFINE_string("scale", "cpu", "tiny | digits | cpu | paper")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/invariance_mnist", "")
+_LOSSES = C.define_losses_flag()
 
 PAPER = {"ce": (0.39, 0.34), "ice": (0.38, 27.70)}  # test error %: logits, z_n
 
@@ -76,7 +77,7 @@ def run(scale: str, workdir: str, overrides=(), losses=()):
 
 def main(argv):
   del argv
-  run(_SCALE.value, _WORKDIR.value, C.SET.value, C.LOSSES.value)
+  run(_SCALE.value, _WORKDIR.value, C.SET.value, _LOSSES.value)
 
 
 if __name__ == "__main__":

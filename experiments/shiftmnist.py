@@ -60,6 +60,7 @@ import _common as C
 
 _SCALE = flags.DEFINE_string("scale", "cpu", "tiny | cpu | paper")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/shiftmnist", "")
+_LOSSES = C.define_losses_flag()
 
 # Diagnostics per scale: training examples for the train->test probes (0 =
 # all) and the probes' optimisation (Adam minibatches of 128).
@@ -231,7 +232,7 @@ def run(scale: str, workdir: str, overrides=(), losses=()):
 
 def main(argv):
   del argv
-  run(_SCALE.value, _WORKDIR.value, C.SET.value, C.LOSSES.value)
+  run(_SCALE.value, _WORKDIR.value, C.SET.value, _LOSSES.value)
 
 
 if __name__ == "__main__":

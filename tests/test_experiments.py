@@ -160,3 +160,15 @@ def test_losses_flag_selects_models_and_rejects_unknown_names():
   assert C.select_losses(cfgs, ["ice"]) == {"ice": 2}
   with pytest.raises(SystemExit, match="'differential'.*\\['ce', 'ice'\\]"):
     C.select_losses(cfgs, ["differential"])
+
+
+def test_losses_flag_is_refused_where_not_honoured(tmp_path):
+  """Only invariance_mnist and shiftmnist define --losses; another script
+  must reject it instead of training every model regardless."""
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "experiments",
+                                    "differential_binary.py"),
+       "--losses=ce", f"--workdir={tmp_path}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert "Unknown command line flag 'losses'" in proc.stderr
