@@ -1,6 +1,20 @@
 """Shared base of the binary-task configs (Nar et al.; not a config itself)."""
 from advinv_jax.config import default_config
 
+VARIANTS = ("cnn", "linear")
+
+
+def binary_config(loss: str, dataset: str, variant=None):
+  """``get_config(variant)`` of the binary configs: ``'cnn'`` (default) or
+  ``'linear'`` (see :func:`binary_cnn` and :func:`binary_linear`)."""
+  variant = variant or "cnn"
+  if variant not in VARIANTS:
+    raise ValueError(f"binary config variant {variant!r} is unknown: use "
+                     f"one of {VARIANTS}, e.g. --config=configs/"
+                     f"{'mnist_' if dataset == 'mnist' else ''}binary_{loss}"
+                     ".py:linear.")
+  return (binary_cnn if variant == "cnn" else binary_linear)(loss, dataset)
+
 
 def binary_cnn(loss: str, dataset: str = "cifar10"):
   """Small CNN on a two-class subset, trained with ``loss``.
@@ -28,4 +42,28 @@ def binary_cnn(loss: str, dataset: str = "cifar10"):
     c.train.num_epochs = 10
     c.report.linf_eps = (0.002, 0.004, 0.008, 0.016, 0.031)
     c.report.l2_eps = (0.05, 0.1, 0.25, 0.5, 1.0)
+  return c
+
+
+def binary_linear(loss: str, dataset: str = "cifar10"):
+  """A linear classifier on raw pixels trained by plain SGD: the setting of
+  Nar et al.'s analysis (a linear model on low-rank features; images fill a
+  low-dimensional affine subspace of pixel space, e.g. MNIST's always-black
+  border pixels).
+
+  Model ``mlp`` with no hidden layer (two logits, score = their difference),
+  SGD without momentum, learning rate 1.0, batch 1024, 10,000 steps (~830
+  MNIST 3-vs-7 epochs): close to gradient descent run long enough for its
+  implicit bias to show. Attack budgets as in :func:`binary_cnn`.
+  """
+  c = binary_cnn(loss, dataset)
+  c.model.name = "mlp"
+  c.model.hidden = ()
+  c.optimizer.name = "sgd"
+  c.optimizer.momentum = 0.0
+  c.optimizer.learning_rate = 1.0
+  c.train.batch_size = 1024
+  c.train.num_epochs = 0
+  c.train.num_steps = 10_000
+  c.train.checkpoint_every = 0
   return c

@@ -8,13 +8,15 @@ configs/mnist_binary_differential.py.
   python -m advinv_jax.main --config=configs/binary_differential.py --workdir=workdirs/binary_differential \
       --config.data.data_dir=/path/to/tensorflow_datasets
 Cost: 10 epochs of 10k images, ~5-10 min on a 2-core CPU.
+Variant ``:linear``: a linear classifier on the pixels, plain SGD for 10k
+steps (the setting of Nar et al.'s analysis).
 """
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _binary import binary_cnn  # noqa: E402
+from _binary import binary_config  # noqa: E402
 
 
-def get_config():
-  return binary_cnn("differential", "cifar10")
+def get_config(arg=None):
+  return binary_config("differential", "cifar10", arg)

@@ -11,6 +11,12 @@ Scales: tiny (digits 3 vs 8, ~1 min); cpu (MNIST 3 vs 7, ~10 min per seed on
 paper (CIFAR-10 airplane vs automobile: needs prepared tfds data, pass
 --config.data.data_dir through configs/binary_*.py).
 
+Protocols (``--protocols``, any of them): ``end_to_end`` (the small CNN
+trained with each loss), ``frozen_features`` (a fresh last layer per loss on
+the end-to-end CE network's frozen features), ``linear`` (a linear classifier
+on the pixels trained by plain SGD for 10k steps, configs' ``:linear``
+variant: the setting of Nar et al.'s analysis; ~4 min per seed at cpu scale).
+
 The differential model's decision bias follows
 ``config.loss.differential.bias`` (default ``max_accuracy``: the widest gap
 among the accuracy-maximising thresholds on the training scores, which is Nar
@@ -37,21 +43,25 @@ _NUM = flags.DEFINE_integer("num_examples", 512,
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "training seeds (one model per "
                            "loss and seed; results are means over seeds)")
 _PROTOCOLS = flags.DEFINE_list(
-    "protocols", ["end_to_end"], "end_to_end (whole CNN per loss) and/or "
+    "protocols", ["end_to_end"], "end_to_end (whole CNN per loss), "
     "frozen_features (a new last layer per loss on the CE network's frozen "
-    "features)")
+    "features) and/or linear (a linear classifier on the pixels, plain SGD)")
 
 
-def configs(scale):
+def configs(scale, variant=None):
+  """``{loss: config}`` for ``ce`` and ``differential`` at ``scale``;
+  ``variant`` is the configs' variant (None: the CNN, ``'linear'``)."""
   out = {}
   for loss in ("ce", "differential"):
     if scale == "tiny":
-      c = C.tiny(C.load_config(f"mnist_binary_{loss}"))
+      # The linear model keeps its (empty) hidden layers.
+      c = C.tiny(C.load_config(f"mnist_binary_{loss}", variant),
+                 model=variant != "linear")
       c.data.classes = (3, 8)
     elif scale == "cpu":
-      c = C.load_config(f"mnist_binary_{loss}")
+      c = C.load_config(f"mnist_binary_{loss}", variant)
     else:
-      c = C.load_config(f"binary_{loss}")
+      c = C.load_config(f"binary_{loss}", variant)
     out[loss] = c
   return out
 
@@ -109,7 +119,7 @@ def _spread(values, pct=False, digits=2):
           f"{C.fmt(float(v.max()), pct=pct, digits=digits)})")
 
 
-PROTOCOLS = ("end_to_end", "frozen_features")
+PROTOCOLS = ("end_to_end", "frozen_features", "linear")
 
 
 def _head_config(cfg, ce_workdir):
@@ -148,8 +158,9 @@ def run(scale: str, workdir: str, num_examples: int = 512,
   Protocols: ``end_to_end`` trains the whole CNN with each loss (entries
   ``ce``, ``differential``); ``frozen_features`` takes each seed's end-to-end
   CE network and retrains only a fresh last layer on its frozen features with
-  each loss (entries ``head_ce``, ``head_differential``) — the setting of Nar
-  et al.'s analysis. Results per entry are means over seeds (``*_per_seed``
+  each loss (entries ``head_ce``, ``head_differential``); ``linear`` trains a
+  linear classifier on the pixels with plain SGD (entries ``linear_ce``,
+  ``linear_differential``) — the setting of Nar et al.'s analysis. Results per entry are means over seeds (``*_per_seed``
   keep each seed). Workdirs: ``<workdir>/<entry>`` for seed 0,
   ``<workdir>/<entry>_seed<s>`` otherwise.
   """
@@ -165,29 +176,35 @@ def run(scale: str, workdir: str, num_examples: int = 512,
           "overrides": list(overrides)}
   rows, eps = [], {}
   cfgs = configs(scale)
-  for c in cfgs.values():
+  linear = configs(scale, "linear")
+  for c in list(cfgs.values()) + list(linear.values()):
     c.report.enabled = False
     C.apply_overrides(c, overrides)
 
   def wd(entry, seed):
     return os.path.join(workdir, entry if seed == 0 else f"{entry}_seed{seed}")
 
-  jobs = []   # (entry name, loss, config maker); CE end to end comes first
+  # (entry name, loss, base config, config maker); CE end to end comes first
+  jobs = []
   if "end_to_end" in protocols:
-    jobs += [(loss, loss, lambda c, seed: c) for loss in ("ce", "differential")]
-  else:   # the frozen-feature heads still need each seed's CE network
+    jobs += [(loss, loss, cfgs[loss], lambda c, seed: c)
+             for loss in ("ce", "differential")]
+  elif "frozen_features" in protocols:   # the heads need each seed's CE net
     for seed in seeds:
       c = copy.deepcopy(cfgs["ce"])
       c.seed = seed
       C.train_and_report(c, wd("ce", seed))
   if "frozen_features" in protocols:
-    jobs += [(f"head_{loss}", loss,
+    jobs += [(f"head_{loss}", loss, cfgs[loss],
               lambda c, seed: _head_config(c, wd("ce", seed)))
              for loss in ("ce", "differential")]
-  for name, loss, make in jobs:
+  if "linear" in protocols:
+    jobs += [(f"linear_{loss}", loss, linear[loss], lambda c, seed: c)
+             for loss in ("ce", "differential")]
+  for name, loss, base, make in jobs:
     per_seed = []
     for seed in seeds:
-      c = make(copy.deepcopy(cfgs[loss]), seed)
+      c = make(copy.deepcopy(base), seed)
       c.seed = seed
       per_seed.append(_one_seed(c, wd(name, seed), num_examples))
     entry = _aggregate(per_seed, cfgs[loss].loss.differential.bias
@@ -216,7 +233,8 @@ def run(scale: str, workdir: str, num_examples: int = 512,
             "PGD finds a misclassified point within eps (Nar et al.'s "
             "metric). Cells: mean over seeds (min-max). head_*: a fresh last "
             "layer trained on the frozen features of the end-to-end CE "
-            "network of the same seed. Differential bias rule: "
+            "network of the same seed. linear_*: a linear classifier on the "
+            "pixels, plain SGD (lr 1, batch 1024, 10k steps). Differential bias rule: "
             f"{cfgs['differential'].loss.differential.bias}. Paper's CIFAR-10 "
             "numbers could not be verified.")
   return data

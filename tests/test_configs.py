@@ -30,3 +30,28 @@ def test_config_validates_and_documents_its_command(path):
     validate_config(cfg)
     if "cpu" in mod.__doc__:
       validate_config(mod.get_config("cpu"))
+    if ":linear" in mod.__doc__:
+      validate_config(mod.get_config("linear"))
+
+
+@pytest.mark.parametrize("name", ["binary_ce", "mnist_binary_differential"])
+def test_binary_linear_variant_is_a_linear_model(name):
+  """``:linear`` builds a model with no hidden layer (logits affine in x);
+  an unknown variant is one error naming the choices."""
+  import jax
+  import numpy as np
+  from advinv_jax.models import build_model
+  mod = _load(os.path.join(ROOT, "configs", f"{name}.py"))
+  cfg = mod.get_config("linear")
+  assert cfg.model.name == "mlp" and tuple(cfg.model.hidden) == ()
+  assert cfg.optimizer.name == "sgd" and cfg.optimizer.momentum == 0.0
+  model = build_model(cfg.model, (4, 4, 1), 2)
+  x = jax.random.uniform(jax.random.PRNGKey(0), (3, 4, 4, 1))
+  params = model.init(jax.random.PRNGKey(1), x)
+  f = lambda v: model.logits(params, v)
+  # Affine: f(a x + (1 - a) y) = a f(x) + (1 - a) f(y).
+  np.testing.assert_allclose(f(0.3 * x + 0.7 * x[::-1]),
+                             0.3 * f(x) + 0.7 * f(x[::-1]), atol=1e-5)
+  assert mod.get_config("cnn").model.name == "cnn"
+  with pytest.raises(ValueError, match="unknown.*'cnn', 'linear'"):
+    mod.get_config("mlp")

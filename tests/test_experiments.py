@@ -46,9 +46,12 @@ def test_spheres_tiny(tmp_path):
 
 def test_differential_binary_tiny(tmp_path):
   res = _run("differential_binary.py", tmp_path, "--scale=tiny",
-             "--num_examples=32", "--protocols=end_to_end,frozen_features")
+             "--num_examples=32",
+             "--protocols=end_to_end,frozen_features,linear")
   assert res["differential"]["bias_rule"] == "max_accuracy"
-  for loss in ("ce", "differential", "head_ce", "head_differential"):
+  assert res["linear_differential"]["bias_rule"] == "max_accuracy"
+  for loss in ("ce", "differential", "head_ce", "head_differential",
+               "linear_ce", "linear_differential"):
     for split in ("train", "test"):
       for norm in ("linf", "l2"):
         succ = res[loss][split][norm]["attack_success_ratio"]
