@@ -23,19 +23,21 @@ def _params(result):
 
 @pytest.mark.parametrize("model,loss", [("cnn", "ce"), ("firevnet", "ice")])
 def test_data_parallel_equals_single_device(tmp_path, model, loss):
-  """Same global batch on 1, 2 and 4 devices -> same parameters (<= 1e-5)."""
+  """Same global batch on 1 and 4 devices -> same parameters (<= 1e-5).
+
+  (2 devices was dropped to keep the suite's time: it exercises the same
+  sharded code path as 4.)"""
   assert jax.device_count() >= 4, "conftest forces 4 host devices"
   cfg = tiny_config(model, loss, num_steps=3, checkpoint_every=0)
   if loss == "ice":
     cfg.train.dequant_noise = 1 / 16  # noise must not depend on #devices
   out = {}
-  for n in (1, 2, 4):
+  for n in (1, 4):
     res = train.train_and_evaluate(
         cfg, str(tmp_path / f"d{n}"), mesh=train.make_mesh(jax.devices()[:n]))
     out[n] = (_params(res), res["eval"]["accuracy"])
-  for n in (2, 4):
-    chex.assert_trees_all_close(out[n][0], out[1][0], atol=1e-5, rtol=1e-5)
-    assert abs(out[n][1] - out[1][1]) < 1e-6
+  chex.assert_trees_all_close(out[4][0], out[1][0], atol=1e-5, rtol=1e-5)
+  assert abs(out[4][1] - out[1][1]) < 1e-6
 
 
 def test_differential_global_pairs_equal_across_devices(tmp_path):
