@@ -16,6 +16,12 @@ Usage (defaults run in a few minutes on a 2-core CPU)::
   python benchmarks/reversible.py
   python benchmarks/reversible.py --depths=8,16 --skip_authors   # quicker
 
+``--torch_train_step`` adds a ``torch-ice-train-step`` row next to the iCE
+train-step rows: the same step in PyTorch (benchmarks/_torch_train_step.py,
+same parameters, batch and config), timed in the same interleaved rounds as
+ours, so a drift in the host's speed hits both alike (``vs_torch`` in our
+rows: PyTorch's median step time / ours). Needs torch (imported only then).
+
 Writes benchmarks/results/reversible.json and prints a table.
 """
 from __future__ import annotations
@@ -146,7 +152,8 @@ def authors_train_config(loss, reversible, conv3x3_impl):
   return c
 
 
-def measure_train_steps(cfgs, batch, repeats, channels=3, size=32, seed=0):
+def measure_train_steps(cfgs, batch, repeats, channels=3, size=32, seed=0,
+                        torch_step=False):
   """Times the library's own jitted step (``train.make_train_step``).
 
   Unlike :func:`measure`, this is the whole training step a run takes:
@@ -156,6 +163,12 @@ def measure_train_steps(cfgs, batch, repeats, channels=3, size=32, seed=0):
   The steps of all ``cfgs`` (same model parameters; they may differ in
   settings such as ``model.batch_chunk``) are compiled, then timed
   interleaved (:func:`_time_interleaved`). Returns one dict per config.
+
+  ``torch_step``: also time the PyTorch iCE step of ``cfgs[0]``
+  (``benchmarks/_torch_train_step.py``: same parameters, prior, nuisance
+  classifier, batch and batch size) in the same rounds; its dict comes last
+  (``temp_mib`` and ``compile_s`` None, ``build_s`` the time to copy the
+  parameters into torch).
   """
   from advinv_jax import train
   k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
@@ -178,7 +191,31 @@ def measure_train_steps(cfgs, batch, repeats, channels=3, size=32, seed=0):
         temp_mib=compiled.memory_analysis().temp_size_in_bytes / MiB,
         compile_s=compile_s, params=model.param_count(),
         batch_chunk=int(cfg.model.batch_chunk))))
+    if torch_step and len(calls) == 1:
+      torch_call = _torch_ice_call(cfgs[0], model, state, x, y)
+  if torch_step:
+    calls.append(torch_call)
   return _time_interleaved(calls, repeats)
+
+
+def _torch_ice_call(cfg, model, state, x, y):
+  """``(fn, (), info)`` of the PyTorch iCE step (imports torch)."""
+  import torch  # pylint: disable=import-outside-toplevel
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  from _torch_train_step import make_torch_ice_step  # noqa: E402
+  t0 = time.perf_counter()
+  step = make_torch_ice_step(cfg, model, state.params, x=x, y=y,
+                             loss_params=state.loss_params,
+                             nc_params=state.aux["params"])
+  build_s = time.perf_counter() - t0
+  return (step, (), dict(
+      temp_mib=None, compile_s=None, build_s=build_s,
+      params=sum(p.numel() for p in step.net.parameters()), batch_chunk=0,
+      torch_version=torch.__version__, torch_threads=torch.get_num_threads()))
+
+
+def _fmt(v, spec):
+  return "-" if v is None else format(v, spec)
 
 
 def main(argv=None):
@@ -215,11 +252,21 @@ def main(argv=None):
                   help="config.model.batch_chunk values for the train-step "
                        "rows, timed interleaved, e.g. 0,32,16 (0: whole "
                        "batch)")
+  ap.add_argument("--torch_train_step", action="store_true",
+                  help="with the iCE train-step rows, also time the same step "
+                  "in PyTorch (benchmarks/_torch_train_step.py; needs torch) "
+                  "in the same interleaved rounds: row torch-ice-train-step")
+  ap.add_argument("--torch_threads", type=int, default=0,
+                  help="torch.set_num_threads for --torch_train_step (0: "
+                  "os.cpu_count())")
   ap.add_argument("--skip_authors", action="store_true")
   ap.add_argument("--skip_depths", action="store_true")
   ap.add_argument("--out", default=os.path.join(
       os.path.dirname(__file__), "results", "reversible.json"))
   args = ap.parse_args(argv)
+  if args.torch_train_step:
+    import torch  # pylint: disable=import-outside-toplevel
+    torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
   loops = [l for l in args.loops.split(",") if l]
   impls = [i for i in args.conv3x3_impls.split(",") if i]
   rows = []
@@ -268,18 +315,33 @@ def main(argv=None):
           for c in chunks:
             cfgs.append(authors_train_config(loss, True, impl))
             cfgs[-1].model.batch_chunk = c
-          for c, r in zip(chunks, measure_train_steps(
+          with_torch = args.torch_train_step and loss == "ice"
+          results = measure_train_steps(
               cfgs, b, args.authors_repeats, channels=args.channels,
-              size=args.size)):
+              size=args.size, torch_step=with_torch)
+          names = []
+          for c in chunks:
             sfx = "" if impl == "xla" else f"[{impl}]"
             sfx += f"+chunk{c}" if c else ""
-            name = f"{loss}-train-step-rev{sfx}"
+            names.append(f"{loss}-train-step-rev{sfx}")
+          devices = [jax.devices()[0].device_kind] * len(chunks)
+          if with_torch:
+            names.append("torch-ice-train-step")
+            devices.append(f"cpu (torch {results[-1]['torch_version']}, "
+                           f"{results[-1]['torch_threads']} threads; timed "
+                           f"with the {impl} rows)")
+            for r in results[:-1]:
+              r["vs_torch"] = results[-1]["step_s"] / r["step_s"]
+          for name, device, r in zip(names, devices, results):
             r.update(tag="authors", mode=name, levels=3, depth=16,
-                     width=128, batch=b, device=jax.devices()[0].device_kind)
+                     width=128, batch=b, device=device)
             rows.append(r)
-            print(f"authors  {name:13s} B={b:4d}  temp {r['temp_mib']:9.1f} "
-                  f"MiB  step {r['step_s']:7.3f} s (min "
-                  f"{r['step_min_s']:.3f})  compile {r['compile_s']:6.1f} s",
+            vs = (f"  vs torch {r['vs_torch']:.2f}x" if "vs_torch" in r
+                  else "")
+            print(f"authors  {name:13s} B={b:4d}  temp "
+                  f"{_fmt(r['temp_mib'], '9.1f')} MiB  step "
+                  f"{r['step_s']:7.3f} s (min {r['step_min_s']:.3f})  "
+                  f"compile {_fmt(r['compile_s'], '6.1f')} s{vs}",
                   flush=True)
 
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
@@ -295,12 +357,13 @@ def main(argv=None):
     if r["mode"] == "plain":
       base[key] = r
     b = base.get(key)
-    rel = (f"{r['temp_mib'] / b['temp_mib']:.2f}x / "
-           f"{r['step_s'] / b['step_s']:.2f}x") if b else "-"
+    mem = (f"{r['temp_mib'] / b['temp_mib']:.2f}x"
+           if b and r["temp_mib"] is not None else "-")
+    rel = f"{mem} / {r['step_s'] / b['step_s']:.2f}x" if b else "-"
     print(f"| {r['tag']} | {r['mode']} | {r['levels']} x {r['depth']} | "
-          f"{r['width']} | {r['batch']} | {r['temp_mib']:.1f} | "
+          f"{r['width']} | {r['batch']} | {_fmt(r['temp_mib'], '.1f')} | "
           f"{r['step_s']:.3f} / {r['step_min_s']:.3f} | {rel} | "
-          f"{r['compile_s']:.1f} |")
+          f"{_fmt(r['compile_s'], '.1f')} |")
   print(f"\nwrote {args.out}")
 
 
