@@ -2,7 +2,8 @@
 
 For each model: clean accuracy, and the share of train and test images for
 which PGD (linf and l2) finds an adversarial example within eps, swept over
-eps, plus the median minimal (DeepFool) perturbation.
+eps, plus the median minimal (DeepFool) perturbation. Writes results.json,
+results.md and attack_success.png (test-split success vs eps) into --workdir.
 
   ADVINV_MNIST_DIR=../shared/data/mnist python experiments/differential_binary.py \
       --scale=cpu --workdir=workdirs/differential_binary --seeds=0,1,2
@@ -237,7 +238,41 @@ def run(scale: str, workdir: str, num_examples: int = 512,
             "pixels, plain SGD (lr 1, batch 1024, 10k steps). Differential bias rule: "
             f"{cfgs['differential'].loss.differential.bias}. Paper's CIFAR-10 "
             "numbers could not be verified.")
+  plot_attack_success(data, os.path.join(workdir, "attack_success.png"))
   return data
+
+
+def plot_attack_success(data, path):
+  """``attack_success.png``: test-split attack success vs eps (linf, l2), one
+  line per entry of ``data`` (``run``'s result), CE solid, differential
+  dashed, the seeds' min-max shaded."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  entries = [e for e in ("ce", "differential", "head_ce", "head_differential",
+                         "linear_ce", "linear_differential") if e in data]
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+  for ax, norm in zip(axes, ("linf", "l2")):
+    for i, name in enumerate(entries):
+      e = data[name]["test"][norm]
+      eps = np.asarray(e["eps"])
+      per_seed = 100 * np.asarray(e["attack_success_ratio_per_seed"])
+      color = f"C{i // 2}"
+      ls = "--" if name.endswith("differential") else "-"
+      ax.plot(eps, per_seed.mean(0), ls, color=color, marker="o", ms=3,
+              label=name)
+      ax.fill_between(eps, per_seed.min(0), per_seed.max(0), color=color,
+                      alpha=0.15)
+    ax.set_xlabel(f"eps ({norm})")
+    ax.set_ylabel("attack success, test images (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=7)
+  fig.suptitle(f"CE vs differential training (scale={data['scale']}, seeds "
+               f"{data['seeds']}): PGD success within eps", fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
 
 
 def main(argv):

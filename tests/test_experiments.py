@@ -50,6 +50,7 @@ def test_differential_binary_tiny(tmp_path):
              "--protocols=end_to_end,frozen_features,linear")
   assert res["differential"]["bias_rule"] == "max_accuracy"
   assert res["linear_differential"]["bias_rule"] == "max_accuracy"
+  assert os.path.getsize(tmp_path / "attack_success.png") > 0
   for loss in ("ce", "differential", "head_ce", "head_differential",
                "linear_ce", "linear_differential"):
     for split in ("train", "test"):
