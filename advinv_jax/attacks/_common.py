@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from advinv_jax import _checks
+
 Array = jax.Array
 LogitsFn = Callable[[Array], Array]
 
@@ -48,10 +50,6 @@ def default_loop() -> str:
   fast, so ``'fori'`` is the default there.
   """
   return "unrolled" if jax.default_backend() == "cpu" else "fori"
-
-
-def _is_concrete(v) -> bool:
-  return not isinstance(v, jax.core.Tracer)
 
 
 def validate_inputs(logits_fn: Optional[LogitsFn], x, y, *, eps=None,
@@ -103,7 +101,7 @@ def validate_inputs(logits_fn: Optional[LogitsFn], x, y, *, eps=None,
       eps is not None and jnp.ndim(eps) == 1 and jnp.shape(eps) != shape[:1]):
     raise ValueError(f"eps must be a scalar or a per-example vector of shape "
                      f"[B]=({shape[0]},), got shape {jnp.shape(eps)}.")
-  if eps is not None and _is_concrete(eps):
+  if eps is not None and _checks.is_concrete(eps):
     e = np.asarray(eps)
     if e.size and (not np.all(np.isfinite(e)) or np.any(e < 0)):
       raise ValueError(f"eps={eps} must be finite and >= 0; pass the radius "
@@ -119,7 +117,7 @@ def validate_inputs(logits_fn: Optional[LogitsFn], x, y, *, eps=None,
       raise ValueError(f"logits_fn must map f32{list(shape)} to logits "
                        f"[B={shape[0]}, K], got shape {out.shape}.")
     num_classes = int(out.shape[1])
-    if _is_concrete(y):
+    if _checks.is_concrete(y):
       yv = np.asarray(y)
       if yv.min() < 0 or yv.max() >= num_classes:
         raise ValueError(f"labels y must lie in [0, {num_classes}) (the "
@@ -231,6 +229,21 @@ def steepest_step(g: Array, norm: str) -> Array:
     return jnp.sign(g)
   n = batch_norm(g, "l2")
   return g / _bcast(jnp.maximum(n, 1e-12), g)
+
+
+def checked_grad(grad_fn: Callable[[Array], Tuple[Array, Any]], x: Array,
+                 bad: Array) -> Tuple[Array, Any, Array]:
+  """``g, aux = grad_fn(x)`` materialised once, and ``bad`` (``int32[B]``)
+  plus one for each example whose ``g`` is all-zero or non-finite.
+
+  The ``optimization_barrier`` makes XLA compute ``g`` once for all its
+  consumers (the step, the checks): without it XLA CPU fused the gradient's
+  last op into each of them (PGD-40 linf on the benchmark CNN: 4.9 s ->
+  4.3 s).
+  """
+  g, aux = grad_fn(x)
+  g = jax.lax.optimization_barrier(g)
+  return g, aux, bad + bad_grad(g).astype(jnp.int32)
 
 
 def bad_grad(g: Array) -> Array:

@@ -189,11 +189,9 @@ def fmn(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
     kf = jnp.asarray(k, x.dtype)
     alpha = _cosine(kf, steps, alpha_init, alpha_final)
     gamma = _cosine(kf, steps, gamma_init, gamma_final)
-    g, (loss, logits) = grad_fn(x_cur)
-    g = jax.lax.optimization_barrier(g)
+    g, (loss, logits), bad = C.checked_grad(grad_fn, x_cur, bad)
     best, adv, dnorm = update_best(best, x_cur, logits)
     _, best_norm, found = best
-    bad = bad + C.bad_grad(g).astype(jnp.int32)
     to_boundary = jnp.abs(loss) / jnp.maximum(C.dual_norm(g, norm), 1e-12)
     eps = jnp.where(adv, jnp.minimum(eps * (1.0 - gamma), best_norm),
                     jnp.where(found, eps * (1.0 + gamma),

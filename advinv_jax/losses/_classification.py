@@ -6,7 +6,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from advinv_jax.losses import _checks
+from advinv_jax import _checks
 
 Array = jax.Array
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from advinv_jax.losses import _checks
+from advinv_jax import _checks
 
 Array = jax.Array
 
@@ -183,7 +183,7 @@ def max_accuracy_bias(scores: Array, labels: Array) -> Array:
   if shape[0] < 2:
     raise ValueError(f"scores has {shape[0]} entries: pass at least one "
                      "example of each class.")
-  if not isinstance(labels, jax.core.Tracer):
+  if _checks.is_concrete(labels):
     lab = np.asarray(labels)
     if not (np.any(lab == 1) and np.any(lab == 0)):
       raise ValueError("labels must contain both classes 0 and 1 to place a "

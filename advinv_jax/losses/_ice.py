@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from advinv_jax.losses import _checks
+from advinv_jax import _checks
 from advinv_jax.losses._classification import cross_entropy
 
 Array = jax.Array

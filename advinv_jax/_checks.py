@@ -1,7 +1,16 @@
-"""Python-level input checks shared by the losses (run before tracing)."""
+"""Python-level input checks shared by losses and attacks (run before
+tracing). Private: no public names; below layers/models in the import order
+(it imports only JAX)."""
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+
+
+def is_concrete(x) -> bool:
+  """True when ``x`` holds values now (not a tracer under jit/vmap/grad), so a
+  value check can run in Python before compilation."""
+  return not isinstance(x, jax.core.Tracer)
 
 
 def shape_of(x):
