@@ -85,7 +85,8 @@ def default_batch_chunk() -> int:
 
   Measured on a 2-core CPU (benchmarks/README.md): fiRevNet train steps at
   batch 128 ran 12-17% faster in chunks of 32 (16: a little faster still,
-  at twice the compile time). On accelerators one large batch is the
+  at twice the compile time), for ~2x the compiled program's resident
+  memory (~1.0 vs ~0.5 GiB). On accelerators one large batch is the
   efficient form.
   """
   return 32 if jax.default_backend() == "cpu" else 0
@@ -195,8 +196,10 @@ class BatchChunkedModel(InvertibleModel):
   sees the whole batch. Why: on a 2-core CPU, XLA runs one large batch's
   convolutions with poor core scaling; the authors' fiRevNet iCE train step
   at batch 128 ran 12% / 17% faster in chunks of 32 / 16 (timed interleaved,
-  benchmarks/README.md). The cost: compile time grows with the number of
-  chunks (2-3x at 4 chunks there). Attribute lookups
+  benchmarks/README.md). The cost: compile time and the compiled program's
+  resident memory grow with the number of chunks (that step: 37 s and
+  ~0.5 GiB unchunked, 117 s and ~1.0 GiB in chunks of 32, ~250 s and
+  ~1.7 GiB in chunks of 16; benchmarks/train_step_rss.py). Attribute lookups
   not defined here (``model.levels`` ...) go to ``base``.
   """
 
