@@ -208,7 +208,7 @@ def run(scale: str, workdir: str, num_examples: int = 512,
       c = make(copy.deepcopy(base), seed)
       c.seed = seed
       per_seed.append(_one_seed(c, wd(name, seed), num_examples))
-    entry = _aggregate(per_seed, cfgs[loss].loss.differential.bias
+    entry = _aggregate(per_seed, base.loss.differential.bias
                        if loss == "differential" else None)
     data[name] = entry
     for norm in ("linf", "l2"):
