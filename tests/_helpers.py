@@ -1,4 +1,8 @@
-"""Small shared pieces of the tests: tiny configs, parameter perturbation."""
+"""Small shared pieces of the tests: tiny configs, parameter perturbation,
+random parameters, loading benchmark modules."""
+import importlib.util
+import os
+
 import jax
 import numpy as np
 
@@ -18,6 +22,27 @@ def perturb(params, key, scale=0.05):
     s = scale / np.sqrt(a.shape[0]) if path[-1].key in ("l", "u") else scale
     out.append(a + s * jax.random.normal(k, a.shape, a.dtype))
   return jax.tree_util.tree_unflatten(tdef, out)
+
+
+def random_params(model, x, rng, scale=0.1):
+  """N(0, scale^2) on every parameter leaf of ``model.init(., x)``'s pytree
+  (a fresh coupling is the identity, so the parameters are random rather
+  than initialised); numpy from ``rng``, so that no per-leaf-shape JAX
+  kernels are compiled."""
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+  return jax.tree_util.tree_map(
+      lambda s: (scale * rng.standard_normal(s.shape)).astype(np.float32),
+      shapes)
+
+
+def load_benchmark(name):
+  """The module ``benchmarks/<name>.py`` (benchmarks are not a package)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  spec = importlib.util.spec_from_file_location(
+      name, os.path.join(root, "benchmarks", f"{name}.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
 
 
 def tiny_config(model="cnn", loss="ce", **train):

@@ -3,8 +3,6 @@ our logits (and their input gradients): equal within 1e-4 of max |logit| on
 random inputs with random parameters. Skipped when torch is not installed
 (CI does not install it)."""
 import dataclasses
-import importlib.util
-import os
 
 import jax
 import jax.numpy as jnp
@@ -16,19 +14,9 @@ torch = pytest.importorskip("torch")
 
 from advinv_jax.layers import Chain, Layer  # noqa: E402
 from advinv_jax.models import build_model  # noqa: E402
+from tests._helpers import load_benchmark, random_params  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _port():
-  spec = importlib.util.spec_from_file_location(
-      "_torch_firevnet", os.path.join(ROOT, "benchmarks", "_torch_firevnet.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
-
-
-PORT = _port()
+PORT = load_benchmark("_torch_firevnet")
 
 CASES = {
     # name: (model config, input shape HWC)
@@ -55,16 +43,6 @@ CASES = {
 }
 
 
-def _random_params(model, x, rng, scale=0.1):
-  """N(0, scale^2) on every parameter leaf (a fresh coupling is the identity,
-  so the parameters are random rather than initialised); numpy, so that no
-  per-leaf-shape JAX kernels are compiled."""
-  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
-  return jax.tree_util.tree_map(
-      lambda s: (scale * rng.standard_normal(s.shape)).astype(np.float32),
-      shapes)
-
-
 def _torch_logits(net, x, requires_grad=False):
   xt = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2).copy(),
                     requires_grad=requires_grad)
@@ -80,7 +58,7 @@ def test_torch_logits_equal_ours(case):
   model = build_model(cfg, shape, 10)
   rng = np.random.default_rng(0)
   x = rng.uniform(size=(4,) + shape).astype(np.float32)
-  params = _random_params(model, x, rng)
+  params = random_params(model, x, rng)
   logits = jax.jit(model.logits)
   ours = np.asarray(logits(params, x))
   with torch.no_grad():
@@ -103,7 +81,7 @@ def test_input_gradients_equal_ours():
   model = build_model(cfg, (32, 32, 1), 10)
   rng = np.random.default_rng(1)
   x = rng.uniform(size=(4, 32, 32, 1)).astype(np.float32)
-  params = _random_params(model, x, rng)
+  params = random_params(model, x, rng)
   y = np.arange(4) % 10
 
   def loss(x):
@@ -128,7 +106,7 @@ def test_rejects_non_firevnet_and_bad_input():
                                        width=4))
   model = build_model(cfg, (8, 8, 1), 2)
   x = np.zeros((2, 8, 8, 1), np.float32)
-  net = PORT.make_torch_firevnet(model, _random_params(
+  net = PORT.make_torch_firevnet(model, random_params(
       model, x, np.random.default_rng(0)))
   with pytest.raises(ValueError, match="NCHW"):
     net(torch.zeros(2, 8, 8, 1))

@@ -3,7 +3,6 @@ step's arithmetic: the port's full forward (benchmarks/_torch_firevnet.py,
 ``forward_full``) gives our ``z`` and ``logdet`` within 1e-4 relative, and one
 PyTorch step gives our train step's losses and gradient norm. Skipped when
 torch is not installed (CI does not install it)."""
-import importlib.util
 import os
 import sys
 
@@ -15,32 +14,15 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from advinv_jax.models import build_model  # noqa: E402
+from tests._helpers import load_benchmark, random_params  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))
 
 from _mnist_firevnet import mnist_firevnet  # noqa: E402
 
-
-def _load(name):
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
-
-
-PORT = _load("_torch_firevnet")
-STEP = _load("_torch_train_step")
-
-
-def _random_params(model, x, rng, scale=0.1):
-  """N(0, scale^2) on every parameter leaf (a fresh coupling is the
-  identity); numpy, so that no per-leaf-shape JAX kernels are compiled."""
-  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
-  return jax.tree_util.tree_map(
-      lambda s: (scale * rng.standard_normal(s.shape)).astype(np.float32),
-      shapes)
+PORT = load_benchmark("_torch_firevnet")
+STEP = load_benchmark("_torch_train_step")
 
 
 @pytest.mark.parametrize("coupling", ["additive", "affine"])
@@ -53,7 +35,7 @@ def test_full_forward_equals_ours(coupling):
   model = build_model(cfg, (32, 32, 1), 10)
   rng = np.random.default_rng(0)
   x = rng.uniform(size=(4, 32, 32, 1)).astype(np.float32)
-  params = _random_params(model, x, rng)
+  params = random_params(model, x, rng)
   net = PORT.make_torch_firevnet(model, params, full=True)
   d = PORT.check_full_forward(model, params, x, net=net)
   assert d["z_rel"] < 1e-4 and d["logdet_rel"] < 1e-4, d
@@ -80,7 +62,7 @@ def test_torch_ice_step_equals_ours():
   rng = np.random.default_rng(1)
   x = rng.uniform(size=(4, 8, 8, 1)).astype(np.float32)
   y = np.array([0, 3, 7, 9])
-  params = _random_params(model, x, rng)
+  params = random_params(model, x, rng)
   d_n = model.latent_dim - 10
   loss_params = {"prior": {
       "mean": (0.1 * rng.standard_normal(d_n)).astype(np.float32),
