@@ -152,6 +152,40 @@ def authors_train_config(loss, reversible, conv3x3_impl):
   return c
 
 
+def build_train_step(cfg, batch, channels=3, size=32, seed=0):
+  """The library's jitted training step for ``cfg`` on a random batch.
+
+  Returns ``(model, state, step, args, x, y)``: ``step(*args)`` runs one
+  step (``args = (state, batch dict, rng)``); ``x`` (NHWC) and ``y`` are the
+  batch. Parameters come from ``init`` with a fixed key on ``x[:64]``, so
+  configs that differ only in how the model computes (``batch_chunk``,
+  ``conv3x3_impl``, ``reversible``) get the same ones.
+  """
+  from advinv_jax import train
+  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+  x = jax.random.uniform(k1, (batch, size, size, channels))
+  y = jax.random.randint(k2, (batch,), 0, 10)
+  model = build_model(cfg.model, (size, size, channels), 10)
+  objective = train.make_objective(cfg)
+  opt = train.make_optimizer(cfg.optimizer, 1000)
+  state = train.init_train_state(model, objective, opt, k3, x[:64])
+  step = jax.jit(train.make_train_step(
+      model, objective, opt, dequant_noise=float(cfg.train.dequant_noise)))
+  args = (state, {"image": x, "label": y}, jax.random.PRNGKey(1))
+  return model, state, step, args, x, y
+
+
+def torch_ice_step(cfg, model, state, x, y):
+  """The PyTorch iCE step (benchmarks/_torch_train_step.py) starting from
+  our ``state``: same network parameters, prior, nuisance classifier and
+  batch. Imports torch."""
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  from _torch_train_step import make_torch_ice_step  # noqa: E402
+  return make_torch_ice_step(cfg, model, state.params, x=x, y=y,
+                             loss_params=state.loss_params,
+                             nc_params=state.aux["params"])
+
+
 def measure_train_steps(cfgs, batch, repeats, channels=3, size=32, seed=0,
                         torch_step=False):
   """Times the library's own jitted step (``train.make_train_step``).
@@ -165,48 +199,32 @@ def measure_train_steps(cfgs, batch, repeats, channels=3, size=32, seed=0,
   interleaved (:func:`_time_interleaved`). Returns one dict per config.
 
   ``torch_step``: also time the PyTorch iCE step of ``cfgs[0]``
-  (``benchmarks/_torch_train_step.py``: same parameters, prior, nuisance
-  classifier, batch and batch size) in the same rounds; its dict comes last
+  (:func:`torch_ice_step`) in the same rounds; its dict comes last
   (``temp_mib`` and ``compile_s`` None, ``build_s`` the time to copy the
   parameters into torch).
   """
-  from advinv_jax import train
-  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
-  x = jax.random.uniform(k1, (batch, size, size, channels))
-  y = jax.random.randint(k2, (batch,), 0, 10)
-  batch_d = {"image": x, "label": y}
-  rng = jax.random.PRNGKey(1)
-  calls = []
+  calls, built = [], []
   for cfg in cfgs:
-    model = build_model(cfg.model, (size, size, channels), 10)
-    objective = train.make_objective(cfg)
-    opt = train.make_optimizer(cfg.optimizer, 1000)
-    state = train.init_train_state(model, objective, opt, k3, x[:64])
-    step = jax.jit(train.make_train_step(
-        model, objective, opt, dequant_noise=float(cfg.train.dequant_noise)))
+    model, state, step, args, x, y = build_train_step(
+        cfg, batch, channels=channels, size=size, seed=seed)
+    built.append((model, state, x, y))
     t0 = time.perf_counter()
-    compiled = step.lower(state, batch_d, rng).compile()
+    compiled = step.lower(*args).compile()
     compile_s = time.perf_counter() - t0
-    calls.append((compiled, (state, batch_d, rng), dict(
+    calls.append((compiled, args, dict(
         temp_mib=compiled.memory_analysis().temp_size_in_bytes / MiB,
         compile_s=compile_s, params=model.param_count(),
         batch_chunk=int(cfg.model.batch_chunk))))
-    if torch_step and len(calls) == 1:
-      torch_call = _torch_ice_call(cfgs[0], model, state, x, y)
   if torch_step:
-    calls.append(torch_call)
+    calls.append(_torch_ice_call(cfgs[0], *built[0]))
   return _time_interleaved(calls, repeats)
 
 
 def _torch_ice_call(cfg, model, state, x, y):
-  """``(fn, (), info)`` of the PyTorch iCE step (imports torch)."""
+  """``(fn, (), info)`` of :func:`torch_ice_step` (imports torch)."""
   import torch  # pylint: disable=import-outside-toplevel
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  from _torch_train_step import make_torch_ice_step  # noqa: E402
   t0 = time.perf_counter()
-  step = make_torch_ice_step(cfg, model, state.params, x=x, y=y,
-                             loss_params=state.loss_params,
-                             nc_params=state.aux["params"])
+  step = torch_ice_step(cfg, model, state, x, y)
   build_s = time.perf_counter() - t0
   return (step, (), dict(
       temp_mib=None, compile_s=None, build_s=build_s,

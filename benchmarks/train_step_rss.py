@@ -54,38 +54,22 @@ def _run_variant(variant, batch, steps):
   """Runs in the child process; returns the result dict."""
   import jax
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-  from reversible import authors_train_config  # noqa: E402
-  from advinv_jax import train  # noqa: E402
-  from advinv_jax.models import build_model  # noqa: E402
+  from reversible import (authors_train_config, build_train_step,  # noqa: E402
+                          torch_ice_step)
 
   cfg = authors_train_config("ice", variant != "jax-plain", "xla_gemm_grad")
   cfg.model.batch_chunk = 16 if variant == "jax-rev-chunk16" else 0
-  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
-  x = jax.random.uniform(k1, (batch, 32, 32, 3))
-  y = jax.random.randint(k2, (batch,), 0, 10)
-  model = build_model(cfg.model, (32, 32, 3), 10)
-  objective = train.make_objective(cfg)
-  opt = train.make_optimizer(cfg.optimizer, 1000)
-  state = train.init_train_state(model, objective, opt, k3, x[:64])
+  model, state, step, args, x, y = build_train_step(cfg, batch)
   t0 = time.perf_counter()
   if variant == "torch":
-    from _torch_train_step import make_torch_ice_step  # noqa: E402
-    step = make_torch_ice_step(cfg, model, state.params, x=x, y=y,
-                               loss_params=state.loss_params,
-                               nc_params=state.aux["params"])
-    run = step
+    run = torch_ice_step(cfg, model, state, x, y)
   else:
-    fn = jax.jit(train.make_train_step(
-        model, objective, opt, dequant_noise=float(cfg.train.dequant_noise)))
-    compiled = fn.lower(state, {"image": x, "label": y},
-                        jax.random.PRNGKey(1)).compile()
+    compiled = step.lower(*args).compile()
 
     def run():
-      # The state is not carried over: every step starts from the same
-      # state (no donation), like the timing benchmark.
-      return jax.block_until_ready(
-          compiled(state, {"image": x, "label": y}, jax.random.PRNGKey(1)))
+      # Every step starts from the same state (no donation), like the
+      # timing benchmark.
+      return jax.block_until_ready(compiled(*args))
   build_s = time.perf_counter() - t0
   peak_build = _status_mib("VmHWM")
   rss_built = _status_mib("VmRSS")
@@ -136,7 +120,8 @@ def main(argv=None):
     r = json.loads(lines[-1][len("RESULT "):])
     rows.append(r)
     print(f"{v:16s} B={r['batch']:4d}  RSS after build "
-          f"{r['rss_after_build_mib']:8.1f} MiB, trimmed {r['rss_before_mib']:8.1f} "
+          f"{r['rss_after_build_mib']:8.1f} MiB, trimmed "
+          f"{r['rss_before_mib']:8.1f} "
           f"MiB  peak {r['peak_mib']:8.1f} MiB  step working "
           f"{r['step_working_mib']:8.1f} MiB  (peak while building "
           f"{r['peak_during_build_mib']:.1f} MiB)  step "
