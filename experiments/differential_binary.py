@@ -16,7 +16,8 @@ Protocols (``--protocols``, any of them): ``end_to_end`` (the small CNN
 trained with each loss), ``frozen_features`` (a fresh last layer per loss on
 the end-to-end CE network's frozen features), ``linear`` (a linear classifier
 on the pixels trained by plain SGD for 10k steps, configs' ``:linear``
-variant: the setting of Nar et al.'s analysis; ~4 min per seed at cpu scale).
+variant: the setting of Nar et al.'s analysis; ~6 min per seed at cpu scale,
+both models and their reports).
 
 The differential model's decision bias follows
 ``config.loss.differential.bias`` (default ``max_accuracy``: the widest gap
@@ -161,9 +162,9 @@ def run(scale: str, workdir: str, num_examples: int = 512,
   CE network and retrains only a fresh last layer on its frozen features with
   each loss (entries ``head_ce``, ``head_differential``); ``linear`` trains a
   linear classifier on the pixels with plain SGD (entries ``linear_ce``,
-  ``linear_differential``) — the setting of Nar et al.'s analysis. Results per entry are means over seeds (``*_per_seed``
-  keep each seed). Workdirs: ``<workdir>/<entry>`` for seed 0,
-  ``<workdir>/<entry>_seed<s>`` otherwise.
+  ``linear_differential``) — the setting of Nar et al.'s analysis. Results
+  per entry are means over seeds (``*_per_seed`` keep each seed). Workdirs:
+  ``<workdir>/<entry>`` for seed 0, ``<workdir>/<entry>_seed<s>`` otherwise.
   """
   C.check_scale(scale)
   seeds = tuple(int(s) for s in seeds)
@@ -235,7 +236,8 @@ def run(scale: str, workdir: str, num_examples: int = 512,
             "metric). Cells: mean over seeds (min-max). head_*: a fresh last "
             "layer trained on the frozen features of the end-to-end CE "
             "network of the same seed. linear_*: a linear classifier on the "
-            "pixels, plain SGD (lr 1, batch 1024, 10k steps). Differential bias rule: "
+            "pixels, plain SGD (lr 1, batch 1024, 10k steps). Differential "
+            "bias rule: "
             f"{cfgs['differential'].loss.differential.bias}. Paper's CIFAR-10 "
             "numbers could not be verified.")
   plot_attack_success(data, os.path.join(workdir, "attack_success.png"))
@@ -245,19 +247,20 @@ def run(scale: str, workdir: str, num_examples: int = 512,
 def plot_attack_success(data, path):
   """``attack_success.png``: test-split attack success vs eps (linf, l2), one
   line per entry of ``data`` (``run``'s result), CE solid, differential
-  dashed, the seeds' min-max shaded."""
+  dashed, the seeds' min-max shaded; one colour per protocol (end to end
+  blue, frozen-feature heads orange, linear green), whichever were run."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  entries = [e for e in ("ce", "differential", "head_ce", "head_differential",
-                         "linear_ce", "linear_differential") if e in data]
+  prefixes = ("", "head_", "linear_")     # PROTOCOLS' entry-name prefixes
+  entries = [(p + loss, f"C{i}") for i, p in enumerate(prefixes)
+             for loss in ("ce", "differential") if p + loss in data]
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
   for ax, norm in zip(axes, ("linf", "l2")):
-    for i, name in enumerate(entries):
+    for name, color in entries:
       e = data[name]["test"][norm]
       eps = np.asarray(e["eps"])
       per_seed = 100 * np.asarray(e["attack_success_ratio_per_seed"])
-      color = f"C{i // 2}"
       ls = "--" if name.endswith("differential") else "-"
       ax.plot(eps, per_seed.mean(0), ls, color=color, marker="o", ms=3,
               label=name)
