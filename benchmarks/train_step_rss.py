@@ -10,6 +10,8 @@ nuisance-classifier updates)::
 
   python benchmarks/train_step_rss.py                       # ~6 min, B=128
   python benchmarks/train_step_rss.py --variants jax-rev --batch 32
+  python benchmarks/train_step_rss.py --variants jax-rev-chunk32 \
+      --out benchmarks/results/train_step_rss_chunk32.json
 
 Per variant: build and compile (JAX) or build (PyTorch); ``malloc_trim``
 returns the heap the compiler freed to the OS; the peak-RSS counter is reset
@@ -34,7 +36,9 @@ import subprocess
 import sys
 import time
 
-VARIANTS = ("jax-rev-chunk16", "jax-rev", "jax-plain", "torch")
+VARIANTS = ("jax-rev-chunk16", "jax-rev-chunk32", "jax-rev", "jax-plain",
+            "torch")
+DEFAULT_VARIANTS = ("jax-rev-chunk16", "jax-rev", "jax-plain", "torch")
 
 
 def _status_mib(field):
@@ -58,7 +62,8 @@ def _run_variant(variant, batch, steps):
                           torch_ice_step)
 
   cfg = authors_train_config("ice", variant != "jax-plain", "xla_gemm_grad")
-  cfg.model.batch_chunk = 16 if variant == "jax-rev-chunk16" else 0
+  cfg.model.batch_chunk = (int(variant.rsplit("chunk", 1)[1])
+                          if "-chunk" in variant else 0)
   model, state, step, args, x, y = build_train_step(cfg, batch)
   t0 = time.perf_counter()
   if variant == "torch":
@@ -93,7 +98,7 @@ def _run_variant(variant, batch, steps):
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--variants", default=",".join(VARIANTS))
+  ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
   ap.add_argument("--batch", type=int, default=128)
   ap.add_argument("--steps", type=int, default=3)
   ap.add_argument("--child", default="", help=argparse.SUPPRESS)
