@@ -214,7 +214,8 @@ def measure_train_steps(cfgs, batch, repeats, channels=3, size=32, seed=0,
     calls.append((compiled, args, dict(
         temp_mib=compiled.memory_analysis().temp_size_in_bytes / MiB,
         compile_s=compile_s, params=model.param_count(),
-        batch_chunk=int(cfg.model.batch_chunk))))
+        batch_chunk=int(cfg.model.batch_chunk),
+        reversible_loop=str(cfg.model.reversible_loop))))
   if torch_step:
     calls.append(_torch_ice_call(cfgs[0], *built[0]))
   return _time_interleaved(calls, repeats)
@@ -270,6 +271,10 @@ def main(argv=None):
                   help="config.model.batch_chunk values for the train-step "
                        "rows, timed interleaved, e.g. 0,32,16 (0: whole "
                        "batch)")
+  ap.add_argument("--authors_train_loops", default="unrolled",
+                  help="config.model.reversible_loop values for the "
+                       "train-step rows (each with every batch chunk), "
+                       "timed interleaved, e.g. unrolled,scan")
   ap.add_argument("--torch_train_step", action="store_true",
                   help="with the iCE train-step rows, also time the same step "
                   "in PyTorch (benchmarks/_torch_train_step.py; needs torch) "
@@ -326,23 +331,25 @@ def main(argv=None):
       run("authors", 3, 16, 128, max(batches), args.authors_repeats,
           microbatch=args.authors_microbatch)
     chunks = [int(c) for c in args.authors_batch_chunks.split(",") if c]
+    train_loops = [l for l in args.authors_train_loops.split(",") if l]
     for loss in [l for l in args.authors_train_steps.split(",") if l]:
       for b in batches:
         for impl in impls:
-          cfgs = []
-          for c in chunks:
-            cfgs.append(authors_train_config(loss, True, impl))
-            cfgs[-1].model.batch_chunk = c
+          cfgs, names = [], []
+          for loop in train_loops:
+            for c in chunks:
+              cfgs.append(authors_train_config(loss, True, impl))
+              cfgs[-1].model.batch_chunk = c
+              cfgs[-1].model.reversible_loop = loop
+              sfx = "" if impl == "xla" else f"[{impl}]"
+              sfx += f"+chunk{c}" if c else ""
+              sfx += "+scan" if loop == "scan" else ""
+              names.append(f"{loss}-train-step-rev{sfx}")
           with_torch = args.torch_train_step and loss == "ice"
           results = measure_train_steps(
               cfgs, b, args.authors_repeats, channels=args.channels,
               size=args.size, torch_step=with_torch)
-          names = []
-          for c in chunks:
-            sfx = "" if impl == "xla" else f"[{impl}]"
-            sfx += f"+chunk{c}" if c else ""
-            names.append(f"{loss}-train-step-rev{sfx}")
-          devices = [jax.devices()[0].device_kind] * len(chunks)
+          devices = [jax.devices()[0].device_kind] * len(cfgs)
           if with_torch:
             names.append("torch-ice-train-step")
             devices.append(f"cpu (torch {results[-1]['torch_version']}, "

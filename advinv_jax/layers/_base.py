@@ -131,10 +131,15 @@ class Chain(Layer):
       incoming cotangent by ``lax.optimization_barrier`` plus a true data
       dependence, see :func:`_depend_on`, so XLA can neither hoist the
       recomputations ahead of the backward pass nor share parameter-only
-      values with the forward pass) or ``'scan'`` (a
+      values with the forward pass) or ``'scan'`` (forward and backward as
       ``lax.scan`` over steps with equal :meth:`Layer.template`; params are
-      stacked on the fly). Both give flat memory in depth; 'unrolled' is
-      ~5-7x faster on CPU (benchmarks/README.md, "Reversible backprop").
+      stacked on the fly). Both give flat memory in depth. 'scan' compiles
+      faster into a smaller program; on the 2-core CPU it runs as fast at
+      batch 32 and ~1.25x slower at batch 128 (XLA overlaps neighbouring
+      steps only when unrolled; benchmarks/README.md, "Reversible
+      backprop"). Loop bodies need convolution gradients in the form XLA
+      CPU runs fast in loops (``conv3x3_impl='xla_gemm_grad'``, the CPU
+      default; with ``'xla'`` 'scan' is ~5-10x slower).
 
   A reversible chain supports reverse-mode autodiff only (``jax.grad``,
   ``jax.vjp``, ``jacrev``); ``jax.jvp`` / ``jacfwd`` raise. Its params are the
@@ -306,21 +311,39 @@ def _reversible_apply(chain: Chain, params, consts, x):
   keys = [_key(i) for i in range(n)]
   loop = chain.reversible_loop
 
+  if loop == "scan":
+    template = chain.layers[0].template()
+    stacked_c = _np_stack(list(consts))
+
+  def apply(params, x):
+    if loop != "scan":
+      return chain._apply_plain(params, consts, x)
+
+    def body(carry, pc):
+      x, ld = carry
+      y, l = template.apply(pc[0], pc[1], x)
+      return (y, ld + l), None
+
+    stacked_p = _stack([params[k] for k in keys])
+    ld = zeros_logdet(x)
+    axes = tuple(sorted(_varying_axes(x)))
+    if axes:   # under shard_map the carry must vary like the step's output
+      ld = jax.lax.pcast(ld, axes, to="varying")
+    return jax.lax.scan(body, (x, ld), (stacked_p, stacked_c))[0]
+
   @jax.custom_vjp
   def run(params, x):
-    return chain._apply_plain(params, consts, x)
+    return apply(params, x)
 
   def fwd(params, x):
-    y, ld = chain._apply_plain(params, consts, x)
+    y, ld = apply(params, x)
     return (y, ld), (params, y)
 
   def bwd(res, cot):
     params, y = res
     gy, gld = cot
     if loop == "scan":
-      template = chain.layers[0].template()
       stacked_p = _stack([params[k] for k in keys])
-      stacked_c = _np_stack(list(consts))
 
       def body(carry, pc):
         y, gy = carry
