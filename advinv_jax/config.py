@@ -58,7 +58,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.model.permutation = "shuffle"  # reverse | shuffle | conv1x1
   config.model.downsample = "squeeze"  # squeeze | psi
   config.model.reversible = False      # memory-saving reversible backprop
-  config.model.reversible_loop = "auto"  # auto | scan | unrolled
+  # auto (= unrolled) | scan | unrolled. scan: each level's steps run as one
+  # lax.scan and their params are stored stacked (small program, fast compile;
+  # ~1.25x slower steps at batch 128 on 2 CPU cores, as fast at 32).
+  config.model.reversible_loop = "auto"
   config.model.conv1x1_as_matmul = True
   config.model.scale_floor = 1e-3       # affine scale >= this (no collapse)
   config.model.perm_seed = 0             # shuffle / 1x1-conv initial permutation

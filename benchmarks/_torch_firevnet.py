@@ -280,6 +280,7 @@ def _convert(layer, p, shape, trainable, where):
   """
   c = shape[-1]
   if isinstance(layer, Chain):
+    p = layer.unstack_params(p)
     mods = []
     for i, sub in enumerate(layer.layers):
       m, shape = _convert(sub, p[f"{i:03d}"], shape, trainable,

@@ -10,6 +10,8 @@ nuisance-classifier updates)::
 
   python benchmarks/train_step_rss.py                       # ~6 min, B=128
   python benchmarks/train_step_rss.py --variants jax-rev --batch 32
+  python benchmarks/train_step_rss.py --variants jax-rev,jax-rev-scan \
+      --out benchmarks/results/train_step_rss_scan.json
   python benchmarks/train_step_rss.py --variants jax-rev-chunk32 \
       --out benchmarks/results/train_step_rss_chunk32.json
 
@@ -36,8 +38,8 @@ import subprocess
 import sys
 import time
 
-VARIANTS = ("jax-rev-chunk16", "jax-rev-chunk32", "jax-rev", "jax-plain",
-            "torch")
+VARIANTS = ("jax-rev-chunk16", "jax-rev-chunk32", "jax-rev", "jax-rev-scan",
+            "jax-plain", "torch")
 DEFAULT_VARIANTS = ("jax-rev-chunk16", "jax-rev", "jax-plain", "torch")
 
 
@@ -64,6 +66,8 @@ def _run_variant(variant, batch, steps):
   cfg = authors_train_config("ice", variant != "jax-plain", "xla_gemm_grad")
   cfg.model.batch_chunk = (int(variant.rsplit("chunk", 1)[1])
                           if "-chunk" in variant else 0)
+  if variant.endswith("-scan"):   # lax.scan over steps, stacked params
+    cfg.model.reversible_loop = "scan"
   model, state, step, args, x, y = build_train_step(cfg, batch)
   t0 = time.perf_counter()
   if variant == "torch":

@@ -180,6 +180,36 @@ class ModelTest(chex.TestCase):
       rel = jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-12)
       self.assertLessEqual(float(rel), 1e-4)
 
+  def test_scan_model_stacks_params_same_function(self):
+    # reversible_loop='scan' stores each level's steps stacked; converted
+    # params give the unrolled model's z, logdet, inverse and gradients.
+    x = jax.random.uniform(jax.random.PRNGKey(0), (2, 8, 8, 1))
+    kw = dict(levels=2, depth=3, permutation="conv1x1", reversible=True)
+    m = build_model(model_cfg(**kw), (8, 8, 1), 10)
+    ms = build_model(model_cfg(**kw, reversible_loop="scan"), (8, 8, 1), 10)
+    p = perturb(jax.jit(m.init)(jax.random.PRNGKey(1), x),
+                jax.random.PRNGKey(2))
+    restack = lambda p: {f"stage_{i}": st.steps.stack_params(
+        p[f"stage_{i}"]) for i, st in enumerate(ms.stages)}
+    ps = restack(p)
+    self.assertEqual(jax.tree_util.tree_structure(ps), jax.tree_util.
+                     tree_structure(jax.jit(ms.init)(jax.random.PRNGKey(1),
+                                                     x)))
+    chex.assert_shape(ps["stage_0"]["stacked"]["000"]["s"], (3, 4))
+    z, ld = jax.jit(m.forward)(p, x)
+    chex.assert_trees_all_close(jax.jit(ms.forward)(ps, x), (z, ld),
+                                atol=1e-5, rtol=1e-5)
+    chex.assert_trees_all_close(jax.jit(ms.inverse)(ps, z), x, atol=1e-5)
+
+    def grad(model, p):
+      f = lambda p: jnp.sum(jax.nn.log_softmax(model.forward(p, x)[0][:, :10])
+                            [:, 3]) - 0.01 * jnp.sum(model.forward(p, x)[1])
+      return jax.jit(jax.grad(f))(p)
+    for a, b in zip(jax.tree_util.tree_leaves(grad(ms, ps)),
+                    jax.tree_util.tree_leaves(restack(grad(m, p)))):
+      rel = jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-12)
+      self.assertLessEqual(float(rel), 1e-4)
+
   @parameterized.parameters(
       dict(reversible=True, impl="xla_gemm_grad", loop="unrolled"),
       dict(reversible=True, impl="xla", loop="scan"),

@@ -118,7 +118,9 @@ def zeros_logdet(x: Array) -> Array:
 
 @dataclasses.dataclass(frozen=True)
 class Chain(Layer):
-  """A sequence of layers; params are ``{"000": p0, "001": p1, ...}``.
+  """A sequence of layers; params are ``{"000": p0, "001": p1, ...}``, or
+  ``{"stacked": p}`` with ``stacked=True`` (every leaf with a leading axis of
+  length ``len(layers)``).
 
   Attributes:
     layers: the layers, applied in order.
@@ -133,36 +135,80 @@ class Chain(Layer):
       recomputations ahead of the backward pass nor share parameter-only
       values with the forward pass) or ``'scan'`` (forward and backward as
       ``lax.scan`` over steps with equal :meth:`Layer.template`; params are
-      stacked on the fly). Both give flat memory in depth. 'scan' compiles
-      faster into a smaller program; on the 2-core CPU it runs as fast at
-      batch 32 and ~1.25x slower at batch 128 (XLA overlaps neighbouring
-      steps only when unrolled; benchmarks/README.md, "Reversible
-      backprop"). Loop bodies need convolution gradients in the form XLA
-      CPU runs fast in loops (``conv3x3_impl='xla_gemm_grad'``, the CPU
-      default; with ``'xla'`` 'scan' is ~5-10x slower).
+      stacked on the fly unless ``stacked``). Both give flat memory in depth.
+      'scan' compiles faster into a smaller program; on the 2-core CPU it
+      runs as fast at batch 32 and ~1.25x slower at batch 128 (XLA overlaps
+      neighbouring steps only when unrolled; benchmarks/README.md,
+      "Reversible backprop"). Loop bodies need convolution gradients in the
+      form XLA CPU runs fast in loops (``conv3x3_impl='xla_gemm_grad'``, the
+      CPU default; with ``'xla'`` 'scan' is ~5-10x slower). With
+      ``stacked``, 'scan' also scans the plain (non-reversible) forward.
+    stacked: store the layers' params stacked, ``{"stacked": p}`` (layers
+      with equal templates only), as ``flax.linen.scan`` does: an optimizer
+      then updates one array per parameter kind instead of one per layer
+      (fewer, larger kernels: a smaller compiled program). Convert with
+      :meth:`stack_params` / :meth:`unstack_params`.
 
   A reversible chain supports reverse-mode autodiff only (``jax.grad``,
   ``jax.vjp``, ``jacrev``); ``jax.jvp`` / ``jacfwd`` raise. Its params are the
-  same pytree as the plain chain's, so build the plain one for forward mode.
+  same pytree as the plain chain's (same ``stacked``), so build the plain one
+  for forward mode.
   """
 
   layers: Tuple[Layer, ...] = ()
   reversible: bool = False
   reversible_loop: str = "unrolled"
+  stacked: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, "layers", tuple(self.layers))
     if self.reversible_loop not in ("unrolled", "scan"):
       raise ValueError(f"reversible_loop={self.reversible_loop!r}; choose "
                        "'unrolled' or 'scan'.")
-    if (self.reversible and self.reversible_loop == "scan" and self.layers
-        and not _homogeneous(self.layers)):
+    need = ("stacked=True" if self.stacked else "reversible_loop='scan'"
+            if self.reversible and self.reversible_loop == "scan" else None)
+    if need and self.layers and not _homogeneous(self.layers):
       raise ValueError(
-          "reversible_loop='scan' needs layers that differ only in their "
-          "seeds (equal templates); got "
-          f"{sorted({type(l).__name__ for l in self.layers})}. Use "
-          "reversible_loop='unrolled'.")
+          f"{need} needs layers that differ only in their seeds (equal "
+          f"templates); got {sorted({type(l).__name__ for l in self.layers})}"
+          ". Use reversible_loop='unrolled' and stacked=False.")
 
+  @property
+  def _scans(self) -> bool:
+    """Whether the forward / inverse run as ``lax.scan``."""
+    return (self.reversible_loop == "scan" and bool(self.layers) and
+            (self.stacked or self.reversible))
+
+  # -- params layout
+  def stack_params(self, params: Params) -> Params:
+    """``{"000": p0, ...}`` -> ``{"stacked": p}`` (or as is if stacked)."""
+    if "stacked" in params:
+      return params
+    return {"stacked": _stack([params[_key(i)]
+                               for i in range(len(self.layers))])}
+
+  def unstack_params(self, params: Params) -> Params:
+    """``{"stacked": p}`` -> ``{"000": p0, ...}`` (or as is if unstacked)."""
+    if "stacked" not in params:
+      return params
+    return {_key(i): self.step_params(params, i)
+            for i in range(len(self.layers))}
+
+  def step_params(self, params: Params, i: int) -> Params:
+    """The params of ``layers[i]`` in either layout."""
+    if "stacked" in params:
+      return jax.tree_util.tree_map(lambda a: a[i], params["stacked"])
+    return params[_key(i)]
+
+  def _pack(self, per_layer: Sequence[Params]) -> Params:
+    if self.stacked:
+      return {"stacked": _stack(per_layer)}
+    return {_key(i): p for i, p in enumerate(per_layer)}
+
+  def _stacked_params(self, params: Params) -> Params:
+    return self.stack_params(params)["stacked"]
+
+  # -- shapes
   def _shapes(self, shape: Shape):
     shapes = [tuple(shape)]
     for layer in self.layers:
@@ -190,18 +236,20 @@ class Chain(Layer):
 
   def init(self, rng: Array, x: Array) -> Params:
     self.check_shape(tuple(x.shape))
-    params = {}
-    for i, layer in enumerate(self.layers):
+    per_layer = []
+    for layer in self.layers:
       rng, sub = jax.random.split(rng)
-      params[_key(i)] = layer.init(sub, x)
-      x, _ = layer.forward(params[_key(i)], x)
-    return params
+      per_layer.append(layer.init(sub, x))
+      x, _ = layer.forward(per_layer[-1], x)
+    return self._pack(per_layer)
 
   # -- plain composition
   def _apply_plain(self, params, consts, x):
+    if self._scans:
+      return _scan_apply(self, params, consts, x)
     ld = zeros_logdet(x)
     for i, layer in enumerate(self.layers):
-      x, l = layer.apply(params[_key(i)], consts[i], x)
+      x, l = layer.apply(self.step_params(params, i), consts[i], x)
       ld = ld + l
     return x, ld
 
@@ -211,18 +259,39 @@ class Chain(Layer):
     return _reversible_apply(self, params, consts, x)
 
   def apply_inverse(self, params, consts, y):
+    if self._scans:
+      return _scan_apply(self, params, consts, y, inverse=True)
     ld = zeros_logdet(y)
     for i in reversed(range(len(self.layers))):
-      y, l = self.layers[i].apply_inverse(params[_key(i)], consts[i], y)
+      y, l = self.layers[i].apply_inverse(self.step_params(params, i),
+                                          consts[i], y)
       ld = ld + l
     return y, ld
 
   def reverse_vjp(self, params, consts, y, gy, gld):
-    grads = {}
+    grads = [None] * len(self.layers)
     for i in reversed(range(len(self.layers))):
-      y, grads[_key(i)], gy = self.layers[i].reverse_vjp(
-          params[_key(i)], consts[i], y, gy, gld)
-    return y, grads, gy
+      y, grads[i], gy = self.layers[i].reverse_vjp(
+          self.step_params(params, i), consts[i], y, gy, gld)
+    return y, self._pack(grads), gy
+
+
+def _scan_apply(chain: Chain, params, consts, x, inverse: bool = False):
+  """``chain``'s forward (or inverse) as one ``lax.scan`` over its layers."""
+  template = chain.layers[0].template()
+  step = template.apply_inverse if inverse else template.apply
+
+  def body(carry, pc):
+    x, ld = carry
+    y, l = step(pc[0], pc[1], x)
+    return (y, ld + l), None
+
+  ld = zeros_logdet(x)
+  axes = tuple(sorted(_varying_axes(x)))
+  if axes:   # under shard_map the carry must vary like the step's output
+    ld = jax.lax.pcast(ld, axes, to="varying")
+  xs = (chain._stacked_params(params), _np_stack(list(consts)))
+  return jax.lax.scan(body, (x, ld), xs, reverse=inverse)[0]
 
 
 # ------------------------------------------------------------------ reversible
@@ -308,42 +377,20 @@ def replicated_cotangent_share(ct, out):
 def _reversible_apply(chain: Chain, params, consts, x):
   """Applies ``chain`` with a custom VJP that recomputes activations."""
   n = len(chain.layers)
-  keys = [_key(i) for i in range(n)]
-  loop = chain.reversible_loop
-
-  if loop == "scan":
-    template = chain.layers[0].template()
-    stacked_c = _np_stack(list(consts))
-
-  def apply(params, x):
-    if loop != "scan":
-      return chain._apply_plain(params, consts, x)
-
-    def body(carry, pc):
-      x, ld = carry
-      y, l = template.apply(pc[0], pc[1], x)
-      return (y, ld + l), None
-
-    stacked_p = _stack([params[k] for k in keys])
-    ld = zeros_logdet(x)
-    axes = tuple(sorted(_varying_axes(x)))
-    if axes:   # under shard_map the carry must vary like the step's output
-      ld = jax.lax.pcast(ld, axes, to="varying")
-    return jax.lax.scan(body, (x, ld), (stacked_p, stacked_c))[0]
 
   @jax.custom_vjp
   def run(params, x):
-    return apply(params, x)
+    return chain._apply_plain(params, consts, x)
 
   def fwd(params, x):
-    y, ld = apply(params, x)
+    y, ld = chain._apply_plain(params, consts, x)
     return (y, ld), (params, y)
 
   def bwd(res, cot):
     params, y = res
     gy, gld = cot
-    if loop == "scan":
-      stacked_p = _stack([params[k] for k in keys])
+    if chain._scans:
+      template = chain.layers[0].template()
 
       def body(carry, pc):
         y, gy = carry
@@ -351,23 +398,26 @@ def _reversible_apply(chain: Chain, params, consts, x):
         x, gp, gx = template.reverse_vjp(p, c, y, gy, gld)
         return (x, gx), gp
 
-      (_, gx), gps = jax.lax.scan(body, (y, gy), (stacked_p, stacked_c),
-                                  reverse=True)
-      grads = {k: jax.tree_util.tree_map(lambda a, i=i: a[i], gps)
-               for i, k in enumerate(keys)}
+      (_, gx), gps = jax.lax.scan(
+          body, (y, gy),
+          (chain._stacked_params(params), _np_stack(list(consts))),
+          reverse=True)
+      grads = chain.unstack_params({"stacked": gps}) if (
+          "stacked" not in params) else {"stacked": gps}
       return match_cotangent_axes(grads, params), gx
-    grads = {}
+    grads = [None] * n
     for i in reversed(range(n)):
       # Tie step i's recomputation to the arrival of its output cotangent:
       # passing (y, gy, params_i) through one barrier stops XLA from hoisting
       # the recomputation (or anything computed from params_i alone, such as
       # broadcasts, which CSE would otherwise share with the forward pass)
       # ahead of the backward pass and keeping it alive.
-      y, gy, p_i = jax.lax.optimization_barrier((y, gy, params[keys[i]]))
+      y, gy, p_i = jax.lax.optimization_barrier(
+          (y, gy, chain.step_params(params, i)))
       y, p_i = _depend_on(gy, (y, p_i))
-      y, grads[keys[i]], gy = chain.layers[i].reverse_vjp(
+      y, grads[i], gy = chain.layers[i].reverse_vjp(
           p_i, consts[i], y, gy, gld)
-    return match_cotangent_axes(grads, params), gy
+    return match_cotangent_axes(chain._pack(grads), params), gy
 
   run.defvjp(fwd, bwd)
   return run(params, x)

@@ -245,8 +245,11 @@ def _steps(n, width, s, first_index):
         ActNorm(s["min_std"]), perm,
         Coupling(width, s["coupling"], s["affine_scale"], s["scale_floor"],
                  s["conv1x1_as_matmul"], s["min_std"], s["conv3x3_impl"]))))
+  # 'scan' also stores each level's step params stacked (one array per
+  # parameter kind: a much smaller optimizer program, see Chain.stacked).
   return Chain(tuple(steps), reversible=s["reversible"],
-               reversible_loop=s["reversible_loop"])
+               reversible_loop=s["reversible_loop"],
+               stacked=s["reversible_loop"] == "scan")
 
 
 def _positive(cfg, field, default):
@@ -264,7 +267,9 @@ def build_firevnet(cfg, input_shape, num_classes):
   last level)]; step = ActNorm -> permutation -> coupling (subnet width
   ``width``). Fields (defaults): levels (3), depth (4), width (32), coupling
   ('affine'), permutation ('shuffle'), downsample ('squeeze'), reversible
-  (False), reversible_loop ('auto' = AUTO_REVERSIBLE_LOOP), conv1x1_as_matmul
+  (False), reversible_loop ('auto' = AUTO_REVERSIBLE_LOOP; 'scan' runs each
+  level's steps as lax.scan and stores their params stacked,
+  ``{'stacked': ...}``, with or without reversible), conv1x1_as_matmul
   (True), affine_scale ('sigmoid'), actnorm_std_floor (1e-2; the ActNorm
   init floor on the per-channel std), scale_floor (1e-3), perm_seed (0),
   conv3x3_impl ('' = platform default; see advinv_jax.layers.conv3x3).
