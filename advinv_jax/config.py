@@ -62,6 +62,11 @@ def default_config() -> ml_collections.ConfigDict:
   # lax.scan and their params are stored stacked (small program, fast compile;
   # ~1.25x slower steps at batch 128 on 2 CPU cores, as fast at 32).
   config.model.reversible_loop = "auto"
+  # with reversible_loop=scan: run each scanned step on chunks of at most this
+  # many examples (0 = whole batch); 32 / 16 make the batch-128 step 1.20x /
+  # 1.28x faster on 2 CPU cores (unrolled: 1.31x). batch_chunk (below) chunks
+  # the whole model instead.
+  config.model.scan_batch_chunk = 0
   config.model.conv1x1_as_matmul = True
   config.model.scale_floor = 1e-3       # affine scale >= this (no collapse)
   config.model.perm_seed = 0             # shuffle / 1x1-conv initial permutation

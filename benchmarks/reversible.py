@@ -278,7 +278,8 @@ def main(argv=None):
   ap.add_argument("--authors_train_loops", default="unrolled",
                   help="config.model.reversible_loop values for the "
                        "train-step rows (each with every batch chunk), "
-                       "timed interleaved, e.g. unrolled,scan")
+                       "timed interleaved, e.g. unrolled,scan,scan32 "
+                       "(scanK: scan with model.scan_batch_chunk=K)")
   ap.add_argument("--torch_train_step", action="store_true",
                   help="with the iCE train-step rows, also time the same step "
                   "in PyTorch (benchmarks/_torch_train_step.py; needs torch) "
@@ -344,10 +345,13 @@ def main(argv=None):
             for c in chunks:
               cfgs.append(authors_train_config(loss, True, impl))
               cfgs[-1].model.batch_chunk = c
-              cfgs[-1].model.reversible_loop = loop
+              # 'scanK': reversible_loop='scan' with scan_batch_chunk=K
+              scan_chunk = int(loop[4:] or 0) if loop.startswith("scan") else 0
+              cfgs[-1].model.reversible_loop = loop[:4] if scan_chunk else loop
+              cfgs[-1].model.scan_batch_chunk = scan_chunk
               sfx = "" if impl == "xla" else f"[{impl}]"
               sfx += f"+chunk{c}" if c else ""
-              sfx += "+scan" if loop == "scan" else ""
+              sfx += f"+{loop}" if loop.startswith("scan") else ""
               names.append(f"{loss}-train-step-rev{sfx}")
           with_torch = args.torch_train_step and loss == "ice"
           results = measure_train_steps(

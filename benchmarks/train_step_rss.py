@@ -39,7 +39,7 @@ import sys
 import time
 
 VARIANTS = ("jax-rev-chunk16", "jax-rev-chunk32", "jax-rev", "jax-rev-scan",
-            "jax-plain", "torch")
+            "jax-rev-scan32", "jax-rev-scan16", "jax-plain", "torch")
 DEFAULT_VARIANTS = ("jax-rev-chunk16", "jax-rev", "jax-plain", "torch")
 
 
@@ -66,8 +66,9 @@ def _run_variant(variant, batch, steps):
   cfg = authors_train_config("ice", variant != "jax-plain", "xla_gemm_grad")
   cfg.model.batch_chunk = (int(variant.rsplit("chunk", 1)[1])
                           if "-chunk" in variant else 0)
-  if variant.endswith("-scan"):   # lax.scan over steps, stacked params
-    cfg.model.reversible_loop = "scan"
+  if "-scan" in variant:   # lax.scan over steps, stacked params; -scanK:
+    cfg.model.reversible_loop = "scan"   # each step on chunks of K
+    cfg.model.scan_batch_chunk = int(variant.rsplit("-scan", 1)[1] or 0)
   model, state, step, args, x, y = build_train_step(cfg, batch)
   t0 = time.perf_counter()
   if variant == "torch":

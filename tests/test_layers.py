@@ -37,7 +37,6 @@ LAYERS = {
     "fixed_affine": FixedAffine(2.0, -1.0),
     "chain": Chain((ActNorm(), Squeeze(), Reverse(), Coupling(4))),
     "reversible_chain": Chain((step(0), step(1)), reversible=True),
-    "stacked_chain": Chain((step(0), step(1)), stacked=True),
     "stacked_scan_chain": Chain((step(0), step(1), step(2)), stacked=True,
                                 reversible_loop="scan"),
 }
@@ -276,7 +275,7 @@ class ReversibleTest(chex.TestCase):
     # the per-layer chain, in the stacked layout.
     steps = tuple(step(i, "affine") for i in range(3))
     plain = Chain(steps)
-    x, params = _setup(plain, (2, 4, 4, 6))
+    x, params = _setup(plain, (5, 4, 4, 6))
     sp = plain.stack_params(params)
     chex.assert_shape(sp["stacked"]["002"]["net"]["w1"], (3, 3, 3, 3, 4))
     chex.assert_trees_all_equal(plain.unstack_params(sp), params)
@@ -289,19 +288,21 @@ class ReversibleTest(chex.TestCase):
     g_ref = grads(plain, params)
     g_ref = (plain.stack_params(g_ref[0]), g_ref[1])
     y_ref = plain.forward(params, x)
-    for rev in (False, True):
-      for loop in ("unrolled", "scan"):
-        c = Chain(steps, reversible=rev, reversible_loop=loop, stacked=True)
-        fresh = c.init(jax.random.PRNGKey(1), x)
-        self.assertEqual(jax.tree_util.tree_structure(fresh),
-                         jax.tree_util.tree_structure(sp))
-        y = c.forward(sp, x)
-        chex.assert_trees_all_close(y, y_ref, rtol=1e-5, atol=1e-5)
-        chex.assert_trees_all_close(c.inverse(sp, y[0]), x, atol=1e-5)
-        for a, b in zip(jax.tree_util.tree_leaves(grads(c, sp)),
-                        jax.tree_util.tree_leaves(g_ref)):
-          rel = jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-12)
-          self.assertLessEqual(float(rel), 1e-4, (rev, loop))
+    # batch_chunk: scanned steps on chunks of 2, 2, 1 (uneven) / 1 example.
+    for rev, loop, chunk in [(False, "scan", 1), (True, "unrolled", 0),
+                             (True, "scan", 2)]:
+      c = Chain(steps, reversible=rev, reversible_loop=loop, stacked=True,
+                batch_chunk=chunk)
+      fresh = c.init(jax.random.PRNGKey(1), x)
+      self.assertEqual(jax.tree_util.tree_structure(fresh),
+                       jax.tree_util.tree_structure(sp))
+      y = c.forward(sp, x)
+      chex.assert_trees_all_close(y, y_ref, rtol=1e-5, atol=1e-5)
+      chex.assert_trees_all_close(c.inverse(sp, y[0]), x, atol=1e-5)
+      for a, b in zip(jax.tree_util.tree_leaves(grads(c, sp)),
+                      jax.tree_util.tree_leaves(g_ref)):
+        rel = jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-12)
+        self.assertLessEqual(float(rel), 1e-4, (rev, loop, chunk))
 
   def test_memory_does_not_grow_with_depth(self):
     x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 4))

@@ -196,6 +196,8 @@ class ModelTest(chex.TestCase):
                      tree_structure(jax.jit(ms.init)(jax.random.PRNGKey(1),
                                                      x)))
     chex.assert_shape(ps["stage_0"]["stacked"]["000"]["s"], (3, 4))
+    with self.assertRaisesRegex(ValueError, "scan_batch_chunk=-1"):
+      build_model(model_cfg(**kw, scan_batch_chunk=-1), (8, 8, 1), 10)
     z, ld = jax.jit(m.forward)(p, x)
     chex.assert_trees_all_close(jax.jit(ms.forward)(ps, x), (z, ld),
                                 atol=1e-5, rtol=1e-5)

@@ -148,6 +148,12 @@ class Chain(Layer):
       then updates one array per parameter kind instead of one per layer
       (fewer, larger kernels: a smaller compiled program). Convert with
       :meth:`stack_params` / :meth:`unstack_params`.
+    batch_chunk: when the chain scans (``reversible_loop='scan'``), each loop
+      iteration runs its step on chunks of at most this many examples (0:
+      the whole batch). Same function and gradients; independent chunks give
+      XLA work to run side by side on a CPU's cores within one iteration
+      (the authors' iCE step at batch 128 on 2 cores, interleaved: scan
+      4.22 s, chunks of 32 / 16: 3.52 / 3.29 s, unrolled 3.22 s).
 
   A reversible chain supports reverse-mode autodiff only (``jax.grad``,
   ``jax.vjp``, ``jacrev``); ``jax.jvp`` / ``jacfwd`` raise. Its params are the
@@ -159,8 +165,11 @@ class Chain(Layer):
   reversible: bool = False
   reversible_loop: str = "unrolled"
   stacked: bool = False
+  batch_chunk: int = 0
 
   def __post_init__(self):
+    if int(self.batch_chunk) < 0:
+      raise ValueError(f"batch_chunk={self.batch_chunk} must be >= 0.")
     object.__setattr__(self, "layers", tuple(self.layers))
     if self.reversible_loop not in ("unrolled", "scan"):
       raise ValueError(f"reversible_loop={self.reversible_loop!r}; choose "
@@ -276,6 +285,13 @@ class Chain(Layer):
     return y, self._pack(grads), gy
 
 
+def _chunk_bounds(n: int, chunk: int):
+  """``[(start, stop), ...]`` of consecutive chunks of at most ``chunk``
+  (``0``: one chunk) covering ``range(n)``."""
+  chunk = chunk or n
+  return [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+
+
 def _scan_apply(chain: Chain, params, consts, x, inverse: bool = False):
   """``chain``'s forward (or inverse) as one ``lax.scan`` over its layers."""
   template = chain.layers[0].template()
@@ -283,7 +299,11 @@ def _scan_apply(chain: Chain, params, consts, x, inverse: bool = False):
 
   def body(carry, pc):
     x, ld = carry
-    y, l = step(pc[0], pc[1], x)
+    outs = [step(pc[0], pc[1], x[a:b])
+            for a, b in _chunk_bounds(x.shape[0], chain.batch_chunk)]
+    y = jnp.concatenate([o[0] for o in outs])
+    l = jnp.concatenate([jnp.broadcast_to(o[1], (o[0].shape[0],))
+                         for o in outs])
     return (y, ld + l), None
 
   ld = zeros_logdet(x)
@@ -395,7 +415,12 @@ def _reversible_apply(chain: Chain, params, consts, x):
       def body(carry, pc):
         y, gy = carry
         p, c = pc
-        x, gp, gx = template.reverse_vjp(p, c, y, gy, gld)
+        res = [template.reverse_vjp(p, c, y[a:b], gy[a:b], gld[a:b])
+               for a, b in _chunk_bounds(y.shape[0], chain.batch_chunk)]
+        x = jnp.concatenate([r[0] for r in res])
+        gx = jnp.concatenate([r[2] for r in res])
+        gp = jax.tree_util.tree_map(lambda *g: sum(g[1:], g[0]),
+                                    *[r[1] for r in res])
         return (x, gx), gp
 
       (_, gx), gps = jax.lax.scan(

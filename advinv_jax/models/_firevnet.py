@@ -226,7 +226,11 @@ def _common(cfg, coupling_default="affine", perm_default="shuffle"):
       reversible_loop=_choice(cfg, "reversible_loop", "auto",
                               ("auto", "unrolled", "scan")),
       conv3x3_impl=resolve_conv3x3_impl(cfg.get("conv3x3_impl", "")),
-      seed=int(cfg.get("perm_seed", 0)))
+      seed=int(cfg.get("perm_seed", 0)),
+      scan_batch_chunk=int(cfg.get("scan_batch_chunk", 0)))
+  if s["scan_batch_chunk"] < 0:
+    raise ValueError(f"config.model.scan_batch_chunk={s['scan_batch_chunk']}"
+                     " must be >= 0 (0: whole batch).")
   if s["min_std"] <= 0:
     raise ValueError(f"config.model.actnorm_std_floor={s['min_std']} must be "
                      "> 0.")
@@ -249,7 +253,8 @@ def _steps(n, width, s, first_index):
   # parameter kind: a much smaller optimizer program, see Chain.stacked).
   return Chain(tuple(steps), reversible=s["reversible"],
                reversible_loop=s["reversible_loop"],
-               stacked=s["reversible_loop"] == "scan")
+               stacked=s["reversible_loop"] == "scan",
+               batch_chunk=s["scan_batch_chunk"])
 
 
 def _positive(cfg, field, default):
@@ -269,7 +274,9 @@ def build_firevnet(cfg, input_shape, num_classes):
   ('affine'), permutation ('shuffle'), downsample ('squeeze'), reversible
   (False), reversible_loop ('auto' = AUTO_REVERSIBLE_LOOP; 'scan' runs each
   level's steps as lax.scan and stores their params stacked,
-  ``{'stacked': ...}``, with or without reversible), conv1x1_as_matmul
+  ``{'stacked': ...}``, with or without reversible), scan_batch_chunk (0;
+  with 'scan': each loop iteration runs on chunks of at most this many
+  examples, see Chain.batch_chunk), conv1x1_as_matmul
   (True), affine_scale ('sigmoid'), actnorm_std_floor (1e-2; the ActNorm
   init floor on the per-channel std), scale_floor (1e-3), perm_seed (0),
   conv3x3_impl ('' = platform default; see advinv_jax.layers.conv3x3).
