@@ -11,7 +11,7 @@ Every layer is a frozen dataclass of static settings with::
 (recomputing activations with the inverse instead of storing them).
 """
 from advinv_jax.layers._actnorm import ActNorm, actnorm_init
-from advinv_jax.layers._base import Chain, Layer, count_params
+from advinv_jax.layers._base import Chain, Layer, count_params, map_batch_chunks
 from advinv_jax.layers._coupling import (CONV3X3_IMPLS, Coupling, Subnet, conv1x1,
                                          conv3x3, default_conv3x3_impl,
                                          resolve_conv3x3_impl)
@@ -22,4 +22,5 @@ from advinv_jax.layers._permute import InvConv1x1, Reverse, Shuffle
 __all__ = ["CONV3X3_IMPLS", "ActNorm", "Chain", "Coupling", "DCT2D", "FixedAffine",
            "InvConv1x1", "Layer", "Psi", "Reverse", "Shuffle", "Squeeze",
            "Subnet", "actnorm_init", "conv1x1", "conv3x3", "count_params",
-           "dct_matrix", "default_conv3x3_impl", "resolve_conv3x3_impl"]
+           "dct_matrix", "default_conv3x3_impl", "map_batch_chunks",
+           "resolve_conv3x3_impl"]

@@ -20,7 +20,7 @@ their seeds (see :meth:`Layer.template`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence, Tuple
+from typing import Any, Callable, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -174,8 +174,12 @@ class Chain(Layer):
     if self.reversible_loop not in ("unrolled", "scan"):
       raise ValueError(f"reversible_loop={self.reversible_loop!r}; choose "
                        "'unrolled' or 'scan'.")
-    need = ("stacked=True" if self.stacked else "reversible_loop='scan'"
-            if self.reversible and self.reversible_loop == "scan" else None)
+    if self.stacked:
+      need = "stacked=True"
+    elif self.reversible and self.reversible_loop == "scan":
+      need = "reversible_loop='scan'"
+    else:
+      need = None
     if need and self.layers and not _homogeneous(self.layers):
       raise ValueError(
           f"{need} needs layers that differ only in their seeds (equal "
@@ -285,11 +289,31 @@ class Chain(Layer):
     return y, self._pack(grads), gy
 
 
-def _chunk_bounds(n: int, chunk: int):
-  """``[(start, stop), ...]`` of consecutive chunks of at most ``chunk``
-  (``0``: one chunk) covering ``range(n)``."""
-  chunk = chunk or n
-  return [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+def map_batch_chunks(fn: Callable, x: Any, chunk: int):
+  """``fn(x)`` computed on consecutive chunks of ``x``'s leading axis.
+
+  The chunks (at most ``chunk`` examples each; the last may be smaller) are
+  an unrolled Python loop inside one program, so they are independent
+  computations XLA may run side by side, and each works on a smaller,
+  cache-friendlier batch. ``fn`` must treat examples independently
+  (true of every model here after initialisation); its outputs, a pytree of
+  arrays with a leading batch axis, are concatenated back.
+
+  Args:
+    fn: ``x[i:j] -> pytree`` of arrays ``[j - i, ...]``.
+    x: ``[B, ...]`` array, or a pytree of them (all with the same ``B``),
+      sliced alike.
+    chunk: the largest chunk; ``chunk <= 0`` or ``chunk >= B``: one call.
+
+  Returns:
+    ``fn(x)``'s pytree, each leaf ``[B, ...]``.
+  """
+  b = jax.tree_util.tree_leaves(x)[0].shape[0]
+  if chunk <= 0 or b <= chunk:
+    return fn(x)
+  outs = [fn(jax.tree_util.tree_map(lambda a, i=i: a[i:i + chunk], x))
+          for i in range(0, b, chunk)]
+  return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a, axis=0), *outs)
 
 
 def _scan_apply(chain: Chain, params, consts, x, inverse: bool = False):
@@ -297,13 +321,14 @@ def _scan_apply(chain: Chain, params, consts, x, inverse: bool = False):
   template = chain.layers[0].template()
   step = template.apply_inverse if inverse else template.apply
 
+  def one(p, c, x):    # a per-example logdet, so that chunks concatenate
+    y, l = step(p, c, x)
+    return y, jnp.broadcast_to(l, y.shape[:1])
+
   def body(carry, pc):
     x, ld = carry
-    outs = [step(pc[0], pc[1], x[a:b])
-            for a, b in _chunk_bounds(x.shape[0], chain.batch_chunk)]
-    y = jnp.concatenate([o[0] for o in outs])
-    l = jnp.concatenate([jnp.broadcast_to(o[1], (o[0].shape[0],))
-                         for o in outs])
+    y, l = map_batch_chunks(lambda v: one(pc[0], pc[1], v), x,
+                            chain.batch_chunk)
     return (y, ld + l), None
 
   ld = zeros_logdet(x)
@@ -412,23 +437,23 @@ def _reversible_apply(chain: Chain, params, consts, x):
     if chain._scans:
       template = chain.layers[0].template()
 
+      def one(p, c, ygg):  # the chunk's param grads get a leading axis
+        x, gp, gx = template.reverse_vjp(p, c, *ygg)
+        return x, jax.tree_util.tree_map(lambda g: g[None], gp), gx
+
       def body(carry, pc):
         y, gy = carry
-        p, c = pc
-        res = [template.reverse_vjp(p, c, y[a:b], gy[a:b], gld[a:b])
-               for a, b in _chunk_bounds(y.shape[0], chain.batch_chunk)]
-        x = jnp.concatenate([r[0] for r in res])
-        gx = jnp.concatenate([r[2] for r in res])
-        gp = jax.tree_util.tree_map(lambda *g: sum(g[1:], g[0]),
-                                    *[r[1] for r in res])
-        return (x, gx), gp
+        x, gps, gx = map_batch_chunks(lambda v: one(pc[0], pc[1], v),
+                                      (y, gy, gld), chain.batch_chunk)
+        return (x, gx), jax.tree_util.tree_map(lambda g: g.sum(0), gps)
 
       (_, gx), gps = jax.lax.scan(
           body, (y, gy),
           (chain._stacked_params(params), _np_stack(list(consts))),
           reverse=True)
-      grads = chain.unstack_params({"stacked": gps}) if (
-          "stacked" not in params) else {"stacked": gps}
+      grads = {"stacked": gps}
+      if "stacked" not in params:    # stacked on the fly: per-layer layout
+        grads = chain.unstack_params(grads)
       return match_cotangent_axes(grads, params), gx
     grads = [None] * n
     for i in reversed(range(n)):

@@ -20,6 +20,8 @@ from typing import Any, Callable, Dict, Tuple
 import jax
 import jax.numpy as jnp
 
+from advinv_jax.layers import map_batch_chunks
+
 Array = jax.Array
 Params = Any
 
@@ -159,31 +161,6 @@ class InvertibleModel(Model):
   def logits(self, params: Params, x: Array) -> Array:
     z, _ = self.forward(params, x)
     return self.split(z)[0]
-
-
-def map_batch_chunks(fn: Callable, x: Array, chunk: int):
-  """``fn(x)`` computed on consecutive chunks of ``x``'s leading axis.
-
-  The chunks (at most ``chunk`` examples each; the last may be smaller) are
-  an unrolled Python loop inside one program, so they are independent
-  computations XLA may run side by side, and each works on a smaller,
-  cache-friendlier batch. ``fn`` must treat examples independently
-  (true of every model here after initialisation); its outputs, a pytree of
-  arrays with a leading batch axis, are concatenated back.
-
-  Args:
-    fn: ``x[i:j] -> pytree`` of arrays ``[j - i, ...]``.
-    x: ``[B, ...]`` array.
-    chunk: the largest chunk; ``chunk <= 0`` or ``chunk >= B``: one call.
-
-  Returns:
-    ``fn(x)``'s pytree, each leaf ``[B, ...]``.
-  """
-  b = x.shape[0]
-  if chunk <= 0 or b <= chunk:
-    return fn(x)
-  outs = [fn(x[i:i + chunk]) for i in range(0, b, chunk)]
-  return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a, axis=0), *outs)
 
 
 @dataclasses.dataclass(frozen=True)
