@@ -35,14 +35,12 @@ equal to ``model.forward``):
 Where the work differs from ours (none of it is cheaply mirrorable, or it
 would change what is timed):
 
-* Our step's ``update_aux`` runs a second forward of the network for ``z_n``
-  (under ``stop_gradient``). XLA merges it with the loss's forward (the
-  compiled iCE step has exactly as many convolutions as the CE step, checked
-  on a small fiRevNet with both ``conv3x3_impl`` values, plain and
-  reversible), so by default this step runs ONE forward and feeds its
-  ``z_n.detach()`` to the classifier updates (the same values: the network
-  has not changed yet). ``separate_aux_forward=True`` runs the literal extra
-  forward under ``torch.no_grad()``.
+* Ours and this step run ONE forward of the network: its ``z_n`` (gradient
+  stopped / ``detach()``ed) feeds the classifier updates, and the same
+  forward is differentiated for the network's loss (the network has not
+  changed yet, so these are the values of a second forward).
+  ``separate_aux_forward=True`` runs a literal extra forward under
+  ``torch.no_grad()`` here.
 * ``config.model.reversible`` (on in the benchmark's train-step rows) makes
   our backward recompute every coupling's input by inversion instead of
   storing activations; PyTorch's autograd stores them (like the authors'

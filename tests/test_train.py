@@ -102,7 +102,7 @@ def test_gradient_reversal_variant_runs_one_pass(tmp_path):
   cfg.loss.ice.minmax = "gradient_reversal"
   res = train.train_and_evaluate(cfg, str(tmp_path / "gr"))
   init = train.make_objective(cfg)
-  assert init.update_aux is None and init.aux_in_grad
+  assert not init.updates_aux and init.aux_in_grad
   assert np.isfinite(res["eval"]["nll"])
 
 
@@ -220,3 +220,81 @@ def test_head_on_frozen_features_from_another_run(tmp_path):
   cfg.train.init_from = ""
   with pytest.raises(ConfigError, match="init_from is empty"):
     validate_config(cfg)
+
+
+def _ice_step_setup(cfg):
+  from advinv_jax.models import build_model
+  model = build_model(cfg.model, (8, 8, 1), 10)
+  obj = train.make_objective(cfg)
+  opt = train.make_optimizer(cfg.optimizer, 10)
+  x = jax.random.uniform(jax.random.PRNGKey(1), (8, 8, 8, 1))
+  y = jnp.arange(8) % 10
+  state = train.init_train_state(model, obj, opt, jax.random.PRNGKey(2), x)
+  return model, obj, opt, state, {"image": x, "label": y}
+
+
+def test_ice_alternating_step_equals_its_definition():
+  """k classifier steps on stop_gradient(z_n) of the current network, then
+  one network step on CE + NLL - w * CE(updated classifier), written out."""
+  from advinv_jax import losses
+  cfg = tiny_config("firevnet", "ice")
+  cfg.model.conv3x3_impl = "xla"
+  cfg.optimizer.name = "sgd"   # updates linear in the gradients (Adam-type
+  cfg.optimizer.learning_rate = 0.1     # ones amplify rounding in tiny ones)
+  model, obj, opt, state, batch = _ice_step_setup(cfg)
+  step = train.make_train_step(model, obj, opt)
+  new, metrics = jax.jit(step)(state, batch, jax.random.PRNGKey(3))
+
+  ice = cfg.loss.ice
+  nc = train.nuisance_classifier(cfg, model)
+  apply = lambda p, zn: nc.logits(p, zn.reshape(zn.shape[0], -1, 1, 1))
+  z_n = model.split(model.forward(state.params, batch["image"])[0])[1]
+  nc_params, nc_state, nc_loss = losses.nuisance_updates(
+      state.aux["params"], state.aux["opt_state"], z_n, batch["label"],
+      apply, train._objectives._nc_optimizer(cfg), int(ice.nuisance_steps))
+
+  def ref_loss(trainable):
+    z, logdet = model.forward(trainable["model"], batch["image"])
+    z_s, z_n = model.split(z)
+    return losses.ice_network_loss(
+        z_s, z_n, logdet, batch["label"], apply(nc_params, z_n),
+        trainable["loss"]["prior"],
+        weights=(ice.semantic_weight, ice.nuisance_weight, ice.mle_weight),
+        bits_per_dim_dim=64)[0]
+
+  trainable = {"model": state.params, "loss": state.loss_params}
+  value, grads = jax.value_and_grad(ref_loss)(trainable)
+  updates, _ = opt.update(grads, state.opt_state, trainable)
+  want = jax.tree_util.tree_map(lambda a, u: a + u, trainable, updates)
+  chex.assert_trees_all_close(new.aux["params"], nc_params, rtol=1e-5,
+                              atol=1e-6)
+  chex.assert_trees_all_close(
+      {"model": new.params, "loss": new.loss_params}, want, rtol=1e-4,
+      atol=1e-6)
+  np.testing.assert_allclose(metrics["loss"], value, rtol=1e-5)
+  np.testing.assert_allclose(metrics["nuisance_classifier_loss"], nc_loss,
+                             rtol=1e-5)
+
+
+def _num_convs(step, *args):
+  import re
+  text = jax.jit(step).lower(*args).compile().as_text()
+  return len(re.findall(r" convolution\(", text))
+
+
+def test_ice_step_runs_one_network_forward_when_scanned():
+  """The classifier steps use the loss's own forward: a scanned
+  (reversible_loop='scan') network's iCE step compiles to as many
+  convolutions as its CE step (a second forward is a second while loop,
+  which XLA does not merge)."""
+  counts = {}
+  for loss in ("ce", "ice"):
+    cfg = tiny_config("firevnet", loss)
+    cfg.model.depth = 2
+    cfg.model.reversible = True
+    cfg.model.reversible_loop = "scan"
+    model, obj, opt, state, batch = _ice_step_setup(cfg)
+    counts[loss] = _num_convs(train.make_train_step(model, obj, opt), state,
+                              batch, jax.random.PRNGKey(3))
+  assert counts["ce"] > 0
+  assert counts["ice"] == counts["ce"], counts

@@ -106,22 +106,19 @@ def make_train_step(model, objective: Objective,
     batch = {"image": images, "label": labels}
 
     aux = state.aux
-    aux_metrics = {}
-    if objective.update_aux is not None:
-      nc_params, nc_opt_state, nc_loss = objective.update_aux(
-          model, state.params, aux, batch, axis_name)
-      aux = {"params": nc_params, "opt_state": nc_opt_state}
-      aux_metrics = {"nuisance_classifier_loss": nc_loss}
 
-    def loss_fn(trainable, aux_params):
-      return objective.loss(model, trainable["model"], trainable["loss"],
-                            aux_params, batch, axis_name)
+    def loss_fn(trainable, aux_in):
+      out = objective.loss(model, trainable["model"], trainable["loss"],
+                           aux_in, batch, axis_name)
+      if objective.updates_aux:    # (value, metrics, new aux state)
+        return out[0], (out[1], out[2])
+      return out[0], (out[1], aux)
 
     trainable = {"model": state.params, "loss": state.loss_params}
     argnums = (0, 1) if objective.aux_in_grad else 0
-    (value, metrics), grads = jax.value_and_grad(
-        loss_fn, argnums=argnums, has_aux=True)(trainable,
-                                                aux.get("params", {}))
+    aux_in = aux if objective.updates_aux else aux.get("params", {})
+    (value, (metrics, aux)), grads = jax.value_and_grad(
+        loss_fn, argnums=argnums, has_aux=True)(trainable, aux_in)
     if objective.aux_in_grad:
       grads, aux_grads = grads
       aux_grads = _pmean(aux_grads, axis_name)
@@ -130,7 +127,7 @@ def make_train_step(model, objective: Objective,
       aux = {"params": optax.apply_updates(aux["params"], aux_updates),
              "opt_state": aux_opt}
     grads = _pmean(grads, axis_name)
-    metrics = _pmean(dict(metrics, **aux_metrics), axis_name)
+    metrics = _pmean(metrics, axis_name)
     updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
     new_trainable = optax.apply_updates(trainable, updates)
 
