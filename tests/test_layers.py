@@ -198,6 +198,24 @@ class LayerTest(chex.TestCase):
     self.assertLessEqual(float(jnp.exp(p["s"]).max()), 100.0 + 1e-3)
     chex.assert_trees_all_equal(y[..., 1], jnp.zeros_like(y[..., 1]))
 
+  def test_actnorm_relu_derivatives_equal_plain_autodiff(self):
+    from advinv_jax.layers._actnorm import actnorm_apply, actnorm_relu
+    ks = jax.random.split(jax.random.PRNGKey(0), 6)
+    x = jax.random.normal(ks[0], (4, 3, 3, 5)).at[0, 0, 0].set(0.0)
+    p = {"b": 0.3 * jax.random.normal(ks[1], (5,)),
+         "s": 0.3 * jax.random.normal(ks[2], (5,))}
+    p["b"] = p["b"].at[0].set(0.0)        # a pre-activation exactly 0
+    plain = lambda p, x: jax.nn.relu(actnorm_apply(p, x))
+    chex.assert_trees_all_close(actnorm_relu(p, x), plain(p, x))
+    r = jax.random.normal(ks[3], x.shape)
+    grads = [jax.grad(lambda p, x: jnp.sum(f(p, x) * r), (0, 1))(p, x)
+             for f in (actnorm_relu, plain)]
+    chex.assert_trees_all_close(*grads, rtol=1e-6, atol=1e-6)
+    tangents = ({"b": jax.random.normal(ks[4], (5,)),
+                 "s": jax.random.normal(ks[5], (5,))}, r)
+    jvps = [jax.jvp(f, (p, x), tangents)[1] for f in (actnorm_relu, plain)]
+    chex.assert_trees_all_close(*jvps, rtol=1e-6, atol=1e-6)
+
   def test_fresh_coupling_is_identity(self):
     layer = Coupling(8, "affine")
     x = jax.random.normal(jax.random.PRNGKey(0), SHAPE)

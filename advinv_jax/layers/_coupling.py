@@ -6,7 +6,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from advinv_jax.layers._actnorm import actnorm_apply, actnorm_init
+from advinv_jax.layers._actnorm import actnorm_init, actnorm_relu
 from advinv_jax.layers._base import (Layer, replicated_cotangent_share,
                                      match_cotangent_axes)
 
@@ -310,7 +310,7 @@ class Subnet:
     p = {"w1": _he(k1, (3, 3, c, self.width), 9 * c)}
     h = conv3x3(x, p["w1"], self.conv3x3_impl)
     p["a1"] = actnorm_init(h, self.min_std)
-    h = jax.nn.relu(actnorm_apply(p["a1"], h))
+    h = actnorm_relu(p["a1"], h)
     p["w2"] = _he(k2, (self.width, self.width), self.width)
     h = conv1x1(h, p["w2"], self.conv1x1_as_matmul)
     p["a2"] = actnorm_init(h, self.min_std)
@@ -320,10 +320,8 @@ class Subnet:
     return p
 
   def __call__(self, p, x):
-    h = jax.nn.relu(actnorm_apply(p["a1"],
-                                  conv3x3(x, p["w1"], self.conv3x3_impl)))
-    h = jax.nn.relu(actnorm_apply(
-        p["a2"], conv1x1(h, p["w2"], self.conv1x1_as_matmul)))
+    h = actnorm_relu(p["a1"], conv3x3(x, p["w1"], self.conv3x3_impl))
+    h = actnorm_relu(p["a2"], conv1x1(h, p["w2"], self.conv1x1_as_matmul))
     out = conv3x3(h, p["w3"], self.conv3x3_impl) + p["b3"]
     return out * jnp.exp(3.0 * p["logs3"])
 
