@@ -60,11 +60,12 @@ def default_config() -> ml_collections.ConfigDict:
   config.model.reversible = False      # memory-saving reversible backprop
   # auto (= unrolled) | scan | unrolled. scan: each level's steps run as one
   # lax.scan and their params are stored stacked (small program, fast compile;
-  # ~1.25x slower steps at batch 128 on 2 CPU cores, as fast at 32).
+  # with scan_batch_chunk=16, the authors' iCE step at batch 128 on 2 CPU
+  # cores ran faster than unrolled whole-batch steps, in < 1 GiB: session 7).
   config.model.reversible_loop = "auto"
   # with reversible_loop=scan: run each scanned step on chunks of at most this
-  # many examples (0 = whole batch); 32 / 16 make the batch-128 step 1.20x /
-  # 1.28x faster on 2 CPU cores (unrolled: 1.31x). batch_chunk (below) chunks
+  # many examples (0 = whole batch); 16 is the fastest measured on 2 CPU
+  # cores at batch 128 (benchmarks/README.md). batch_chunk (below) chunks
   # the whole model instead.
   config.model.scan_batch_chunk = 0
   config.model.conv1x1_as_matmul = True

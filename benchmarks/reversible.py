@@ -288,6 +288,9 @@ def main(argv=None):
                   help="torch.set_num_threads for --torch_train_step (0: "
                   "os.cpu_count())")
   ap.add_argument("--skip_authors", action="store_true")
+  ap.add_argument("--skip_authors_grad_rows", action="store_true",
+                  help="only the train-step rows of the authors' config "
+                       "(no plain / rev / accum gradient-step rows)")
   ap.add_argument("--skip_depths", action="store_true")
   ap.add_argument("--out", default=os.path.join(
       os.path.dirname(__file__), "results", "reversible.json"))
@@ -329,10 +332,11 @@ def main(argv=None):
       run("depth", args.levels, depth, args.width, args.batch, args.repeats)
   if not args.skip_authors:
     batches = [int(b) for b in args.authors_batches.split(",") if b]
-    for b in batches:
+    for b in batches if not args.skip_authors_grad_rows else ():
       run("authors", 3, 16, 128, b, args.authors_repeats,
           loops=[l for l in args.authors_loops.split(",") if l])
-    if args.authors_microbatch and batches and max(batches) > args.authors_microbatch:
+    if (args.authors_microbatch and batches and not args.skip_authors_grad_rows
+        and max(batches) > args.authors_microbatch):
       run("authors", 3, 16, 128, max(batches), args.authors_repeats,
           microbatch=args.authors_microbatch)
     chunks = [int(c) for c in args.authors_batch_chunks.split(",") if c]
