@@ -376,10 +376,16 @@ def check_ice_step(cfg, model, params, x, y, loss_params=None,
       aux=aux, skipped=jnp.zeros((), jnp.int32))
   train_step = train.make_train_step(model, objective, optimizer)
 
+  # The loss at the initial classifier: the same objective with no
+  # classifier steps (the iCE loss runs them itself, on its own forward).
+  cfg0 = cfg.copy_and_resolve_references()
+  cfg0.loss.ice.nuisance_steps = 0
+  objective0 = train.make_objective(cfg0)
+
   @jax.jit
   def ours(state, batch):    # one program: one compile (most of the cost)
-    loss0, _ = objective.loss(model, state.params, state.loss_params,
-                              state.aux["params"], batch, None)
+    loss0 = objective0.loss(model, state.params, state.loss_params,
+                            state.aux, batch, None)[0]
     return loss0, train_step(state, batch, jax.random.PRNGKey(0))[1]
 
   jloss0, jm = ours(state, batch)
