@@ -2,6 +2,7 @@
 random parameters, loading benchmark modules."""
 import importlib.util
 import os
+import re
 
 import jax
 import numpy as np
@@ -33,6 +34,13 @@ def random_params(model, x, rng, scale=0.1):
   return jax.tree_util.tree_map(
       lambda s: (scale * rng.standard_normal(s.shape)).astype(np.float32),
       shapes)
+
+
+def compiled_conv_labels(fn, *args):
+  """The ``dim_labels`` of every convolution in ``jit(fn)``'s compiled
+  (optimised) HLO for ``args``, loop bodies and fusions included."""
+  hlo = jax.jit(fn).lower(*args).compile().as_text()
+  return re.findall(r"convolution\([^\n]*dim_labels=(\S+?)[,\s]", hlo)
 
 
 def load_benchmark(name):
