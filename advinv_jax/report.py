@@ -17,12 +17,13 @@ writes ``report.json`` (plus PNGs for invertible models) into ``workdir``:
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
 import time
 import warnings as _warnings
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -98,21 +99,57 @@ def _pair_indices(labels: np.ndarray, m: int) -> Tuple[np.ndarray, np.ndarray]:
   return a, np.asarray(b)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Attack:
+  """An attack with fixed keyword settings, equal (and hashing equal) when
+  its function and settings are: a static argument of the report's jitted
+  functions, so that reports on the same model architecture and input shape
+  (train and test splits, several seeds) reuse one compiled program."""
+  fn: Callable
+  kwargs: Tuple[Tuple[str, Any], ...]
+
+  def partial(self):
+    return functools.partial(self.fn, **dict(self.kwargs))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _jit_eps_sweep(model, attack, eps_values, params, x, y, key):
+  return A.eps_sweep(attack.partial(), functools.partial(model.logits, params), x, y,
+                     eps_values, rng=key, full=True)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _jit_minimal(model, attack, params, x, y):
+  return attack.partial()(functools.partial(model.logits, params), x, y)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jit_logits(model, params, x):
+  return model.logits(params, x)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jit_nuisance(model, params, x):
+  return model.split(model.forward(params, x)[0])[1]
+
+
+_jit_metamers = jax.jit(A.metameric_sample, static_argnums=0)
+_jit_interpolation = jax.jit(A.nuisance_interpolation, static_argnums=(0, 4))
+
+
 def _pgd_section(model, params, x, y, correct, eps_values, norm, cfg, key,
                  bounds, loop):
   steps = int(_cfg(cfg, "pgd_steps"))
-  attack = functools.partial(
-      A.pgd, norm=norm, steps=steps, restarts=int(_cfg(cfg, "pgd_restarts")),
-      loss=str(_cfg(cfg, "pgd_loss")), bounds=bounds, loop=loop)
+  attack = _Attack(A.pgd, (
+      ("norm", norm), ("steps", steps),
+      ("restarts", int(_cfg(cfg, "pgd_restarts"))),
+      ("loss", str(_cfg(cfg, "pgd_loss"))), ("bounds", bounds),
+      ("loop", loop)))
   eps_values = tuple(float(e) for e in eps_values)
 
-  @jax.jit
-  def sweep(params, x, y, key):
-    return A.eps_sweep(attack, functools.partial(model.logits, params), x, y,
-                       eps_values, rng=key, full=True)
-
   t = time.perf_counter()
-  res = jax.block_until_ready(sweep(params, x, y, key))
+  res = jax.block_until_ready(
+      _jit_eps_sweep(model, attack, eps_values, params, x, y, key))
   for k, e in enumerate(eps_values):
     A.check_adversarial(x, res.x_adv[k], e, norm, bounds)
   warns = A.monotonicity_warnings(eps_values, res.success, name=f"pgd-{norm}")
@@ -136,12 +173,8 @@ def _minimal_section(model, params, x, y, correct, norm, attack, name,
                      bounds):
   """Median minimal perturbation of ``attack`` (deepfool / fmn partial)."""
 
-  @jax.jit
-  def run(params, x, y):
-    return attack(functools.partial(model.logits, params), x, y)
-
   t = time.perf_counter()
-  res = jax.block_until_ready(run(params, x, y))
+  res = jax.block_until_ready(_jit_minimal(model, attack, params, x, y))
   A.check_adversarial(x, res.x_adv, float("inf"), norm, bounds)
   c = np.asarray(correct)
   nrm = np.asarray(res.perturbation_norm)[c]
@@ -165,8 +198,7 @@ def _invariance_section(model, params, x, y, cfg, workdir, rng, bounds,
   m = int(_cfg(cfg, "num_metamers"))
   ia, ib = _pair_indices(yn, m)
   xa, xb = x[ia], x[ib]
-  met_fn = jax.jit(A.metameric_sample, static_argnums=0)
-  met = met_fn(model, params, xa, xb)
+  met = _jit_metamers(model, params, xa, xb)
   la, lm = model.logits(params, xa), model.logits(params, met)
   out["metamer_logit_max_abs_diff"] = float(jnp.max(jnp.abs(la - lm)))
   pa, pm = np.argmax(la, -1), np.argmax(lm, -1)
@@ -186,7 +218,7 @@ def _invariance_section(model, params, x, y, cfg, workdir, rng, bounds,
 
   npairs = min(int(_cfg(cfg, "interpolation_pairs")), len(ia))
   steps = int(_cfg(cfg, "interpolation_steps"))
-  frames = jax.jit(A.nuisance_interpolation, static_argnums=(0, 4))(
+  frames = _jit_interpolation(
       model, params, xa[:npairs], xb[:npairs], steps)       # [T, P, ...]
   frames = np.asarray(frames)
   path = os.path.join(workdir, "nuisance_interpolation.png")
@@ -197,11 +229,9 @@ def _invariance_section(model, params, x, y, cfg, workdir, rng, bounds,
   out["interpolation_png"] = path
 
   # Post-hoc nuisance classifier: a lower bound on I(y; z_n).
-  enc1 = jax.jit(lambda p, xx: model.split(model.forward(p, xx)[0])[1])
-
   def enc(p, xx, chunk=512):
     xx = jnp.asarray(xx)
-    return jnp.concatenate([enc1(p, xx[i:i + chunk])
+    return jnp.concatenate([_jit_nuisance(model, p, xx[i:i + chunk])
                             for i in range(0, xx.shape[0], chunk)])
 
   if nuisance_data is not None and isinstance(nuisance_data[0], dict):
@@ -315,7 +345,7 @@ def robustness_report(model, params, images, labels, report_config,
   os.makedirs(workdir, exist_ok=True)
   t0 = time.perf_counter()
 
-  clean = jax.jit(model.logits)(params, images)
+  clean = _jit_logits(model, params, images)
   correct = jnp.argmax(clean, -1) == labels
   report: Dict[str, Any] = {
       "num_examples": int(images.shape[0]),
@@ -332,14 +362,15 @@ def robustness_report(model, params, images, labels, report_config,
                               loop)
     report["pgd"][norm] = sec
     report["warnings"] += warns
-  minimal = {"deepfool": lambda norm: functools.partial(
-      A.deepfool, norm=norm, steps=int(_cfg(report_config, "deepfool_steps")),
-      candidates=int(_cfg(report_config, "deepfool_candidates")),
-      bounds=bounds)}
+  minimal = {"deepfool": lambda norm: _Attack(A.deepfool, (
+      ("norm", norm), ("steps", int(_cfg(report_config, "deepfool_steps"))),
+      ("candidates", int(_cfg(report_config, "deepfool_candidates"))),
+      ("bounds", bounds)))}
   fmn_steps = int(_cfg(report_config, "fmn_steps"))
   if fmn_steps > 0:
-    minimal["fmn"] = lambda norm: functools.partial(
-        A.fmn, norm=norm, steps=fmn_steps, bounds=bounds, loop=loop)
+    minimal["fmn"] = lambda norm: _Attack(A.fmn, (
+        ("norm", norm), ("steps", fmn_steps), ("bounds", bounds),
+        ("loop", loop)))
     report["fmn"] = {}
   for name, make in minimal.items():
     for norm in ("l2", "linf"):

@@ -82,6 +82,15 @@ def test_report_tiny_cnn(tmp_path):
   dl2 = report["deepfool"]["l2"]
   assert dl2["success_rate"] > 0.5 and dl2["median_norm"] > 0
   assert not list(tmp_path.glob("*.png"))
+  # A second report on the same architecture and shapes (another split, a
+  # retrained model: new params, images) reuses the compiled attacks.
+  from advinv_jax import report as R
+  jitted = (R._jit_eps_sweep, R._jit_minimal, R._jit_logits)
+  sizes = [f._cache_size() for f in jitted]
+  params2 = jax.tree_util.tree_map(lambda a: a * 1.1, params)
+  robustness_report(model, params2, x[::-1], y[::-1], cfg,
+                    str(tmp_path / "again"), jax.random.PRNGKey(2))
+  assert [f._cache_size() for f in jitted] == sizes
   with pytest.raises(ValueError, match="labels"):
     robustness_report(model, params, x, y + 10, cfg, str(tmp_path),
                       jax.random.PRNGKey(1))
