@@ -74,6 +74,12 @@ def default_config() -> ml_collections.ConfigDict:
   # How 3x3 convs run (same function): "" = platform default (CPU:
   # xla_gemm_grad, else xla) | xla | xla_gemm_grad | im2col | outshift | auto
   config.model.conv3x3_impl = ""
+  # Operand dtype of the coupling subnets' 1x1 convs: float32 | bfloat16
+  # (bfloat16 operands, float32 accumulation and outputs; the network stays
+  # exactly invertible, gradients carry ~1e-2 relative rounding; reverse-mode
+  # only). On CPUs with AMX (this one) the authors' iCE step at batch 128 ran
+  # 0.80x the time of float32 (benchmarks/README.md, session 8).
+  config.model.matmul_dtype = "float32"
   # Run the model on batch chunks of at most this many examples, unrolled in
   # one program (same function; 0 = whole batch; -1 = platform default: 32 on
   # CPU, off elsewhere). CPU: fiRevNet train steps at batch 128 run 12-17%

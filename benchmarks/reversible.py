@@ -27,6 +27,7 @@ Writes benchmarks/results/reversible.json and prints a table.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -219,7 +220,8 @@ def measure_train_steps(cfgs, batch, repeats, channels=3, size=32, seed=0,
         temp_mib=compiled.memory_analysis().temp_size_in_bytes / MiB,
         compile_s=compile_s, params=model.param_count(),
         batch_chunk=int(cfg.model.batch_chunk),
-        reversible_loop=str(cfg.model.reversible_loop))))
+        reversible_loop=str(cfg.model.reversible_loop),
+        matmul_dtype=str(cfg.model.matmul_dtype))))
   if torch_step:
     calls.append(_torch_ice_call(cfgs[0], *built[0]))
   return _time_interleaved(calls, repeats)
@@ -280,6 +282,11 @@ def main(argv=None):
                        "train-step rows (each with every batch chunk), "
                        "timed interleaved, e.g. unrolled,scan,scan32 "
                        "(scanK: scan with model.scan_batch_chunk=K)")
+  ap.add_argument("--authors_matmul_dtypes", default="float32",
+                  help="config.model.matmul_dtype values for the train-step "
+                       "rows (each with every loop and chunk), e.g. "
+                       "float32,bfloat16 (bfloat16: the subnets' 1x1 convs "
+                       "take bfloat16 operands; rows '+bf16')")
   ap.add_argument("--torch_train_step", action="store_true",
                   help="with the iCE train-step rows, also time the same step "
                   "in PyTorch (benchmarks/_torch_train_step.py; needs torch) "
@@ -341,22 +348,25 @@ def main(argv=None):
           microbatch=args.authors_microbatch)
     chunks = [int(c) for c in args.authors_batch_chunks.split(",") if c]
     train_loops = [l for l in args.authors_train_loops.split(",") if l]
+    matmul_dtypes = [d for d in args.authors_matmul_dtypes.split(",") if d]
     for loss in [l for l in args.authors_train_steps.split(",") if l]:
       for b in batches:
         for impl in impls:
           cfgs, names = [], []
-          for loop in train_loops:
-            for c in chunks:
-              cfgs.append(authors_train_config(loss, True, impl))
-              cfgs[-1].model.batch_chunk = c
-              # 'scanK': reversible_loop='scan' with scan_batch_chunk=K
-              scan_chunk = int(loop[4:] or 0) if loop.startswith("scan") else 0
-              cfgs[-1].model.reversible_loop = loop[:4] if scan_chunk else loop
-              cfgs[-1].model.scan_batch_chunk = scan_chunk
-              sfx = "" if impl == "xla" else f"[{impl}]"
-              sfx += f"+chunk{c}" if c else ""
-              sfx += f"+{loop}" if loop.startswith("scan") else ""
-              names.append(f"{loss}-train-step-rev{sfx}")
+          for loop, c, md in itertools.product(train_loops, chunks,
+                                               matmul_dtypes):
+            cfgs.append(authors_train_config(loss, True, impl))
+            cfgs[-1].model.batch_chunk = c
+            cfgs[-1].model.matmul_dtype = md
+            # 'scanK': reversible_loop='scan' with scan_batch_chunk=K
+            scan_chunk = int(loop[4:] or 0) if loop.startswith("scan") else 0
+            cfgs[-1].model.reversible_loop = loop[:4] if scan_chunk else loop
+            cfgs[-1].model.scan_batch_chunk = scan_chunk
+            sfx = "" if impl == "xla" else f"[{impl}]"
+            sfx += f"+chunk{c}" if c else ""
+            sfx += f"+{loop}" if loop.startswith("scan") else ""
+            sfx += "+bf16" if md == "bfloat16" else ""
+            names.append(f"{loss}-train-step-rev{sfx}")
           with_torch = args.torch_train_step and loss == "ice"
           results = measure_train_steps(
               cfgs, b, args.authors_repeats, channels=args.channels,

@@ -40,8 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from advinv_jax.layers import (DCT2D, ActNorm, Chain, resolve_conv3x3_impl,
-                               Coupling, FixedAffine, InvConv1x1, Layer, Psi,
+from advinv_jax.layers import (DCT2D, MATMUL_DTYPES, ActNorm, Chain,
+                               resolve_conv3x3_impl, Coupling, FixedAffine, InvConv1x1, Layer, Psi,
                                Reverse, Shuffle, Squeeze, count_params)
 from advinv_jax.models._base import InvertibleModel, register_model
 
@@ -226,6 +226,7 @@ def _common(cfg, coupling_default="affine", perm_default="shuffle"):
       reversible_loop=_choice(cfg, "reversible_loop", "auto",
                               ("auto", "unrolled", "scan")),
       conv3x3_impl=resolve_conv3x3_impl(cfg.get("conv3x3_impl", "")),
+      matmul_dtype=_choice(cfg, "matmul_dtype", "float32", MATMUL_DTYPES),
       seed=int(cfg.get("perm_seed", 0)),
       scan_batch_chunk=int(cfg.get("scan_batch_chunk", 0)))
   if s["scan_batch_chunk"] < 0:
@@ -248,7 +249,8 @@ def _steps(n, width, s, first_index):
     steps.append(Chain((
         ActNorm(s["min_std"]), perm,
         Coupling(width, s["coupling"], s["affine_scale"], s["scale_floor"],
-                 s["conv1x1_as_matmul"], s["min_std"], s["conv3x3_impl"]))))
+                 s["conv1x1_as_matmul"], s["min_std"], s["conv3x3_impl"],
+                 s["matmul_dtype"]))))
   # 'scan' also stores each level's step params stacked (one array per
   # parameter kind: a much smaller optimizer program, see Chain.stacked).
   return Chain(tuple(steps), reversible=s["reversible"],
@@ -279,7 +281,10 @@ def build_firevnet(cfg, input_shape, num_classes):
   examples, see Chain.batch_chunk), conv1x1_as_matmul
   (True), affine_scale ('sigmoid'), actnorm_std_floor (1e-2; the ActNorm
   init floor on the per-channel std), scale_floor (1e-3), perm_seed (0),
-  conv3x3_impl ('' = platform default; see advinv_jax.layers.conv3x3).
+  conv3x3_impl ('' = platform default; see advinv_jax.layers.conv3x3),
+  matmul_dtype ('float32'; 'bfloat16': the subnets' 1x1 convs take
+  bfloat16 operands with float32 accumulation, see
+  advinv_jax.layers.matmul_lowp; exactly invertible, reverse mode only).
 
   Raises:
     ValueError: H or W not divisible by ``2**levels``, or more classes than
