@@ -14,6 +14,8 @@ nuisance-classifier updates)::
       --out benchmarks/results/train_step_rss_scan.json
   python benchmarks/train_step_rss.py --variants jax-rev-chunk32 \
       --out benchmarks/results/train_step_rss_chunk32.json
+  python benchmarks/train_step_rss.py --variants jax-rev-scan16,jax-rev-scan16-bf16 \
+      --out benchmarks/results/train_step_rss_s8.json    # -bf16: matmul_dtype
 
 Per variant: build and compile (JAX) or build (PyTorch); ``malloc_trim``
 returns the heap the compiler freed to the OS; the peak-RSS counter is reset
@@ -39,7 +41,8 @@ import sys
 import time
 
 VARIANTS = ("jax-rev-chunk16", "jax-rev-chunk32", "jax-rev", "jax-rev-scan",
-            "jax-rev-scan32", "jax-rev-scan16", "jax-plain", "torch")
+            "jax-rev-scan32", "jax-rev-scan16", "jax-rev-scan16-bf16",
+            "jax-plain", "torch")
 DEFAULT_VARIANTS = ("jax-rev-chunk16", "jax-rev", "jax-plain", "torch")
 
 
@@ -59,11 +62,15 @@ def _reset_peak():
 def _run_variant(variant, batch, steps):
   """Runs in the child process; returns the result dict."""
   import jax
+  name = variant
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   from reversible import (authors_train_config, build_train_step,  # noqa: E402
                           torch_ice_step)
 
   cfg = authors_train_config("ice", variant != "jax-plain", "xla_gemm_grad")
+  if variant.endswith("-bf16"):   # the subnets' 1x1 convs on bf16 operands
+    cfg.model.matmul_dtype = "bfloat16"
+    variant = variant[:-len("-bf16")]
   cfg.model.batch_chunk = (int(variant.rsplit("chunk", 1)[1])
                           if "-chunk" in variant else 0)
   if "-scan" in variant:   # lax.scan over steps, stacked params; -scanK:
@@ -94,7 +101,7 @@ def _run_variant(variant, batch, steps):
     run()
     times.append(time.perf_counter() - t0)
   peak = _status_mib("VmHWM")
-  return {"variant": variant, "batch": batch, "steps": steps,
+  return {"variant": name, "batch": batch, "steps": steps,
           "build_or_compile_s": build_s, "peak_during_build_mib": peak_build,
           "rss_after_build_mib": rss_built, "rss_before_mib": before,
           "peak_mib": peak, "step_working_mib": peak - before,
