@@ -157,6 +157,25 @@ class ModelTest(chex.TestCase):
     met = m.inverse(p, m.merge(z_s, jnp.roll(z_n, 1, axis=0)))
     chex.assert_trees_all_close(m.logits(p, met), z_s, atol=1e-4)
 
+  def test_bf16_matmul_model_is_exactly_invertible(self):
+    # config.model.matmul_dtype reaches every coupling: same params, a
+    # (slightly) different function, still an exact bijection.
+    x = jax.random.uniform(jax.random.PRNGKey(0), (3, 8, 8, 1))
+    m32 = build_model(model_cfg(width=16, levels=2), (8, 8, 1), 10)
+    m16 = build_model(model_cfg(width=16, levels=2, matmul_dtype="bfloat16"),
+                      (8, 8, 1), 10)
+    p = perturb(jax.jit(m32.init)(jax.random.PRNGKey(1), x),
+                jax.random.PRNGKey(2), scale=0.2)
+    (z, ld), (z32, _) = jax.jit(m16.forward)(p, x), jax.jit(m32.forward)(p, x)
+    self.assertGreater(float(jnp.max(jnp.abs(z - z32))), 1e-6)
+    self.assertLess(float(jnp.linalg.norm(z - z32) / jnp.linalg.norm(z32)),
+                    1e-2)
+    x_rec, ld_inv = jax.jit(m16.inverse_with_logdet)(p, z)
+    chex.assert_trees_all_close(x_rec, x, atol=1e-5)
+    chex.assert_trees_all_close(ld_inv, -ld, atol=1e-4)
+    with self.assertRaisesRegex(ValueError, "matmul_dtype"):
+      build_model(model_cfg(matmul_dtype="float16"), (8, 8, 1), 10)
+
   def test_reversible_grads_equal_autodiff(self, loop="unrolled"):
     # (the 'scan' loop is checked on layer chains in test_layers.py)
     x = jax.random.uniform(jax.random.PRNGKey(0), (2, 8, 8, 1))

@@ -40,9 +40,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from advinv_jax.layers import (DCT2D, MATMUL_DTYPES, ActNorm, Chain,
-                               resolve_conv3x3_impl, Coupling, FixedAffine, InvConv1x1, Layer, Psi,
-                               Reverse, Shuffle, Squeeze, count_params)
+from advinv_jax.layers import (DCT2D, MATMUL_DTYPES, ActNorm, Chain, Coupling,
+                               FixedAffine, InvConv1x1, Layer, Psi, Reverse,
+                               Shuffle, Squeeze, count_params,
+                               resolve_conv3x3_impl)
 from advinv_jax.models._base import InvertibleModel, register_model
 
 # What reversible_loop='auto' means (the faster form measured in
