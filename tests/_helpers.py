@@ -5,6 +5,7 @@ import os
 import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from advinv_jax.config import default_config
@@ -34,6 +35,24 @@ def random_params(model, x, rng, scale=0.1):
   return jax.tree_util.tree_map(
       lambda s: (scale * rng.standard_normal(s.shape)).astype(np.float32),
       shapes)
+
+
+def max_rel_err(a, b) -> float:
+  """``max|a - b| / max|b|`` (``b`` the reference; +1e-12 against 0)."""
+  return float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-12))
+
+
+def assert_trees_rel_close(got, want, tol=1e-4, msg=""):
+  """Every leaf of ``got`` within ``tol`` of ``want``'s, by
+  :func:`max_rel_err` per leaf (gradients of different sizes per leaf)."""
+  got_leaves = jax.tree_util.tree_leaves_with_path(got)
+  want_leaves = jax.tree_util.tree_leaves(want)
+  assert len(got_leaves) == len(want_leaves), (len(got_leaves),
+                                               len(want_leaves), msg)
+  for (path, a), b in zip(got_leaves, want_leaves):
+    err = max_rel_err(a, b)
+    assert err <= tol, (f"{jax.tree_util.keystr(path)}: relative error "
+                        f"{err:.3g} > {tol} {msg}")
 
 
 def compiled_conv_labels(fn, *args):

@@ -12,7 +12,8 @@ from absl.testing import absltest, parameterized
 from advinv_jax.layers import (DCT2D, ActNorm, Chain, Coupling, FixedAffine,
                                InvConv1x1, Psi, Reverse, Shuffle, Squeeze,
                                conv3x3, count_params, dct_matrix, matmul_lowp)
-from tests._helpers import compiled_conv_labels, perturb
+from tests._helpers import (assert_trees_rel_close, compiled_conv_labels,
+                            max_rel_err, perturb)
 
 
 def step(i, coupling="affine", perm=None, **kw):
@@ -63,8 +64,7 @@ class LayerTest(chex.TestCase):
     chex.assert_shape(ld, (x.shape[0],))
     xr, ld_inv = inv(params, y)
     chex.assert_tree_all_finite((y, ld, xr, ld_inv))
-    rel = jnp.max(jnp.abs(xr - x)) / jnp.max(jnp.abs(x))
-    self.assertLessEqual(float(rel), 1e-5)
+    self.assertLessEqual(max_rel_err(xr, x), 1e-5)
     chex.assert_trees_all_close(ld, -ld_inv, atol=1e-4, rtol=1e-5)
 
   @parameterized.named_parameters(*LAYERS.items())
@@ -286,18 +286,16 @@ class ReversibleTest(chex.TestCase):
           jnp.sum(chain.forward(p, v)[1]))
       return jax.jit(jax.grad(f, argnums=(0, 1)))(params, x)
 
-    g_rev, g_bf, g_32 = (grads(mk("bfloat16", True)),
-                         grads(mk("bfloat16", False)), grads(mk("float32",
-                                                                   False)))
-    rel = lambda a, b: float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
-    for a, b in zip(*map(jax.tree_util.tree_leaves, (g_rev, g_bf))):
-      self.assertLessEqual(rel(a, b), 1e-4)
+    g_rev = grads(mk("bfloat16", True))
+    g_bf = grads(mk("bfloat16", False))
+    g_32 = grads(mk("float32", False))
+    assert_trees_rel_close(g_rev, g_bf, 1e-4)
     flat = lambda t: jnp.concatenate([v.ravel() for v in
                                       jax.tree_util.tree_leaves(t)])
     self.assertLessEqual(float(jnp.linalg.norm(flat(g_bf) - flat(g_32)) /
                                jnp.linalg.norm(flat(g_32))), 3e-2)
-    self.assertGreater(rel(g_bf[0]["001"]["002"]["net"]["w2"],
-                           g_32[0]["001"]["002"]["net"]["w2"]), 1e-5)
+    self.assertGreater(max_rel_err(g_bf[0]["001"]["002"]["net"]["w2"],
+                                   g_32[0]["001"]["002"]["net"]["w2"]), 1e-5)
     with self.assertRaisesRegex(ValueError, "matmul_dtype='float16'"):
       Coupling(4, matmul_dtype="float16")
 
@@ -323,10 +321,7 @@ class ReversibleTest(chex.TestCase):
 
     g_plain = loss(plain)(params, x)
     g_rev = loss(rev)(params, x)
-    for a, b in zip(jax.tree_util.tree_leaves(g_rev),
-                    jax.tree_util.tree_leaves(g_plain)):
-      rel = jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-12)
-      self.assertLessEqual(float(rel), 1e-4)
+    assert_trees_rel_close(g_rev, g_plain, 1e-4)
     chex.assert_trees_all_close(rev.forward(params, x),    # 'scan' sums
                                 plain.forward(params, x),  # in another
                                 rtol=1e-5)                 # order
@@ -361,10 +356,7 @@ class ReversibleTest(chex.TestCase):
       y = jax.jit(c.forward)(sp, x)
       chex.assert_trees_all_close(y, y_ref, rtol=1e-5, atol=1e-5)
       chex.assert_trees_all_close(jax.jit(c.inverse)(sp, y[0]), x, atol=1e-5)
-      for a, b in zip(jax.tree_util.tree_leaves(grads(c, sp)),
-                      jax.tree_util.tree_leaves(g_ref)):
-        rel = jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-12)
-        self.assertLessEqual(float(rel), 1e-4, (rev, loop, chunk))
+      assert_trees_rel_close(grads(c, sp), g_ref, 1e-4, (rev, loop, chunk))
 
   def test_memory_does_not_grow_with_depth(self):
     x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 4))

@@ -12,7 +12,7 @@ from absl.testing import absltest, parameterized
 from advinv_jax.config import default_config, validate_config
 from advinv_jax.layers import DCT2D, count_params
 from advinv_jax.models import InvertibleModel, build_model, model_names
-from tests._helpers import perturb
+from tests._helpers import assert_trees_rel_close, max_rel_err, perturb
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -90,8 +90,7 @@ class ModelTest(chex.TestCase):
     chex.assert_trees_all_close(m.logits(p, x), z_s, atol=1e-5)
     xr, ld_inv = self.variant(m.inverse_with_logdet)(p, z)
     chex.assert_tree_all_finite((z, ld, xr, ld_inv))
-    rel = jnp.max(jnp.abs(xr - x)) / jnp.max(jnp.abs(x))
-    self.assertLessEqual(float(rel), 1e-5)
+    self.assertLessEqual(max_rel_err(xr, x), 1e-5)
     chex.assert_trees_all_close(ld, -ld_inv, atol=1e-3, rtol=1e-5)
 
   def test_logdet_matches_jacobian(self):
@@ -194,10 +193,7 @@ class ModelTest(chex.TestCase):
       return jax.jit(jax.grad(f, argnums=(0, 1)))
 
     ga, gb = loss(mr)(p, x), loss(m)(p, x)
-    for a, b in zip(jax.tree_util.tree_leaves(ga),
-                    jax.tree_util.tree_leaves(gb)):
-      rel = jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-12)
-      self.assertLessEqual(float(rel), 1e-4)
+    assert_trees_rel_close(ga, gb, 1e-4)
 
   def test_scan_model_stacks_params_same_function(self):
     # reversible_loop='scan' stores each level's steps stacked; converted
@@ -226,10 +222,7 @@ class ModelTest(chex.TestCase):
       f = lambda p: jnp.sum(jax.nn.log_softmax(model.forward(p, x)[0][:, :10])
                             [:, 3]) - 0.01 * jnp.sum(model.forward(p, x)[1])
       return jax.jit(jax.grad(f))(p)
-    for a, b in zip(jax.tree_util.tree_leaves(grad(ms, ps)),
-                    jax.tree_util.tree_leaves(restack(grad(m, p)))):
-      rel = jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-12)
-      self.assertLessEqual(float(rel), 1e-4)
+    assert_trees_rel_close(grad(ms, ps), restack(grad(m, p)), 1e-4)
 
   @parameterized.parameters(
       dict(reversible=True, impl="xla_gemm_grad", loop="unrolled"),
