@@ -114,8 +114,8 @@ class _Attack:
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _jit_eps_sweep(model, attack, eps_values, params, x, y, key):
-  return A.eps_sweep(attack.partial(), functools.partial(model.logits, params), x, y,
-                     eps_values, rng=key, full=True)
+  return A.eps_sweep(attack.partial(), functools.partial(model.logits, params),
+                     x, y, eps_values, rng=key, full=True)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

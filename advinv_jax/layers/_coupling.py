@@ -278,6 +278,13 @@ def _conv3x3_stride2_s2d(x, w):
 MATMUL_DTYPES = ("float32", "bfloat16")
 
 
+def _check_matmul_dtype(matmul_dtype: str) -> str:
+  if matmul_dtype not in MATMUL_DTYPES:
+    raise ValueError(f"matmul_dtype={matmul_dtype!r}; choose one of "
+                     f"{MATMUL_DTYPES}.")
+  return matmul_dtype
+
+
 def conv1x1(x, w, as_matmul: bool, matmul_dtype: str = "float32"):
   """1x1 convolution, ``x: f32[B, H, W, Cin]``, ``w: f32[Cin, Cout]`` ->
   ``f32[B, H, W, Cout]``; an einsum when ``as_matmul`` (about 2x faster
@@ -287,10 +294,7 @@ def conv1x1(x, w, as_matmul: bool, matmul_dtype: str = "float32"):
   bfloat16 operands and accumulate in float32 (:func:`matmul_lowp`; a
   matmul whatever ``as_matmul`` says). Reverse mode only.
   """
-  if matmul_dtype not in MATMUL_DTYPES:
-    raise ValueError(f"matmul_dtype={matmul_dtype!r}; choose one of "
-                     f"{MATMUL_DTYPES}.")
-  if matmul_dtype != "float32":
+  if _check_matmul_dtype(matmul_dtype) != "float32":
     return matmul_lowp(x, w, matmul_dtype)
   if as_matmul:
     return jnp.einsum("bhwc,co->bhwo", x, w)
@@ -433,9 +437,7 @@ class Coupling(Layer):
     if self.conv3x3_impl not in CONV3X3_IMPLS:
       raise ValueError(f"conv3x3_impl={self.conv3x3_impl!r}; choose one of "
                        f"{CONV3X3_IMPLS}.")
-    if self.matmul_dtype not in MATMUL_DTYPES:
-      raise ValueError(f"matmul_dtype={self.matmul_dtype!r}; choose one of "
-                       f"{MATMUL_DTYPES}.")
+    _check_matmul_dtype(self.matmul_dtype)
     if not 0.0 < self.scale_floor < 1.0:
       raise ValueError(f"scale_floor={self.scale_floor} must be in (0, 1).")
 
