@@ -157,7 +157,7 @@ class LayerTest(chex.TestCase):
     # XLA CPU runs a convolution fast only in its canonical form
     # (NHWC x HWIO -> NHWC). In straight-line code it rewrites JAX's
     # transposed convolutions into it; inside a while loop it does not and
-    # takes a ~10x slower generic kernel (layers/_coupling.py,
+    # takes a ~10x slower generic kernel (layers/_conv.py,
     # _conv_input_grad). xla_gemm_grad writes every gradient convolution in
     # that form itself, so a scanned gradient compiles to canonical ones only
     # ('xla' does not: checked as the control).

@@ -12,10 +12,10 @@ Every layer is a frozen dataclass of static settings with::
 """
 from advinv_jax.layers._actnorm import ActNorm, actnorm_init
 from advinv_jax.layers._base import Chain, Layer, count_params, map_batch_chunks
-from advinv_jax.layers._coupling import (CONV3X3_IMPLS, MATMUL_DTYPES,
-                                         Coupling, Subnet, conv1x1, conv3x3,
-                                         default_conv3x3_impl, matmul_lowp,
-                                         resolve_conv3x3_impl)
+from advinv_jax.layers._conv import (CONV3X3_IMPLS, MATMUL_DTYPES, conv1x1,
+                                     conv3x3, default_conv3x3_impl,
+                                     matmul_lowp, resolve_conv3x3_impl)
+from advinv_jax.layers._coupling import Coupling, Subnet
 from advinv_jax.layers._dct import DCT2D, FixedAffine, dct_matrix
 from advinv_jax.layers._downsample import Psi, Squeeze
 from advinv_jax.layers._permute import InvConv1x1, Reverse, Shuffle
