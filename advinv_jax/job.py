@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import traceback
 
 import jax
 import numpy as np
@@ -24,15 +26,36 @@ def run(config, workdir: str) -> dict:
     n = min(config.report.num_examples, len(ds.test))
     test = ds.test.get(np.arange(n))
     model, params = result["model"], result["state"].params
-    report = robustness_report(
-        model, params, test["image"], test["label"], config.report, workdir,
-        jax.random.PRNGKey(config.seed + 1),
-        nuisance_data=_nuisance_data(ds, config) if model.invertible else None,
-        bias=result["extras"].get("differential_bias"),
-        bounds=ds.bounds)
-    summary["report"] = os.path.join(workdir, "report.json")
+    try:
+      report = robustness_report(
+          model, params, test["image"], test["label"], config.report,
+          workdir, jax.random.PRNGKey(config.seed + 1),
+          nuisance_data=(_nuisance_data(ds, config) if model.invertible
+                         else None),
+          bias=result["extras"].get("differential_bias"),
+          bounds=ds.bounds)
+    except Exception as e:  # pylint: disable=broad-except
+      # The training outputs (checkpoints, results.json) are on disk already;
+      # a failing report must not take them down with it.
+      traceback.print_exc()
+      summary["report_error"] = f"{type(e).__name__}: {e}"
+      print(f"the report failed ({summary['report_error']}); training "
+            f"outputs are kept in {workdir}", file=sys.stderr)
+      return summary
+    summary["report"] = report["files"]["report_html"]
+    summary["report_json"] = report["files"]["report_json"]
+    summary["warnings"] = len(report["warnings"])
     summary.update({k: v for k, v in report.items()
                     if isinstance(v, (int, float))})
+    h = report["headline"]
+    if h.get("source"):
+      summary["robust_accuracy"] = h["robust_accuracy"]
+      summary["robust_accuracy_by"] = (
+          f"{h['source']} {h['norm']} eps={h['eps']:g} "
+          f"(n={h['num_examples']})")
+    inv = report.get("invariance")
+    if inv:
+      summary["valid_metamers"] = inv["metamer_validity"]["valid_share"]
   return summary
 
 

@@ -44,6 +44,11 @@ def main(argv):
   from advinv_jax.job import run
   summary = run(config, _WORKDIR.value)
   print(json.dumps(summary, indent=1, default=str))
+  if "report" in summary:
+    print(f"report: {os.path.abspath(summary['report'])} "
+          f"({summary['warnings']} warning(s); also report.md, report.json)")
+  if "report_error" in summary:
+    sys.exit(f"report failed: {summary['report_error']}")
 
 
 if __name__ == "__main__":

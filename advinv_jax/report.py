@@ -1,19 +1,29 @@
-"""Robustness report: sensitivity (PGD, DeepFool) and invariance (metamers).
+"""Robustness report: sensitivity (PGD, AutoAttack, minimal perturbations)
+and invariance (metamers, checked).
 
 ``robustness_report`` evaluates a trained model on a batch of test images and
-writes ``report.json`` (plus PNGs for invertible models) into ``workdir``:
+writes into ``workdir`` (every file atomically: a temporary file, then
+``os.replace``; a failure leaves no partial file):
 
-* clean accuracy;
-* PGD robust accuracy and attack-success ratio vs eps, for linf and l2
-  (one jitted sweep per norm; every adversarial example is checked to lie in
-  its ball and in the bounds);
-* DeepFool minimal perturbations (l2, linf): median / mean over the
-  correctly classified inputs;
-* gradient-masking warnings (zero / NaN gradients, success not monotone in
-  eps);
-* invertible models: a metamer grid (rows: logits source A, nuisance source
-  B, metamer F^-1(z_s(A), z_n(B))), a nuisance interpolation strip and the
-  test accuracy of a post-hoc classifier on ``z_n`` (Jacobsen et al.).
+* ``report.json`` -- every number, ``warnings`` first;
+* ``report.html`` (self-contained, figures embedded as base64 PNG) and
+  ``report.md`` (figures as the PNG files beside it) -- what a person opens;
+* PNG figures: robust accuracy vs eps, minimal perturbations, AutoAttack's
+  per-attack success counts, and for invertible models the metamer grid and
+  the nuisance interpolation.
+
+Sections: clean accuracy; AutoAttack robust accuracy (the headline) at
+``autoattack_{linf,l2}_eps`` on the first ``autoattack_num_examples`` inputs,
+with the attack that broke each input and AutoAttack's sanity flags; the PGD
+sweep over ``linf_eps`` / ``l2_eps`` (the fast curve; every adversarial
+example is checked to lie in its ball and in the bounds); DeepFool (and FMN)
+minimal perturbations; gradient-masking warnings; for invertible models
+metamers ``F^-1(z_s(A), z_n(B))`` with their validity
+(:func:`advinv_jax.invariance.metamer_validity`; the report warns when the
+valid share is below ``metamer_min_valid``), a nuisance interpolation strip
+and a post-hoc classifier on ``z_n`` against its chance level. Settings:
+the config's ``report`` fields; ``report.full=True`` switches to the
+paper-grade ``advinv_jax.config.REPORT_FULL``. See docs/report.md.
 """
 from __future__ import annotations
 
@@ -21,16 +31,18 @@ import dataclasses
 import functools
 import json
 import os
+import tempfile
 import time
 import warnings as _warnings
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from advinv_jax import attacks as A
-from advinv_jax.config import default_config
+from advinv_jax import invariance as I
+from advinv_jax.config import REPORT_FULL, default_config
 from advinv_jax.losses import add_binary_bias
 
 # Defaults for report fields a config may lack: the schema's, plus the
@@ -38,12 +50,21 @@ from advinv_jax.losses import add_binary_bias
 _DEFAULTS = dict(default_config().report.to_dict(), bounds=(0.0, 1.0))
 
 
-def _cfg(report_config, name):
-  if report_config is None:
-    return _DEFAULTS[name]
-  v = report_config.get(name, None) if hasattr(report_config, "get") else (
-      getattr(report_config, name, None))
-  return _DEFAULTS[name] if v is None else v
+def report_settings(report_config) -> Dict[str, Any]:
+  """The report's resolved settings: the schema's defaults, then the fields
+  of ``report_config`` (a ConfigDict, dict or None), then -- with
+  ``full=True`` -- ``REPORT_FULL`` and AutoAttack at every eps of
+  ``linf_eps`` / ``l2_eps``."""
+  out = dict(_DEFAULTS)
+  if report_config is not None:
+    items = (report_config.items() if hasattr(report_config, "items") else
+             vars(report_config).items())
+    out.update({k: v for k, v in items if v is not None})
+  if out["full"]:
+    out.update(REPORT_FULL)
+    out["autoattack_linf_eps"] = tuple(out["linf_eps"])
+    out["autoattack_l2_eps"] = tuple(out["l2_eps"])
+  return out
 
 
 def _finite_or_none(v):
@@ -51,40 +72,24 @@ def _finite_or_none(v):
   return v if np.isfinite(v) else None
 
 
-def _to_image(x, bounds):
-  """``[H, W, C]`` -> something ``imshow`` takes (grey or RGB in [0, 1])."""
-  x = np.asarray(x, np.float64)
-  lo, hi = (0.0, 1.0) if bounds is None else bounds
-  x = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
-  if x.shape[-1] == 1 or x.shape[-1] not in (3,):
-    return x[..., 0], "gray"
-  return x, None
-
-
-def _save_grid(path, rows: Sequence[np.ndarray], row_labels: Sequence[str],
-               bounds, title: str, col_labels: Optional[Sequence[str]] = None):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  nr, nc = len(rows), len(rows[0])
-  fig, axes = plt.subplots(nr, nc, figsize=(1.1 * nc + 1.0, 1.1 * nr + 0.5),
-                           squeeze=False)
-  for i, row in enumerate(rows):
-    for j in range(nc):
-      ax = axes[i, j]
-      img, cmap = _to_image(row[j], bounds)
-      ax.imshow(img, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
-      ax.set_xticks([])
-      ax.set_yticks([])
-      if j == 0:
-        ax.set_ylabel(row_labels[i], fontsize=7)
-      if i == 0 and col_labels is not None:
-        ax.set_title(col_labels[j], fontsize=7)
-  fig.suptitle(title, fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=80)
-  plt.close(fig)
+def atomic_write(path: str, data) -> str:
+  """Writes ``data`` (str or bytes) to ``path`` atomically: into a temporary
+  file in the same folder, then ``os.replace``. On any failure the
+  temporary file is removed and ``path`` is untouched."""
+  d = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path),
+                             suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data.encode() if isinstance(data, str) else data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return path
 
 
 def _pair_indices(labels: np.ndarray, m: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -133,17 +138,24 @@ def _jit_nuisance(model, params, x):
   return model.split(model.forward(params, x)[0])[1]
 
 
-_jit_metamers = jax.jit(A.metameric_sample, static_argnums=0)
-_jit_interpolation = jax.jit(A.nuisance_interpolation, static_argnums=(0, 4))
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _jit_metamers(model, bounds, tol, params, xa, xb):
+  z = I.metamer_latent(model, params, xa, xb)
+  met = model.inverse(params, z)
+  return met, I.metamer_validity(model, params, met, z, bounds=bounds,
+                                 tol=tol)
+
+
+_jit_interpolation = jax.jit(I.nuisance_interpolation, static_argnums=(0, 4))
 
 
 def _pgd_section(model, params, x, y, correct, eps_values, norm, cfg, key,
                  bounds, loop):
-  steps = int(_cfg(cfg, "pgd_steps"))
+  steps = int(cfg["pgd_steps"])
   attack = _Attack(A.pgd, (
       ("norm", norm), ("steps", steps),
-      ("restarts", int(_cfg(cfg, "pgd_restarts"))),
-      ("loss", str(_cfg(cfg, "pgd_loss"))), ("bounds", bounds),
+      ("restarts", int(cfg["pgd_restarts"])),
+      ("loss", str(cfg["pgd_loss"])), ("bounds", bounds),
       ("loop", loop)))
   eps_values = tuple(float(e) for e in eps_values)
 
@@ -158,6 +170,7 @@ def _pgd_section(model, params, x, y, correct, eps_values, norm, cfg, key,
   return {
       "eps": list(eps_values),
       "steps": steps,
+      "restarts": int(cfg["pgd_restarts"]),
       "robust_accuracy": [float(v) for v in
                           A.robust_accuracy_curve(res.success, correct)],
       "attack_success_ratio": [float(v) for v in
@@ -166,12 +179,14 @@ def _pgd_section(model, params, x, y, correct, eps_values, norm, cfg, key,
           float(v) for v in A.attack_success_ratio(res.success, correct,
                                                    "all")],
       "seconds": time.perf_counter() - t,
-  }, warns
+  }, warns, np.asarray(res.success)
 
 
 def _minimal_section(model, params, x, y, correct, norm, attack, name,
                      bounds):
-  """Median minimal perturbation of ``attack`` (deepfool / fmn partial)."""
+  """Minimal perturbations of ``attack`` (deepfool / fmn partial) on the
+  correctly classified inputs: their median and each norm (None: none
+  found)."""
 
   t = time.perf_counter()
   res = jax.block_until_ready(_jit_minimal(model, attack, params, x, y))
@@ -187,46 +202,94 @@ def _minimal_section(model, params, x, y, correct, norm, attack, name,
                           if found.any() else None),
       "success_rate": float(found.mean()) if nrm.size else 0.0,
       "num_correct": int(c.sum()),
+      "norms": [_finite_or_none(v) for v in nrm],
       "seconds": time.perf_counter() - t,
   }, warns
 
 
-def _invariance_section(model, params, x, y, cfg, workdir, rng, bounds,
-                        nuisance_data):
+def _autoattack_section(model, params, x, y, norm, eps_values, cfg, key,
+                        bounds, loop, pgd_eps, pgd_success):
+  """AutoAttack at each eps on ``x`` (the first autoattack_num_examples)."""
+  logits_fn = functools.partial(model.logits, params)
+  settings = dict(version=str(cfg["autoattack_version"]),
+                  steps=int(cfg["autoattack_steps"]),
+                  num_targets=int(cfg["autoattack_num_targets"]),
+                  queries=int(cfg["autoattack_queries"]),
+                  fmn_steps=int(cfg["autoattack_fmn_steps"]))
+  out = {"eps": [], "robust_accuracy": [], "per_attack_success": [],
+         "attack_seconds": [], "flags": [], "pgd_robust_accuracy": [],
+         "num_examples": int(x.shape[0]), "settings": settings}
+  warns = []
+  t = time.perf_counter()
+  for k, eps in enumerate(eps_values):
+    res = A.autoattack(logits_fn, x, y, eps=float(eps), norm=norm,
+                       bounds=bounds, loop=loop,
+                       rng=jax.random.fold_in(key, k), **settings)
+    A.check_adversarial(x, res.x_adv, float(eps), norm, bounds)
+    out["attacks"] = list(res.attacks)
+    out["clean_accuracy"] = float(jnp.mean(res.clean_correct))
+    out["eps"].append(float(eps))
+    out["robust_accuracy"].append(float(res.robust_accuracy))
+    out["per_attack_success"].append(
+        [int(v) for v in np.asarray(res.per_attack_success)])
+    out["attack_seconds"].append(
+        [float(v) for v in np.asarray(res.seconds)])
+    out["flags"].append({f: bool(v) for f, v in res.flags.items()})
+    warns += [f"{w} (linf eps={eps})" if norm == "linf" else
+              f"{w} (l2 eps={eps})" for w in A.autoattack_warnings(res)]
+    # PGD on the same inputs at the same eps, when the sweep has that eps.
+    pgd_ra = None
+    if float(eps) in pgd_eps:
+      j = pgd_eps.index(float(eps))
+      ok = np.asarray(res.clean_correct) & ~pgd_success[j][:x.shape[0]]
+      pgd_ra = float(ok.mean())
+      if out["robust_accuracy"][-1] > pgd_ra + 1e-9:
+        warns.append(f"autoattack-{norm} eps={eps}: robust accuracy "
+                     f"{out['robust_accuracy'][-1]:.4f} is above PGD's "
+                     f"{pgd_ra:.4f} on the same inputs: the ensemble is "
+                     "weaker than one of its members should be (too few "
+                     "AutoAttack steps?).")
+    out["pgd_robust_accuracy"].append(pgd_ra)
+  out["seconds"] = time.perf_counter() - t
+  return out, warns
+
+
+def _invariance_section(model, params, x, y, cfg, rng, bounds, nuisance_data):
   out = {}
   yn = np.asarray(y)
-  m = int(_cfg(cfg, "num_metamers"))
-  ia, ib = _pair_indices(yn, m)
-  xa, xb = x[ia], x[ib]
-  met = _jit_metamers(model, params, xa, xb)
-  la, lm = model.logits(params, xa), model.logits(params, met)
-  out["metamer_logit_max_abs_diff"] = float(jnp.max(jnp.abs(la - lm)))
+  tol = float(cfg["metamer_tol"])
+  # Validity over a metamer for every report image; the grid shows the
+  # first num_metamers of them.
+  ia, ib = _pair_indices(yn, len(yn))
+  met, v = _jit_metamers(model, bounds, tol, params, x[ia], x[ib])
+  summary = I.summarize_validity(v)
+  m = min(int(cfg["num_metamers"]), len(ia))
+  valid = np.asarray(v.valid)
+  la, lm = (np.asarray(_jit_logits(model, params, t)) for t in (x[ia], met))
+  out["metamer_validity"] = dict(summary, tol=tol)
+  out["metamer_logit_max_abs_diff"] = _finite_or_none(np.max(np.abs(la - lm)))
   pa, pm = np.argmax(la, -1), np.argmax(lm, -1)
   out["metamer_same_prediction_as_logits_source"] = float(np.mean(pa == pm))
   out["metamer_predicts_nuisance_source_label"] = float(
       np.mean(pm == yn[ib]))
-  out["metamer_out_of_bounds"] = (
-      float(np.mean((np.asarray(met) < bounds[0]) |
-                    (np.asarray(met) > bounds[1]))) if bounds else 0.0)
-  path = os.path.join(workdir, "metamers.png")
-  _save_grid(path, [np.asarray(xa), np.asarray(xb), np.asarray(met)],
-             ["logits src (A)", "nuisance src (B)", "metamer"], bounds,
-             "Metamers F^-1(z_s(A), z_n(B)): classified as A",
-             col_labels=[f"{int(pa[i])}|{int(yn[ib][i])}->{int(pm[i])}"
-                         for i in range(len(ia))])
-  out["metamer_png"] = path
+  out["metamer_out_of_bounds"] = summary["out_of_bounds_share"]
+  out["grid"] = {
+      "logits_source_label": [int(yn[i]) for i in ia[:m]],
+      "nuisance_source_label": [int(yn[i]) for i in ib[:m]],
+      "metamer_prediction": [int(p) for p in pm[:m]],
+      "valid": [bool(b) for b in valid[:m]],
+      "logit_drift": [_finite_or_none(d) for d in np.asarray(
+          v.logit_drift)[:m]]}
+  images = {"metamers": (np.asarray(x[ia[:m]]), np.asarray(x[ib[:m]]),
+                         np.asarray(met[:m]))}
 
-  npairs = min(int(_cfg(cfg, "interpolation_pairs")), len(ia))
-  steps = int(_cfg(cfg, "interpolation_steps"))
+  npairs = min(int(cfg["interpolation_pairs"]), m)
+  steps = int(cfg["interpolation_steps"])
   frames = _jit_interpolation(
-      model, params, xa[:npairs], xb[:npairs], steps)       # [T, P, ...]
-  frames = np.asarray(frames)
-  path = os.path.join(workdir, "nuisance_interpolation.png")
-  _save_grid(path, [frames[:, p] for p in range(npairs)],
-             [f"pair {p}" for p in range(npairs)], bounds,
-             "z_s(A) fixed, z_n interpolated A -> B",
-             col_labels=[f"t={t:.2f}" for t in np.linspace(0, 1, steps)])
-  out["interpolation_png"] = path
+      model, params, x[ia[:npairs]], x[ib[:npairs]], steps)   # [T, P, ...]
+  images["interpolation"] = np.asarray(frames)
+  out["interpolation"] = {"pairs": npairs, "steps": steps,
+                          "valid": [bool(b) for b in valid[:npairs]]}
 
   # Post-hoc nuisance classifier: a lower bound on I(y; z_n).
   def enc(p, xx, chunk=512):
@@ -247,12 +310,12 @@ def _invariance_section(model, params, x, y, cfg, workdir, rng, bounds,
     zn = enc(params, x)
     zn_tr, zn_te, y_tr, y_te = zn[:h], zn[h:], yn[:h], yn[h:]
   t = time.perf_counter()
-  tr, te, _ = A.train_nuisance_classifier(
+  tr, te, _ = I.train_nuisance_classifier(
       zn_tr, y_tr, zn_te, y_te,
-      hidden=tuple(_cfg(cfg, "nuisance_classifier_hidden")),
-      steps=int(_cfg(cfg, "nuisance_classifier_steps")),
-      lr=float(_cfg(cfg, "nuisance_classifier_lr")),
-      batch_size=int(_cfg(cfg, "nuisance_classifier_batch_size")), rng=rng,
+      hidden=tuple(cfg["nuisance_classifier_hidden"]),
+      steps=int(cfg["nuisance_classifier_steps"]),
+      lr=float(cfg["nuisance_classifier_lr"]),
+      batch_size=int(cfg["nuisance_classifier_batch_size"]), rng=rng,
       num_classes=model.num_classes)
   counts = np.bincount(y_te, minlength=model.num_classes)
   out["nuisance_classifier"] = {
@@ -260,7 +323,25 @@ def _invariance_section(model, params, x, y, cfg, workdir, rng, bounds,
       "majority_class_accuracy": float(counts.max() / counts.sum()),
       "num_train": int(len(y_tr)), "num_test": int(len(y_te)),
       "seconds": time.perf_counter() - t}
-  return out
+
+  warns = []
+  share = summary["valid_share"] or 0.0
+  if share < float(cfg["metamer_min_valid"]):
+    warns.append(
+        f"METAMERS INVALID: only {100 * share:.1f}% of {summary['num']} "
+        f"metamers are valid (logits and nuisance round-trip within "
+        f"{tol:g}; need >= {100 * float(cfg['metamer_min_valid']):.0f}%); "
+        f"largest logit drift {summary['logit_drift_max']}. The model's "
+        "inverse is unstable off the data (exploding inverse): the "
+        "invariance results below do not hold. Use additive coupling or a "
+        "bounded affine scale (docs/report.md).")
+  oob = summary["out_of_bounds_share"] or 0.0
+  if oob > float(cfg["metamer_max_out_of_bounds"]):
+    warns.append(f"metamers: {100 * oob:.1f}% of metamer pixels lie outside "
+                 f"the input bounds {bounds} (largest overshoot "
+                 f"{summary['overshoot_max']}): they are not images of the "
+                 "data domain.")
+  return out, warns, images
 
 
 class _BiasedLogits:
@@ -285,6 +366,30 @@ class _BiasedLogits:
     return add_binary_bias(self._model.logits(params, x), self._bias)
 
 
+def _headline(report) -> Dict[str, Any]:
+  """AutoAttack's robust accuracy at its first linf (else l2) eps; PGD's at
+  its first eps when AutoAttack did not run."""
+  for norm in ("linf", "l2"):
+    aa = report.get("autoattack", {}).get(norm)
+    if aa and aa["eps"]:
+      return {"source": "autoattack", "norm": norm, "eps": aa["eps"][0],
+              "robust_accuracy": aa["robust_accuracy"][0],
+              "num_examples": aa["num_examples"],
+              "clean_accuracy": aa["clean_accuracy"],
+              "settings": aa["settings"],
+              "pgd_robust_accuracy": aa["pgd_robust_accuracy"][0]}
+  for norm in ("linf", "l2"):
+    sec = report["pgd"].get(norm)
+    if sec and sec["eps"]:
+      return {"source": "pgd", "norm": norm, "eps": sec["eps"][0],
+              "robust_accuracy": sec["robust_accuracy"][0],
+              "num_examples": report["num_examples"],
+              "clean_accuracy": report["clean_accuracy"],
+              "settings": {"steps": sec["steps"],
+                           "restarts": sec["restarts"]}}
+  return {"source": None}
+
+
 def robustness_report(model, params, images, labels, report_config,
                       workdir: str, rng, nuisance_data=None, *,
                       bias=None, bounds=None) -> Dict[str, Any]:
@@ -296,13 +401,11 @@ def robustness_report(model, params, images, labels, report_config,
     images: ``f32[N, H, W, C]`` test images in ``report_config.bounds``
       (default ``[0, 1]``); the first ``num_examples`` are used.
     labels: ``int[N]``.
-    report_config: ``config.report`` (fields: num_examples, linf_eps, l2_eps,
-      pgd_steps, pgd_restarts, pgd_loss, attack_loop, deepfool_steps,
-      deepfool_candidates, fmn_steps (> 0: also FMN), num_metamers, interpolation_steps,
-      interpolation_pairs, nuisance_classifier_{steps,hidden,lr,batch_size};
-      missing fields take the defaults of advinv_jax/config.py).
+    report_config: ``config.report`` (fields and their defaults:
+      advinv_jax/config.py; missing fields take the defaults, ``full=True``
+      the paper-grade ``REPORT_FULL``; see :func:`report_settings`).
     workdir: output folder (created).
-    rng: PRNG key (PGD random starts, the nuisance classifier).
+    rng: PRNG key (PGD random starts, AutoAttack, the nuisance classifier).
     nuisance_data: data for the post-hoc nuisance classifier, either
       ``(train, test)`` with each a dict ``{"image": f32[M,H,W,C], "label":
       int[M]}`` (train on one, test on the other), or ``(x_train, y_train)``
@@ -316,17 +419,20 @@ def robustness_report(model, params, images, labels, report_config,
 
   Returns:
     The report dict (also written as ``workdir/report.json``): keys
-    ``num_examples, clean_accuracy, pgd: {linf, l2}, deepfool: {l2, linf},
-    warnings, invertible, seconds``, ``fmn: {l2, linf}`` when
-    ``fmn_steps > 0`` and for invertible models ``invariance``.
+    ``warnings, headline, num_examples, clean_accuracy, invertible, bias,
+    settings, pgd: {linf, l2}, autoattack: {linf, l2}, deepfool: {l2, linf},
+    files, seconds``, ``fmn: {l2, linf}`` when ``fmn_steps > 0`` and for
+    invertible models ``invariance`` (with ``metamer_validity``).
   """
-  n = int(_cfg(report_config, "num_examples"))
+  cfg = report_settings(report_config)
+  n = int(cfg["num_examples"])
   images = jnp.asarray(images)[:n] if n > 0 else jnp.asarray(images)
   labels = jnp.asarray(labels)[:images.shape[0]].astype(jnp.int32)
   model.check_input(images)
   if bounds is None:
-    bounds = _cfg(report_config, "bounds")
+    bounds = cfg["bounds"]
   bounds = None if bounds is None else (float(bounds[0]), float(bounds[1]))
+  raw_model = model
   if bias is not None:
     if model.num_classes != 2:
       raise ValueError(f"bias is only meaningful for a binary model (2 "
@@ -335,7 +441,7 @@ def robustness_report(model, params, images, labels, report_config,
   # '' = the platform default (A.default_loop()). The config default is
   # 'fori': at report sizes compilation dominates, and an unrolled PGD-20
   # over a fiRevNet compiles ~4x longer (38 s vs 10 s) for a ~15% faster run.
-  loop = str(_cfg(report_config, "attack_loop")) or None
+  loop = str(cfg["attack_loop"]) or None
   ln = np.asarray(labels)
   if ln.shape != (images.shape[0],) or ln.min() < 0 or (
       ln.max() >= model.num_classes):
@@ -348,25 +454,46 @@ def robustness_report(model, params, images, labels, report_config,
   clean = _jit_logits(model, params, images)
   correct = jnp.argmax(clean, -1) == labels
   report: Dict[str, Any] = {
+      "warnings": [],
+      "headline": None,
       "num_examples": int(images.shape[0]),
       "clean_accuracy": float(jnp.mean(correct)),
       "invertible": bool(getattr(model, "invertible", False)),
       "bias": None if bias is None else float(bias),
-      "pgd": {}, "deepfool": {}, "warnings": [],
+      "settings": {k: (list(v) if isinstance(v, tuple) else v)
+                   for k, v in cfg.items()},
+      "pgd": {}, "autoattack": {}, "deepfool": {},
   }
-  k_pgd, k_nc = jax.random.split(rng)
-  for norm, key in (("linf", "linf_eps"), ("l2", "l2_eps")):
-    sec, warns = _pgd_section(model, params, images, labels, correct,
-                              _cfg(report_config, key), norm, report_config,
-                              jax.random.fold_in(k_pgd, len(norm)), bounds,
-                              loop)
+  warns: List[str] = []
+  k_pgd, k_nc, k_aa = jax.random.split(rng, 3)
+  pgd_success = {}
+  for norm in ("linf", "l2"):
+    sec, w, succ = _pgd_section(
+        model, params, images, labels, correct, cfg[f"{norm}_eps"], norm, cfg,
+        jax.random.fold_in(k_pgd, len(norm)), bounds, loop)
     report["pgd"][norm] = sec
-    report["warnings"] += warns
+    pgd_success[norm] = succ
+    warns += w
+  n_aa = min(int(cfg["autoattack_num_examples"]), images.shape[0])
+  for norm in ("linf", "l2"):
+    eps_values = tuple(float(e) for e in cfg[f"autoattack_{norm}_eps"])
+    if not eps_values or n_aa == 0:
+      continue
+    if not hasattr(A, "autoattack"):
+      warns.append("autoattack is not available in advinv_jax.attacks: the "
+                   "headline falls back to PGD.")
+      break
+    sec, w = _autoattack_section(
+        model, params, images[:n_aa], labels[:n_aa], norm, eps_values, cfg,
+        jax.random.fold_in(k_aa, len(norm)), bounds, loop,
+        report["pgd"][norm]["eps"], pgd_success[norm])
+    report["autoattack"][norm] = sec
+    warns += w
   minimal = {"deepfool": lambda norm: _Attack(A.deepfool, (
-      ("norm", norm), ("steps", int(_cfg(report_config, "deepfool_steps"))),
-      ("candidates", int(_cfg(report_config, "deepfool_candidates"))),
+      ("norm", norm), ("steps", int(cfg["deepfool_steps"])),
+      ("candidates", int(cfg["deepfool_candidates"])),
       ("bounds", bounds)))}
-  fmn_steps = int(_cfg(report_config, "fmn_steps"))
+  fmn_steps = int(cfg["fmn_steps"])
   if fmn_steps > 0:
     minimal["fmn"] = lambda norm: _Attack(A.fmn, (
         ("norm", norm), ("steps", fmn_steps), ("bounds", bounds),
@@ -374,17 +501,46 @@ def robustness_report(model, params, images, labels, report_config,
     report["fmn"] = {}
   for name, make in minimal.items():
     for norm in ("l2", "linf"):
-      sec, warns = _minimal_section(model, params, images, labels, correct,
-                                    norm, make(norm), name, bounds)
+      sec, w = _minimal_section(model, params, images, labels, correct,
+                                norm, make(norm), name, bounds)
       report[name][norm] = sec
-      report["warnings"] += warns
+      warns += w
+  images_out = {}
   if report["invertible"]:
-    report["invariance"] = _invariance_section(
-        model, params, images, labels, report_config, workdir, k_nc, bounds,
-        nuisance_data)
-  for w in report["warnings"]:
+    report["invariance"], w, images_out = _invariance_section(
+        raw_model, params, images, labels, cfg, k_nc, bounds, nuisance_data)
+    warns = w + warns           # metamer validity first: it voids a section
+  report["warnings"] = warns
+  report["headline"] = _headline(report)
+  for w in warns:
     _warnings.warn(w, RuntimeWarning, stacklevel=2)
   report["seconds"] = time.perf_counter() - t0
-  with open(os.path.join(workdir, "report.json"), "w") as f:
-    json.dump(report, f, indent=1, allow_nan=False)
+  write_report(report, workdir, images_out, bounds)
   return report
+
+
+def write_report(report: Dict[str, Any], workdir: str,
+                 images: Optional[Dict[str, Any]] = None,
+                 bounds=(0.0, 1.0)) -> Dict[str, str]:
+  """Writes ``report.json`` first, then the figures, ``report.md`` and
+  ``report.html`` into ``workdir``, each atomically; fills
+  ``report['files']`` with their paths. A failure while drawing leaves
+  ``report.json`` (and the training outputs) in place and raises."""
+  from advinv_jax import _report_pages as P
+  names = ["report.json", "report.md", "report.html"] + [
+      f for f in P.figure_files(report)]
+  report["files"] = {f.replace(".", "_"): os.path.join(workdir, f)
+                     for f in names}
+  if report.get("invariance"):
+    report["invariance"]["metamer_png"] = report["files"]["metamers_png"]
+    report["invariance"]["interpolation_png"] = report["files"][
+        "nuisance_interpolation_png"]
+  atomic_write(os.path.join(workdir, "report.json"),
+               json.dumps(report, indent=1, allow_nan=False))
+  figures = P.draw_figures(report, images or {}, bounds)
+  for name, png in figures.items():
+    atomic_write(os.path.join(workdir, name), png)
+  atomic_write(os.path.join(workdir, "report.md"), P.markdown(report))
+  atomic_write(os.path.join(workdir, "report.html"),
+               P.html(report, figures))
+  return report["files"]

@@ -121,6 +121,11 @@ def tiny(config, *, model=True):
   c.report.linf_eps = tuple(c.report.linf_eps)[:2]
   c.report.l2_eps = tuple(c.report.l2_eps)[:2]
   c.report.nuisance_classifier_steps = 20
+  c.report.autoattack_num_examples = 16
+  c.report.autoattack_steps = 3
+  c.report.autoattack_num_targets = 1
+  c.report.autoattack_queries = 20
+  c.report.autoattack_fmn_steps = 3
   return c
 
 

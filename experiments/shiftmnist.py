@@ -20,7 +20,7 @@ image is known: ``code_label`` of ``shift_dataset``'s test batches):
   ``code_equals_label`` (~0.1) and both rates restricted to the test images
   whose code disagrees with the digit (``*_when_conflict``).
 * ``probe z_s / z_n -> digit (train->test) %`` — an MLP probe
-  (``attacks.train_nuisance_classifier``) trained on features of (a subset
+  (``invariance.train_nuisance_classifier``) trained on features of (a subset
   of) the *training* set, where code = digit, to predict the digit from the
   10 logits z_s or from the nuisance z_n, then tested on the shifted test
   set. It can use the code or the digit, whichever the features make easier,
@@ -134,7 +134,7 @@ def follow_rates(pred, label, code):
 def diagnose(workdir: str, scale: str, seed: int = 0):
   """Follow rates and digit probes of the model trained in ``workdir``."""
   import jax
-  from advinv_jax import attacks
+  from advinv_jax import invariance
   from advinv_jax.train import load_trained
   cfg, exp, state, _ = load_trained(workdir)
   model, params, ds = exp.model, state.params, exp.dataset
@@ -171,7 +171,7 @@ def diagnose(workdir: str, scale: str, seed: int = 0):
       ("zn_test_half", "z_n", (te["z_n"][half_a], y_te[half_a]),
        (te["z_n"][half_b], y_te[half_b])),
   ]):
-    acc_a, acc_b, _ = attacks.train_nuisance_classifier(
+    acc_a, acc_b, _ = invariance.train_nuisance_classifier(
         za, ya, zb, yb, hidden=pc["hidden"], steps=pc["steps"], lr=1e-3,
         batch_size=128, rng=jax.random.fold_in(key, i),
         num_classes=model.num_classes)

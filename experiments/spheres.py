@@ -26,26 +26,6 @@ _SCALE = flags.DEFINE_string("scale", "cpu", "tiny | cpu | paper")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/spheres", "")
 
 
-def norm_classifier_counterexample(x, y, r_in=1.0, r_out=10.0):
-  """Success rate of the x_d-only invariance attack on ||x[:d-1]|| >= t."""
-  flat = x.reshape(x.shape[0], -1)
-  head = np.linalg.norm(flat[:, :-1], axis=1)
-  # The best threshold on ||x[:d-1]|| separates the data perfectly here.
-  t = 0.5 * (head[y == 0].max() + head[y == 1].min())
-  pred = (head >= t).astype(int)
-  clean_acc = float(np.mean(pred == y))
-  # Move inner points onto the outer sphere via x_d only (possible when
-  # ||x[:d-1]|| <= r_out, always for inner points): the decision stays 0.
-  inner = y == 0
-  new_last = np.sqrt(np.maximum(r_out**2 - head[inner]**2, 0.0))
-  moved = flat[inner].copy()
-  moved[:, -1] = new_last
-  on_outer = np.isclose(np.linalg.norm(moved, axis=1), r_out, rtol=1e-4)
-  still_inner = np.linalg.norm(moved[:, :-1], axis=1) < t
-  return {"threshold": float(t), "clean_accuracy": clean_acc,
-          "attack_success": float(np.mean(on_outer & still_inner))}
-
-
 def run(scale: str, workdir: str, overrides=()):
   C.check_scale(scale)
   cfg = C.load_config("spheres")
@@ -59,22 +39,31 @@ def run(scale: str, workdir: str, overrides=()):
   cfg.report.enabled = False
   C.apply_overrides(cfg, overrides)
   res = C.train_and_report(cfg, os.path.join(workdir, "firevnet"))
-  from advinv_jax import attacks
+  from advinv_jax import invariance as I
   from advinv_jax.train import load_trained
   _, exp, state, _ = load_trained(os.path.join(workdir, "firevnet"))
   test = exp.dataset.test.get(np.arange(len(exp.dataset.test)))
   x, y = test["image"], test["label"]
-  counter = norm_classifier_counterexample(x, y)
+  counter = {k: float(v) for k, v in
+             I.norm_classifier_counterexample(x, y).items()}
   inner, outer = np.where(y == 0)[0], np.where(y == 1)[0]
   m = min(len(inner), len(outer), 256)
-  met = np.asarray(jax.jit(attacks.metameric_sample, static_argnums=0)(
-      exp.model, state.params, x[inner[:m]], x[outer[:m]]))
+
+  @jax.jit
+  def metamers(params, xa, xb):
+    z = I.metamer_latent(exp.model, params, xa, xb)
+    met = exp.model.inverse(params, z)
+    return met, I.metamer_validity(exp.model, params, met, z, bounds=None)
+
+  met, validity = metamers(state.params, x[inner[:m]], x[outer[:m]])
+  met, valid = np.asarray(met), np.asarray(validity.valid)
   pred = np.argmax(np.asarray(exp.model.logits(state.params, met)), -1)
   radius = np.linalg.norm(met.reshape(m, -1), axis=1)
-  off_inner = radius > 0.5 * (1.0 + 10.0)
+  off_inner = valid & (radius > 0.5 * (1.0 + 10.0))
   data = {"scale": scale, "firevnet_test_error": res["results"]["test"][
       "error"], "norm_classifier": counter,
           "metamers": {"num": int(m), "median_radius": float(np.median(radius)),
+                       "validity": I.summarize_validity(validity),
                        "outer_but_classified_inner": float(
                            np.mean(off_inner & (pred == 0)))},
           "seconds": res["seconds"]}
@@ -84,8 +73,11 @@ def run(scale: str, workdir: str, overrides=()):
            C.fmt(counter["clean_accuracy"], pct=True), "100"],
           ["  x_d-only invariance attack success %",
            C.fmt(counter["attack_success"], pct=True), "(the counter-example)"],
-          ["fiRevNet metamers (z_s inner, z_n outer): radius > 5.5 and "
-           "classified inner %",
+          ["fiRevNet metamers (z_s inner, z_n outer): valid %",
+           C.fmt(data["metamers"]["validity"]["valid_share"], pct=True),
+           "n/a"],
+          ["fiRevNet metamers (z_s inner, z_n outer): valid, radius > 5.5 "
+           "and classified inner %",
            C.fmt(data["metamers"]["outer_but_classified_inner"], pct=True),
            "n/a"]]
   C.write_results(workdir, f"spheres (scale={scale})",

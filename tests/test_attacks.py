@@ -1,5 +1,5 @@
 """Attacks: closed forms on linear models, ball/bounds, monotonicity, sharding,
-invariance attacks on a tiny invertible model, validation and self-checks."""
+validation and self-checks (the invariance analysis: tests/test_invariance.py)."""
 import dataclasses
 import functools
 import json
@@ -284,7 +284,7 @@ def test_deepfool_edge_cases():
   assert bool(jnp.all(jnp.isinf(res.perturbation_norm)))
 
 
-# -------------------------------------------------- invertible toy + invariance
+# ------------------------- invertible toy (test_invariance, test_report use it)
 @dataclasses.dataclass(frozen=True)
 class OrthoFlat(InvertibleModel):
   """Tiny bijection for tests: z = flatten(x) @ Q + c, Q random orthogonal."""
@@ -303,55 +303,6 @@ class OrthoFlat(InvertibleModel):
   def inverse(self, params, z):
     x = (z - params["c"]) @ params["q"].T
     return x.reshape((z.shape[0],) + tuple(self.input_shape))
-
-
-def test_metameric_sample_has_logit_source_logits():
-  model = OrthoFlat(SHAPE, 3)
-  xa, xb = interior_batch(1, 6), interior_batch(2, 6)
-  params = model.init(jax.random.PRNGKey(0), xa)
-  met = jax.jit(A.metameric_sample, static_argnums=0)(model, params, xa, xb)
-  chex.assert_shape(met, xa.shape)
-  np.testing.assert_allclose(model.logits(params, met),
-                             model.logits(params, xa), atol=1e-4)
-  zn_met = model.split(model.forward(params, met)[0])[1]
-  zn_b = model.split(model.forward(params, xb)[0])[1]
-  np.testing.assert_allclose(zn_met, zn_b, atol=1e-4)
-  with pytest.raises(ValueError, match="InvertibleModel"):
-    A.metameric_sample(object(), params, xa, xb)
-
-
-def test_nuisance_interpolation_endpoints_and_logits():
-  model = OrthoFlat(SHAPE, 3)
-  xa, xb = interior_batch(3, 4), interior_batch(4, 4)
-  params = model.init(jax.random.PRNGKey(1), xa)
-  frames = A.nuisance_interpolation(model, params, xa, xb, num_steps=5)
-  chex.assert_shape(frames, (5,) + xa.shape)
-  np.testing.assert_allclose(frames[0], xa, atol=1e-5)
-  np.testing.assert_allclose(frames[-1], A.metameric_sample(model, params,
-                                                            xa, xb), atol=1e-5)
-  za = model.logits(params, xa)
-  for fr in frames:
-    np.testing.assert_allclose(model.logits(params, fr), za, atol=1e-4)
-
-
-def test_nuisance_classifier_bounds_label_information():
-  rng = np.random.default_rng(0)
-  n, k, dim = 400, 4, 12
-  y = rng.integers(0, k, n)
-  centers = rng.normal(size=(k, dim)) * 3
-  informative = centers[y] + rng.normal(size=(n, dim))
-  noise = rng.normal(size=(n, dim))
-  key = jax.random.PRNGKey(0)
-  kw = dict(hidden=(32,), steps=200, lr=3e-3, batch_size=64, rng=key)
-  tr, te, params = A.train_nuisance_classifier(
-      informative[:300], y[:300], informative[300:], y[300:], **kw)
-  assert float(te) > 0.9 and float(tr) > 0.9
-  logits = A.nuisance_classifier_logits(params, jnp.asarray(informative[300:],
-                                                            jnp.float32))
-  np.testing.assert_allclose(jnp.mean(jnp.argmax(logits, -1) == y[300:]), te)
-  _, te_noise, _ = A.train_nuisance_classifier(noise[:300], y[:300],
-                                               noise[300:], y[300:], **kw)
-  assert float(te_noise) < 0.45          # chance is 0.25
 
 
 # ---------------------------------------------------------------- sharding

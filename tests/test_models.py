@@ -27,7 +27,7 @@ def model_cfg(**kw):
 
 CASES = {
     # name: (config overrides, input shape, final tensor shape)
-    "digits8x8": (dict(), (8, 8, 1), (1, 1, 16)),
+    "digits8x8": (dict(coupling="affine"), (8, 8, 1), (1, 1, 16)),
     "mnist_padded32": (dict(coupling="additive", permutation="reverse"),
                        (32, 32, 1), (4, 4, 16)),
     "rgb16_psi_conv1x1": (dict(levels=2, downsample="psi",

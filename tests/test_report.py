@@ -1,4 +1,7 @@
-"""robustness_report on a tiny CNN and on a tiny invertible model."""
+"""robustness_report on a tiny CNN and on a tiny invertible model; its pages
+(report.html / report.md), metamer validity in the report, atomic writes."""
+import base64
+import dataclasses
 import json
 import math
 import os
@@ -15,7 +18,10 @@ from test_attacks import OrthoFlat   # tests/ is on sys.path (rootdir mode)
 
 SHAPE = (8, 8, 1)
 TOP_KEYS = {"num_examples", "clean_accuracy", "invertible", "pgd", "deepfool",
-            "warnings", "seconds"}
+            "warnings", "seconds", "headline", "autoattack", "settings",
+            "files"}
+PAGES = ("report.json", "report.md", "report.html", "robust_accuracy.png",
+         "minimal_perturbations.png")
 
 
 def tiny_report_config():
@@ -25,7 +31,11 @@ def tiny_report_config():
       "attack_loop": "fori", "deepfool_steps": 5, "deepfool_candidates": 3,
       "num_metamers": 4, "interpolation_steps": 4, "interpolation_pairs": 2,
       "nuisance_classifier_steps": 20, "nuisance_classifier_hidden": (16,),
-      "nuisance_classifier_lr": 1e-3, "nuisance_classifier_batch_size": 16})
+      "nuisance_classifier_lr": 1e-3, "nuisance_classifier_batch_size": 16,
+      "autoattack_num_examples": 16, "autoattack_linf_eps": (0.1,),
+      "autoattack_l2_eps": (), "autoattack_steps": 3,
+      "autoattack_num_targets": 1, "autoattack_queries": 10,
+      "autoattack_fmn_steps": 3})
 
 
 def data(n=40, k=10):
@@ -64,6 +74,10 @@ def check_common(report, workdir, cfg):
   for norm in ("l2", "linf"):
     assert set(report["deepfool"][norm]) >= {"median_norm", "success_rate"}
   assert all(math.isfinite(v) for v in _finite_numbers(report))
+  for f in PAGES:
+    assert os.path.getsize(os.path.join(workdir, f)) > 0
+  assert not [f for f in os.listdir(workdir) if f.endswith(".tmp")]
+  assert list(on_disk)[0] == "warnings"       # warnings first in the JSON
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # dead ReLUs: real
@@ -81,7 +95,7 @@ def test_report_tiny_cnn(tmp_path):
   assert "invariance" not in report
   dl2 = report["deepfool"]["l2"]
   assert dl2["success_rate"] > 0.5 and dl2["median_norm"] > 0
-  assert not list(tmp_path.glob("*.png"))
+  assert not (tmp_path / "metamers.png").exists()
   # A second report on the same architecture and shapes (another split, a
   # retrained model: new params, images) reuses the compiled attacks.
   from advinv_jax import report as R
@@ -113,9 +127,102 @@ def test_report_tiny_invertible(tmp_path):
   nc = inv["nuisance_classifier"]
   assert nc["num_train"] == 24 and nc["num_test"] == 20
   assert 0.0 <= nc["test_accuracy"] <= 1.0
+  v = inv["metamer_validity"]
+  assert v["num"] == cfg.num_examples and v["valid_share"] == 1.0
+  assert v["logit_drift_max"] <= 1e-4 and inv["grid"]["valid"] == [True] * 4
+  assert not any("METAMERS" in w for w in report["warnings"])
   for png in ("metamers.png", "nuisance_interpolation.png"):
     p = tmp_path / png
     assert p.exists() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  check_pages(report, tmp_path)
+
+
+def check_pages(report, workdir):
+  """report.html embeds every figure as a PNG data URI and, like report.md,
+  shows the warnings before any section and the headline numbers."""
+  page = (workdir / "report.html").read_text()
+  md = (workdir / "report.md").read_text()
+  h = report["headline"]
+  head = f"{100 * h['robust_accuracy']:.1f}%"
+  for text in (page, md):
+    assert head in text and f"{100 * report['clean_accuracy']:.1f}%" in text
+    first_section = text.index("Headline")
+    for w in report["warnings"]:
+      esc = w.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+      esc = esc.replace("'", "&#x27;").replace('"', "&quot;")
+      assert min(i for i in (text.find(w), text.find(esc)) if i >= 0) < (
+          first_section)
+  import re
+  uris = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+  assert len(uris) == len([f for f in report["files"] if f.endswith("_png")])
+  for u in uris:
+    assert base64.b64decode(u)[:8] == b"\x89PNG\r\n\x1a\n"
+  assert "src='metamers.png'" not in page     # self-contained
+  assert "](robust_accuracy.png)" in md
+  if report["invertible"]:
+    v = report["invariance"]["metamer_validity"]
+    assert f"{100 * v['valid_share']:.1f}% valid" in md
+
+
+@dataclasses.dataclass(frozen=True)
+class LossyInverse(OrthoFlat):
+  """OrthoFlat whose inverse is off by 1% of z: a "metamer" then misses
+  its requested logits by ~1e-2 |z|, like an exploding inverse does."""
+
+  def inverse(self, params, z):
+    return super().inverse(params, 1.01 * z)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_report_flags_invalid_metamers_at_the_top(tmp_path):
+  cfg = tiny_report_config()
+  cfg.linf_eps, cfg.l2_eps, cfg.pgd_steps, cfg.deepfool_steps = (
+      (0.1,), (1.0,), 1, 2)
+  model = LossyInverse(SHAPE, 10)
+  x, y = data()
+  x = x + 2.0             # |z| large: the 1% error is far above the tolerance
+  params = model.init(jax.random.PRNGKey(0), x)
+  report = robustness_report(model, params, x, y, cfg, str(tmp_path),
+                             jax.random.PRNGKey(1), bounds=(0.0, 3.0))
+  inv = report["invariance"]
+  assert inv["metamer_validity"]["valid_share"] == 0.0
+  assert inv["grid"]["valid"] == [False] * 4
+  assert report["warnings"][0].startswith("METAMERS INVALID: only 0.0%")
+  check_pages(report, tmp_path)
+  page = (tmp_path / "report.html").read_text()
+  assert page.index("METAMERS INVALID") < page.index("<h2>Headline")
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+  """A write that fails midway (disk full, say) leaves neither a truncated
+  target nor a temporary file; an existing file keeps its old content."""
+  from advinv_jax import report as R
+  target = tmp_path / "report.json"
+  R.atomic_write(str(target), "old")
+  real_fdopen = os.fdopen
+
+  class Failing:
+    def __init__(self, f):
+      self.f = f
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *a):
+      self.f.close()
+
+    def write(self, data):
+      self.f.write(data[:3])
+      raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(R.os, "fdopen", lambda fd, mode: Failing(
+      real_fdopen(fd, mode)))
+  with pytest.raises(OSError, match="No space"):
+    R.atomic_write(str(target), "new content")
+  with pytest.raises(OSError, match="No space"):
+    R.atomic_write(str(tmp_path / "report.html"), b"<html>")
+  assert target.read_text() == "old"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")

@@ -1,4 +1,4 @@
-"""Attacks: sensitivity (eps-bounded, minimal-perturbation) and invariance.
+"""Attacks: sensitivity (eps-bounded and minimal-perturbation).
 
 Public API::
 
@@ -11,23 +11,16 @@ Public API::
                       [0.01, 0.02], rng=key)       # bool[K, N], one jit
   robust_accuracy_curve(success, clean_correct); attack_success_ratio(...)
   res, warns = run_attack(pgd, logits_fn, x, y, eps=0.1, rng=key)  # checked
-  x_met = metameric_sample(model, params, x_a, x_b)
-  frames = nuisance_interpolation(model, params, x_a, x_b, num_steps=8)
-  train_acc, test_acc, p = train_nuisance_classifier(zn_tr, y_tr, zn_te,
-                                                     y_te, rng=key)
 
 ``logits_fn`` is any pure per-example ``f32[B,H,W,C] -> f32[B,K]``, e.g.
 ``functools.partial(model.logits, params)``. Every attack is pure and
 jittable as a whole (``jax.jit(lambda p, x, y, k: pgd(partial(model.logits,
 p), x, y, eps=.1, rng=k))``); arguments are validated in Python first.
+The invariance side (metamers, nuisance probe) is :mod:`advinv_jax.invariance`.
 """
 from advinv_jax.attacks._common import (AttackResult, attack_objective,
                                         default_loop, margin)
 from advinv_jax.attacks._fmn import fmn
-from advinv_jax.attacks._invariance import (metameric_sample,
-                                            nuisance_classifier_logits,
-                                            nuisance_interpolation,
-                                            train_nuisance_classifier)
 from advinv_jax.attacks._minimal import deepfool
 from advinv_jax.attacks._pgd import fgsm, pgd
 from advinv_jax.attacks._sweep import (attack_success_ratio, check_adversarial,
@@ -39,8 +32,6 @@ from advinv_jax.attacks._sweep import (attack_success_ratio, check_adversarial,
 __all__ = [
     "AttackResult", "attack_objective", "attack_success_ratio",
     "check_adversarial", "deepfool", "default_loop", "eps_sweep", "fgsm", "fmn",
-    "gradient_warnings", "margin", "metameric_sample", "monotonicity_warnings",
-    "nuisance_classifier_logits", "nuisance_interpolation", "pgd",
+    "gradient_warnings", "margin", "monotonicity_warnings", "pgd",
     "robust_accuracy_curve", "run_attack", "shard_batch_attack",
-    "train_nuisance_classifier",
 ]

@@ -212,7 +212,7 @@ def _choice(cfg, field, default, choices):
   return v
 
 
-def _common(cfg, coupling_default="affine", perm_default="shuffle"):
+def _common(cfg, coupling_default="additive", perm_default="shuffle"):
   """Step settings shared by both layouts (``cfg.get`` defaults)."""
   s = dict(
       coupling=_choice(cfg, "coupling", coupling_default,
@@ -274,7 +274,7 @@ def build_firevnet(cfg, input_shape, num_classes):
   ``levels`` x [downsample -> ``depth`` steps -> split half off (all but the
   last level)]; step = ActNorm -> permutation -> coupling (subnet width
   ``width``). Fields (defaults): levels (3), depth (4), width (32), coupling
-  ('affine'), permutation ('shuffle'), downsample ('squeeze'), reversible
+  ('additive'), permutation ('shuffle'), downsample ('squeeze'), reversible
   (False), reversible_loop ('auto' = AUTO_REVERSIBLE_LOOP; 'scan' runs each
   level's steps as lax.scan and stores their params stacked,
   ``{'stacked': ...}``, with or without reversible), scan_batch_chunk (0;
