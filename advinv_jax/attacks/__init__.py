@@ -31,7 +31,8 @@ from advinv_jax.attacks._apgd import apgd
 from advinv_jax.attacks._autoattack import (AutoAttackResult, autoattack,
                                             autoattack_warnings)
 from advinv_jax.attacks._common import (AttackResult, attack_objective,
-                                        default_loop, dlr_loss, margin)
+                                        default_loop, dlr_loss, margin,
+                                        top_other_classes)
 from advinv_jax.attacks._fmn import fmn
 from advinv_jax.attacks._invariance import (metameric_sample,
                                             nuisance_classifier_logits,
@@ -54,5 +55,6 @@ __all__ = [
     "gradient_warnings", "margin", "metameric_sample", "monotonicity_warnings",
     "nuisance_classifier_logits", "nuisance_interpolation", "pgd",
     "robust_accuracy_curve", "run_attack", "shard_batch_attack", "square",
+    "top_other_classes",
     "train_nuisance_classifier",
 ]
