@@ -195,7 +195,10 @@ def default_config() -> ml_collections.ConfigDict:
   # metamer_max_out_of_bounds of the metamer pixels outside the bounds.
   config.report.metamer_tol = 1e-3
   config.report.metamer_min_valid = 0.99
-  config.report.metamer_max_out_of_bounds = 0.5
+  # (the default model's valid metamers have ~61% of pixels out of [0, 1]:
+  # a CE-trained z_n does not confine them to the box; 94% with the old
+  # affine-sigmoid coupling)
+  config.report.metamer_max_out_of_bounds = 0.75
   config.report.full = False
   return config
 

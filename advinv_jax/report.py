@@ -235,8 +235,15 @@ def _autoattack_section(model, params, x, y, norm, eps_values, cfg, key,
     out["attack_seconds"].append(
         [float(v) for v in np.asarray(res.seconds)])
     out["flags"].append({f: bool(v) for f, v in res.flags.items()})
-    warns += [f"{w} (linf eps={eps})" if norm == "linf" else
-              f"{w} (l2 eps={eps})" for w in A.autoattack_warnings(res)]
+    reduced = any(settings[k] < REPORT_FULL[f"autoattack_{k}"]
+                  for k in ("steps", "num_targets", "queries", "fmn_steps"))
+    for w in A.autoattack_warnings(res):
+      if reduced and "gradient masking" in w:
+        w += (" With the report's reduced AutoAttack settings (APGD "
+              f"{settings['steps']} steps, {settings['num_targets']} "
+              "targets) weak gradient attacks alone can explain it: rerun "
+              "with report.full=True before concluding masking.")
+      warns.append(f"{w} ({norm} eps={eps:g})")
     # PGD on the same inputs at the same eps, when the sweep has that eps.
     pgd_ra = None
     if float(eps) in pgd_eps:

@@ -30,6 +30,7 @@ def test_invariance_mnist_tiny(tmp_path):
     r = res[loss]
     # Metamers keep the logit source's logits exactly (a bijection).
     assert r["metamer_logit_max_abs_diff"] <= 1e-3
+    assert r["metamer_valid_share"] == 1.0
     assert 0.0 <= r["zn_test_error"] <= 1.0
     assert os.path.exists(r["metamer_png"])
 
@@ -41,6 +42,7 @@ def test_spheres_tiny(tmp_path):
   # moving x_d alone: the invariance counter-example.
   assert nc["clean_accuracy"] == 1.0
   assert nc["attack_success"] == 1.0
+  assert res["metamers"]["validity"]["num"] == res["metamers"]["num"]
   assert 0.0 <= res["firevnet_test_error"] <= 1.0
 
 
@@ -104,7 +106,13 @@ def test_robustness_report_from_checkpoint(tmp_path):
       [sys.executable, "-m", "advinv_jax.main", "--config=configs/default.py",
        f"--workdir={wd}", "--config.model.depth=1", "--config.model.width=8",
        "--config.train.num_steps=4", "--config.report.enabled=False",
-       "--config.train.progress_bar=False"],
+       "--config.train.progress_bar=False", "--config.report.pgd_steps=2",
+       "--config.report.deepfool_steps=3",
+       "--config.report.nuisance_classifier_steps=10",
+       "--config.report.autoattack_steps=2",
+       "--config.report.autoattack_num_targets=1",
+       "--config.report.autoattack_queries=10",
+       "--config.report.autoattack_fmn_steps=2"],
       cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
   proc = subprocess.run(
       [sys.executable, os.path.join(ROOT, "experiments",
@@ -116,7 +124,11 @@ def test_robustness_report_from_checkpoint(tmp_path):
     rep = json.load(f)
   assert rep["num_examples"] == 16
   assert rep["invariance"]["metamer_logit_max_abs_diff"] <= 1e-3
-  assert os.path.exists(wd / "report_test" / "metamers.png")
+  assert rep["invariance"]["metamer_validity"]["valid_share"] == 1.0
+  assert rep["headline"]["source"] == "autoattack"
+  for f in ("metamers.png", "report.html", "report.md"):
+    assert os.path.exists(wd / "report_test" / f)
+  assert "report_test/report.html" in proc.stdout
 
 
 def test_lowrank_margin_runs_small(tmp_path):
