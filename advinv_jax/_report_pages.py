@@ -187,7 +187,8 @@ def draw_figures(report, images: Dict[str, Any], bounds) -> Dict[str, bytes]:
     xa, xb, met = images["metamers"]
     out["metamers.png"] = _grid_fig(
         [xa, xb, met], ["logits src (A)", "nuisance src (B)", "metamer"],
-        bounds, f"Metamers F^-1(z_s(A), z_n(B)): classified as A; "
+        bounds, f"Metamers F^-1(z_s(A), z_n(B)), columns y(A)|y(B) -> "
+                f"prediction (that of A); "
                 f"{_pct(inv['metamer_validity']['valid_share'])} of "
                 f"{inv['metamer_validity']['num']} valid (red: invalid)",
         col_labels=[f"{a}|{b}->{p}" for a, b, p in zip(

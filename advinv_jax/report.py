@@ -84,6 +84,9 @@ def atomic_write(path: str, data) -> str:
       f.write(data.encode() if isinstance(data, str) else data)
       f.flush()
       os.fsync(f.fileno())
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)     # mkstemp's 0600 -> an ordinary file
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
