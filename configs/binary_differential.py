@@ -11,11 +11,7 @@ Cost: 10 epochs of 10k images, ~5-10 min on a 2-core CPU.
 Variant ``:linear``: a linear classifier on the pixels, plain SGD for 10k
 steps (the setting of Nar et al.'s analysis).
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-from _binary import binary_config  # noqa: E402
+from configs._binary import binary_config
 
 
 def get_config(arg=None):

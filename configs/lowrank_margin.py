@@ -4,8 +4,7 @@ Run by ``experiments/lowrank_margin.py``.
 
 Command::
 
-  python experiments/lowrank_margin.py --config=configs/lowrank_margin.py \\
-      --workdir=workdirs/lowrank_margin
+  python -m experiments.lowrank_margin --workdir=workdirs/lowrank_margin
 
 Override any field, e.g. ``--config.d=50 --config.seeds='(0,)'``.
 

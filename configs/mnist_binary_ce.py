@@ -8,11 +8,7 @@ Variant ``:linear`` (``--config=configs/mnist_binary_ce.py:linear``): a linear c
 the pixels, plain SGD for 10k steps (the setting of Nar et al.'s analysis);
 ~1 min (ce) / ~3 min (differential) of training on 2 cores.
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-from _binary import binary_config  # noqa: E402
+from configs._binary import binary_config
 
 
 def get_config(arg=None):

@@ -6,11 +6,7 @@ Reduced scale on a 2-core CPU (depth 4, width 32, 2 epochs). Cost: ~15-25 min:
   ADVINV_MNIST_DIR=../shared/data/mnist python -m advinv_jax.main \
       --config=configs/mnist_ce.py:cpu --workdir=workdirs/mnist_ce_cpu
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-from _mnist_firevnet import mnist_firevnet  # noqa: E402
+from configs._mnist_firevnet import mnist_firevnet
 
 
 def get_config(arg=None):

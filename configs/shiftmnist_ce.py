@@ -7,11 +7,7 @@ the test set.
       --config=configs/shiftmnist_ce.py:cpu --workdir=workdirs/shiftmnist_ce_cpu
 Cost: as configs/mnist_ce.py (reduced scale ~15-25 min on 2 CPU cores).
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-from _mnist_firevnet import mnist_firevnet  # noqa: E402
+from configs._mnist_firevnet import mnist_firevnet
 
 
 def get_config(arg=None):

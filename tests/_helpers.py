@@ -1,7 +1,6 @@
 """Small shared pieces of the tests: tiny configs, parameter perturbation,
 random parameters, loading benchmark modules."""
 import importlib.util
-import os
 import re
 
 import jax
@@ -63,13 +62,8 @@ def compiled_conv_labels(fn, *args):
 
 
 def load_benchmark(name):
-  """The module ``benchmarks/<name>.py`` (benchmarks are not a package)."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(root, "benchmarks", f"{name}.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+  """The module ``benchmarks/<name>.py``."""
+  return importlib.import_module(f"benchmarks.{name}")
 
 
 def tiny_config(model="cnn", loss="ce", **train):
