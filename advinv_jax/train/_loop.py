@@ -22,7 +22,7 @@ from jax.sharding import PartitionSpec as P
 
 from advinv_jax import data as data_lib
 from advinv_jax import losses
-from advinv_jax.config import validate_config
+from advinv_jax.config import migrate_config, validate_config
 from advinv_jax.models import build_model
 from advinv_jax.train._checkpoint import Checkpointer
 from advinv_jax.train._objectives import make_objective
@@ -218,17 +218,13 @@ def load_trained(workdir: str, *, with_extras: bool = True):
     ``config.json``), the rebuilt :class:`Experiment`, the newest readable
     checkpoint's TrainState (host numpy) and extras (the differential bias).
   """
-  import ml_collections
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found: {workdir!r} is not a workdir "
                             "of advinv_jax.main (train a model there first).")
   with open(path) as f:
     raw = json.load(f)
-  # Workdirs written before config.loss.differential.bias existed used the
-  # midpoint rule.
-  raw.get("loss", {}).get("differential", {}).setdefault("bias", "midpoint")
-  config = ml_collections.ConfigDict(raw)
+  config = migrate_config(raw)   # older workdirs: fields added since
   validate_config(config)
   exp = build_experiment(config)
   ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints)
