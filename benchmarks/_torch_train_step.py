@@ -408,7 +408,7 @@ def _main():
   """Checks the step on a small config and the authors' (forward only)."""
   import jax  # pylint: disable=import-outside-toplevel
   from advinv_jax.models import build_model  # pylint: disable=g-import-not-at-top
-  from configs._mnist_firevnet import mnist_firevnet  # pylint: disable=g-import-not-at-top
+  from configs.mnist import mnist_firevnet  # pylint: disable=g-import-not-at-top
 
   cfg = mnist_firevnet(loss="ice")
   cfg.model.depth, cfg.model.width, cfg.model.batch_chunk = 2, 16, 0

@@ -143,7 +143,7 @@ def _time_interleaved(calls, repeats):
 
 def authors_train_config(loss, reversible, conv3x3_impl):
   """The library config of the authors' MNIST model with a 3x32x32 input."""
-  from configs._mnist_firevnet import mnist_firevnet  # pylint: disable=g-import-not-at-top
+  from configs.mnist import mnist_firevnet  # pylint: disable=g-import-not-at-top
   c = mnist_firevnet(loss=loss)
   c.model.reversible = reversible
   c.model.conv3x3_impl = conv3x3_impl

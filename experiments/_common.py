@@ -74,7 +74,8 @@ def prepare(configs: Mapping[str, Any], overrides: Mapping[str, Any]):
 
 
 def load_config(name: str, variant: Optional[str] = None):
-  """``configs/<name>.py``'s ``get_config(variant)``."""
+  """``configs/<name>.py``'s ``get_config(variant)`` (e.g. ``("mnist",
+  "ice,cpu")``)."""
   mod = importlib.import_module(f"configs.{name}")
   return mod.get_config(variant) if variant else mod.get_config()
 

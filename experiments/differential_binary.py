@@ -10,7 +10,7 @@ results.md and attack_success.png (test-split success vs eps) into --workdir.
 Scales: tiny (digits 3 vs 8, ~1 min); cpu (MNIST 3 vs 7, ~10 min per seed on
 2 cores);
 paper (CIFAR-10 airplane vs automobile: needs prepared tfds data, pass
---config.data.data_dir through configs/binary_*.py).
+--config.data.data_dir, configs/binary.py).
 
 Protocols (``--protocols``, any of them): ``end_to_end`` (the small CNN
 trained with each loss), ``frozen_features`` (a fresh last layer per loss on
@@ -51,20 +51,17 @@ _PROTOCOLS = flags.DEFINE_list(
     "features) and/or linear (a linear classifier on the pixels, plain SGD)")
 
 
-def configs(scale, variant=None):
+def configs(scale, model="cnn"):
   """``{loss: config}`` for ``ce`` and ``differential`` at ``scale``;
-  ``variant`` is the configs' variant (None: the CNN, ``'linear'``)."""
+  ``model`` is configs/binary.py's model variant (``'cnn'``, ``'linear'``)."""
   out = {}
+  data = "cifar10" if scale == "paper" else "mnist"
   for loss in ("ce", "differential"):
+    c = C.load_config("binary", f"{loss},{data},{model}")
     if scale == "tiny":
       # The linear model keeps its (empty) hidden layers.
-      c = C.tiny(C.load_config(f"mnist_binary_{loss}", variant),
-                 model=variant != "linear")
+      c = C.tiny(c, model=model != "linear")
       c.data.classes = (3, 8)
-    elif scale == "cpu":
-      c = C.load_config(f"mnist_binary_{loss}", variant)
-    else:
-      c = C.load_config(f"binary_{loss}", variant)
     out[loss] = c
   return out
 

@@ -32,12 +32,11 @@ def configs(scale):
   out = {}
   for loss in ("ce", "ice"):
     if scale == "tiny":
-      out[loss] = C.tiny(C.load_config(f"digits_{loss}"))
+      out[loss] = C.tiny(C.load_config("digits", loss))
     elif scale == "digits":
-      out[loss] = C.load_config(f"digits_{loss}")
+      out[loss] = C.load_config("digits", loss)
     else:
-      out[loss] = C.load_config(f"mnist_{loss}",
-                                "cpu" if scale == "cpu" else None)
+      out[loss] = C.load_config("mnist", f"{loss},{scale}")
   return out
 
 

@@ -77,13 +77,12 @@ def configs(scale):
   out = {}
   for loss in ("ce", "ice"):
     if scale == "tiny":
-      c = C.tiny(C.load_config(f"digits_{loss}"))
+      c = C.tiny(C.load_config("digits", loss))
       c.data.shift.enabled = True
       c.data.shift.code_size = 4
       out[loss] = c
     else:
-      out[loss] = C.load_config(f"shiftmnist_{loss}",
-                                "cpu" if scale == "cpu" else None)
+      out[loss] = C.load_config("shiftmnist", f"{loss},{scale}")
   return out
 
 

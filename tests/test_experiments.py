@@ -133,8 +133,8 @@ def test_lowrank_margin_runs_small(tmp_path):
 
 def test_overrides_reach_the_config_and_reject_unknown_fields():
   from advinv_jax import cli
-  from configs import mnist_ice
-  cfg = mnist_ice.get_config("cpu")
+  from configs import mnist
+  cfg = mnist.get_config("ice,cpu")
   cli.apply_overrides(cfg, {"train.num_epochs": 8,
                             "loss.ice.nuisance_hidden": (64, 64),
                             "optimizer.name": "adam",
@@ -183,7 +183,7 @@ def test_a_misspelt_override_is_one_line_naming_the_fix(name):
 
 @pytest.mark.parametrize("args,expected", [
     (["--config=configs/nope.py"], "No such file"),
-    (["--config=configs/mnist_binary_ce.py:mlp"], "'cnn', 'linear'"),
+    (["--config=configs/binary.py:mnist,mlp"], "unknown variant 'mlp'"),
     (["--config=configs/default.py", "--config.train.batch_size=many"],
      "--config.train.batch_size=many"),
     (["--config=configs/default.py", "--config.train.batch_size=-1"],

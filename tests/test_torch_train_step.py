@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 from advinv_jax.models import build_model  # noqa: E402
 from tests._helpers import load_benchmark, random_params  # noqa: E402
 
-from configs._mnist_firevnet import mnist_firevnet  # noqa: E402
+from configs.mnist import mnist_firevnet  # noqa: E402
 
 PORT = load_benchmark("_torch_firevnet")
 STEP = load_benchmark("_torch_train_step")
