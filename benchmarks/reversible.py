@@ -11,7 +11,7 @@ Memory: XLA's temporary buffers of the compiled step
 arguments/outputs are not included). Time: median wall time of ``--repeats``
 steps after one warm-up call.
 
-Usage (defaults run in a few minutes on a 2-core CPU)::
+Usage (defaults run in a few minutes on 2 CPU cores)::
 
   python -m benchmarks.reversible
   python -m benchmarks.reversible --depths=8,16 --skip_authors   # quicker

@@ -11,7 +11,7 @@ et al.'s analysis). Any class pair by override (--config.data.classes).
 
   ADVINV_MNIST_DIR=/path/to/mnist python -m advinv_jax.main \
       --config=configs/binary.py:mnist,differential --workdir=workdirs/mnist_binary_differential
-Cost on a 2-core CPU: mnist ~2-4 min (report included); mnist,linear ~1 min
+Cost on 2 CPU cores: mnist ~2-4 min (report included); mnist,linear ~1 min
 (ce) / ~3 min (differential) of training; cifar10 ~5-10 min.
 """
 from advinv_jax.config import default_config

@@ -3,7 +3,7 @@
 Variant ``:ce`` (default) | ``:ice``.
 
   python -m advinv_jax.main --config=configs/digits.py:ice --workdir=workdirs/digits_ice
-Cost: ~4 minutes per model on a 2-core CPU (60 epochs, 1320 steps), report
+Cost: ~4 minutes per model on 2 CPU cores (60 epochs, 1320 steps), report
 included.
 """
 from advinv_jax.config import default_config

@@ -13,8 +13,8 @@ loss ``ce`` (default) | ``ice``; scale ``paper`` (default; GPU) | ``cpu``
 
   ADVINV_MNIST_DIR=/path/to/mnist python -m advinv_jax.main \
       --config=configs/mnist.py:ice,cpu --workdir=workdirs/mnist_ice_cpu
-Cost: paper scale is GPU work (200 epochs); ``cpu`` ~15-25 min per model on a
-2-core CPU. MNIST comes as the four IDX files of the MNIST distribution in
+Cost: paper scale is GPU work (200 epochs); ``cpu`` ~15-25 min per model on
+2 CPU cores. MNIST comes as the four IDX files of the MNIST distribution in
 ``$ADVINV_MNIST_DIR`` (or prepared tfds data in config.data.data_dir).
 """
 from advinv_jax.config import default_config

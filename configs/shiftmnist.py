@@ -8,7 +8,7 @@ scale ``paper`` | ``cpu``.
 
   ADVINV_MNIST_DIR=/path/to/mnist python -m advinv_jax.main \
       --config=configs/shiftmnist.py:ice,cpu --workdir=workdirs/shiftmnist_ice_cpu
-Cost: as configs/mnist.py (``cpu`` ~15-25 min per model on a 2-core CPU).
+Cost: as configs/mnist.py (``cpu`` ~15-25 min per model on 2 CPU cores).
 """
 from configs._variants import parse_variant
 from configs.mnist import VARIANTS, mnist_firevnet

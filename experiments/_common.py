@@ -2,7 +2,7 @@
 
 Every experiment runs at one of three scales:
   * ``tiny``  — seconds, on the bundled digits (what the tests run);
-  * ``cpu``   — the reduced scale run on a 2-core CPU for the README table;
+  * ``cpu``   — the reduced scale run on 2 CPU cores for the README table;
   * ``paper`` — the papers' settings (GPU/TPU).
 and writes ``results.json`` + ``results.md`` (a table with the paper's numbers
 beside ours) into its workdir.

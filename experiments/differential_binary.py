@@ -5,7 +5,7 @@ which PGD (linf and l2) finds an adversarial example within eps, swept over
 eps, plus the median minimal (DeepFool) perturbation. Writes results.json,
 results.md and attack_success.png (test-split success vs eps) into --workdir.
 
-  ADVINV_MNIST_DIR=../shared/data/mnist python -m experiments.differential_binary \
+  ADVINV_MNIST_DIR=/path/to/mnist python -m experiments.differential_binary \
       --scale=cpu --workdir=workdirs/differential_binary --seeds=0,1,2
 Scales: tiny (digits 3 vs 8, ~1 min); cpu (MNIST 3 vs 7, ~10 min per seed on
 2 cores);

@@ -5,7 +5,7 @@ For each model: test error on the logits z_s, and test error of a classifier
 trained post hoc on the nuisance z_n (a lower bound on I(y; z_n)); metamer
 grids (z_s of A, z_n of B, inverted) and nuisance interpolations (PNG).
 
-  ADVINV_MNIST_DIR=../shared/data/mnist python -m experiments.invariance_mnist \
+  ADVINV_MNIST_DIR=/path/to/mnist python -m experiments.invariance_mnist \
       --scale=cpu --workdir=workdirs/invariance_mnist
 Scales: tiny (digits, ~1 min), digits (the bundled digits, 60 epochs:
 ~8 min), cpu (depth 4, width 32, 2 epochs per model:

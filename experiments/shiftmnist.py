@@ -41,11 +41,11 @@ half->half z_s probe) and still let the code dominate the argmax (high
 ``follows code``). With CE nothing forces the digit out of z_n, so for CE
 the z_n probes stay high while the argmax may still use the code.
 
-  ADVINV_MNIST_DIR=../shared/data/mnist python -m experiments.shiftmnist \
+  ADVINV_MNIST_DIR=/path/to/mnist python -m experiments.shiftmnist \
       --scale=cpu --workdir=workdirs/shiftmnist
 Cost: tiny ~1 min; cpu ~40 min on 2 cores (two models, 2 epochs each) plus
 ~1-2 min of diagnostics per model; paper: GPU. The paper's construction and
-numbers are unverified (shared/reference/papers.md), so no paper column is
+numbers could not be verified, so no paper column is
 printed.
 """
 from __future__ import annotations

@@ -51,7 +51,7 @@ def default_loop() -> str:
   ~10x slower). The library's own models write their gradient convolutions
   in the fast form (``conv3x3_impl='xla_gemm_grad'``, the CPU default), and
   with them ``'fori'`` runs as fast as ``'unrolled'`` and compiles 2-3x
-  faster (session 6: CNN PGD-40 3.8 / 3.4 s vs 3.7 / 3.8 s, authors'
+  faster (benchmarks/README.md: CNN PGD-40 3.8 / 3.4 s vs 3.7 / 3.8 s, authors'
   fiRevNet PGD-10 5.8 / 4.8 s vs 5.5 / 5.9 s, linf / l2; first calls 13 s vs
   29 s). A ``logits_fn`` built on plain ``lax.conv`` (flax ``nn.Conv``) can
   still be several times slower rolled, so the CPU default stays

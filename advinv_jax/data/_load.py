@@ -157,8 +157,8 @@ def _base(c, seed: int) -> _Base:
     raise _tfds.DatasetNotPreparedError(
         f"config.data.name='mnist_idx' found no MNIST IDX files in {where!r} "
         f"(missing: {', '.join(missing)}); set config.data.data_dir (or "
-        f"${MNIST_ENV}) to the folder holding them, e.g. "
-        "/work/shared/data/mnist.")
+        f"${MNIST_ENV}) to the folder holding the four IDX files of the "
+        "MNIST distribution.")
   if name == "mnist":
     tfds_dir = _tfds.resolve_tfds_dir(c["data_dir"])
     vdir, reason = _tfds.find_prepared("mnist", tfds_dir)

@@ -92,7 +92,7 @@ def build_model(model_config, input_shape: Tuple[int, int, int],
 def default_batch_chunk() -> int:
   """``config.model.batch_chunk = -1`` means this: 32 on CPU, else 0 (off).
 
-  Measured on a 2-core CPU (benchmarks/README.md): fiRevNet train steps at
+  Measured on 2 CPU cores (benchmarks/README.md): fiRevNet train steps at
   batch 128 ran 12-17% faster in chunks of 32 (16: a little faster still,
   at twice the compile time), for ~2x the compiled program's resident
   memory (~1.0 vs ~0.5 GiB). On accelerators one large batch is the
@@ -177,7 +177,7 @@ class BatchChunkedModel(InvertibleModel):
   Built by :func:`build_model` when ``config.model.batch_chunk > 0``. Every
   map (``logits``, ``forward``, ``inverse``) gives the base model's result,
   computed by :func:`map_batch_chunks`; ``init`` (data-dependent ActNorm)
-  sees the whole batch. Why: on a 2-core CPU, XLA runs one large batch's
+  sees the whole batch. Why: on 2 CPU cores, XLA runs one large batch's
   convolutions with poor core scaling; the authors' fiRevNet iCE train step
   at batch 128 ran 12% / 17% faster in chunks of 32 / 16 (timed interleaved,
   benchmarks/README.md). The cost: compile time and the compiled program's

@@ -44,7 +44,7 @@ class _CNN(nn.Module):
   def __call__(self, x):
     for i, f in enumerate(self.features):
       # Strided convolutions instead of max-pooling: max-pool backward is slow
-      # on XLA CPU (see shared/reference/cpu-performance.md).
+      # on XLA CPU.
       x = _Conv3x3(f, 1 if i == 0 else 2, self.conv3x3_impl,
                    name=f"Conv_{i}")(x)
       x = nn.relu(x)
