@@ -58,6 +58,19 @@ def select_losses(configs: Dict[str, Any], losses: Sequence[str]):
   return {k: v for k, v in configs.items() if not losses or k in losses}
 
 
+def scale_main(run, scale, workdir, losses=None):
+  """The absl ``main`` of a script whose ``run(scale, workdir, overrides[,
+  losses])`` takes the values of its ``--scale``, ``--workdir`` (and
+  ``--losses``) flag holders and the ``--config.*`` overrides."""
+
+  def main(argv):
+    del argv
+    extra = (losses.value,) if losses is not None else ()
+    run(scale.value, workdir.value, overrides(), *extra)
+
+  return main
+
+
 def overrides() -> Dict[str, Any]:
   """``{dotted field: value}`` of the ``--config.<field>=<value>`` flags."""
   return cli.override_values("config")

@@ -233,9 +233,7 @@ def run(scale: str, workdir: str, overrides=None, losses=()):
   return data
 
 
-def main(argv):
-  del argv
-  run(_SCALE.value, _WORKDIR.value, C.overrides(), _LOSSES.value)
+main = C.scale_main(run, _SCALE, _WORKDIR, _LOSSES)
 
 
 if __name__ == "__main__":

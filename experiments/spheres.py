@@ -96,9 +96,7 @@ def run(scale: str, workdir: str, overrides=None):
   return data
 
 
-def main(argv):
-  del argv
-  run(_SCALE.value, _WORKDIR.value, C.overrides())
+main = C.scale_main(run, _SCALE, _WORKDIR)
 
 
 if __name__ == "__main__":
