@@ -1,6 +1,7 @@
 """Small shared pieces of the tests: tiny configs, parameter perturbation,
 random parameters, loading benchmark modules."""
-import importlib.util
+import importlib
+import os
 import re
 
 import jax
@@ -59,6 +60,22 @@ def compiled_conv_labels(fn, *args):
   (optimised) HLO for ``args``, loop bodies and fusions included."""
   hlo = jax.jit(fn).lower(*args).compile().as_text()
   return re.findall(r"convolution\([^\n]*dim_labels=(\S+?)[,\s]", hlo)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def subprocess_env(devices: int = 1) -> dict:
+  """``os.environ`` for a subprocess with ``devices`` forced CPU devices, the
+  suite's other XLA flags (tests/conftest.py) and the repo on PYTHONPATH."""
+  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
+                 os.environ.get("XLA_FLAGS", "")).split()
+  return dict(os.environ,
+              XLA_FLAGS=" ".join(
+                  [f"--xla_force_host_platform_device_count={devices}"]
+                  + flags),
+              PYTHONPATH=os.pathsep.join(
+                  [ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
 
 
 def load_benchmark(name):
