@@ -19,7 +19,7 @@ import pytest
 
 from advinv_jax import job, train
 from advinv_jax.train import _workdir
-from tests._helpers import tiny_config
+from tests._helpers import subprocess_env, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,10 +37,7 @@ def _params(res):
 
 
 def _env():
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
-  env["PYTHONPATH"] = ROOT
-  return env
+  return subprocess_env(1)
 
 
 def _main_cmd(workdir):
