@@ -30,8 +30,8 @@ def deepfool(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
   distance to the decision boundary up to ``2**-refine_steps`` relative.
 
   Args:
-    logits_fn: pure ``f32[B, H, W, C] -> f32[B, K]``, per-example.
-    x: ``f32[B, H, W, C]`` inputs inside ``bounds``.
+    logits_fn: pure ``f32[B, ...] -> f32[B, K]``, per-example.
+    x: ``f32[B, ...]`` inputs (any per-example shape) inside ``bounds``.
     y: ``int[B]`` true labels. Already misclassified inputs are returned
       unchanged with norm 0.
     norm: ``'l2'`` or ``'linf'``.

@@ -40,15 +40,15 @@ def eps_sweep(attack: Callable, logits_fn: C.LogitsFn, x: Array, y: Array,
   Args:
     attack: ``attack(logits_fn, x, y, eps=..., [rng=...]) -> AttackResult``,
       e.g. ``functools.partial(pgd, norm='l2', steps=20)``.
-    logits_fn: pure ``f32[B, H, W, C] -> f32[B, K]``.
-    x: ``f32[N, H, W, C]`` inputs; y: ``int[N]`` labels.
+    logits_fn: pure ``f32[B, ...] -> f32[B, K]``.
+    x: ``f32[N, ...]`` inputs; y: ``int[N]`` labels.
     eps_values: K budgets (>= 0). The same ``rng`` is used for every budget
       (common random numbers, so success is comparable across budgets).
     rng: PRNG key passed to the attack (if it takes one).
     method: ``'vmap'`` (one batch of K*N examples; fastest) or ``'map'``
       (``lax.map`` over budgets; K times less memory).
     full: return the whole :class:`AttackResult` with a leading ``K`` axis
-      (``x_adv f32[K, N, H, W, C]``, ...) instead of only the success mask.
+      (``x_adv f32[K, N, ...]``, ...) instead of only the success mask.
 
   Returns:
     ``bool[K, N]``: success of the attack per budget and example (or the
