@@ -4,7 +4,7 @@ invariance, docs/report.md): AutoAttack headline, PGD robust accuracy vs eps
 metamer grid with its validity, nuisance interpolations and the post-hoc
 z_n classifier.
 
-  python experiments/robustness_report.py --workdir=workdirs/demo \
+  python -m experiments.robustness_report --workdir=workdirs/demo \
       [--split=test --num_examples=512] [--full]
 Writes <workdir>/report_<split>/report.html, report.md, report.json, PNGs.
 --full: the paper-grade settings (config.REPORT_FULL: AutoAttack standard at
@@ -17,11 +17,10 @@ from __future__ import annotations
 import json
 import os
 
-import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-import _common as C  # noqa: F401  (puts the repo on sys.path)
+from advinv_jax import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "workdir of a trained run")
 _SPLIT = flags.DEFINE_string("split", "test", "train | test")
@@ -32,10 +31,11 @@ _FULL = flags.DEFINE_bool("full", False, "paper-grade settings "
 
 def run(workdir: str, split: str = "test", num_examples: int = 0,
         full: bool = False):
+  import jax  # pylint: disable=g-import-not-at-top  (after the flags parse)
   from advinv_jax.report import report_settings, robustness_report
   from advinv_jax.train import load_trained
   if split not in ("train", "test"):
-    raise SystemExit(f"--split={split!r} must be train or test.")
+    raise cli.UsageError(f"--split={split!r} must be train or test.")
   cfg, exp, state, extras = load_trained(workdir)
   src = getattr(exp.dataset, split)
   rcfg = cfg.report
@@ -65,9 +65,9 @@ def run(workdir: str, split: str = "test", num_examples: int = 0,
 def main(argv):
   del argv
   if not _WORKDIR.value:
-    raise SystemExit("--workdir=<a workdir of advinv_jax.main> is required.")
+    raise cli.UsageError("--workdir=<a workdir of advinv_jax.main> is required.")
   run(_WORKDIR.value, _SPLIT.value, _NUM.value, _FULL.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)
