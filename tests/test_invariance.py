@@ -2,8 +2,7 @@
 interpolation, the nuisance probe, the spheres counter-example, and valid
 metamers on briefly trained models of every shipped invertible config
 family."""
-import importlib.util
-import os
+import importlib
 
 import chex
 import jax
@@ -15,9 +14,6 @@ import pytest
 from advinv_jax import invariance as I
 from advinv_jax.models import build_model
 from test_attacks import SHAPE, OrthoFlat, interior_batch
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def test_metameric_sample_has_logit_source_logits():
   model = OrthoFlat(SHAPE, 3)
@@ -135,11 +131,11 @@ def test_metamer_validity_flags_an_exploding_inverse():
 
 
 def _load_config(name):
-  spec = importlib.util.spec_from_file_location(
-      f"_cfg_{name}", os.path.join(ROOT, "configs", f"{name}.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+  """``configs/<name>.py``'s config; ``name`` may carry a variant
+  (``"mnist:ce"``)."""
+  name, _, variant = name.partition(":")
+  mod = importlib.import_module(f"configs.{name}")
+  return mod.get_config(variant) if variant else mod.get_config()
 
 
 def _shrink(cfg):
@@ -157,7 +153,7 @@ def _shrink(cfg):
   return cfg
 
 
-@pytest.mark.parametrize("name", ["default", "mnist_ce",
+@pytest.mark.parametrize("name", ["default", "mnist:ce",
                                   "firevnet48_imagenet"])
 def test_shipped_invertible_families_give_valid_metamers(tmp_path, name):
   """Each shipped invertible config's coupling / scale / permutation, at a
