@@ -139,6 +139,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.train.dequant_noise = 0.0     # U(0, dequant_noise) on train images
   config.train.on_nonfinite = "stop"   # stop | skip
   config.train.progress_bar = True
+  # Relaunching a workdir with a config that changes the computation (model,
+  # loss, data, optimiser, batch size, seed, ...): refuse (listing the
+  # fields) | allow (resume anyway; the change goes to config_history.jsonl).
+  config.train.resume_mismatch = "refuse"
   # Fine-tuning / linear probes: initialise the model from another run's
   # newest checkpoint (its workdir), keep params whose path matches the regex
   # `reinit` freshly initialised, and train only those matching `trainable`
@@ -320,8 +324,44 @@ def validate_config(config: ml_collections.ConfigDict,
                         f"{'>= 0' if allow_zero else '> 0'}.")
 
   for p in ("train.batch_size", "eval.batch_size", "optimizer.learning_rate",
-            "train.keep_checkpoints", "train.log_every"):
+            "train.keep_checkpoints", "train.log_every", "model.levels",
+            "model.depth", "model.width", "model.scale_floor",
+            "model.actnorm_std_floor", "model.init_squeeze",
+            "data.crop_fraction", "loss.ice.nuisance_learning_rate",
+            "report.pgd_restarts", "report.deepfool_candidates",
+            "report.nuisance_classifier_lr",
+            "report.nuisance_classifier_batch_size"):
     positive(p)
+  for p in ("model.blocks", "model.channels", "model.features",
+            "model.hidden", "loss.ice.nuisance_hidden",
+            "report.nuisance_classifier_hidden", "optimizer.boundaries"):
+    if any(v < 1 for v in _get(config, p)):
+      raise ConfigError(f"config.{p}={tuple(_get(config, p))} must hold "
+                        "sizes >= 1.")
+  for p, lo, hi in (("loss.label_smoothing", 0.0, 1.0),
+                    ("optimizer.momentum", 0.0, 1.0)):
+    if not lo <= _get(config, p) < hi:
+      raise ConfigError(f"config.{p}={_get(config, p)!r} must lie in "
+                        f"[{lo:g}, {hi:g}).")
+  if config.data.crop_fraction > 1:
+    raise ConfigError(f"config.data.crop_fraction={config.data.crop_fraction}"
+                      " must lie in (0, 1].")
+  if config.report.enabled:
+    for p in ("report.num_examples", "report.pgd_steps",
+              "report.deepfool_steps"):
+      positive(p)
+    for p in ("report.linf_eps", "report.l2_eps"):
+      if not _get(config, p):
+        raise ConfigError(f"config.{p} is empty: give at least one attack "
+                          "budget, or set config.report.enabled=False.")
+    if config.report.num_metamers < 1 or (
+        config.report.interpolation_steps < 2) or (
+            config.report.interpolation_pairs < 1):
+      raise ConfigError(
+          "config.report.num_metamers and interpolation_pairs must be >= 1 "
+          "and interpolation_steps >= 2 (got "
+          f"{config.report.num_metamers}, {config.report.interpolation_pairs}"
+          f", {config.report.interpolation_steps}).")
   for p in ("train.num_epochs", "train.num_steps", "train.checkpoint_every",
             "train.dequant_noise", "optimizer.warmup_steps",
             "optimizer.weight_decay", "optimizer.grad_clip_norm",
@@ -362,6 +402,9 @@ def validate_config(config: ml_collections.ConfigDict,
   one_of("optimizer.name", OPTIMIZERS)
   one_of("optimizer.schedule", SCHEDULES)
   one_of("train.on_nonfinite", ("stop", "skip"))
+  one_of("train.resume_mismatch", ("refuse", "allow"))
+  one_of("report.pgd_loss", ("ce", "margin"))
+  one_of("report.attack_loop", ("fori", "unrolled", "scan", ""))
   one_of("loss.ice.minmax", ("alternating", "gradient_reversal"))
   one_of("loss.differential.pairs", ("global", "per_device"))
   one_of("loss.differential.bias", ("max_accuracy", "midpoint"))

@@ -91,6 +91,20 @@ def bench_floor(model, params, x, y, repeats):
   return _median_time(lambda: _block(g(x)), repeats)
 
 
+def torch_dense_layers(params, n):
+  """``torch.nn.ModuleList`` of the flax ``Dense_0 .. Dense_{n-1}`` layers
+  (kernels transposed to torch's ``[out, in]``)."""
+  import torch
+  fcs = torch.nn.ModuleList()
+  for i in range(n):
+    k = np.asarray(params[f"Dense_{i}"]["kernel"])
+    fc = torch.nn.Linear(k.shape[0], k.shape[1])
+    fc.weight.data = torch.tensor(k.T.copy())
+    fc.bias.data = torch.tensor(np.asarray(params[f"Dense_{i}"]["bias"]))
+    fcs.append(fc)
+  return fcs
+
+
 def make_torch_cnn(params):
   """The 'cnn' model (features (32, 64, 64), hidden 128) in PyTorch, with
   the flax weights and flax's SAME padding (asymmetric for stride 2)."""
@@ -109,13 +123,7 @@ def make_torch_cnn(params):
         conv.weight.data = torch.tensor(k.transpose(3, 2, 0, 1).copy())
         conv.bias.data = torch.tensor(np.asarray(params[f"Conv_{i}"]["bias"]))
         self.convs.append(conv)
-      self.fcs = torch.nn.ModuleList()
-      for i in range(2):
-        k = np.asarray(params[f"Dense_{i}"]["kernel"])
-        fc = torch.nn.Linear(k.shape[0], k.shape[1])
-        fc.weight.data = torch.tensor(k.T.copy())
-        fc.bias.data = torch.tensor(np.asarray(params[f"Dense_{i}"]["bias"]))
-        self.fcs.append(fc)
+      self.fcs = torch_dense_layers(params, 2)
 
     def forward(self, x):                                   # NCHW
       for i, conv in enumerate(self.convs):
