@@ -9,8 +9,8 @@ prints both robust accuracies, the per-input agreement and both wall times
 autoattack_crosscheck.json`` after every run, so an interrupted run keeps
 what finished::
 
-  python benchmarks/autoattack_crosscheck.py              # 256 inputs
-  python benchmarks/autoattack_crosscheck.py --n 64 --models mlp --norms linf
+  python -m benchmarks.autoattack_crosscheck              # 256 inputs
+  python -m benchmarks.autoattack_crosscheck --n 64 --models mlp --norms linf
 
 Needs the peers of ``benchmarks/requirements-peers.txt`` (torch,
 torchattacks) in the interpreter that runs it. ``--budget-min`` skips the
@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
 import os
 import platform
-import sys
 import time
 
 import jax
@@ -34,12 +32,11 @@ import ml_collections
 import numpy as np
 import optax
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, ".."))
+from advinv_jax import attacks
+from advinv_jax.data import load_digits
+from advinv_jax.models import build_model
 
-from advinv_jax import attacks  # noqa: E402
-from advinv_jax.data import load_digits  # noqa: E402
-from advinv_jax.models import build_model  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 EPS = {"linf": 0.1, "l2": 0.5}
 MODELS = {"cnn": dict(name="cnn", features=(32, 64, 64), hidden=(128,)),
@@ -74,10 +71,7 @@ def train(name, train_set, steps, seed=0):
 def torch_net(name, params):
   import torch
   import torch.nn.functional as F
-  spec = importlib.util.spec_from_file_location(
-      "_bench_attacks", os.path.join(HERE, "attacks.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
+  from benchmarks import attacks as mod  # pylint: disable=g-import-not-at-top
   if name == "cnn":
     return mod.make_torch_cnn(params)
 
