@@ -277,6 +277,7 @@ def test_finished_run_is_kept_and_extension_is_recorded(finished, tmp_path):
   (entry,) = _workdir.read_history(str(workdir))
   assert entry["event"] == "extend" and entry["resumed_at_step"] == 6
   assert entry["changes"] == {"train.num_steps": [6, 8]}
+  assert entry["previous_results"]["steps"] == 6
   cfg, _, state, _ = train.load_trained(str(workdir), with_extras=False)
   assert cfg.train.num_steps == 8 and int(state.step) == 8
 
