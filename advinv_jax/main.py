@@ -9,11 +9,11 @@ Several hosts: start one process per host with ``--coordinator=HOST:PORT
 from __future__ import annotations
 
 import json
-import os
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
+
+from advinv_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/*.py).", lock_config=True)
@@ -29,18 +29,15 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   config = _CONFIG.value
   if config is None or _WORKDIR.value is None:
-    sys.exit("usage: python -m advinv_jax.main --config=configs/<name>.py "
-             "--workdir=<dir>")
+    raise cli.UsageError("usage: python -m advinv_jax.main "
+                         "--config=configs/<name>.py --workdir=<dir>")
+  from advinv_jax.config import validate_config
+  validate_config(config)   # a ConfigError: one line (cli.run)
   if _COORD.value:
     import jax
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(_COORD.value, num_processes=_NPROC.value,
                                process_id=_PID.value)
-  from advinv_jax.config import ConfigError, validate_config
-  try:
-    validate_config(config)
-  except ConfigError as e:
-    sys.exit(f"config error: {e}")
   from advinv_jax.job import run
   try:
     summary = run(config, _WORKDIR.value)
@@ -76,4 +73,4 @@ def one_line_error(e: BaseException):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

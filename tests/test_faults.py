@@ -120,7 +120,7 @@ def test_two_processes_match_one_process(tmp_path):
   port = str(_free_port())
   out = tmp_path / "two.npz"
   procs = [subprocess.Popen(
-      [sys.executable, os.path.join(ROOT, "tests", "_distributed_worker.py"),
+      [sys.executable, "-m", "tests._distributed_worker",
        str(i), port, str(tmp_path / "work"), str(out)],
       cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
       for i in range(2)]

@@ -22,7 +22,7 @@ from jax.sharding import PartitionSpec as P
 
 from advinv_jax import data as data_lib
 from advinv_jax import losses
-from advinv_jax.config import validate_config
+from advinv_jax.config import migrate_config, validate_config
 from advinv_jax.models import build_model
 from advinv_jax.train._checkpoint import Checkpointer
 from advinv_jax.train._objectives import make_objective
@@ -225,13 +225,12 @@ def load_trained(workdir: str, *, with_extras: bool = True):
     rebuilt :class:`Experiment`, the newest good checkpoint's TrainState
     (host numpy) and extras (the differential bias).
   """
-  import ml_collections
   raw = read_config_json(workdir)
   if raw is None:
     raise FileNotFoundError(
         f"{os.path.join(workdir, 'config.json')} not found: {workdir!r} is "
         "not a workdir of advinv_jax.main (train a model there first).")
-  config = ml_collections.ConfigDict(raw)
+  config = migrate_config(raw)   # older workdirs: fields added since
   validate_config(config)
   exp = build_experiment(config)
   ckpt = Checkpointer(workdir, read_only=True)

@@ -22,6 +22,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import jax
 import ml_collections
 
+from advinv_jax.config import migrate_config
+
 CONFIG = "config.json"
 HISTORY = "config_history.jsonl"
 LOCK = ".lock"
@@ -269,9 +271,6 @@ def read_config_json(workdir: str) -> Optional[Dict[str, Any]]:
   for entry in read_history(workdir):
     for field, (_, new) in entry.get("changes", {}).items():
       _set(raw, field, new)
-  # Workdirs written before config.loss.differential.bias existed used the
-  # midpoint rule.
-  raw.get("loss", {}).get("differential", {}).setdefault("bias", "midpoint")
   return raw
 
 
@@ -334,6 +333,9 @@ def relaunch_plan(config: ml_collections.ConfigDict, workdir: str
     write_atomic(os.path.join(workdir, CONFIG),
                  json.dumps(new, indent=1, sort_keys=True))
     return None
+  # Fields added to the schema since the run started take their values from
+  # before they existed (config.migrate_config), not a spurious change.
+  old = json.loads(migrate_config(old).to_json_best_effort())
   changes = config_changes(old, new)
   if not changes:
     return None
