@@ -324,16 +324,13 @@ def validate_config(config: ml_collections.ConfigDict,
                         f"{'>= 0' if allow_zero else '> 0'}.")
 
   for p in ("train.batch_size", "eval.batch_size", "optimizer.learning_rate",
-            "train.keep_checkpoints", "train.log_every", "model.levels",
-            "model.depth", "model.width", "model.scale_floor",
-            "model.actnorm_std_floor", "model.init_squeeze",
+            "train.keep_checkpoints", "train.log_every", "model.init_squeeze",
             "data.crop_fraction", "loss.ice.nuisance_learning_rate",
             "report.pgd_restarts", "report.deepfool_candidates",
             "report.nuisance_classifier_lr",
             "report.nuisance_classifier_batch_size"):
     positive(p)
-  for p in ("model.blocks", "model.channels", "model.features",
-            "model.hidden", "loss.ice.nuisance_hidden",
+  for p in ("model.blocks", "model.channels", "loss.ice.nuisance_hidden",
             "report.nuisance_classifier_hidden", "optimizer.boundaries"):
     if any(v < 1 for v in _get(config, p)):
       raise ConfigError(f"config.{p}={tuple(_get(config, p))} must hold "
@@ -449,10 +446,10 @@ def validate_model_config(model: ml_collections.ConfigDict) -> None:
   one_of("reversible_loop", ("auto", "unrolled", "scan"))
   one_of("matmul_dtype", MATMUL_DTYPES)
   one_of("conv3x3_impl", ("",) + tuple(CONV3X3_IMPLS))
-  for field in ("levels", "width"):
+  for field in ("levels", "width", "depth"):
     if model[field] < 1:
       raise ConfigError(f"config.model.{field}={model[field]} must be >= 1.")
-  for field in ("depth", "scan_batch_chunk", "scale_floor"):
+  for field in ("scan_batch_chunk", "scale_floor"):
     if model[field] < 0:
       raise ConfigError(f"config.model.{field}={model[field]} must be >= 0"
                         + (" (0: whole batch)." if "chunk" in field else "."))

@@ -400,13 +400,14 @@ def test_sigterm_saves_at_the_next_step_and_exits_in_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("field,value,match", [
-    ("model.depth", 0, "model.depth=0 must be > 0"),
+    ("model.depth", 0, "model.depth=0 must be >= 1"),
     ("loss.label_smoothing", 1.5, r"label_smoothing=1.5 must lie in \[0, 1\)"),
     ("report.linf_eps", (), "linf_eps is empty"),
     ("report.num_examples", 0, "num_examples=0 must be > 0"),
     ("report.pgd_steps", 0, "pgd_steps=0 must be > 0"),
     ("report.pgd_loss", "hinge", "pgd_loss='hinge' is not one of"),
-    ("model.features", (8, 0), "must hold sizes >= 1"),
+    ("model.features", (8, 0), "must be positive widths"),
+    ("loss.ice.nuisance_hidden", (0,), "must hold sizes >= 1"),
     ("train.resume_mismatch", "yes", "is not one of"),
 ])
 def test_config_ranges_are_checked_before_data_loads(tmp_path, field, value,
