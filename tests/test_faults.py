@@ -415,8 +415,11 @@ def test_config_ranges_are_checked_before_data_loads(tmp_path, field, value,
   from advinv_jax.config import ConfigError
   cfg = _small()
   cfg.report.enabled = True
-  section, key = field.split(".")
-  cfg[section][key] = value
+  *parents, key = field.split(".")
+  section = cfg
+  for p in parents:
+    section = section[p]
+  section[key] = value
   with pytest.raises(ConfigError, match=match):
     train.train_and_evaluate(cfg, str(tmp_path / "w"))
   assert not (tmp_path / "w").exists()
