@@ -58,7 +58,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.model.permutation = "shuffle"  # reverse | shuffle | conv1x1
   config.model.downsample = "squeeze"  # squeeze | psi
   config.model.reversible = False      # memory-saving reversible backprop
-  # auto (= unrolled) | scan | unrolled. scan: each level's steps run as one
+  # auto (platform default: unrolled) | scan | unrolled. scan: each level's steps run as one
   # lax.scan and their params are stored stacked (small program, fast compile;
   # with scan_batch_chunk=16, the authors' iCE step at batch 128 on 2 CPU
   # cores ran faster than unrolled whole-batch steps, in < 1 GiB: session 7).
@@ -71,15 +71,23 @@ def default_config() -> ml_collections.ConfigDict:
   config.model.conv1x1_as_matmul = True
   config.model.scale_floor = 1e-3       # affine scale >= this (no collapse)
   config.model.perm_seed = 0             # shuffle / 1x1-conv initial permutation
+  # Fields whose default is a *platform default* ("" / -1 / "auto") are
+  # resolved per backend (cpu | gpu | tpu) in advinv_jax/platform.py, which
+  # gives each choice and its reason; platform.resolve_config(config, "tpu")
+  # fills them for a named platform.
   # How 3x3 convs run (same function): "" = platform default (CPU:
   # xla_gemm_grad, else xla) | xla | xla_gemm_grad | im2col | outshift | auto
   config.model.conv3x3_impl = ""
-  # Operand dtype of the coupling subnets' 1x1 convs: float32 | bfloat16
-  # (bfloat16 operands, float32 accumulation and outputs; the network stays
-  # exactly invertible, gradients carry ~1e-2 relative rounding; reverse-mode
-  # only). On CPUs with AMX (this one) the authors' iCE step at batch 128 ran
-  # 0.80x the time of float32 (benchmarks/README.md, session 8).
-  config.model.matmul_dtype = "float32"
+  # Mixed precision of the coupling subnets: "" = platform default (TPU:
+  # bfloat16, else float32) | float32 | bfloat16 (all three subnet convs on
+  # bfloat16 operands) | bfloat16_1x1 (only the 1x1 conv: bfloat16
+  # operands, float32 accumulation). Parameters, ActNorm, the coupling
+  # arithmetic and the log-dets stay float32 and the network exactly
+  # invertible (the inverse recomputes the same subnet output); values and
+  # gradients carry bfloat16 rounding (~1e-2 relative on gradients). On CPUs
+  # with AMX bfloat16_1x1 ran the authors' iCE step at batch 128 0.80x the
+  # time of float32 (benchmarks/README.md); bfloat16 is for accelerators.
+  config.model.compute_dtype = ""
   # Run the model on batch chunks of at most this many examples, unrolled in
   # one program (same function; 0 = whole batch; -1 = platform default: 32 on
   # CPU, off elsewhere). CPU: fiRevNet train steps at batch 128 run 12-17%
@@ -284,6 +292,8 @@ def validate_config(config: ml_collections.ConfigDict,
   one_of("loss.ice.minmax", ("alternating", "gradient_reversal"))
   one_of("loss.differential.pairs", ("global", "per_device"))
   one_of("loss.differential.bias", ("max_accuracy", "midpoint"))
+  from advinv_jax.layers import COMPUTE_DTYPES  # late: keeps config import light
+  one_of("model.compute_dtype", ("",) + COMPUTE_DTYPES)
   if config.optimizer.schedule == "piecewise" and len(
       config.optimizer.boundaries) != len(config.optimizer.scales):
     raise ConfigError("config.optimizer.boundaries and config.optimizer.scales "

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from advinv_jax import _checks
+from advinv_jax import _checks, platform
 
 Array = jax.Array
 LogitsFn = Callable[[Array], Array]
@@ -42,24 +42,11 @@ class AttackResult(NamedTuple):
 
 
 def default_loop() -> str:
-  """The loop form that is fastest on the current default backend.
-
-  Measured in ``benchmarks/attacks.py``. On XLA CPU the cause of slow
-  ``lax.fori_loop`` bodies was the convolution gradient: JAX's transpose rule
-  emits convolutions that XLA CPU rewrites into its fast form only in
-  straight-line code; inside a while loop they take a generic kernel (up to
-  ~10x slower). The library's own models write their gradient convolutions
-  in the fast form (``conv3x3_impl='xla_gemm_grad'``, the CPU default), and
-  with them ``'fori'`` runs as fast as ``'unrolled'`` and compiles 2-3x
-  faster (session 6: CNN PGD-40 3.8 / 3.4 s vs 3.7 / 3.8 s, authors'
-  fiRevNet PGD-10 5.8 / 4.8 s vs 5.5 / 5.9 s, linf / l2; first calls 13 s vs
-  29 s). A ``logits_fn`` built on plain ``lax.conv`` (flax ``nn.Conv``) can
-  still be several times slower rolled, so the CPU default stays
-  ``'unrolled'``: pass ``loop='fori'`` for the library's models (the report
-  does). On accelerators the rolled loop compiles much faster and runs as
-  fast, so ``'fori'`` is the default there.
-  """
-  return "unrolled" if jax.default_backend() == "cpu" else "fori"
+  """The attacks' loop form on the default backend (``loop=None``):
+  ``advinv_jax.platform.defaults().attack_loop`` (``'fori'``, a rolled
+  ``lax.fori_loop``, on every backend: its compile time does not grow with
+  ``steps``; the module docstring there gives the measurements)."""
+  return platform.defaults().attack_loop
 
 
 def validate_inputs(logits_fn: Optional[LogitsFn], x, y, *, eps=None,

@@ -40,15 +40,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from advinv_jax.layers import (DCT2D, MATMUL_DTYPES, ActNorm, Chain, Coupling,
-                               FixedAffine, InvConv1x1, Layer, Psi, Reverse,
-                               Shuffle, Squeeze, count_params,
+from advinv_jax import platform
+from advinv_jax.layers import (DCT2D, ActNorm, Chain, Coupling, FixedAffine,
+                               InvConv1x1, Layer, Psi, Reverse, Shuffle,
+                               Squeeze, count_params, resolve_compute_dtype,
                                resolve_conv3x3_impl)
 from advinv_jax.models._base import InvertibleModel, register_model
-
-# What reversible_loop='auto' means (the faster form measured in
-# benchmarks/reversible.py; see benchmarks/README.md).
-AUTO_REVERSIBLE_LOOP = "unrolled"
 
 _PERMS = {"reverse": Reverse, "shuffle": Shuffle, "conv1x1": InvConv1x1}
 _DOWNS = {"squeeze": Squeeze, "psi": Psi}
@@ -227,7 +224,7 @@ def _common(cfg, coupling_default="affine", perm_default="shuffle"):
       reversible_loop=_choice(cfg, "reversible_loop", "auto",
                               ("auto", "unrolled", "scan")),
       conv3x3_impl=resolve_conv3x3_impl(cfg.get("conv3x3_impl", "")),
-      matmul_dtype=_choice(cfg, "matmul_dtype", "float32", MATMUL_DTYPES),
+      compute_dtype=resolve_compute_dtype(cfg.get("compute_dtype", "")),
       seed=int(cfg.get("perm_seed", 0)),
       scan_batch_chunk=int(cfg.get("scan_batch_chunk", 0)))
   if s["scan_batch_chunk"] < 0:
@@ -237,7 +234,7 @@ def _common(cfg, coupling_default="affine", perm_default="shuffle"):
     raise ValueError(f"config.model.actnorm_std_floor={s['min_std']} must be "
                      "> 0.")
   if s["reversible_loop"] == "auto":
-    s["reversible_loop"] = AUTO_REVERSIBLE_LOOP
+    s["reversible_loop"] = platform.defaults().reversible_loop
   return s
 
 
@@ -251,7 +248,7 @@ def _steps(n, width, s, first_index):
         ActNorm(s["min_std"]), perm,
         Coupling(width, s["coupling"], s["affine_scale"], s["scale_floor"],
                  s["conv1x1_as_matmul"], s["min_std"], s["conv3x3_impl"],
-                 s["matmul_dtype"]))))
+                 s["compute_dtype"]))))
   # 'scan' also stores each level's step params stacked (one array per
   # parameter kind: a much smaller optimizer program, see Chain.stacked).
   return Chain(tuple(steps), reversible=s["reversible"],
@@ -275,7 +272,8 @@ def build_firevnet(cfg, input_shape, num_classes):
   last level)]; step = ActNorm -> permutation -> coupling (subnet width
   ``width``). Fields (defaults): levels (3), depth (4), width (32), coupling
   ('affine'), permutation ('shuffle'), downsample ('squeeze'), reversible
-  (False), reversible_loop ('auto' = AUTO_REVERSIBLE_LOOP; 'scan' runs each
+  (False), reversible_loop ('auto' = the platform's, advinv_jax.platform;
+  'scan' runs each
   level's steps as lax.scan and stores their params stacked,
   ``{'stacked': ...}``, with or without reversible), scan_batch_chunk (0;
   with 'scan': each loop iteration runs on chunks of at most this many
@@ -283,9 +281,8 @@ def build_firevnet(cfg, input_shape, num_classes):
   (True), affine_scale ('sigmoid'), actnorm_std_floor (1e-2; the ActNorm
   init floor on the per-channel std), scale_floor (1e-3), perm_seed (0),
   conv3x3_impl ('' = platform default; see advinv_jax.layers.conv3x3),
-  matmul_dtype ('float32'; 'bfloat16': the subnets' 1x1 convs take
-  bfloat16 operands with float32 accumulation, see
-  advinv_jax.layers.matmul_lowp; exactly invertible, reverse mode only).
+  compute_dtype ('' = platform default; float32 | bfloat16 | bfloat16_1x1,
+  see advinv_jax.layers.Subnet; exactly invertible).
 
   Raises:
     ValueError: H or W not divisible by ``2**levels``, or more classes than

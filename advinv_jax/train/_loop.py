@@ -228,6 +228,12 @@ def load_trained(workdir: str, *, with_extras: bool = True):
   # Workdirs written before config.loss.differential.bias existed used the
   # midpoint rule.
   raw.get("loss", {}).get("differential", {}).setdefault("bias", "midpoint")
+  # model.matmul_dtype='bfloat16' (1x1 convs only) became
+  # model.compute_dtype='bfloat16_1x1'.
+  old = raw.get("model", {}).pop("matmul_dtype", None)
+  if old is not None:
+    raw["model"].setdefault("compute_dtype", {"bfloat16": "bfloat16_1x1"}.get(
+        old, old))
   config = ml_collections.ConfigDict(raw)
   validate_config(config)
   exp = build_experiment(config)
