@@ -16,6 +16,7 @@ import pytest
 
 from advinv_jax import attacks as A
 from advinv_jax.models import InvertibleModel
+from tests._helpers import subprocess_env
 
 SHAPE = (4, 4, 1)          # tiny images: d = 16
 D = 16
@@ -383,10 +384,8 @@ _SHARD_SCRIPT = textwrap.dedent("""
 
 
 def test_sharded_two_devices_equals_one_device():
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+  env = subprocess_env(2)
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
   out = subprocess.run([sys.executable, "-c", _SHARD_SCRIPT], env=env,
                        capture_output=True, text=True, timeout=120, cwd=root)
   assert out.returncode == 0, out.stderr[-2000:]

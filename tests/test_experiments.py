@@ -8,11 +8,13 @@ import sys
 import numpy as np
 import pytest
 
+from tests._helpers import subprocess_env
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(script, workdir, *args, table=True):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = subprocess_env(1)
   proc = subprocess.run(
       [sys.executable, os.path.join(ROOT, "experiments", script),
        f"--workdir={workdir}", *args],
@@ -99,7 +101,7 @@ def test_shiftmnist_tiny(tmp_path):
 
 def test_robustness_report_from_checkpoint(tmp_path):
   wd = tmp_path / "run"
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = subprocess_env(1)
   subprocess.run(
       [sys.executable, "-m", "advinv_jax.main", "--config=configs/default.py",
        f"--workdir={wd}", "--config.model.depth=1", "--config.model.width=8",

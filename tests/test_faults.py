@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from advinv_jax import train
-from tests._helpers import tiny_config
+from tests._helpers import subprocess_env, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,10 +33,7 @@ def _params(res):
 
 
 def _env():
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
-  env["PYTHONPATH"] = ROOT
-  return env
+  return subprocess_env(1)
 
 
 def _main_cmd(workdir):
