@@ -74,8 +74,9 @@ if (( ${#missing[@]} )); then
       pat=$(echo "$name" | tr '-' '_')
       whl=$(ls "$WHEEL_DIR" | grep -i "^${pat}-" | head -1 || true)
       if [[ -n "$whl" ]]; then
-        "$PY" -m pip install --no-index --no-deps --quiet --target "$SITE" \
-          "$WHEEL_DIR/$whl"
+        PIP_ROOT_USER_ACTION=ignore "$PY" -m pip install --no-index --no-deps \
+          --quiet --disable-pip-version-check --target "$SITE" \
+          "$WHEEL_DIR/$whl" || echo "  could not install $whl"
       else
         echo "  no wheel for $name in $WHEEL_DIR (its section may be skipped)"
       fi

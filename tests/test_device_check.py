@@ -11,14 +11,13 @@ import subprocess
 import sys
 
 from advinv_jax import attacks, platform
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests._helpers import ROOT, subprocess_env
 
 
 def test_device_check_dry_run(tmp_path):
   out = tmp_path / "device_check.json"
-  env = dict(os.environ, PYTHON=sys.executable, WHEEL_DIR=str(tmp_path / "w"),
-             SITE=str(tmp_path / "site"))
+  env = dict(subprocess_env(1), PYTHON=sys.executable,
+             WHEEL_DIR=str(tmp_path / "w"), SITE=str(tmp_path / "site"))
   proc = subprocess.run(
       [os.path.join(ROOT, "benchmarks", "device_check.sh"), "--cpu", "--out",
        str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
