@@ -14,7 +14,7 @@ skipped and says so):
 2. ``tests``: the pytest subset of 1-vs-N-device equality and exact-inverse
    tests, on this backend (``--cpu``: only collected, not run), one outcome
    per test.
-3. ``ice_step``: the authors' iCE training step (configs/mnist_ice.py:
+3. ``ice_step``: the authors' iCE training step (configs/mnist.py:ice:
    fiRevNet 3 x 16 additive steps, width 128, MNIST 32x32x1, batch 128,
    Adamax) with this platform's defaults, float32 and bfloat16 subnet
    compute (``model.compute_dtype``), and the PyTorch port of the same step
@@ -46,8 +46,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(ROOT, "configs"))
 
 # The pytest subset (50 tests): equality of 1 and N devices (skipped with
 # fewer than 4 accelerators), exact inverses and log-dets of every layer and
@@ -116,9 +114,9 @@ def input_shape(args):
 
 
 def authors_config(args, compute_dtype="float32"):
-  """configs/mnist_ice.py (paper scale), this platform's defaults; --cpu:
+  """configs/mnist.py:ice (paper scale), this platform's defaults; --cpu:
   2 levels x 1 step, width 4 (on 8x8 inputs), one small nuisance step."""
-  from _mnist_firevnet import mnist_firevnet  # noqa: E402
+  from configs.mnist import mnist_firevnet
   from advinv_jax import platform
   c = mnist_firevnet(loss="ice")
   c.model.compute_dtype = compute_dtype
@@ -221,7 +219,7 @@ def section_ice_step(args):
     out["torch"] = {"skipped": "torch is not installed"}
     return out
   torch, dev, sync = t
-  from _torch_train_step import make_torch_ice_step  # noqa: E402
+  from benchmarks._torch_train_step import make_torch_ice_step
   cfg, model, state, call_args = built
   host = jax.device_get(state)
   x = jax.device_get(call_args[1]["image"])
@@ -249,7 +247,7 @@ def _attack_setup(args, batch):
 
 
 def _torch_net(model, params, dev):
-  from _torch_firevnet import make_torch_firevnet  # noqa: E402
+  from benchmarks._torch_firevnet import make_torch_firevnet
   return make_torch_firevnet(model, params).to(dev)
 
 

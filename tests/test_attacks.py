@@ -235,8 +235,8 @@ def test_validation_errors_name_the_argument():
     A.pgd(f, x, y, eps=0.1, norm="l3", rng=key)
   with pytest.raises(ValueError, match=r"labels y must lie in \[0, 3\)"):
     A.pgd(f, x, y + 3, eps=0.1, rng=key)
-  with pytest.raises(ValueError, match="rank 4"):
-    A.pgd(f, x[0], y, eps=0.1, rng=key)
+  with pytest.raises(ValueError, match="rank >= 2"):
+    A.pgd(f, x.reshape(-1)[:4], y, eps=0.1, rng=key)
   with pytest.raises(ValueError, match="empty batch"):
     A.pgd(f, x[:0], y[:0], eps=0.1, rng=key)
   with pytest.raises(ValueError, match="loop"):
