@@ -30,8 +30,9 @@ accelerator choices are not timed in this repository -- run
 
 * **attack loop**: a rolled ``lax.fori_loop`` everywhere. It compiles one
   copy of the attack step, so compile time does not grow with ``steps``
-  (PGD-200 on a small MLP: 2.9 s rolled vs 33 s unrolled on CPU; an unrolled
-  fiRevNet PGD-200 did not finish compiling in 10 minutes). On XLA CPU the
+  (a 64-wide MLP on CPU: PGD-200 compiled in 14.5 s rolled, PGD-20 in 48.8 s
+  unrolled; an unrolled fiRevNet PGD-200 did not finish compiling in 10
+  minutes, docs/attacks.md). On XLA CPU the
   library's models run as fast rolled as unrolled because their gradient
   convolutions are written in the form XLA CPU keeps fast inside loops
   (``xla_gemm_grad``); a ``logits_fn`` on plain ``lax.conv`` can be several
