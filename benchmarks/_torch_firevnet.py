@@ -45,16 +45,12 @@ attacks only need input gradients, the training step trains them.
 from __future__ import annotations
 
 import math
-import os
-import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
-from advinv_jax.layers import (ActNorm, Chain, Coupling,  # noqa: E402
+from advinv_jax.layers import (ActNorm, Chain, Coupling,
                                FixedAffine, InvConv1x1, Psi, Reverse, Shuffle,
                                Squeeze, dct_matrix)
 

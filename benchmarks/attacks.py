@@ -2,8 +2,8 @@
 
 Not a test. Prints a table and writes ``benchmarks/results/attacks.json``::
 
-  python benchmarks/attacks.py                 # full run (several minutes)
-  python benchmarks/attacks.py --steps 10 --batch 64 --no-firevnet   # quick
+  python -m benchmarks.attacks                 # full run (several minutes)
+  python -m benchmarks.attacks --steps 10 --batch 64 --no-firevnet   # quick
 
 For every model and norm it times (median of ``--repeats`` runs after a
 compile/warm-up call):
@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 
 import jax
@@ -42,10 +41,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
-from advinv_jax import attacks  # noqa: E402
-from advinv_jax.models import build_model, model_names  # noqa: E402
+from advinv_jax import attacks
+from advinv_jax.models import build_model, model_names
 
 EPS = {"linf": 0.1, "l2": 1.0}
 
@@ -147,10 +144,7 @@ FIREVNET_ARCHS = {
 
 def make_torch_firevnet(model, params):
   """Our fiRevNet in PyTorch (``benchmarks/_torch_firevnet.py``)."""
-  here = os.path.dirname(os.path.abspath(__file__))
-  if here not in sys.path:
-    sys.path.insert(0, here)
-  from _torch_firevnet import make_torch_firevnet as make  # noqa: E402
+  from benchmarks._torch_firevnet import make_torch_firevnet as make  # pylint: disable=g-import-not-at-top
   return make(model, params)
 
 

@@ -41,11 +41,11 @@ half->half z_s probe) and still let the code dominate the argmax (high
 ``follows code``). With CE nothing forces the digit out of z_n, so for CE
 the z_n probes stay high while the argmax may still use the code.
 
-  ADVINV_MNIST_DIR=../shared/data/mnist python experiments/shiftmnist.py \
+  ADVINV_MNIST_DIR=/path/to/mnist python -m experiments.shiftmnist \
       --scale=cpu --workdir=workdirs/shiftmnist
 Cost: tiny ~1 min; cpu ~40 min on 2 cores (two models, 2 epochs each) plus
 ~1-2 min of diagnostics per model; paper: GPU. The paper's construction and
-numbers are unverified (shared/reference/papers.md), so no paper column is
+numbers could not be verified, so no paper column is
 printed.
 """
 from __future__ import annotations
@@ -54,11 +54,13 @@ import os
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-import _common as C
+from advinv_jax import cli
+from experiments import _common as C
 
 _SCALE = flags.DEFINE_string("scale", "cpu", "tiny | cpu | paper")
+_CONFIG = C.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/shiftmnist", "")
 _LOSSES = C.define_losses_flag()
 
@@ -75,13 +77,12 @@ def configs(scale):
   out = {}
   for loss in ("ce", "ice"):
     if scale == "tiny":
-      c = C.tiny(C.load_config(f"digits_{loss}"))
+      c = C.tiny(C.load_config("digits", loss))
       c.data.shift.enabled = True
       c.data.shift.code_size = 4
       out[loss] = c
     else:
-      out[loss] = C.load_config(f"shiftmnist_{loss}",
-                                "cpu" if scale == "cpu" else None)
+      out[loss] = C.load_config("shiftmnist", f"{loss},{scale}")
   return out
 
 
@@ -185,13 +186,15 @@ def diagnose(workdir: str, scale: str, seed: int = 0):
   return out
 
 
-def run(scale: str, workdir: str, overrides=(), losses=()):
+def run(scale: str, workdir: str, overrides=None, losses=()):
   C.check_scale(scale)
-  rows, data = [], {"scale": scale, "overrides": list(overrides),
+  overrides = dict(overrides or {})
+  rows, data = [], {"scale": scale, "overrides": dict(overrides),
                     "losses": list(losses)}
-  for loss, cfg in C.select_losses(configs(scale), losses).items():
-    C.apply_overrides(cfg, overrides)
+  cfgs = C.select_losses(configs(scale), losses)
+  for cfg in cfgs.values():
     cfg.report.enabled = False
+  for loss, cfg in C.prepare(cfgs, overrides).items():
     wd = os.path.join(workdir, loss)
     res = C.train_and_report(cfg, wd)
     tr, te = res["results"]["train"], res["results"]["test"]
@@ -230,10 +233,8 @@ def run(scale: str, workdir: str, overrides=(), losses=()):
   return data
 
 
-def main(argv):
-  del argv
-  run(_SCALE.value, _WORKDIR.value, C.SET.value, _LOSSES.value)
+main = C.scale_main(run, _SCALE, _WORKDIR, _LOSSES)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

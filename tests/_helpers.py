@@ -1,6 +1,6 @@
 """Small shared pieces of the tests: tiny configs, parameter perturbation,
 random parameters, loading benchmark modules."""
-import importlib.util
+import importlib
 import os
 import re
 
@@ -79,12 +79,8 @@ def subprocess_env(devices: int = 1) -> dict:
 
 
 def load_benchmark(name):
-  """The module ``benchmarks/<name>.py`` (benchmarks are not a package)."""
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+  """The module ``benchmarks/<name>.py``."""
+  return importlib.import_module(f"benchmarks.{name}")
 
 
 def tiny_config(model="cnn", loss="ce", **train):

@@ -38,12 +38,18 @@ class AttackResult(NamedTuple):
       input gradient for that example (a sign of gradient masking).
     queries: ``int32[B]`` model queries (forwards) spent per example, for
       the score-based :func:`square`; None for the gradient attacks.
+    flagged: ``bool[B]`` the example was not attacked because its input was
+      invalid (:func:`invalid_examples`: non-finite or outside the bounds,
+      non-finite clean logits, a non-finite or negative ``eps``); its
+      ``success`` is False and ``x_adv`` is ``x``. None from attacks that
+      do not check.
   """
   x_adv: Array
   success: Array
   perturbation_norm: Array
   bad_grad_steps: Array
   queries: Optional[Array] = None
+  flagged: Optional[Array] = None
 
 
 def default_loop() -> str:
@@ -73,11 +79,14 @@ def validate_inputs(logits_fn: Optional[LogitsFn], x, y, *, eps=None,
                     norm: Optional[str] = None, bounds=(0.0, 1.0),
                     loss: Optional[str] = None, loop: Optional[str] = None,
                     steps: Optional[int] = None,
-                    restarts: Optional[int] = None) -> int:
+                    restarts: Optional[int] = None, step_size=None,
+                    rel_step_size=None) -> int:
   """Checks an attack's arguments in Python, before any compilation.
 
-  Shapes are checked always; values (``eps``, label range) only when they are
-  concrete (not tracers inside an outer ``jit``/``vmap``).
+  Shapes and dtypes are checked always; values (``x`` finite and inside
+  ``bounds``, ``eps``, step sizes, label range) only when they are concrete
+  (not tracers inside an outer ``jit``/``vmap``); traced values are checked
+  in the program by :func:`invalid_examples`.
 
   Returns:
     The number of classes ``K`` (from ``jax.eval_shape`` of ``logits_fn``),
@@ -94,9 +103,11 @@ def validate_inputs(logits_fn: Optional[LogitsFn], x, y, *, eps=None,
                      "axis with x[:, None].")
   if shape[0] == 0:
     raise ValueError("x is an empty batch (B=0): pass at least one example.")
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    raise ValueError(f"x must be floating point, got dtype {x.dtype}; convert "
-                     "with x.astype(jnp.float32).")
+  if x.dtype not in (jnp.float32, jnp.float64):
+    raise ValueError(f"x must be float32 (or float64), got dtype {x.dtype}; "
+                     "attacks step and project in full precision: pass "
+                     "x.astype(jnp.float32) (logits_fn may still compute in "
+                     "lower precision inside).")
   yshape = tuple(getattr(y, "shape", ()))
   if yshape != (shape[0],):
     raise ValueError(f"labels y must have shape [B]=({shape[0]},) matching x, "
@@ -128,6 +139,21 @@ def validate_inputs(logits_fn: Optional[LogitsFn], x, y, *, eps=None,
     if len(tuple(bounds)) != 2 or not float(bounds[0]) < float(bounds[1]):
       raise ValueError(f"bounds={bounds} must be (low, high) with low < high, "
                        "or None for unbounded inputs.")
+  for name, v in (("step_size", step_size), ("rel_step_size", rel_step_size)):
+    if v is not None and _checks.is_concrete(v) and not (
+        np.all(np.isfinite(np.asarray(v))) and np.all(np.asarray(v) > 0)):
+      raise ValueError(f"{name}={v} must be finite and > 0 (or None for the "
+                       "default).")
+  if _checks.is_concrete(x):
+    xv = np.asarray(x)
+    if not np.all(np.isfinite(xv)):
+      raise ValueError(f"x has {int(np.sum(~np.isfinite(xv)))} non-finite "
+                       "entries (NaN/Inf); attack only finite inputs.")
+    if bounds is not None and (xv.min() < float(bounds[0]) - _BOUNDS_ATOL or
+                               xv.max() > float(bounds[1]) + _BOUNDS_ATOL):
+      raise ValueError(f"x lies in [{xv.min():.6g}, {xv.max():.6g}], outside "
+                       f"bounds={tuple(bounds)}; pass the data's bounds (or "
+                       "None for unbounded inputs), or clip x into them.")
   num_classes = -1
   if logits_fn is not None:
     out = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(shape, x.dtype))
@@ -142,6 +168,48 @@ def validate_inputs(logits_fn: Optional[LogitsFn], x, y, *, eps=None,
                          f"logits' width), got range [{yv.min()}, {yv.max()}];"
                          " check the label encoding / num_classes.")
   return num_classes
+
+
+_BOUNDS_ATOL = 1e-6
+
+
+def invalid_examples(x: Array, clean_logits: Array, bounds, eps=None
+                     ) -> Array:
+  """``bool[B]``: examples an attack must not attack (traced check).
+
+  An example is invalid when its input has a NaN/Inf or lies outside
+  ``bounds`` (by more than 1e-6), its clean logits are not all finite, or
+  its ``eps`` (scalar or ``[B]``) is non-finite or negative.
+  """
+  flat = x.reshape((x.shape[0], -1))
+  bad = ~jnp.isfinite(batch_norm(x, "l1"))
+  if bounds is not None:
+    bad |= (jnp.min(flat, -1) < bounds[0] - _BOUNDS_ATOL) | (
+        jnp.max(flat, -1) > bounds[1] + _BOUNDS_ATOL)
+  bad |= ~jnp.all(jnp.isfinite(clean_logits), axis=-1)
+  if eps is not None:
+    e = jnp.broadcast_to(jnp.asarray(eps), (x.shape[0],))
+    bad |= ~jnp.isfinite(e) | (e < 0)
+  return bad
+
+
+def safe_eps(eps, invalid: Array):
+  """``eps`` with the invalid examples' entries set to 0 (so that they
+  compute nothing non-finite); per-example ``[B]`` if any entry changes."""
+  eps = jnp.asarray(eps)
+  return jnp.where(invalid, jnp.zeros((), eps.dtype), eps)
+
+
+def flag_invalid(res: AttackResult, x: Array, invalid: Array,
+                 minimal: bool = False) -> AttackResult:
+  """``res`` with the invalid examples marked: ``flagged`` True, ``success``
+  False, ``x_adv = x``, norm 0 (``inf`` for minimal-perturbation attacks)."""
+  return res._replace(
+      x_adv=select(invalid, x, res.x_adv),
+      success=res.success & ~invalid,
+      perturbation_norm=jnp.where(invalid, jnp.inf if minimal else 0.0,
+                                  res.perturbation_norm),
+      flagged=invalid)
 
 
 def margin(logits: Array, y: Array) -> Array:

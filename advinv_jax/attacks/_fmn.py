@@ -143,6 +143,7 @@ def fmn(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
     return xx if bounds is None else jnp.clip(xx, bounds[0], bounds[1])
 
   clean_logits = logits_fn(x)
+  invalid = C.invalid_examples(x, clean_logits, bounds)
   clean_done = C.is_success(clean_logits, y, targeted)
 
   if starting_points is None:
@@ -214,5 +215,6 @@ def fmn(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
   x_adv = C.select(found, x_best, x_cur)
   x_adv = C.select(clean_done, x, x_adv)
   pnorm = jnp.where(success, C.batch_norm(x_adv - x, norm), jnp.inf)
-  return C.AttackResult(x_adv=x_adv, success=success, perturbation_norm=pnorm,
-                        bad_grad_steps=bad)
+  return C.flag_invalid(C.AttackResult(
+      x_adv=x_adv, success=success, perturbation_norm=pnorm,
+      bad_grad_steps=bad), x, invalid, minimal=True)

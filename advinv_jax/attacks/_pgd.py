@@ -65,11 +65,16 @@ def pgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps, norm: str = "linf",
     (summed over restarts and targets).
 
   Raises:
-    ValueError: bad shapes, labels, ``eps < 0``, unknown norm/loss/loop.
+    ValueError: bad shapes, labels, dtype (float32/float64 only), ``eps <
+      0``, step sizes <= 0, ``x`` non-finite or outside ``bounds``, unknown
+      norm/loss/loop (values checked when concrete; traced invalid examples
+      come back ``flagged``, never successful).
   """
   num_classes = C.validate_inputs(logits_fn, x, y, eps=eps, norm=norm,
                                   bounds=bounds, loss=loss, loop=loop,
-                                  steps=steps, restarts=restarts)
+                                  steps=steps, restarts=restarts,
+                                  step_size=step_size,
+                                  rel_step_size=rel_step_size)
   if random_start and rng is None:
     raise ValueError("rng is None but random_start=True: pass a key, e.g. "
                      "rng=jax.random.PRNGKey(0), or set random_start=False.")
@@ -79,14 +84,16 @@ def pgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps, norm: str = "linf",
   loop = loop or C.default_loop()
   bounds = C.as_bounds(bounds)
   b = x.shape[0]
-  eps = jnp.asarray(eps, x.dtype)
+  clean = logits_fn(x)
+  invalid = C.invalid_examples(x, clean, bounds, eps)
+  eps = C.safe_eps(jnp.asarray(eps, x.dtype), invalid)
   n_t = min(int(num_targets), num_classes - 1)
   reps = restarts * max(1, n_t)
 
   # Rows ordered [restart, target, example].
   target = None
   if n_t:
-    cand = C.top_other_classes(logits_fn(x), y, n_t)          # [B, T]
+    cand = C.top_other_classes(clean, y, n_t)                 # [B, T]
     target = jnp.tile(cand.T.reshape(-1), restarts)           # [R*T*B]
   if reps > 1:
     x0 = jnp.tile(x, (reps,) + (1,) * (x.ndim - 1))
@@ -140,9 +147,10 @@ def pgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps, norm: str = "linf",
 
   if reps > 1:
     x_adv, success, bad = C.best_of_rows(x_adv, success, obj, bad, reps, b)
-  return C.AttackResult(x_adv=x_adv, success=success,
-                        perturbation_norm=C.batch_norm(x_adv - x, norm),
-                        bad_grad_steps=bad)
+  return C.flag_invalid(C.AttackResult(
+      x_adv=x_adv, success=success,
+      perturbation_norm=C.batch_norm(x_adv - x, norm), bad_grad_steps=bad),
+                        x, invalid)
 
 
 def fgsm(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,

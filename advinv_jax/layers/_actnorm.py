@@ -66,9 +66,9 @@ class ActNorm(Layer):
   ``init`` (zero mean, unit variance per channel; see :func:`actnorm_init`).
 
   Attributes:
-    min_std: floor on the per-channel std used by the init (our guard;
-      default 1e-2 = config.model.actnorm_std_floor, so no channel is
-      amplified more than 100x at init).
+    min_std: floor on the per-channel std used by the init (our guard: no
+      channel is amplified more than ``1 / min_std`` x at init). Models pass
+      ``config.model.actnorm_std_floor``; 1e-2 is the layer's own default.
   """
 
   min_std: float = 1e-2

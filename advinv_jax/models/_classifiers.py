@@ -44,7 +44,7 @@ class _CNN(nn.Module):
   def __call__(self, x):
     for i, f in enumerate(self.features):
       # Strided convolutions instead of max-pooling: max-pool backward is slow
-      # on XLA CPU (see shared/reference/cpu-performance.md).
+      # on XLA CPU.
       x = _Conv3x3(f, 1 if i == 0 else 2, self.conv3x3_impl,
                    name=f"Conv_{i}")(x)
       x = nn.relu(x)
@@ -86,13 +86,11 @@ def build_cnn(cfg, input_shape: Tuple[int, int, int], num_classes: int):
   the others stride 2), ``hidden`` (dense widths), ``conv3x3_impl`` (how the
   convs run, see :func:`advinv_jax.layers.conv3x3`; same function and
   parameters for every value)."""
-  features = tuple(cfg.get("features", (32, 64, 64)))
-  hidden = cfg.get("hidden", (128,))
-  hidden = (int(hidden),) if isinstance(hidden, int) else tuple(hidden)
-  if not features or min(features) <= 0 or any(h <= 0 for h in hidden):
-    raise ValueError(f"config.model.features={features} and "
-                     f"config.model.hidden={hidden} must be positive.")
-  impl = resolve_conv3x3_impl(cfg.get("conv3x3_impl", ""))
+  features, hidden = tuple(cfg.features), tuple(cfg.hidden)
+  if not features:
+    raise ValueError("config.model.features=() must name at least one conv "
+                     "width for the cnn.")
+  impl = resolve_conv3x3_impl(cfg.conv3x3_impl)
   return FlaxClassifier(input_shape, num_classes,
                         module=_CNN(features, hidden, num_classes, impl))
 
@@ -100,8 +98,5 @@ def build_cnn(cfg, input_shape: Tuple[int, int, int], num_classes: int):
 @register_model("mlp")
 def build_mlp(cfg, input_shape: Tuple[int, int, int], num_classes: int):
   """MLP on the flattened input. Field: ``hidden`` (tuple of widths)."""
-  hidden = tuple(cfg.get("hidden", (512, 512)))
-  if any(h <= 0 for h in hidden):
-    raise ValueError(f"config.model.hidden={hidden} must be positive widths.")
   return FlaxClassifier(input_shape, num_classes,
-                        module=_MLP(hidden, num_classes))
+                        module=_MLP(tuple(cfg.hidden), num_classes))

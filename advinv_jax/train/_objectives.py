@@ -69,10 +69,10 @@ def _ce_objective(cfg) -> Objective:
 # ---------------------------------------------------------------------- iCE
 def nuisance_classifier(cfg, model: Model) -> Model:
   """The MLP D(z_n) of iCE, built for ``model``'s nuisance size."""
-  import ml_collections
+  from advinv_jax.config import config_section  # pylint: disable=g-import-not-at-top
   d_n = model.latent_dim - model.num_classes
-  mcfg = ml_collections.ConfigDict({
-      "name": "mlp", "hidden": tuple(cfg.loss.ice.nuisance_hidden)})
+  mcfg = config_section("model", name="mlp",
+                        hidden=tuple(cfg.loss.ice.nuisance_hidden))
   return build_model(mcfg, (d_n, 1, 1), model.num_classes)
 
 

@@ -1,23 +1,34 @@
-"""Shared base of the MNIST fiRevNet configs (not a config itself).
+"""fiRevNet on MNIST trained with CE or iCE (Jacobsen et al. 2019, Table 2).
 
-The paper's setting (Jacobsen et al., authors' MNIST code): MNIST padded to
-32x32, dequantisation noise U(0, 1/256), 3 levels x 16 additive coupling steps
-of width 128, reverse permutation, Adamax 1e-3, batch 128, 200 epochs with the
+The paper's setting (authors' MNIST code): MNIST padded to 32x32,
+dequantisation noise U(0, 1/256), 3 levels x 16 additive coupling steps of
+width 128, reverse permutation, Adamax 1e-3, batch 128, 200 epochs with the
 rate x0.2 after epochs 60, 120, 160. We use a single input channel: the
 authors' 3-channel layout only adds two all-zero channels that carry nothing
-but noise (the "input layout trap" of shared/reference/papers.md).
+but noise.
 
-``arg='cpu'`` gives the reduced scale run on a 2-core CPU.
+Variants (``:<loss>,<scale>``, any order, see configs/_variants.py):
+loss ``ce`` (default) | ``ice``; scale ``paper`` (default; GPU) | ``cpu``
+(depth 4, width 32, 2 epochs).
+
+  ADVINV_MNIST_DIR=/path/to/mnist python -m advinv_jax.main \
+      --config=configs/mnist.py:ice,cpu --workdir=workdirs/mnist_ice_cpu
+Cost: paper scale is GPU work (200 epochs); ``cpu`` ~15-25 min per model on
+2 CPU cores. MNIST comes as the four IDX files of the MNIST distribution in
+``$ADVINV_MNIST_DIR`` (or prepared tfds data in config.data.data_dir).
 """
 from advinv_jax.config import default_config
+from configs._variants import parse_variant
 
+VARIANTS = {"loss": ("ce", "ice"), "scale": ("paper", "cpu")}
 STEPS_PER_EPOCH = 60000 // 128
 
 
-def mnist_firevnet(arg=None, loss="ce"):
+def mnist_firevnet(scale: str = "paper", loss: str = "ce"):
+  """The MNIST fiRevNet config at ``scale`` trained with ``loss``."""
   c = default_config()
   c.data.name = "mnist"          # tfds-prepared, or IDX files in data_dir /
-  c.data.pad_to = 32             # $ADVINV_MNIST_DIR (see README)
+  c.data.pad_to = 32             # $ADVINV_MNIST_DIR
   c.model.name = "firevnet"
   c.model.levels = 3
   c.model.depth = 16
@@ -39,7 +50,7 @@ def mnist_firevnet(arg=None, loss="ce"):
   c.train.log_every = 50
   c.report.linf_eps = (0.05, 0.1, 0.2, 0.3)
   c.report.l2_eps = (0.5, 1.0, 2.0, 3.0)
-  if arg == "cpu":
+  if scale == "cpu":
     c.model.depth = 4
     c.model.width = 32
     c.train.num_epochs = 2
@@ -47,6 +58,9 @@ def mnist_firevnet(arg=None, loss="ce"):
     c.optimizer.boundaries = ()
     c.optimizer.scales = ()
     c.train.checkpoint_every = 200
-  elif arg not in (None, ""):
-    raise ValueError(f"unknown config variant {arg!r}; use '' or 'cpu'.")
   return c
+
+
+def get_config(variant=None):
+  v = parse_variant(variant, "mnist", VARIANTS)
+  return mnist_firevnet(v["scale"], v["loss"])
