@@ -9,6 +9,7 @@ Several hosts: start one process per host with ``--coordinator=HOST:PORT
 from __future__ import annotations
 
 import json
+import sys
 
 from absl import flags, logging
 from ml_collections import config_flags

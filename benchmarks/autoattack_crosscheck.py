@@ -166,6 +166,11 @@ def main():
                  res.seconds).round(2).tolist())),
              "ours_flags": {k: bool(v) for k, v in res.flags.items()},
              "port_logits_max_abs_diff": port_diff}
+      print(f"{name:4s} {norm:4s} ours: robust {row['ours_robust_accuracy']:.3f}"
+            f" in {t_ours:.1f} s (per attack {row['ours_per_attack']}); "
+            "torchattacks running...", flush=True)
+      rows.append(row)
+      _write(args.out, meta, rows)
       used = (time.perf_counter() - t_start) / 60.0
       if used > args.budget_min:
         row["theirs"] = f"skipped: budget of {args.budget_min} min used"
@@ -179,7 +184,6 @@ def main():
             "only_ours_broke": int(np.sum(~ours_rob & theirs_rob)),
             "only_theirs_broke": int(np.sum(ours_rob & ~theirs_rob)),
             "agreement": float(np.mean(ours_rob == theirs_rob))})
-      rows.append(row)
       th = row.get("theirs_robust_accuracy")
       print(f"{name:4s} {norm:4s} eps={eps:<5g} clean {row['clean_accuracy']:.3f}"
             f"  ours {row['ours_robust_accuracy']:.3f} ({t_ours:6.1f} s)  "
@@ -188,10 +192,14 @@ def main():
                f"{row['only_ours_broke']}  only-theirs "
                f"{row['only_theirs_broke']}  speedup {row['speedup']:.1f}x"
                if th is not None else row["theirs"]), flush=True)
-      os.makedirs(os.path.dirname(args.out), exist_ok=True)
-      with open(args.out, "w") as fh:
-        json.dump({"meta": meta, "rows": rows}, fh, indent=1)
+      _write(args.out, meta, rows)
   print("wrote", args.out)
+
+
+def _write(path, meta, rows):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as fh:
+    json.dump({"meta": meta, "rows": rows}, fh, indent=1)
 
 
 if __name__ == "__main__":
