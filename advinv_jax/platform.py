@@ -24,7 +24,7 @@ reversible loop         unrolled         unrolled unrolled model.reversible_loop
                                                            (``'auto'``)
 ======================  ===============  ======  ========  ====================
 
-Why each choice (CPU numbers: a 2-core AMD EPYC, benchmarks/README.md; the
+Why each choice (CPU numbers: benchmarks/README.md; the
 accelerator choices are not timed in this repository -- run
 ``benchmarks/device_check.sh`` on a GPU to time them):
 
@@ -181,7 +181,7 @@ def export(fn, platforms, *args, name: str = "", **kwargs):
   Lowers (does not compile) ``fn`` for ``platforms`` (``'cpu'`` | ``'gpu'``
   | ``'tpu'``, or jax.export's ``'cuda'`` / ``'rocm'``) on any machine;
   ``args`` may be ``jax.ShapeDtypeStruct``s. ``fn`` may already be jitted
-  (its shardings, e.g. a ``jax.shard_map`` over a mesh of this machine's
+  (its shardings, e.g. a ``jax.shard_map`` over a mesh of the local
   devices, are kept: the export records the device count, not the devices).
 
   Raises:

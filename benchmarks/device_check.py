@@ -3,8 +3,8 @@
 Run by ``benchmarks/device_check.sh`` (which first installs the wheels the
 machine lacks, see there); by hand::
 
-  python benchmarks/device_check.py --out benchmarks/results/device_check.json
-  python benchmarks/device_check.py --cpu --out /tmp/dc.json   # dry run
+  python -m benchmarks.device_check --out benchmarks/results/device_check.json
+  python -m benchmarks.device_check --cpu --out /tmp/dc.json   # dry run
 
 Sections, in order (the JSON is rewritten after each, so a run cut short
 keeps what it did; a section that would start past ``--budget_s`` is
@@ -45,7 +45,6 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
 
 # The pytest subset (50 tests): equality of 1 and N devices (skipped with
 # fewer than 4 accelerators), exact inverses and log-dets of every layer and

@@ -90,4 +90,4 @@ export PYTHONPATH="$PWD/$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
 if (( CPU )); then export JAX_PLATFORMS=cpu; fi
 # Hard stop at 8 minutes (the driver also skips sections past its budget).
-exec timeout ${DEVICE_CHECK_TIMEOUT:-480} "$PY" benchmarks/device_check.py "$@"
+exec timeout ${DEVICE_CHECK_TIMEOUT:-480} "$PY" -m benchmarks.device_check "$@"
