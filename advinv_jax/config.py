@@ -63,7 +63,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.model.permutation = "shuffle"  # reverse | shuffle | conv1x1
   config.model.downsample = "squeeze"  # squeeze | psi
   config.model.reversible = False      # memory-saving reversible backprop
-  # auto (= unrolled) | scan | unrolled. scan: each level's steps run as one
+  # auto (platform default: unrolled) | scan | unrolled. scan: each level's steps run as one
   # lax.scan and their params are stored stacked (small program, fast compile;
   # with scan_batch_chunk=16 the authors' iCE step at batch 128 on CPU ran
   # faster than unrolled whole-batch steps, in < 1 GiB: benchmarks/README.md).
@@ -76,15 +76,23 @@ def default_config() -> ml_collections.ConfigDict:
   config.model.conv1x1_as_matmul = True
   config.model.scale_floor = 1e-3       # affine scale >= this (no collapse)
   config.model.perm_seed = 0             # shuffle / 1x1-conv initial permutation
+  # Fields whose default is a *platform default* ("" / -1 / "auto") are
+  # resolved per backend (cpu | gpu | tpu) in advinv_jax/platform.py, which
+  # gives each choice and its reason; platform.resolve_config(config, "tpu")
+  # fills them for a named platform.
   # How 3x3 convs run (same function): "" = platform default (CPU:
   # xla_gemm_grad, else xla) | xla | xla_gemm_grad | im2col | outshift | auto
   config.model.conv3x3_impl = ""
-  # Operand dtype of the coupling subnets' 1x1 convs: float32 | bfloat16
-  # (bfloat16 operands, float32 accumulation and outputs; the network stays
-  # exactly invertible, gradients carry ~1e-2 relative rounding; reverse-mode
-  # only). On a CPU with AMX the authors' iCE step at batch 128 ran 0.80x
-  # the time of float32 (benchmarks/README.md).
-  config.model.matmul_dtype = "float32"
+  # Mixed precision of the coupling subnets: "" = platform default (TPU:
+  # bfloat16, else float32) | float32 | bfloat16 (all three subnet convs on
+  # bfloat16 operands) | bfloat16_1x1 (only the 1x1 conv: bfloat16
+  # operands, float32 accumulation). Parameters, ActNorm, the coupling
+  # arithmetic and the log-dets stay float32 and the network exactly
+  # invertible (the inverse recomputes the same subnet output); values and
+  # gradients carry bfloat16 rounding (~1e-2 relative on gradients). On CPUs
+  # with AMX bfloat16_1x1 ran the authors' iCE step at batch 128 0.80x the
+  # time of float32 (benchmarks/README.md); bfloat16 is for accelerators.
+  config.model.compute_dtype = ""
   # Run the model on batch chunks of at most this many examples, unrolled in
   # one program (same function; 0 = whole batch; -1 = platform default: 32 on
   # CPU, off elsewhere). CPU: fiRevNet train steps at batch 128 run 12-17%
@@ -275,6 +283,13 @@ def config_section(name: str, fields=None, /,
 # (the behaviour it had before it became a field).
 _VALUE_BEFORE_FIELD_EXISTED = {
     "loss.differential.bias": "midpoint",
+    "model.compute_dtype": "float32",
+}
+
+# Renamed fields: old path -> (new path, {old value: new value}).
+_RENAMED_FIELDS = {
+    "model.matmul_dtype": ("model.compute_dtype",
+                           {"bfloat16": "bfloat16_1x1"}),
 }
 
 
@@ -284,6 +299,14 @@ def migrate_config(raw) -> ml_collections.ConfigDict:
   value in ``_VALUE_BEFORE_FIELD_EXISTED``), JSON lists become tuples. A
   field the schema does not know raises ConfigError naming it."""
   raw = _nested_copy(raw)
+  for old, (new, values) in _RENAMED_FIELDS.items():
+    *parents, leaf = old.split(".")
+    node = raw
+    for part in parents:
+      node = node.get(part, {}) if isinstance(node, dict) else {}
+    if isinstance(node, dict) and leaf in node:
+      value = node.pop(leaf)
+      node.setdefault(new.split(".")[-1], values.get(value, value))
   for path, value in _VALUE_BEFORE_FIELD_EXISTED.items():
     *parents, leaf = path.split(".")
     node = raw
@@ -362,16 +385,13 @@ def validate_config(config: ml_collections.ConfigDict,
                         f"{'>= 0' if allow_zero else '> 0'}.")
 
   for p in ("train.batch_size", "eval.batch_size", "optimizer.learning_rate",
-            "train.keep_checkpoints", "train.log_every", "model.levels",
-            "model.depth", "model.width", "model.scale_floor",
-            "model.actnorm_std_floor", "model.init_squeeze",
+            "train.keep_checkpoints", "train.log_every", "model.init_squeeze",
             "data.crop_fraction", "loss.ice.nuisance_learning_rate",
             "report.pgd_restarts", "report.deepfool_candidates",
             "report.nuisance_classifier_lr",
             "report.nuisance_classifier_batch_size"):
     positive(p)
-  for p in ("model.blocks", "model.channels", "model.features",
-            "model.hidden", "loss.ice.nuisance_hidden",
+  for p in ("model.blocks", "model.channels", "loss.ice.nuisance_hidden",
             "report.nuisance_classifier_hidden", "optimizer.boundaries"):
     if any(v < 1 for v in _get(config, p)):
       raise ConfigError(f"config.{p}={tuple(_get(config, p))} must hold "
@@ -486,7 +506,7 @@ def validate_model_config(model: ml_collections.ConfigDict) -> None:
   the choices, sizes in range); raises one clear ConfigError. Shape checks
   that need the input (divisibility by the downsampling) stay with the
   builders."""
-  from advinv_jax.layers import CONV3X3_IMPLS, MATMUL_DTYPES  # late: light import
+  from advinv_jax.layers import COMPUTE_DTYPES, CONV3X3_IMPLS  # late: light
 
   def one_of(field, choices):
     v = model[field]
@@ -499,12 +519,12 @@ def validate_model_config(model: ml_collections.ConfigDict) -> None:
   one_of("permutation", ("reverse", "shuffle", "conv1x1"))
   one_of("downsample", ("squeeze", "psi"))
   one_of("reversible_loop", ("auto", "unrolled", "scan"))
-  one_of("matmul_dtype", MATMUL_DTYPES)
+  one_of("compute_dtype", ("",) + tuple(COMPUTE_DTYPES))
   one_of("conv3x3_impl", ("",) + tuple(CONV3X3_IMPLS))
-  for field in ("levels", "width"):
+  for field in ("levels", "width", "depth"):
     if model[field] < 1:
       raise ConfigError(f"config.model.{field}={model[field]} must be >= 1.")
-  for field in ("depth", "scan_batch_chunk", "scale_floor"):
+  for field in ("scan_batch_chunk", "scale_floor"):
     if model[field] < 0:
       raise ConfigError(f"config.model.{field}={model[field]} must be >= 0"
                         + (" (0: whole batch)." if "chunk" in field else "."))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from absl import flags, logging
 from ml_collections import config_flags

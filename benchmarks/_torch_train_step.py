@@ -148,7 +148,7 @@ class TorchIceStep:
   """
 
   def __init__(self, cfg, model, params, x, y, loss_params, nc_params,
-               separate_aux_forward=False, seed=0):
+               separate_aux_forward=False, seed=0, device="cpu"):
     ice = cfg.loss.ice
     if cfg.loss.name != "ice" or ice.minmax != "alternating":
       raise ValueError("make_torch_ice_step mirrors the iCE step with "
@@ -165,11 +165,12 @@ class TorchIceStep:
                      else None)
     self.dequant_noise = float(cfg.train.dequant_noise)
     self.separate_aux_forward = bool(separate_aux_forward)
-    self.net = make_torch_firevnet(model, params, trainable=True).train()
+    self.net = make_torch_firevnet(model, params, trainable=True).train().to(
+        device)
     self.prior_mean = torch.nn.Parameter(torch.tensor(_np(
-        loss_params["prior"]["mean"])))
+        loss_params["prior"]["mean"]), device=device))
     self.prior_log_std = torch.nn.Parameter(torch.tensor(_np(
-        loss_params["prior"]["log_std"])))
+        loss_params["prior"]["log_std"]), device=device))
     self.params = list(self.net.parameters()) + [self.prior_mean,
                                                  self.prior_log_std]
     o = cfg.optimizer
@@ -178,11 +179,11 @@ class TorchIceStep:
                           if o.name == "sgd" else 0.0,
                           weight_decay=float(o.get("weight_decay", 0.0)))
     self.grad_clip_norm = float(o.get("grad_clip_norm", 0.0))
-    self.nc = _MLP(nc_params)
+    self.nc = _MLP(nc_params).to(device)
     self.nc_opt = _optimizer(ice.nuisance_optimizer, self.nc.parameters(),
                              float(ice.nuisance_learning_rate))
-    self.x, self.y = x, y
-    self.gen = torch.Generator().manual_seed(seed)
+    self.x, self.y = x.to(device), y.to(device)
+    self.gen = torch.Generator(device=device).manual_seed(seed)
     self.skipped = 0
 
   # ------------------------------------------------------------- pieces
@@ -241,7 +242,8 @@ class TorchIceStep:
     y = self.y if y is None else y
     if self.dequant_noise > 0:
       if noise is None:
-        noise = torch.rand(x.shape, generator=self.gen, dtype=x.dtype)
+        noise = torch.rand(x.shape, generator=self.gen, dtype=x.dtype,
+                           device=x.device)
       x = x + self.dequant_noise * noise
     if self.separate_aux_forward:
       with torch.no_grad():
@@ -277,7 +279,7 @@ class TorchIceStep:
 
 def make_torch_ice_step(cfg, model, params, batch_size=None, *, x=None,
                         y=None, loss_params=None, nc_params=None, seed=0,
-                        separate_aux_forward=False):
+                        separate_aux_forward=False, device="cpu"):
   """The PyTorch iCE training step of ``cfg`` on our fiRevNet ``model``.
 
   Args:
@@ -298,6 +300,7 @@ def make_torch_ice_step(cfg, model, params, batch_size=None, *, x=None,
     separate_aux_forward: run the classifier updates on a second, no-grad
       forward as our program is written (XLA merges it; see the module
       docstring).
+    device: the torch device the step runs on (``'cuda'`` for a GPU).
 
   Returns:
     A :class:`TorchIceStep`; ``step()`` runs one training step.
@@ -324,7 +327,8 @@ def make_torch_ice_step(cfg, model, params, batch_size=None, *, x=None,
   else:
     yt = torch.tensor(np.asarray(y, np.int64))
   return TorchIceStep(cfg, model, params, xt, yt, loss_params, nc_params,
-                      separate_aux_forward=separate_aux_forward, seed=seed)
+                      separate_aux_forward=separate_aux_forward, seed=seed,
+                      device=device)
 
 
 def check_ice_step(cfg, model, params, x, y, loss_params=None,

@@ -4,8 +4,8 @@ Not a test. Shows why every attack's default loop is the rolled ``'fori'``:
 an unrolled loop compiles one copy of the step per iteration. Prints a table
 and writes ``benchmarks/results/attack_compile.json``::
 
-  python benchmarks/attack_compile.py                      # mlp 64
-  python benchmarks/attack_compile.py --models mlp cnn --timeout 600
+  python -m benchmarks.attack_compile                      # mlp 64
+  python -m benchmarks.attack_compile --models mlp cnn --timeout 600
 
 Each (model, loop, steps) runs in a subprocess killed after ``--timeout``
 seconds (reported as a miss), on the 8x8 digits shape, batch 8; it prints
@@ -23,7 +23,6 @@ import sys
 _CHILD = r"""
 import functools, sys, time
 import jax, jax.numpy as jnp, ml_collections
-sys.path.insert(0, {root!r})
 from advinv_jax import attacks
 from advinv_jax.models import build_model
 cfg = ml_collections.ConfigDict({{"name": {model!r}}})
@@ -57,9 +56,10 @@ def main():
   for model in args.models:
     for steps in args.steps:
       for loop in args.loops:
-        code = _CHILD.format(root=root, model=model, steps=steps, loop=loop)
+        code = _CHILD.format(model=model, steps=steps, loop=loop)
         try:
           out = subprocess.run([sys.executable, "-c", code], check=True,
+                               cwd=root,   # the child imports advinv_jax
                                capture_output=True, text=True,
                                timeout=args.timeout).stdout.split()
           first, run = float(out[-2]), float(out[-1])

@@ -9,8 +9,8 @@ prints both robust accuracies, the per-input agreement and both wall times
 autoattack_crosscheck.json`` after every run, so an interrupted run keeps
 what finished::
 
-  python benchmarks/autoattack_crosscheck.py              # 256 inputs
-  python benchmarks/autoattack_crosscheck.py --n 64 --models mlp --norms linf
+  python -m benchmarks.autoattack_crosscheck              # 256 inputs
+  python -m benchmarks.autoattack_crosscheck --n 64 --models mlp --norms linf
 
 Needs the peers of ``benchmarks/requirements-peers.txt`` (torch,
 torchattacks) in the interpreter that runs it. ``--budget-min`` skips the
@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
 import os
 import platform
-import sys
 import time
 
 import jax
@@ -34,12 +32,11 @@ import ml_collections
 import numpy as np
 import optax
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, ".."))
+from advinv_jax import attacks
+from advinv_jax.data import load_digits
+from advinv_jax.models import build_model
 
-from advinv_jax import attacks  # noqa: E402
-from advinv_jax.data import load_digits  # noqa: E402
-from advinv_jax.models import build_model  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 EPS = {"linf": 0.1, "l2": 0.5}
 MODELS = {"cnn": dict(name="cnn", features=(32, 64, 64), hidden=(128,)),
@@ -74,10 +71,7 @@ def train(name, train_set, steps, seed=0):
 def torch_net(name, params):
   import torch
   import torch.nn.functional as F
-  spec = importlib.util.spec_from_file_location(
-      "_bench_attacks", os.path.join(HERE, "attacks.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
+  from benchmarks import attacks as mod  # pylint: disable=g-import-not-at-top
   if name == "cnn":
     return mod.make_torch_cnn(params)
 
@@ -172,6 +166,11 @@ def main():
                  res.seconds).round(2).tolist())),
              "ours_flags": {k: bool(v) for k, v in res.flags.items()},
              "port_logits_max_abs_diff": port_diff}
+      print(f"{name:4s} {norm:4s} ours: robust {row['ours_robust_accuracy']:.3f}"
+            f" in {t_ours:.1f} s (per attack {row['ours_per_attack']}); "
+            "torchattacks running...", flush=True)
+      rows.append(row)
+      _write(args.out, meta, rows)
       used = (time.perf_counter() - t_start) / 60.0
       if used > args.budget_min:
         row["theirs"] = f"skipped: budget of {args.budget_min} min used"
@@ -185,7 +184,6 @@ def main():
             "only_ours_broke": int(np.sum(~ours_rob & theirs_rob)),
             "only_theirs_broke": int(np.sum(ours_rob & ~theirs_rob)),
             "agreement": float(np.mean(ours_rob == theirs_rob))})
-      rows.append(row)
       th = row.get("theirs_robust_accuracy")
       print(f"{name:4s} {norm:4s} eps={eps:<5g} clean {row['clean_accuracy']:.3f}"
             f"  ours {row['ours_robust_accuracy']:.3f} ({t_ours:6.1f} s)  "
@@ -194,10 +192,14 @@ def main():
                f"{row['only_ours_broke']}  only-theirs "
                f"{row['only_theirs_broke']}  speedup {row['speedup']:.1f}x"
                if th is not None else row["theirs"]), flush=True)
-      os.makedirs(os.path.dirname(args.out), exist_ok=True)
-      with open(args.out, "w") as fh:
-        json.dump({"meta": meta, "rows": rows}, fh, indent=1)
+      _write(args.out, meta, rows)
   print("wrote", args.out)
+
+
+def _write(path, meta, rows):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as fh:
+    json.dump({"meta": meta, "rows": rows}, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -217,7 +217,7 @@ def measure_train_steps(cfgs, batch, repeats, channels=3, size=32, seed=0,
         compile_s=compile_s, params=model.param_count(),
         batch_chunk=int(cfg.model.batch_chunk),
         reversible_loop=str(cfg.model.reversible_loop),
-        matmul_dtype=str(cfg.model.matmul_dtype))))
+        compute_dtype=str(cfg.model.compute_dtype))))
   if torch_step:
     calls.append(_torch_ice_call(cfgs[0], *built[0]))
   return _time_interleaved(calls, repeats)
@@ -278,11 +278,12 @@ def main(argv=None):
                        "train-step rows (each with every batch chunk), "
                        "timed interleaved, e.g. unrolled,scan,scan32 "
                        "(scanK: scan with model.scan_batch_chunk=K)")
-  ap.add_argument("--authors_matmul_dtypes", default="float32",
-                  help="config.model.matmul_dtype values for the train-step "
+  ap.add_argument("--authors_compute_dtypes", default="float32",
+                  help="config.model.compute_dtype values for the train-step "
                        "rows (each with every loop and chunk), e.g. "
-                       "float32,bfloat16 (bfloat16: the subnets' 1x1 convs "
-                       "take bfloat16 operands; rows '+bf16')")
+                       "float32,bfloat16_1x1 (bfloat16_1x1: the subnets' 1x1 "
+                       "convs take bfloat16 operands; bfloat16: all their "
+                       "convs; rows '+bf16')")
   ap.add_argument("--torch_train_step", action="store_true",
                   help="with the iCE train-step rows, also time the same step "
                   "in PyTorch (benchmarks/_torch_train_step.py; needs torch) "
@@ -344,7 +345,7 @@ def main(argv=None):
           microbatch=args.authors_microbatch)
     chunks = [int(c) for c in args.authors_batch_chunks.split(",") if c]
     train_loops = [l for l in args.authors_train_loops.split(",") if l]
-    matmul_dtypes = [d for d in args.authors_matmul_dtypes.split(",") if d]
+    matmul_dtypes = [d for d in args.authors_compute_dtypes.split(",") if d]
     for loss in [l for l in args.authors_train_steps.split(",") if l]:
       for b in batches:
         for impl in impls:
@@ -353,7 +354,7 @@ def main(argv=None):
                                                matmul_dtypes):
             cfgs.append(authors_train_config(loss, True, impl))
             cfgs[-1].model.batch_chunk = c
-            cfgs[-1].model.matmul_dtype = md
+            cfgs[-1].model.compute_dtype = md
             # 'scanK': reversible_loop='scan' with scan_batch_chunk=K
             scan_chunk = int(loop[4:] or 0) if loop.startswith("scan") else 0
             cfgs[-1].model.reversible_loop = loop[:4] if scan_chunk else loop

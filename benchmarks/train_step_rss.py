@@ -15,7 +15,7 @@ nuisance-classifier updates)::
   python -m benchmarks.train_step_rss --variants jax-rev-chunk32 \
       --out benchmarks/results/train_step_rss_chunk32.json
   python -m benchmarks.train_step_rss --variants jax-rev-scan16,jax-rev-scan16-bf16 \
-      --out benchmarks/results/train_step_rss_s8.json    # -bf16: matmul_dtype
+      --out benchmarks/results/train_step_rss_s8.json    # -bf16: compute_dtype
 
 Per variant: build and compile (JAX) or build (PyTorch); ``malloc_trim``
 returns the heap the compiler freed to the OS; the peak-RSS counter is reset
@@ -68,7 +68,7 @@ def _run_variant(variant, batch, steps):
 
   cfg = authors_train_config("ice", variant != "jax-plain", "xla_gemm_grad")
   if variant.endswith("-bf16"):   # the subnets' 1x1 convs on bf16 operands
-    cfg.model.matmul_dtype = "bfloat16"
+    cfg.model.compute_dtype = "bfloat16_1x1"
     variant = variant[:-len("-bf16")]
   cfg.model.batch_chunk = (int(variant.rsplit("chunk", 1)[1])
                           if "-chunk" in variant else 0)

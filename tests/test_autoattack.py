@@ -1,7 +1,5 @@
 """APGD, Square and AutoAttack: closed forms on linear models, sanity flags,
 bad input, any per-example shape, masked AutoAttack = its members by hand."""
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,8 +24,8 @@ def linear(seed, k, n):
     d = np.full(n, np.inf)
     for j in range(k):
       dw = w[:, y] - w[:, j:j + 1]                        # [D, n]
-      dual = np.abs(dw).sum(0) if norm == "linf" else np.linalg.norm(dw, 
-                                                                    axis=0)
+      dual = (np.abs(dw).sum(0) if norm == "linf"
+              else np.linalg.norm(dw, axis=0))
       dj = (z[np.arange(n), y] - z[:, j]) / np.where(dual > 0, dual, 1.0)
       d = np.where(np.arange(k)[j] == y, d, np.minimum(d, dj))
     dist[norm] = d

@@ -127,19 +127,23 @@ def test_partial_sections_take_the_schema_defaults():
 
 def test_old_workdir_config_json_migrates():
   """A config.json written before fields were added (here: the report's
-  attack settings, model.matmul_dtype, loss.differential.bias) loads: missing
+  attack settings, model.compute_dtype, loss.differential.bias) loads: missing
   fields take their schema default, or the value reproducing the older run
   (the differential bias rule was the midpoint before the field existed);
   JSON lists become tuples; an unknown field is one error naming it."""
   import json
   from advinv_jax.config import ConfigError, default_config, migrate_config
   raw = json.loads(json.dumps(default_config().to_dict()))
-  del raw["loss"]["differential"]["bias"], raw["model"]["matmul_dtype"]
+  del raw["loss"]["differential"]["bias"], raw["model"]["compute_dtype"]
   del raw["report"]["attack_loop"]
   cfg = migrate_config(raw)
   validate_config(cfg)
   assert cfg.loss.differential.bias == "midpoint"
-  assert cfg.model.matmul_dtype == default_config().model.matmul_dtype
+  assert cfg.model.compute_dtype == "float32"   # what older runs computed in
+  # The renamed field: matmul_dtype='bfloat16' was the 1x1-only form.
+  raw["model"]["matmul_dtype"] = "bfloat16"
+  assert migrate_config(raw).model.compute_dtype == "bfloat16_1x1"
+  del raw["model"]["matmul_dtype"]
   assert cfg.report.attack_loop == default_config().report.attack_loop
   assert isinstance(cfg.report.linf_eps, tuple)
   raw["model"]["widht"] = 3

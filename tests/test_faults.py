@@ -277,6 +277,7 @@ def test_finished_run_is_kept_and_extension_is_recorded(finished, tmp_path):
   (entry,) = _workdir.read_history(str(workdir))
   assert entry["event"] == "extend" and entry["resumed_at_step"] == 6
   assert entry["changes"] == {"train.num_steps": [6, 8]}
+  assert entry["previous_results"]["steps"] == 6
   cfg, _, state, _ = train.load_trained(str(workdir), with_extras=False)
   assert cfg.train.num_steps == 8 and int(state.step) == 8
 
@@ -399,13 +400,14 @@ def test_sigterm_saves_at_the_next_step_and_exits_in_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("field,value,match", [
-    ("model.depth", 0, "model.depth=0 must be > 0"),
+    ("model.depth", 0, "model.depth=0 must be >= 1"),
     ("loss.label_smoothing", 1.5, r"label_smoothing=1.5 must lie in \[0, 1\)"),
     ("report.linf_eps", (), "linf_eps is empty"),
     ("report.num_examples", 0, "num_examples=0 must be > 0"),
     ("report.pgd_steps", 0, "pgd_steps=0 must be > 0"),
     ("report.pgd_loss", "hinge", "pgd_loss='hinge' is not one of"),
-    ("model.features", (8, 0), "must hold sizes >= 1"),
+    ("model.features", (8, 0), "must be positive widths"),
+    ("loss.ice.nuisance_hidden", (0,), "must hold sizes >= 1"),
     ("train.resume_mismatch", "yes", "is not one of"),
 ])
 def test_config_ranges_are_checked_before_data_loads(tmp_path, field, value,
@@ -413,8 +415,11 @@ def test_config_ranges_are_checked_before_data_loads(tmp_path, field, value,
   from advinv_jax.config import ConfigError
   cfg = _small()
   cfg.report.enabled = True
-  section, key = field.split(".")
-  cfg[section][key] = value
+  *parents, key = field.split(".")
+  section = cfg
+  for p in parents:
+    section = section[p]
+  section[key] = value
   with pytest.raises(ConfigError, match=match):
     train.train_and_evaluate(cfg, str(tmp_path / "w"))
   assert not (tmp_path / "w").exists()

@@ -28,7 +28,8 @@ LAYERS = {
     "affine_exp_tanh": Coupling(8, "affine", "exp_tanh"),
     "affine_conv_auto": Coupling(8, "affine", conv3x3_impl="auto",
                                  conv1x1_as_matmul=False),
-    "affine_bf16_matmul": Coupling(8, "affine", matmul_dtype="bfloat16"),
+    "affine_bf16_1x1": Coupling(8, "affine", compute_dtype="bfloat16_1x1"),
+    "affine_bf16": Coupling(8, "affine", compute_dtype="bfloat16"),
     "squeeze": Squeeze(),
     "psi": Psi(),
     "reverse": Reverse(),
@@ -256,7 +257,8 @@ class LayerTest(chex.TestCase):
 
 class ReversibleTest(chex.TestCase):
 
-  def test_bf16_matmul_products_and_coupling_gradients(self):
+  @parameterized.parameters("bfloat16_1x1", "bfloat16")
+  def test_bf16_matmul_products_and_coupling_gradients(self, dtype):
     # matmul_lowp: bfloat16 operands, float32 accumulation, in all three
     # products: equal to float32 products of the bfloat16-rounded operands.
     kx, kw, kg = jax.random.split(jax.random.PRNGKey(0), 3)
@@ -277,7 +279,7 @@ class ReversibleTest(chex.TestCase):
     # A reversible chain of bf16 couplings: gradients equal its autodiff
     # (same rounding), and the float32 chain's up to bfloat16 rounding (as a
     # whole: single entries of this tiny random net differ by up to ~10%).
-    mk = lambda dt, rev: Chain(tuple(step(i, matmul_dtype=dt)
+    mk = lambda dt, rev: Chain(tuple(step(i, compute_dtype=dt)
                                      for i in range(2)), reversible=rev)
     x, params = _setup(mk("float32", False), (3, 4, 4, 6))
 
@@ -286,8 +288,8 @@ class ReversibleTest(chex.TestCase):
           jnp.sum(chain.forward(p, v)[1]))
       return jax.jit(jax.grad(f, argnums=(0, 1)))(params, x)
 
-    g_rev = grads(mk("bfloat16", True))
-    g_bf = grads(mk("bfloat16", False))
+    g_rev = grads(mk(dtype, True))
+    g_bf = grads(mk(dtype, False))
     g_32 = grads(mk("float32", False))
     assert_trees_rel_close(g_rev, g_bf, 1e-4)
     flat = lambda t: jnp.concatenate([v.ravel() for v in
@@ -296,8 +298,8 @@ class ReversibleTest(chex.TestCase):
                                jnp.linalg.norm(flat(g_32))), 3e-2)
     self.assertGreater(max_rel_err(g_bf[0]["001"]["002"]["net"]["w2"],
                                    g_32[0]["001"]["002"]["net"]["w2"]), 1e-5)
-    with self.assertRaisesRegex(ValueError, "matmul_dtype='float16'"):
-      Coupling(4, matmul_dtype="float16")
+    with self.assertRaisesRegex(ValueError, "compute_dtype='float16'"):
+      Coupling(4, compute_dtype="float16")
 
   @chex.variants(with_jit=True)
   @parameterized.parameters(("unrolled", "additive-reverse"),

@@ -156,24 +156,49 @@ class ModelTest(chex.TestCase):
     met = m.inverse(p, m.merge(z_s, jnp.roll(z_n, 1, axis=0)))
     chex.assert_trees_all_close(m.logits(p, met), z_s, atol=1e-4)
 
-  def test_bf16_matmul_model_is_exactly_invertible(self):
-    # config.model.matmul_dtype reaches every coupling: same params, a
-    # (slightly) different function, still an exact bijection.
+  @parameterized.parameters(("bfloat16_1x1", 1e-2, 8e-2),
+                            ("bfloat16", 3e-2, 0.12))
+  def test_bf16_model_is_exactly_invertible(self, dtype, z_tol, grad_tol):
+    # config.model.compute_dtype reaches every coupling: same params, a
+    # (slightly) different function, still an exact bijection with a
+    # float32 log-det; its gradients are the float32 model's up to bfloat16
+    # rounding.
     x = jax.random.uniform(jax.random.PRNGKey(0), (3, 8, 8, 1))
-    m32 = build_model(model_cfg(width=16, levels=2), (8, 8, 1), 10)
-    m16 = build_model(model_cfg(width=16, levels=2, matmul_dtype="bfloat16"),
+    m32 = build_model(model_cfg(width=16, levels=2, compute_dtype="float32"),
+                      (8, 8, 1), 10)
+    m16 = build_model(model_cfg(width=16, levels=2, compute_dtype=dtype),
                       (8, 8, 1), 10)
     p = perturb(jax.jit(m32.init)(jax.random.PRNGKey(1), x),
                 jax.random.PRNGKey(2), scale=0.2)
-    (z, ld), (z32, _) = jax.jit(m16.forward)(p, x), jax.jit(m32.forward)(p, x)
+    (z, ld), (z32, ld32) = jax.jit(m16.forward)(p, x), jax.jit(m32.forward)(
+        p, x)
     self.assertGreater(float(jnp.max(jnp.abs(z - z32))), 1e-6)
     self.assertLess(float(jnp.linalg.norm(z - z32) / jnp.linalg.norm(z32)),
-                    1e-2)
+                    z_tol)
+    self.assertEqual((z.dtype, ld.dtype), (jnp.float32, jnp.float32))
     x_rec, ld_inv = jax.jit(m16.inverse_with_logdet)(p, z)
-    chex.assert_trees_all_close(x_rec, x, atol=1e-5)
+    # As exact as the float32 model's own inverse.
+    x_rec32, ld_inv32 = jax.jit(m32.inverse_with_logdet)(p, z32)
+    err32 = float(jnp.max(jnp.abs(x_rec32 - x)))
+    self.assertLess(float(jnp.max(jnp.abs(x_rec - x))), max(1e-5, 4 * err32))
     chex.assert_trees_all_close(ld_inv, -ld, atol=1e-4)
-    with self.assertRaisesRegex(ValueError, "matmul_dtype"):
-      build_model(model_cfg(matmul_dtype="float16"), (8, 8, 1), 10)
+    chex.assert_trees_all_close(ld_inv32, -ld32, atol=1e-4)
+
+    def loss(m):   # logits and log-det, as in iCE
+      return lambda q: jnp.sum(jnp.sin(m.forward(q, x)[0])) + 0.01 * jnp.sum(
+          m.forward(q, x)[1])
+
+    g16, g32 = (jax.jit(jax.grad(loss(m)))(p) for m in (m16, m32))
+    flat = lambda t: jnp.concatenate([v.ravel() for v in
+                                      jax.tree_util.tree_leaves(t)])
+    self.assertEqual({v.dtype for v in jax.tree_util.tree_leaves(g16)},
+                     {jnp.dtype(jnp.float32)})
+    rel = float(jnp.linalg.norm(flat(g16) - flat(g32)) /
+                jnp.linalg.norm(flat(g32)))
+    self.assertLess(rel, grad_tol)
+    self.assertGreater(rel, 1e-6)
+    with self.assertRaisesRegex(ValueError, "compute_dtype"):
+      build_model(model_cfg(compute_dtype="float16"), (8, 8, 1), 10)
 
   def test_reversible_grads_equal_autodiff(self, loop="unrolled"):
     # (the 'scan' loop is checked on layer chains in test_layers.py)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from advinv_jax import _checks
+from advinv_jax import _checks, platform
 
 Array = jax.Array
 LogitsFn = Callable[[Array], Array]
@@ -53,26 +53,11 @@ class AttackResult(NamedTuple):
 
 
 def default_loop() -> str:
-  """The default loop form of every attack: ``'fori'`` (a rolled
-  ``lax.fori_loop``) on every backend.
-
-  A rolled loop compiles one copy of the step, so compile time does not grow
-  with ``steps``; ``'unrolled'`` compiles ``steps`` copies (a 64-wide MLP on
-  8x8 inputs, batch 8, shared cores: PGD-200 compiled in 14.5 s rolled, the
-  same as PGD-20 (14.4 s), while PGD-20 unrolled took 48.8 s; an unrolled
-  PGD-200 on a tiny fiRevNet did not finish compiling in 10 minutes, see
-  ``docs/attacks.md``). Run time is the same on the library's models: they
-  write their gradient convolutions in XLA CPU's fast form
-  (``conv3x3_impl='xla_gemm_grad'``, the CPU default), with which ``'fori'``
-  ran as fast as ``'unrolled'`` (CNN PGD-40 3.8 / 3.4 s vs 3.7 / 3.8 s,
-  authors' fiRevNet PGD-10 5.8 / 4.8 s vs 5.5 / 5.9 s, linf / l2). A
-  ``logits_fn`` built on plain ``lax.conv`` (flax ``nn.Conv``) can run
-  several times slower rolled on XLA CPU (JAX's transpose rule emits
-  convolutions that XLA CPU rewrites into its fast form only in straight-line
-  code); for such a model and a small ``steps``, ``loop='unrolled'`` is the
-  faster option.
-  """
-  return "fori"
+  """The attacks' loop form on the default backend (``loop=None``):
+  ``advinv_jax.platform.defaults().attack_loop`` (``'fori'``, a rolled
+  ``lax.fori_loop``, on every backend: its compile time does not grow with
+  ``steps``; the module docstring there gives the measurements)."""
+  return platform.defaults().attack_loop
 
 
 def validate_inputs(logits_fn: Optional[LogitsFn], x, y, *, eps=None,

@@ -12,17 +12,19 @@ Every layer is a frozen dataclass of static settings with::
 """
 from advinv_jax.layers._actnorm import ActNorm, actnorm_init
 from advinv_jax.layers._base import Chain, Layer, count_params, map_batch_chunks
-from advinv_jax.layers._conv import (CONV3X3_IMPLS, MATMUL_DTYPES, conv1x1,
-                                     conv3x3, default_conv3x3_impl,
-                                     matmul_lowp, resolve_conv3x3_impl)
+from advinv_jax.layers._conv import (COMPUTE_DTYPES, CONV3X3_IMPLS,
+                                     MATMUL_DTYPES, conv1x1, conv3x3,
+                                     default_conv3x3_impl, matmul_lowp,
+                                     resolve_compute_dtype,
+                                     resolve_conv3x3_impl)
 from advinv_jax.layers._coupling import Coupling, Subnet
 from advinv_jax.layers._dct import DCT2D, FixedAffine, dct_matrix
 from advinv_jax.layers._downsample import Psi, Squeeze
 from advinv_jax.layers._permute import InvConv1x1, Reverse, Shuffle
 
-__all__ = ["CONV3X3_IMPLS", "MATMUL_DTYPES", "ActNorm", "Chain", "Coupling", "DCT2D", "FixedAffine",
+__all__ = ["COMPUTE_DTYPES", "CONV3X3_IMPLS", "MATMUL_DTYPES", "ActNorm", "Chain", "Coupling", "DCT2D", "FixedAffine",
            "InvConv1x1", "Layer", "Psi", "Reverse", "Shuffle", "Squeeze",
            "Subnet", "actnorm_init", "conv1x1", "conv3x3", "count_params",
            "dct_matrix", "default_conv3x3_impl", "map_batch_chunks",
-           "matmul_lowp",
+           "matmul_lowp", "resolve_compute_dtype",
            "resolve_conv3x3_impl"]

@@ -13,6 +13,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from advinv_jax import platform
 from advinv_jax.layers._base import match_cotangent_axes
 
 _DN = ("NHWC", "HWIO", "NHWC")
@@ -22,15 +23,10 @@ CONV3X3_IMPLS = ("auto", "xla", "im2col", "outshift", "xla_gemm_grad")
 
 
 def default_conv3x3_impl() -> str:
-  """The fastest :func:`conv3x3` impl measured on the default backend.
-
-  XLA CPU: ``'xla_gemm_grad'`` (benchmarks/reversible.py: the authors'
-  reversible fiRevNet training step 0.81x (batch 32) / 0.85x (batch 128)
-  the time of ``'xla'``; benchmarks/attacks.py: the small CNN's forward +
-  input gradient 0.79x).
-  Elsewhere ``'xla'`` (cuDNN/TPU convolutions; not measured here).
-  """
-  return "xla_gemm_grad" if jax.default_backend() == "cpu" else "xla"
+  """The platform default :func:`conv3x3` impl of the default backend
+  (``advinv_jax.platform``: ``'xla_gemm_grad'`` on CPU, where it was
+  measured fastest, ``'xla'`` on GPU/TPU)."""
+  return platform.defaults().conv3x3_impl
 
 
 def resolve_conv3x3_impl(impl: str) -> str:
@@ -49,8 +45,14 @@ def _shift(x, dy, dx):
   return x[:, dy:dy + h, dx:dx + w]
 
 
-def conv3x3(x, w, impl: str = "xla", stride: int = 1):
+def conv3x3(x, w, impl: str = "xla", stride: int = 1,
+            operand_dtype: str = "float32"):
   """3x3 'SAME' (zero-padded) convolution, ``w: f32[3, 3, Cin, Cout]``.
+
+  ``operand_dtype='bfloat16'``: ``x`` and ``w`` are rounded to bfloat16, the
+  convolution (and its gradients) runs on bfloat16 arrays (accumulating in
+  float32 on GPU/TPU) and the result is returned as ``x.dtype``; any
+  ``impl``, forward-mode autodiff too with ``'xla'``.
 
   ``x: f32[B, H, W, Cin]`` -> ``f32[B, ceil(H/stride), ceil(W/stride),
   Cout]``, padded like ``lax.conv_general_dilated(..., "SAME")``.
@@ -91,6 +93,13 @@ def conv3x3(x, w, impl: str = "xla", stride: int = 1):
     raise ValueError(f"conv3x3 impl={impl!r}; choose one of {CONV3X3_IMPLS}.")
   if stride not in (1, 2):
     raise ValueError(f"conv3x3 stride={stride}; only 1 and 2 are supported.")
+  if _check_matmul_dtype(operand_dtype) != "float32":
+    return _conv3x3(x.astype(operand_dtype), w.astype(operand_dtype), impl,
+                    stride).astype(x.dtype)
+  return _conv3x3(x, w, impl, stride)
+
+
+def _conv3x3(x, w, impl, stride):
   cin, cout = w.shape[2], w.shape[3]
   if stride == 2:
     h, wd = x.shape[1], x.shape[2]
@@ -279,7 +288,13 @@ def _conv3x3_stride2_s2d(x, w):
                                       "VALID", dimension_numbers=_DN)
 
 
+# Operand dtypes of one convolution / matmul.
 MATMUL_DTYPES = ("float32", "bfloat16")
+
+# Compute dtypes of a coupling subnet (``Subnet.compute_dtype``,
+# ``config.model.compute_dtype``): which of its products take bfloat16
+# operands -- none, all (3x3 and 1x1 convs) or only the 1x1 conv.
+COMPUTE_DTYPES = ("float32", "bfloat16", "bfloat16_1x1")
 
 
 def _check_matmul_dtype(matmul_dtype: str) -> str:
@@ -287,6 +302,30 @@ def _check_matmul_dtype(matmul_dtype: str) -> str:
     raise ValueError(f"matmul_dtype={matmul_dtype!r}; choose one of "
                      f"{MATMUL_DTYPES}.")
   return matmul_dtype
+
+
+def check_compute_dtype(compute_dtype: str) -> str:
+  if compute_dtype not in COMPUTE_DTYPES:
+    raise ValueError(f"compute_dtype={compute_dtype!r} "
+                     "(config.model.compute_dtype); choose one of "
+                     f"{list(COMPUTE_DTYPES)}, or '' in the config for the "
+                     "platform default.")
+  return compute_dtype
+
+
+def resolve_compute_dtype(compute_dtype: str) -> str:
+  """``''`` -> the default backend's (``advinv_jax.platform``); else
+  ``compute_dtype`` (validated)."""
+  if compute_dtype == "":
+    return platform.defaults().compute_dtype
+  return check_compute_dtype(compute_dtype)
+
+
+def subnet_operand_dtypes(compute_dtype: str):
+  """``(3x3 conv, 1x1 conv)`` operand dtypes of a subnet's compute dtype."""
+  check_compute_dtype(compute_dtype)
+  return ("bfloat16" if compute_dtype == "bfloat16" else "float32",
+          "float32" if compute_dtype == "float32" else "bfloat16")
 
 
 def conv1x1(x, w, as_matmul: bool, matmul_dtype: str = "float32"):

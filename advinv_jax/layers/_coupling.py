@@ -8,8 +8,8 @@ import jax.numpy as jnp
 
 from advinv_jax.layers._actnorm import actnorm_init, actnorm_relu
 from advinv_jax.layers._base import Layer, replicated_cotangent_share
-from advinv_jax.layers._conv import (CONV3X3_IMPLS, _check_matmul_dtype,
-                                     conv1x1, conv3x3)
+from advinv_jax.layers._conv import (CONV3X3_IMPLS, check_compute_dtype,
+                                     conv1x1, conv3x3, subnet_operand_dtypes)
 
 
 def _he(rng, shape, fan_in):
@@ -25,6 +25,15 @@ class Subnet:
   multiplied by ``exp(3 * logs)`` (``logs`` learned, init 0), as in the
   authors' code (Glow's ``Conv2dZeros``). Dropout (0.1 in the authors' code)
   is not implemented: the network must stay exactly invertible.
+
+  ``compute_dtype``: ``'float32'``; ``'bfloat16'`` (mixed precision: the
+  three convolutions take bfloat16 operands, see :func:`conv3x3`, the 1x1
+  conv through :func:`matmul_lowp`; parameters, ActNorm, bias and scale stay
+  float32); ``'bfloat16_1x1'`` (only the 1x1 conv). The output is float32
+  and a deterministic function of ``(p, x)``, so a coupling on it stays
+  exactly invertible (its inverse recomputes the same output) and its
+  log-determinant is float32; only the values (and gradients) carry
+  bfloat16 rounding.
   """
 
   width: int
@@ -32,17 +41,23 @@ class Subnet:
   conv1x1_as_matmul: bool = True
   min_std: float = 1e-2
   conv3x3_impl: str = "xla"
-  matmul_dtype: str = "float32"
+  compute_dtype: str = "float32"
+
+  def _convs(self):
+    d3, d1 = subnet_operand_dtypes(self.compute_dtype)
+    return (lambda x, w: conv3x3(x, w, self.conv3x3_impl, operand_dtype=d3),
+            lambda x, w: conv1x1(x, w, self.conv1x1_as_matmul, d1))
 
   def init(self, rng, x):
     c = x.shape[-1]
     k1, k2 = jax.random.split(rng)
+    c3, c1 = self._convs()
     p = {"w1": _he(k1, (3, 3, c, self.width), 9 * c)}
-    h = conv3x3(x, p["w1"], self.conv3x3_impl)
+    h = c3(x, p["w1"])
     p["a1"] = actnorm_init(h, self.min_std)
     h = actnorm_relu(p["a1"], h)
     p["w2"] = _he(k2, (self.width, self.width), self.width)
-    h = conv1x1(h, p["w2"], self.conv1x1_as_matmul, self.matmul_dtype)
+    h = c1(h, p["w2"])
     p["a2"] = actnorm_init(h, self.min_std)
     p["w3"] = jnp.zeros((3, 3, self.width, self.out_channels), jnp.float32)
     p["b3"] = jnp.zeros((self.out_channels,), jnp.float32)
@@ -50,10 +65,10 @@ class Subnet:
     return p
 
   def __call__(self, p, x):
-    h = actnorm_relu(p["a1"], conv3x3(x, p["w1"], self.conv3x3_impl))
-    h = actnorm_relu(p["a2"], conv1x1(h, p["w2"], self.conv1x1_as_matmul,
-                                      self.matmul_dtype))
-    out = conv3x3(h, p["w3"], self.conv3x3_impl) + p["b3"]
+    c3, c1 = self._convs()
+    h = actnorm_relu(p["a1"], c3(x, p["w1"]))
+    h = actnorm_relu(p["a2"], c1(h, p["w2"]))
+    out = c3(h, p["w3"]) + p["b3"]
     return out * jnp.exp(3.0 * p["logs3"])
 
 
@@ -81,9 +96,9 @@ class Coupling(Layer):
     conv1x1_as_matmul: run the subnet's 1x1 conv as an einsum.
     min_std: ActNorm init floor of the subnet's ActNorms.
     conv3x3_impl: how the subnet's 3x3 convs run (see :func:`conv3x3`).
-    matmul_dtype: operand dtype of the subnet's 1x1 conv (``'float32'`` or
-      ``'bfloat16'``: bfloat16 operands, float32 accumulation, reverse mode
-      only; see :func:`matmul_lowp`). The coupling stays exactly invertible.
+    compute_dtype: the subnet's (:class:`Subnet`): ``'float32'``,
+      ``'bfloat16'`` or ``'bfloat16_1x1'``. The coupling arithmetic and the
+      logdet stay float32 and the coupling exactly invertible.
   """
 
   width: int = 32
@@ -93,7 +108,7 @@ class Coupling(Layer):
   conv1x1_as_matmul: bool = True
   min_std: float = 1e-2
   conv3x3_impl: str = "xla"
-  matmul_dtype: str = "float32"
+  compute_dtype: str = "float32"
 
   def __post_init__(self):
     if self.coupling not in ("additive", "affine"):
@@ -107,7 +122,7 @@ class Coupling(Layer):
     if self.conv3x3_impl not in CONV3X3_IMPLS:
       raise ValueError(f"conv3x3_impl={self.conv3x3_impl!r}; choose one of "
                        f"{CONV3X3_IMPLS}.")
-    _check_matmul_dtype(self.matmul_dtype)
+    check_compute_dtype(self.compute_dtype)
     if not 0.0 < self.scale_floor < 1.0:
       raise ValueError(f"scale_floor={self.scale_floor} must be in (0, 1).")
 
@@ -122,7 +137,7 @@ class Coupling(Layer):
     cb = c - ca
     out = cb if self.coupling == "additive" else 2 * cb
     return ca, Subnet(self.width, out, self.conv1x1_as_matmul, self.min_std,
-                      self.conv3x3_impl, self.matmul_dtype)
+                      self.conv3x3_impl, self.compute_dtype)
 
   def init(self, rng, x):
     self.check_shape(tuple(x.shape))

@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Tuple
 import jax
 import jax.numpy as jnp
 
+from advinv_jax import platform
 from advinv_jax.layers import map_batch_chunks
 
 Array = jax.Array
@@ -90,15 +91,10 @@ def build_model(model_config, input_shape: Tuple[int, int, int],
 
 
 def default_batch_chunk() -> int:
-  """``config.model.batch_chunk = -1`` means this: 32 on CPU, else 0 (off).
-
-  Measured on 2 CPU cores (benchmarks/README.md): fiRevNet train steps at
-  batch 128 ran 12-17% faster in chunks of 32 (16: a little faster still,
-  at twice the compile time), for ~2x the compiled program's resident
-  memory (~1.0 vs ~0.5 GiB). On accelerators one large batch is the
-  efficient form.
-  """
-  return 32 if jax.default_backend() == "cpu" else 0
+  """What ``config.model.batch_chunk = -1`` means on the default backend:
+  ``advinv_jax.platform`` (32 on CPU, where fiRevNet train steps at batch
+  128 ran 12-17% faster in chunks of 32; 0, off, on GPU/TPU)."""
+  return platform.defaults().batch_chunk
 
 
 @dataclasses.dataclass(frozen=True)

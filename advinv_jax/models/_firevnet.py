@@ -40,15 +40,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from advinv_jax.layers import (DCT2D, ActNorm, Chain, Coupling,
-                               FixedAffine, InvConv1x1, Layer, Psi, Reverse,
-                               Shuffle, Squeeze, count_params,
+from advinv_jax import platform
+from advinv_jax.layers import (DCT2D, ActNorm, Chain, Coupling, FixedAffine,
+                               InvConv1x1, Layer, Psi, Reverse, Shuffle,
+                               Squeeze, count_params, resolve_compute_dtype,
                                resolve_conv3x3_impl)
 from advinv_jax.models._base import InvertibleModel, register_model
-
-# What reversible_loop='auto' means (the faster form measured in
-# benchmarks/reversible.py; see benchmarks/README.md).
-AUTO_REVERSIBLE_LOOP = "unrolled"
 
 _PERMS = {"reverse": Reverse, "shuffle": Shuffle, "conv1x1": InvConv1x1}
 _DOWNS = {"squeeze": Squeeze, "psi": Psi}
@@ -213,10 +210,11 @@ def _common(cfg):
       min_std=float(cfg.actnorm_std_floor), reversible=bool(cfg.reversible),
       reversible_loop=cfg.reversible_loop,
       conv3x3_impl=resolve_conv3x3_impl(cfg.conv3x3_impl),
-      matmul_dtype=cfg.matmul_dtype, seed=int(cfg.perm_seed),
+      compute_dtype=resolve_compute_dtype(cfg.compute_dtype),
+      seed=int(cfg.perm_seed),
       scan_batch_chunk=int(cfg.scan_batch_chunk))
   if s["reversible_loop"] == "auto":
-    s["reversible_loop"] = AUTO_REVERSIBLE_LOOP
+    s["reversible_loop"] = platform.defaults().reversible_loop
   return s
 
 
@@ -230,7 +228,7 @@ def _steps(n, width, s, first_index):
         ActNorm(s["min_std"]), perm,
         Coupling(width, s["coupling"], s["affine_scale"], s["scale_floor"],
                  s["conv1x1_as_matmul"], s["min_std"], s["conv3x3_impl"],
-                 s["matmul_dtype"]))))
+                 s["compute_dtype"]))))
   # 'scan' also stores each level's step params stacked (one array per
   # parameter kind: a much smaller optimizer program, see Chain.stacked).
   return Chain(tuple(steps), reversible=s["reversible"],
@@ -247,16 +245,15 @@ def build_firevnet(cfg, input_shape, num_classes):
   last level)]; step = ActNorm -> permutation -> coupling (subnet width
   ``width``). Fields (their defaults and meaning: advinv_jax/config.py):
   levels, depth, width, coupling, permutation, downsample, reversible,
-  reversible_loop ('auto' = AUTO_REVERSIBLE_LOOP; 'scan' runs each level's
+  reversible_loop ('auto' = the platform's; 'scan' runs each level's
   steps as lax.scan and stores their params stacked, ``{'stacked': ...}``,
   with or without reversible), scan_batch_chunk (with 'scan': each loop
   iteration runs on chunks of at most this many examples, see
   Chain.batch_chunk), conv1x1_as_matmul, affine_scale, actnorm_std_floor
   (the ActNorm init floor on the per-channel std), scale_floor, perm_seed,
   conv3x3_impl ('' = platform default; see advinv_jax.layers.conv3x3),
-  matmul_dtype ('bfloat16': the subnets' 1x1 convs take bfloat16 operands
-  with float32 accumulation, see advinv_jax.layers.matmul_lowp; exactly
-  invertible, reverse mode only).
+  compute_dtype ('' = platform default; float32 | bfloat16 | bfloat16_1x1,
+  see advinv_jax.layers.Subnet; exactly invertible).
 
   Raises:
     ValueError: H or W not divisible by ``2**levels``, or more classes than

@@ -287,6 +287,10 @@ def train_and_evaluate(config, workdir: str, *, mesh=None,
     ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints)
     try:
       restored_step, restored = ckpt.restore_latest(setup.state)
+      results_path = os.path.join(workdir, "results.json")
+      if plan is not None and os.path.exists(results_path):
+        with open(results_path) as f:  # an extension replaces it at its end
+          plan["previous_results"] = json.load(f)
       record_history(workdir, plan, restored_step)
       return _train(config, workdir, mesh, setup, ckpt, restored_step,
                     restored, stop, stop_after)
