@@ -1,19 +1,21 @@
 """Shared base of the binary-task configs (Nar et al.; not a config itself)."""
 from advinv_jax.config import default_config
 
-VARIANTS = ("cnn", "linear")
+VARIANTS = ("cnn", "linear", "nar_precursor")
 
 
 def binary_config(loss: str, dataset: str, variant=None):
-  """``get_config(variant)`` of the binary configs: ``'cnn'`` (default) or
-  ``'linear'`` (see :func:`binary_cnn` and :func:`binary_linear`)."""
+  """``get_config(variant)`` of the binary configs: ``'cnn'`` (default),
+  ``'linear'`` or ``'nar_precursor'`` (see :func:`binary_cnn`,
+  :func:`binary_linear`, :func:`nar_precursor`)."""
   variant = variant or "cnn"
   if variant not in VARIANTS:
     raise ValueError(f"binary config variant {variant!r} is unknown: use "
                      f"one of {VARIANTS}, e.g. --config=configs/"
                      f"{'mnist_' if dataset == 'mnist' else ''}binary_{loss}"
                      ".py:linear.")
-  return (binary_cnn if variant == "cnn" else binary_linear)(loss, dataset)
+  return {"cnn": binary_cnn, "linear": binary_linear,
+          "nar_precursor": nar_precursor}[variant](loss, dataset)
 
 
 def binary_cnn(loss: str, dataset: str = "cifar10"):
@@ -66,4 +68,21 @@ def binary_linear(loss: str, dataset: str = "cifar10"):
   c.train.num_epochs = 0
   c.train.num_steps = 10_000
   c.train.checkpoint_every = 0
+  return c
+
+
+def nar_precursor(loss: str, dataset: str = "cifar10"):
+  """Nar et al.'s precursor submission (papers.md part C): CIFAR-10 *horse
+  (7) vs airplane (0)* with a LeNet-style network whose penultimate layer
+  has 84 features: convs of 6 and 16 channels (3x3, the second stride 2;
+  our strided convs stand in for LeNet's 5x5 convs + pooling), dense 120 ->
+  84 -> 2. Labels: airplane 0, horse 1. Their attack numbers were not
+  reported; budgets as :func:`binary_cnn`. On MNIST (offline): 3 vs 7 with
+  the same network.
+  """
+  c = binary_cnn(loss, dataset)
+  if dataset != "mnist":
+    c.data.classes = (0, 7)
+  c.model.features = (6, 16)
+  c.model.hidden = (120, 84)
   return c

@@ -9,7 +9,9 @@ configs/mnist_binary_ce.py.
       --config.data.data_dir=/path/to/tensorflow_datasets
 Cost: 10 epochs of 10k images, ~5-10 min on a 2-core CPU.
 Variant ``:linear``: a linear classifier on the pixels, plain SGD for 10k
-steps (the setting of Nar et al.'s analysis).
+steps (the setting of Nar et al.'s analysis). Variant ``:nar_precursor``:
+Nar et al.'s precursor pair, horse vs airplane, with a LeNet-style network
+(84-d penultimate features).
 """
 import os
 import sys

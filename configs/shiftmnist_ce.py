@@ -1,9 +1,7 @@
-"""fiRevNet with CE on shiftMNIST: a 4-bit binary code of the label is
-planted in the training images (top-left row of the padded 32x32 image); at
-test time the code is random. A model that latches onto the shortcut fails on
-the test set.
+"""fiRevNet with CE on shiftMNIST; construction and variants:
+configs/_mnist_firevnet.py ``shiftmnist``.
 
-  ADVINV_MNIST_DIR=../shared/data/mnist python -m advinv_jax.main \
+  ADVINV_MNIST_DIR=... python -m advinv_jax.main \
       --config=configs/shiftmnist_ce.py:cpu --workdir=workdirs/shiftmnist_ce_cpu
 Cost: as configs/mnist_ce.py (reduced scale ~15-25 min on 2 CPU cores).
 """
@@ -11,13 +9,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _mnist_firevnet import mnist_firevnet  # noqa: E402
+from _mnist_firevnet import shiftmnist  # noqa: E402
 
 
 def get_config(arg=None):
-  c = mnist_firevnet(arg, loss="ce")
-  c.data.shift.enabled = True
-  c.data.shift.code_size = 4
-  c.data.shift.position = (0, 0)
-  c.data.shift.value = 1.0
-  return c
+  return shiftmnist(arg, loss="ce")

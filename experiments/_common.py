@@ -91,6 +91,16 @@ def load_config(name: str, variant: Optional[str] = None):
   return mod.get_config(variant) if variant else mod.get_config()
 
 
+def variant(scale: str, recipe: str = "ours"):
+  """The config variant of an MNIST experiment at ``scale`` ('cpu' |
+  'paper') for ``recipe`` ('ours' | 'authors')."""
+  if recipe not in ("ours", "authors"):
+    raise SystemExit(f"--recipe={recipe!r} is not 'ours' or 'authors'.")
+  if recipe == "authors":
+    return "authors_cpu" if scale == "cpu" else "authors"
+  return "cpu" if scale == "cpu" else None
+
+
 def tiny(config, *, model=True):
   """Shrinks a config to a seconds-long smoke run on the bundled digits."""
   c = config

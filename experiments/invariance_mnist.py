@@ -22,29 +22,35 @@ import _common as C
 _SCALE = flags.DEFINE_string("scale", "cpu", "tiny | digits | cpu | paper")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/invariance_mnist", "")
 _LOSSES = C.define_losses_flag()
+_RECIPE = flags.DEFINE_enum(
+    "recipe", "ours", ["ours", "authors"],
+    "ours: the configs' defaults; authors: their ':authors' variants (the "
+    "authors' code as they ran it, configs/_mnist_firevnet.py)")
 
 PAPER = {"ce": (0.39, 0.34), "ice": (0.38, 27.70)}  # test error %: logits, z_n
 
 
-def configs(scale):
+def configs(scale, recipe="ours"):
   out = {}
   for loss in ("ce", "ice"):
-    if scale == "tiny":
+    if scale == "tiny" and recipe == "authors":
+      out[loss] = C.tiny(C.load_config(f"mnist_{loss}", "authors"))
+    elif scale == "tiny":
       out[loss] = C.tiny(C.load_config(f"digits_{loss}"))
     elif scale == "digits":
       out[loss] = C.load_config(f"digits_{loss}")
     else:
       out[loss] = C.load_config(f"mnist_{loss}",
-                                "cpu" if scale == "cpu" else None)
+                                C.variant(scale, recipe))
   return out
 
 
-def run(scale: str, workdir: str, overrides=(), losses=()):
+def run(scale: str, workdir: str, overrides=(), losses=(), recipe="ours"):
   if scale != "digits":
     C.check_scale(scale)
   rows, data = [], {"scale": scale, "overrides": list(overrides),
-                    "losses": list(losses)}
-  for loss, cfg in C.select_losses(configs(scale), losses).items():
+                    "losses": list(losses), "recipe": recipe}
+  for loss, cfg in C.select_losses(configs(scale, recipe), losses).items():
     C.apply_overrides(cfg, overrides)
     res = C.train_and_report(cfg, os.path.join(workdir, loss))
     inv = res["report"]["invariance"]
@@ -64,7 +70,7 @@ def run(scale: str, workdir: str, overrides=(), losses=()):
                  f"{inv['metamer_logit_max_abs_diff']:.1e}",
                  f"{res['seconds'] / 60:.1f} min"])
   C.write_results(
-      workdir, f"invariance_mnist (scale={scale})",
+      workdir, f"invariance_mnist (scale={scale}, recipe={recipe})",
       ["loss", "logit test err % (ours)", "paper", "z_n clf test err % (ours)",
        "paper", "metamer max abs logit diff", "cost"], rows, data,
       notes="z_n classifier: MLP trained post hoc on z_n of the trained "
@@ -77,7 +83,8 @@ def run(scale: str, workdir: str, overrides=(), losses=()):
 
 def main(argv):
   del argv
-  run(_SCALE.value, _WORKDIR.value, C.SET.value, _LOSSES.value)
+  run(_SCALE.value, _WORKDIR.value, C.SET.value, _LOSSES.value,
+      _RECIPE.value)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,10 @@ import _common as C
 _SCALE = flags.DEFINE_string("scale", "cpu", "tiny | cpu | paper")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/shiftmnist", "")
 _LOSSES = C.define_losses_flag()
+_RECIPE = flags.DEFINE_enum(
+    "recipe", "ours", ["ours", "authors"],
+    "ours: the configs' defaults; authors: their ':authors' variants (the "
+    "authors' code as they ran it, configs/_mnist_firevnet.py)")
 
 # Diagnostics per scale: training examples for the train->test probes (0 =
 # all) and the probes' optimisation (Adam minibatches of 128).
@@ -71,17 +75,21 @@ _PROBE = {
 }
 
 
-def configs(scale):
+def configs(scale, recipe="ours"):
   out = {}
   for loss in ("ce", "ice"):
-    if scale == "tiny":
+    if scale == "tiny" and recipe == "authors":
+      c = C.tiny(C.load_config(f"shiftmnist_{loss}", "authors"))
+      c.data.shift.construction = "code"   # 8x8 digits: no room for 10 rows
+      out[loss] = c
+    elif scale == "tiny":
       c = C.tiny(C.load_config(f"digits_{loss}"))
       c.data.shift.enabled = True
       c.data.shift.code_size = 4
       out[loss] = c
     else:
       out[loss] = C.load_config(f"shiftmnist_{loss}",
-                                "cpu" if scale == "cpu" else None)
+                                C.variant(scale, recipe))
   return out
 
 
@@ -185,11 +193,11 @@ def diagnose(workdir: str, scale: str, seed: int = 0):
   return out
 
 
-def run(scale: str, workdir: str, overrides=(), losses=()):
+def run(scale: str, workdir: str, overrides=(), losses=(), recipe="ours"):
   C.check_scale(scale)
   rows, data = [], {"scale": scale, "overrides": list(overrides),
-                    "losses": list(losses)}
-  for loss, cfg in C.select_losses(configs(scale), losses).items():
+                    "losses": list(losses), "recipe": recipe}
+  for loss, cfg in C.select_losses(configs(scale, recipe), losses).items():
     C.apply_overrides(cfg, overrides)
     cfg.report.enabled = False
     wd = os.path.join(workdir, loss)
@@ -232,7 +240,8 @@ def run(scale: str, workdir: str, overrides=(), losses=()):
 
 def main(argv):
   del argv
-  run(_SCALE.value, _WORKDIR.value, C.SET.value, _LOSSES.value)
+  run(_SCALE.value, _WORKDIR.value, C.SET.value, _LOSSES.value,
+      _RECIPE.value)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,16 @@ from advinv_jax.layers._conv import (CONV3X3_IMPLS, _check_matmul_dtype,
                                      conv1x1, conv3x3)
 
 
+def dropout(x, rate: float, rng=None):
+  """Inverted dropout: ``x * mask / (1 - rate)``, ``mask ~ Bernoulli(1 - rate)``
+  per entry; the identity when ``rng`` is None or ``rate == 0``
+  (``torch.nn.Dropout`` in train / eval mode)."""
+  if rng is None or not rate:
+    return x
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
 def _he(rng, shape, fan_in):
   return jax.random.normal(rng, shape, jnp.float32) * jnp.sqrt(2.0 / fan_in)
 
@@ -23,8 +33,12 @@ class Subnet:
   The convolutions feeding an ActNorm have no bias (ActNorm's shift is the
   bias). The last conv is zero-initialised, has a bias, and its output is
   multiplied by ``exp(3 * logs)`` (``logs`` learned, init 0), as in the
-  authors' code (Glow's ``Conv2dZeros``). Dropout (0.1 in the authors' code)
-  is not implemented: the network must stay exactly invertible.
+  authors' code (Glow's ``Conv2dZeros``). ``dropout`` (0.1 in the authors'
+  code, layers.py ``NN``: after the second ReLU) acts only when a key is
+  given (train mode, :meth:`Coupling.apply_train`); without one the subnet
+  is deterministic, so the coupling's inverse is exact (eval mode).
+  ``actnorm_eps``: the ActNorms' ``exp(s) + eps`` form (see
+  :class:`ActNorm`).
   """
 
   width: int
@@ -33,6 +47,8 @@ class Subnet:
   min_std: float = 1e-2
   conv3x3_impl: str = "xla"
   matmul_dtype: str = "float32"
+  actnorm_eps: float = 0.0
+  dropout: float = 0.0
 
   def init(self, rng, x):
     c = x.shape[-1]
@@ -40,7 +56,7 @@ class Subnet:
     p = {"w1": _he(k1, (3, 3, c, self.width), 9 * c)}
     h = conv3x3(x, p["w1"], self.conv3x3_impl)
     p["a1"] = actnorm_init(h, self.min_std)
-    h = actnorm_relu(p["a1"], h)
+    h = actnorm_relu(p["a1"], h, self.actnorm_eps)
     p["w2"] = _he(k2, (self.width, self.width), self.width)
     h = conv1x1(h, p["w2"], self.conv1x1_as_matmul, self.matmul_dtype)
     p["a2"] = actnorm_init(h, self.min_std)
@@ -49,10 +65,13 @@ class Subnet:
     p["logs3"] = jnp.zeros((self.out_channels,), jnp.float32)
     return p
 
-  def __call__(self, p, x):
-    h = actnorm_relu(p["a1"], conv3x3(x, p["w1"], self.conv3x3_impl))
+  def __call__(self, p, x, rng=None):
+    """``rng``: a key turns dropout on (train mode); ``None``: eval mode."""
+    e = self.actnorm_eps
+    h = actnorm_relu(p["a1"], conv3x3(x, p["w1"], self.conv3x3_impl), e)
     h = actnorm_relu(p["a2"], conv1x1(h, p["w2"], self.conv1x1_as_matmul,
-                                      self.matmul_dtype))
+                                      self.matmul_dtype), e)
+    h = dropout(h, self.dropout, rng)
     out = conv3x3(h, p["w3"], self.conv3x3_impl) + p["b3"]
     return out * jnp.exp(3.0 * p["logs3"])
 
@@ -84,6 +103,10 @@ class Coupling(Layer):
     matmul_dtype: operand dtype of the subnet's 1x1 conv (``'float32'`` or
       ``'bfloat16'``: bfloat16 operands, float32 accumulation, reverse mode
       only; see :func:`matmul_lowp`). The coupling stays exactly invertible.
+    actnorm_eps: the subnet ActNorms' ``exp(s) + eps`` (authors: 1e-3).
+    dropout: the subnet's dropout rate, active only in :meth:`apply_train`
+      (with a key); ``apply`` / ``apply_inverse`` are eval mode, an exact
+      bijection.
   """
 
   width: int = 32
@@ -94,6 +117,8 @@ class Coupling(Layer):
   min_std: float = 1e-2
   conv3x3_impl: str = "xla"
   matmul_dtype: str = "float32"
+  actnorm_eps: float = 0.0
+  dropout: float = 0.0
 
   def __post_init__(self):
     if self.coupling not in ("additive", "affine"):
@@ -108,6 +133,8 @@ class Coupling(Layer):
       raise ValueError(f"conv3x3_impl={self.conv3x3_impl!r}; choose one of "
                        f"{CONV3X3_IMPLS}.")
     _check_matmul_dtype(self.matmul_dtype)
+    if not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"dropout={self.dropout} must be in [0, 1).")
     if not 0.0 < self.scale_floor < 1.0:
       raise ValueError(f"scale_floor={self.scale_floor} must be in (0, 1).")
 
@@ -122,7 +149,8 @@ class Coupling(Layer):
     cb = c - ca
     out = cb if self.coupling == "additive" else 2 * cb
     return ca, Subnet(self.width, out, self.conv1x1_as_matmul, self.min_std,
-                      self.conv3x3_impl, self.matmul_dtype)
+                      self.conv3x3_impl, self.matmul_dtype, self.actnorm_eps,
+                      self.dropout)
 
   def init(self, rng, x):
     self.check_shape(tuple(x.shape))
@@ -160,6 +188,15 @@ class Coupling(Layer):
     ca, net = self._subnet(x.shape[-1])
     xa, xb = x[..., :ca], x[..., ca:]
     yb, ld = self._elem_fwd(xb, net(params["net"], xa))
+    return jnp.concatenate([xa, yb], axis=-1), ld
+
+  def apply_train(self, params, consts, x, rng):
+    """:meth:`apply` with the subnet's dropout on (key ``rng``); not
+    invertible by :meth:`apply_inverse` unless ``dropout == 0``."""
+    del consts
+    ca, net = self._subnet(x.shape[-1])
+    xa, xb = x[..., :ca], x[..., ca:]
+    yb, ld = self._elem_fwd(xb, net(params["net"], xa, rng))
     return jnp.concatenate([xa, yb], axis=-1), ld
 
   def apply_inverse(self, params, consts, y):
