@@ -504,6 +504,7 @@ def _main():
   """Checks the port on the benchmark and the authors' configurations."""
   import jax
   import ml_collections
+  from advinv_jax.config import default_config
   from advinv_jax.models import build_model
 
   # (name, config, input shape, perturbation scale): a fresh coupling is the
@@ -517,7 +518,10 @@ def _main():
             permutation="reverse"), (32, 32, 1), 0.02),
   ]
   for name, kw, shape, scale in cases:
-    cfg = ml_collections.ConfigDict(dict(name="firevnet", **kw))
+    cfg = default_config().model   # its authors-code fields; the rest as before
+    cfg = ml_collections.ConfigDict(dict(name="firevnet", **kw, **{
+        k: cfg[k] for k in ("split_prior", "logit_bn", "logit_bn_momentum",
+                            "dropout", "actnorm_eps")}))
     model = build_model(cfg, shape, 10)
     x = jax.random.uniform(jax.random.PRNGKey(1), (8,) + shape)
     params = model.init(jax.random.PRNGKey(0), x)

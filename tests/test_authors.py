@@ -119,15 +119,18 @@ def test_model_log_prior_is_splits_plus_std_normal_final():
   x = jnp.asarray(np.random.default_rng(1).uniform(size=(3, 8, 8, 1)),
                   jnp.float32)
   p = _perturb(m.init(jax.random.PRNGKey(0), x), jax.random.PRNGKey(1))
-  out = m.forward_train(p, x)
+  out = jax.jit(m.forward_train)(p, x)
   z = out["z"]
   # Rebuild the split: level 0's tensor is [4, 4, 4], half (2 ch) split off.
   nf = m.final_dim
   z2 = z[:, nf:].reshape(3, 4, 4, 2)
   # the kept half = the input of stage 1 before its squeeze
-  h, _ = m.pre.forward({}, x)
-  h, _ = m.stages[0].down.forward({}, h)
-  h, _ = m.stages[0].steps.forward(p["stage_0"], h)
+  @jax.jit
+  def level0(q, v):
+    h, _ = m.pre.forward({}, v)
+    h, _ = m.stages[0].down.forward({}, h)
+    return m.stages[0].steps.forward(q["stage_0"], h)[0]
+  h = level0(p, x)
   np.testing.assert_allclose(h[..., 2:], z2, atol=1e-6)
   want = (split_prior_logp(p["split_0"], h[..., :2], z2)
           + std_normal_logp(z[:, :nf]))
@@ -187,10 +190,11 @@ def test_train_step_writes_running_stats_and_eval_uses_them():
   rng = np.random.default_rng(0)
   batch = {"image": jnp.asarray(rng.uniform(size=(8, 8, 8, 1)), jnp.float32),
            "label": jnp.asarray(rng.integers(0, 4, 8), jnp.int32)}
-  state = train.init_train_state(m, obj, opt, jax.random.PRNGKey(0),
-                                 batch["image"])
+  state = jax.jit(lambda r, v: train.init_train_state(m, obj, opt, r, v))(
+      jax.random.PRNGKey(0), batch["image"])
   state = state.replace(params=_perturb(state.params, jax.random.PRNGKey(3)))
-  zs = m.forward_train(state.params, batch["image"])["z"][:, :4]
+  zs = jax.jit(lambda q, v: m.forward_train(q, v)["z"][:, :4])(
+      state.params, batch["image"])
   _, want = bn_train(state.params["logit_bn"], zs, 0.9, 1e-5)
   step = jax.jit(train.make_train_step(m, obj, opt))
   new, _ = step(state, batch, jax.random.PRNGKey(5))
@@ -203,30 +207,33 @@ def test_train_step_writes_running_stats_and_eval_uses_them():
     for k in ("mean", "var"):
       np.testing.assert_allclose(s.params["logit_bn"][k], want[k], rtol=1e-4)
   # Eval mode: the affine map with the running statistics.
-  z_new = m._flow(new.params, batch["image"])[0][:, :4]
+  z_new = jax.jit(lambda q, v: m._flow(q, v)[0][:, :4])(new.params,
+                                                         batch["image"])
   want_logits = bn_eval(new.params["logit_bn"], z_new)[0]
-  np.testing.assert_allclose(m.logits(new.params, batch["image"]),
+  np.testing.assert_allclose(jax.jit(m.logits)(new.params, batch["image"]),
                              want_logits, rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------ dropout
 def test_dropout_off_inverse_exact_on_differs():
   cfg = _model_cfg(dropout=0.5, logit_bn=True, split_prior="conditional",
-                   actnorm_eps=1e-3, actnorm_std_floor=0.0)
+                   actnorm_eps=1e-3, actnorm_std_floor=0.0, width=4)
   m = build_model(cfg, (8, 8, 3), 4)
   x = jnp.asarray(np.random.default_rng(2).uniform(size=(4, 8, 8, 3)),
                   jnp.float32)
   p = _perturb(m.init(jax.random.PRNGKey(0), x), jax.random.PRNGKey(1), 0.2)
   p["logit_bn"] = dict(p["logit_bn"], var=jnp.full((4,), 2.0))
-  z, ld = m.forward(p, x)                      # eval mode: dropout off
-  x_rec, ld_inv = m.inverse_with_logdet(p, z)
+  # jitted: eager dispatch of every small op is slow on a busy CPU
+  z, ld = jax.jit(m.forward)(p, x)             # eval mode: dropout off
+  x_rec, ld_inv = jax.jit(m.inverse_with_logdet)(p, z)
   np.testing.assert_allclose(x_rec, x, atol=2e-5)
   np.testing.assert_allclose(ld_inv, -ld, rtol=1e-5, atol=1e-3)
   # Train mode: a key turns dropout on (z differs), and the same key
   # gives the same z; no key = eval mode.
-  zt = m.forward_train(p, x, jax.random.PRNGKey(7))["z"]
-  zt2 = m.forward_train(p, x, jax.random.PRNGKey(7))["z"]
-  z_eval_pre = m.forward_train(p, x)["z"]
+  train_z = jax.jit(lambda q, v, k: m.forward_train(q, v, k)["z"])
+  zt = train_z(p, x, jax.random.PRNGKey(7))
+  zt2 = train_z(p, x, jax.random.PRNGKey(7))
+  z_eval_pre = jax.jit(lambda q, v: m.forward_train(q, v)["z"])(p, x)
   assert float(jnp.max(jnp.abs(zt - z_eval_pre))) > 1e-3
   np.testing.assert_array_equal(zt, zt2)
   np.testing.assert_allclose(z_eval_pre[:, 4:], z[:, 4:], atol=1e-6)
@@ -241,9 +248,10 @@ def test_mlp_dropout_train_only():
   mlp = mlp_classifier(6, (32,), 3, dropout=0.5)
   v = jnp.ones((5, 6, 1, 1))
   p = mlp.init(jax.random.PRNGKey(0), v)
-  a, b = mlp.logits(p, v), mlp.logits(p, v)
-  np.testing.assert_array_equal(a, b)
-  t = mlp.logits_train(p, v, jax.random.PRNGKey(1))[0]
+  a, b = jax.jit(mlp.logits)(p, v), mlp.logits(p, v)
+  np.testing.assert_allclose(a, b, rtol=1e-6)
+  t = jax.jit(lambda q, w, k: mlp.logits_train(q, w, k)[0])(
+      p, v, jax.random.PRNGKey(1))
   assert float(jnp.max(jnp.abs(t - a))) > 1e-4
 
 
