@@ -6,7 +6,10 @@ setup(
     version="0.1.0",
     description=("Invertible networks, iCE and differential training, compiled "
                  "attacks: the two sides of adversarial vulnerability in JAX."),
-    packages=find_packages(include=["advinv_jax", "advinv_jax.*"]),
+    # configs, experiments and benchmarks are packages too, so `python -m
+    # experiments.<name>` (and `python experiments/<name>.py`) work anywhere.
+    packages=find_packages(include=["advinv_jax", "advinv_jax.*", "configs",
+                                    "experiments", "benchmarks"]),
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.7.0",

@@ -78,12 +78,12 @@ def default_config() -> ml_collections.ConfigDict:
   config.model.reversible = False      # memory-saving reversible backprop
   # auto (= unrolled) | scan | unrolled. scan: each level's steps run as one
   # lax.scan and their params are stored stacked (small program, fast compile;
-  # with scan_batch_chunk=16, the authors' iCE step at batch 128 on 2 CPU
-  # cores ran faster than unrolled whole-batch steps, in < 1 GiB: session 7).
+  # with scan_batch_chunk=16 the authors' iCE step at batch 128 on CPU ran
+  # faster than unrolled whole-batch steps, in < 1 GiB: benchmarks/README.md).
   config.model.reversible_loop = "auto"
   # with reversible_loop=scan: run each scanned step on chunks of at most this
-  # many examples (0 = whole batch); 16 is the fastest measured on 2 CPU
-  # cores at batch 128 (benchmarks/README.md). batch_chunk (below) chunks
+  # many examples (0 = whole batch); 16 is the fastest measured on CPU at
+  # batch 128 (benchmarks/README.md). batch_chunk (below) chunks
   # the whole model instead.
   config.model.scan_batch_chunk = 0
   config.model.conv1x1_as_matmul = True
@@ -95,8 +95,8 @@ def default_config() -> ml_collections.ConfigDict:
   # Operand dtype of the coupling subnets' 1x1 convs: float32 | bfloat16
   # (bfloat16 operands, float32 accumulation and outputs; the network stays
   # exactly invertible, gradients carry ~1e-2 relative rounding; reverse-mode
-  # only). On CPUs with AMX (this one) the authors' iCE step at batch 128 ran
-  # 0.80x the time of float32 (benchmarks/README.md, session 8).
+  # only). On a CPU with AMX the authors' iCE step at batch 128 ran 0.80x
+  # the time of float32 (benchmarks/README.md).
   config.model.matmul_dtype = "float32"
   # Run the model on batch chunks of at most this many examples, unrolled in
   # one program (same function; 0 = whole batch; -1 = platform default: 32 on
@@ -130,7 +130,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.model.strides = ()             # per stage, 1 or 2; empty: all 2
   # ordinary classifiers (cnn, mlp)
   config.model.features = (32, 64, 64)
-  config.model.hidden = (128,)
+  config.model.hidden = (128,)          # dense widths (cnn: after the convs)
 
   # ---------------------------------------------------------------- loss
   config.loss = ml_collections.ConfigDict()
@@ -201,6 +201,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.train.init_noise = False
   config.train.on_nonfinite = "stop"   # stop | skip
   config.train.progress_bar = True
+  # Relaunching a workdir with a config that changes the computation (model,
+  # loss, data, optimiser, batch size, seed, ...): refuse (listing the
+  # fields) | allow (resume anyway; the change goes to config_history.jsonl).
+  config.train.resume_mismatch = "refuse"
   # Fine-tuning / linear probes: initialise the model from another run's
   # newest checkpoint (its workdir), keep params whose path matches the regex
   # `reinit` freshly initialised, and train only those matching `trainable`
@@ -239,6 +243,87 @@ def default_config() -> ml_collections.ConfigDict:
 
 class ConfigError(ValueError):
   """A config field is unknown, of the wrong type or out of range."""
+
+
+def _set_fields(node: ml_collections.ConfigDict, given, prefix: str) -> None:
+  """Sets the fields of the mapping ``given`` (nested for sub-sections) in
+  ``node``; an unknown field or a value of the wrong type is a ConfigError."""
+  for key in given.keys():
+    value, path = given[key], f"{prefix}{key}"
+    if key not in node:
+      hint = _close_names(key, node.keys())
+      raise ConfigError(
+          f"unknown config field config.{path}"
+          + (f"; did you mean config.{prefix}{hint[0]}?" if hint else
+             f"; the fields of config.{prefix[:-1]} are {sorted(node.keys())}."))
+    ref = node[key]
+    if isinstance(ref, ml_collections.ConfigDict):
+      if not hasattr(value, "keys"):
+        raise ConfigError(f"config.{path}={value!r}: a section, set its "
+                          f"fields (e.g. config.{path}.{next(iter(ref))}).")
+      _set_fields(ref, value, path + ".")
+      continue
+    if isinstance(ref, tuple) and isinstance(value, list):
+      value = tuple(value)            # JSON has no tuples
+    elif isinstance(ref, float) and isinstance(value, int) and not isinstance(
+        value, bool):
+      value = float(value)
+    if ref is not None and value is not None and type(value) is not type(ref):
+      raise ConfigError(
+          f"config.{path}={value!r} has type {type(value).__name__}; expected "
+          f"{type(ref).__name__} (like the default {ref!r}).")
+    node[key] = value
+
+
+def config_section(name: str, fields=None, /,
+                   **kwargs) -> ml_collections.ConfigDict:
+  """The schema's section ``name`` (``"model"``, ``"data"``, ...) with the
+  fields of ``fields`` (a mapping or ConfigDict, possibly partial) and of
+  ``kwargs`` set; every other field keeps its one default (above).
+
+  This is how builders get a complete section from a partial one, e.g.
+  ``build_model(config_section("model", name="mlp", hidden=(64,)), ...)``.
+  An unknown field or a value of the wrong type raises ConfigError.
+  """
+  section = default_config()[name]
+  given = dict(fields.items()) if fields is not None else {}
+  given.update(kwargs)
+  _set_fields(section, given, f"{name}.")
+  section.lock()
+  return section
+
+
+# Fields added to the schema after workdirs were first written, whose
+# behaviour before they existed differs from today's default: the value that
+# reproduces such a run. Every other missing field gets its schema default
+# (the behaviour it had before it became a field).
+_VALUE_BEFORE_FIELD_EXISTED = {
+    "loss.differential.bias": "midpoint",
+}
+
+
+def migrate_config(raw) -> ml_collections.ConfigDict:
+  """A config read from an older workdir's ``config.json`` (a nested dict),
+  in today's schema: fields it lacks are filled (the schema default, or the
+  value in ``_VALUE_BEFORE_FIELD_EXISTED``), JSON lists become tuples. A
+  field the schema does not know raises ConfigError naming it."""
+  raw = _nested_copy(raw)
+  for path, value in _VALUE_BEFORE_FIELD_EXISTED.items():
+    *parents, leaf = path.split(".")
+    node = raw
+    for part in parents:
+      node = node.setdefault(part, {}) if isinstance(node, dict) else {}
+    if isinstance(node, dict):
+      node.setdefault(leaf, value)
+  config = default_config()
+  _set_fields(config, raw, "")
+  return config
+
+
+def _nested_copy(d):
+  if hasattr(d, "keys"):
+    return {k: _nested_copy(d[k]) for k in d.keys()}
+  return d
 
 
 def _walk(cfg, prefix=""):
@@ -301,8 +386,44 @@ def validate_config(config: ml_collections.ConfigDict,
                         f"{'>= 0' if allow_zero else '> 0'}.")
 
   for p in ("train.batch_size", "eval.batch_size", "optimizer.learning_rate",
-            "train.keep_checkpoints", "train.log_every"):
+            "train.keep_checkpoints", "train.log_every", "model.levels",
+            "model.depth", "model.width", "model.scale_floor",
+            "model.init_squeeze",
+            "data.crop_fraction", "loss.ice.nuisance_learning_rate",
+            "report.pgd_restarts", "report.deepfool_candidates",
+            "report.nuisance_classifier_lr",
+            "report.nuisance_classifier_batch_size"):
     positive(p)
+  for p in ("model.blocks", "model.channels", "model.features",
+            "model.hidden", "loss.ice.nuisance_hidden",
+            "report.nuisance_classifier_hidden", "optimizer.boundaries"):
+    if any(v < 1 for v in _get(config, p)):
+      raise ConfigError(f"config.{p}={tuple(_get(config, p))} must hold "
+                        "sizes >= 1.")
+  for p, lo, hi in (("loss.label_smoothing", 0.0, 1.0),
+                    ("optimizer.momentum", 0.0, 1.0)):
+    if not lo <= _get(config, p) < hi:
+      raise ConfigError(f"config.{p}={_get(config, p)!r} must lie in "
+                        f"[{lo:g}, {hi:g}).")
+  if config.data.crop_fraction > 1:
+    raise ConfigError(f"config.data.crop_fraction={config.data.crop_fraction}"
+                      " must lie in (0, 1].")
+  if config.report.enabled:
+    for p in ("report.num_examples", "report.pgd_steps",
+              "report.deepfool_steps"):
+      positive(p)
+    for p in ("report.linf_eps", "report.l2_eps"):
+      if not _get(config, p):
+        raise ConfigError(f"config.{p} is empty: give at least one attack "
+                          "budget, or set config.report.enabled=False.")
+    if config.report.num_metamers < 1 or (
+        config.report.interpolation_steps < 2) or (
+            config.report.interpolation_pairs < 1):
+      raise ConfigError(
+          "config.report.num_metamers and interpolation_pairs must be >= 1 "
+          "and interpolation_steps >= 2 (got "
+          f"{config.report.num_metamers}, {config.report.interpolation_pairs}"
+          f", {config.report.interpolation_steps}).")
   for p in ("train.num_epochs", "train.num_steps", "train.checkpoint_every",
             "train.dequant_noise", "optimizer.warmup_steps",
             "optimizer.weight_decay", "optimizer.grad_clip_norm",
@@ -346,14 +467,22 @@ def validate_config(config: ml_collections.ConfigDict,
   one_of("optimizer.name", OPTIMIZERS)
   one_of("optimizer.schedule", SCHEDULES)
   one_of("train.on_nonfinite", ("stop", "skip"))
+  one_of("train.resume_mismatch", ("refuse", "allow"))
+  one_of("report.pgd_loss", ("ce", "margin"))
+  one_of("report.attack_loop", ("fori", "unrolled", "scan", ""))
   one_of("loss.ice.minmax", ("alternating", "gradient_reversal"))
   one_of("loss.ice.nuisance_labels", ("true", "shuffled"))
   one_of("loss.ice.likelihood", ("factorial_zn", "glow"))
-  one_of("model.split_prior", ("none", "conditional"))
   one_of("data.shift.construction", ("pixel", "code"))
-  for p in ("model.dropout", "loss.ice.nuisance_dropout"):
-    if not 0.0 <= _get(config, p) < 1.0:
-      raise ConfigError(f"config.{p}={_get(config, p)!r} must be in [0, 1).")
+  if not 0.0 <= config.loss.ice.nuisance_dropout < 1.0:
+    raise ConfigError(f"config.loss.ice.nuisance_dropout="
+                      f"{config.loss.ice.nuisance_dropout!r} must be in "
+                      "[0, 1).")
+  if (config.loss.name == "ice" and config.loss.ice.nuisance_labels ==
+      "shuffled" and config.loss.ice.minmax != "alternating"):
+    raise ConfigError("config.loss.ice.nuisance_labels='shuffled' needs "
+                      "config.loss.ice.minmax='alternating' (gradient "
+                      "reversal trains D and the network on one label set).")
   one_of("loss.differential.pairs", ("global", "per_device"))
   one_of("loss.differential.bias", ("max_accuracy", "midpoint"))
   if config.optimizer.schedule == "piecewise" and len(
@@ -370,7 +499,71 @@ def validate_config(config: ml_collections.ConfigDict,
   if config.model.name not in model_names():
     raise ConfigError(f"config.model.name={config.model.name!r} is not a known "
                       f"model; choose one of {model_names()}.")
+  validate_model_config(config.model)
   if config.loss.name == "ice" and config.model.name in ("cnn", "mlp"):
     raise ConfigError("config.loss.name='ice' needs an invertible model "
                       "(config.model.name='firevnet'); "
                       f"{config.model.name!r} has no nuisance z_n.")
+
+
+def validate_model_config(model: ml_collections.ConfigDict) -> None:
+  """Checks the fields of a complete ``config.model`` section (names among
+  the choices, sizes in range); raises one clear ConfigError. Shape checks
+  that need the input (divisibility by the downsampling) stay with the
+  builders."""
+  from advinv_jax.layers import CONV3X3_IMPLS, MATMUL_DTYPES  # late: light import
+
+  def one_of(field, choices):
+    v = model[field]
+    if v not in choices:
+      raise ConfigError(f"config.model.{field}={v!r}; choose one of "
+                        f"{list(choices)}.")
+
+  one_of("coupling", ("additive", "affine"))
+  one_of("affine_scale", ("sigmoid", "exp_tanh"))
+  one_of("permutation", ("reverse", "shuffle", "conv1x1"))
+  one_of("downsample", ("squeeze", "psi"))
+  one_of("reversible_loop", ("auto", "unrolled", "scan"))
+  one_of("matmul_dtype", MATMUL_DTYPES)
+  one_of("conv3x3_impl", ("",) + tuple(CONV3X3_IMPLS))
+  for field in ("levels", "width"):
+    if model[field] < 1:
+      raise ConfigError(f"config.model.{field}={model[field]} must be >= 1.")
+  for field in ("depth", "scan_batch_chunk", "scale_floor"):
+    if model[field] < 0:
+      raise ConfigError(f"config.model.{field}={model[field]} must be >= 0"
+                        + (" (0: whole batch)." if "chunk" in field else "."))
+  chunk = model.batch_chunk
+  if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < -1:
+    raise ConfigError(f"config.model.batch_chunk={chunk!r} must be an int >= "
+                      "0 (0: run the whole batch at once) or -1 (platform "
+                      "default).")
+  if model.actnorm_std_floor < 0:
+    raise ConfigError(f"config.model.actnorm_std_floor="
+                      f"{model.actnorm_std_floor} must be >= 0 (0: no floor, "
+                      "the authors' init).")
+  one_of("split_prior", ("none", "conditional"))
+  if not 0.0 <= model.dropout < 1.0:
+    raise ConfigError(f"config.model.dropout={model.dropout} must be in "
+                      "[0, 1).")
+  if not 0.0 < model.logit_bn_momentum <= 1.0:
+    raise ConfigError(f"config.model.logit_bn_momentum="
+                      f"{model.logit_bn_momentum} must be in (0, 1] "
+                      "(PyTorch's convention: the batch's weight).")
+  if model.actnorm_eps < 0:
+    raise ConfigError(f"config.model.actnorm_eps={model.actnorm_eps} must be "
+                      ">= 0.")
+  if model.dropout and model.name != "mlp" and (
+      model.reversible or model.reversible_loop == "scan"):
+    raise ConfigError(
+        f"config.model.dropout={model.dropout} trains with a plain unrolled "
+        "loop: set config.model.reversible=False and reversible_loop="
+        "'unrolled' (or 'auto'), or dropout=0.")
+  for field in ("features", "hidden", "blocks", "channels", "strides"):
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in model[field]):
+      raise ConfigError(f"config.model.{field}={tuple(model[field])} must be "
+                        "a tuple of ints.")
+  if any(h <= 0 for h in model.hidden) or any(f <= 0 for f in model.features):
+    raise ConfigError(f"config.model.features={tuple(model.features)} and "
+                      f"config.model.hidden={tuple(model.hidden)} must be "
+                      "positive widths.")

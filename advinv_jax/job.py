@@ -10,30 +10,57 @@ import jax
 import numpy as np
 
 from advinv_jax.report import robustness_report
-from advinv_jax.train import train_and_evaluate
+from advinv_jax.train import check_workdir, train_and_evaluate
+from advinv_jax.train._workdir import WorkdirLock, is_disk_full, staged_dir
 
 
 def run(config, workdir: str) -> dict:
-  """Trains, evaluates and (if enabled) writes the robustness report."""
-  result = train_and_evaluate(config, workdir)
-  summary = {"test_accuracy": result["eval"]["accuracy"],
-             "train_accuracy": result["train_eval"]["accuracy"],
-             "steps": result["steps"]}
-  if config.report.enabled:
-    ds = result["dataset"]
-    n = min(config.report.num_examples, len(ds.test))
-    test = ds.test.get(np.arange(n))
-    model, params = result["model"], result["state"].params
-    report = robustness_report(
-        model, params, test["image"], test["label"], config.report, workdir,
-        jax.random.PRNGKey(config.seed + 1),
-        nuisance_data=_nuisance_data(ds, config) if model.invertible else None,
-        bias=result["extras"].get("differential_bias"),
-        bounds=ds.bounds)
-    summary["report"] = os.path.join(workdir, "report.json")
+  """Trains, evaluates and (if enabled) writes the robustness report.
+
+  The workdir stays locked for the whole job. The report is written
+  atomically (:func:`staged_dir`: its files appear complete or not at all);
+  if it fails, the summary says so in ``report_error`` (one line) and the
+  training outputs stay as they are. A finished run whose report exists is
+  not reported again.
+  """
+  check_workdir(workdir)
+  with WorkdirLock(workdir):
+    result = train_and_evaluate(config, workdir)
+    summary = {"test_accuracy": result["eval"]["accuracy"],
+               "train_accuracy": result["train_eval"]["accuracy"],
+               "steps": result["steps"]}
+    report_path = os.path.join(workdir, "report.json")
+    if not config.report.enabled or (result["finished_before"]
+                                     and os.path.exists(report_path)):
+      return summary
+    try:
+      with staged_dir(workdir) as stage:
+        report = _report(config, result, stage)
+    except Exception as e:  # pylint: disable=broad-except
+      what = ("disk full" if is_disk_full(e) else
+              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+      summary["report_error"] = (
+          f"the robustness report failed ({what}); the training outputs in "
+          f"{workdir} are intact: rerun the report with python "
+          f"experiments/robustness_report.py --workdir={workdir}")
+      return summary
+    summary["report"] = report_path
     summary.update({k: v for k, v in report.items()
                     if isinstance(v, (int, float))})
   return summary
+
+
+def _report(config, result, out_dir):
+  ds = result["dataset"]
+  n = min(config.report.num_examples, len(ds.test))
+  test = ds.test.get(np.arange(n))
+  model, params = result["model"], result["state"].params
+  return robustness_report(
+      model, params, test["image"], test["label"], config.report, out_dir,
+      jax.random.PRNGKey(config.seed + 1),
+      nuisance_data=_nuisance_data(ds, config) if model.invertible else None,
+      bias=result["extras"].get("differential_bias"),
+      bounds=ds.bounds)
 
 
 def _nuisance_data(ds, config):

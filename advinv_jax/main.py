@@ -9,11 +9,11 @@ Several hosts: start one process per host with ``--coordinator=HOST:PORT
 from __future__ import annotations
 
 import json
-import os
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
+
+from advinv_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/*.py).", lock_config=True)
@@ -29,22 +29,48 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   config = _CONFIG.value
   if config is None or _WORKDIR.value is None:
-    sys.exit("usage: python -m advinv_jax.main --config=configs/<name>.py "
-             "--workdir=<dir>")
+    raise cli.UsageError("usage: python -m advinv_jax.main "
+                         "--config=configs/<name>.py --workdir=<dir>")
+  from advinv_jax.config import validate_config
+  validate_config(config)   # a ConfigError: one line (cli.run)
   if _COORD.value:
     import jax
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(_COORD.value, num_processes=_NPROC.value,
                                process_id=_PID.value)
-  from advinv_jax.config import ConfigError, validate_config
-  try:
-    validate_config(config)
-  except ConfigError as e:
-    sys.exit(f"config error: {e}")
   from advinv_jax.job import run
-  summary = run(config, _WORKDIR.value)
+  try:
+    summary = run(config, _WORKDIR.value)
+  except BaseException as e:  # pylint: disable=broad-except
+    line, code = one_line_error(e)
+    if line is None:
+      raise
+    print(line, file=sys.stderr, flush=True)
+    sys.exit(code)
   print(json.dumps(summary, indent=1, default=str))
+  if "report_error" in summary:
+    print(summary["report_error"], file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def one_line_error(e: BaseException):
+  """``(line, exit code)`` for the errors a run explains in one line (config,
+  workdir ownership, relaunch, checkpoints, interrupts, full disk); ``(None,
+  None)`` for the others, which keep their traceback."""
+  from advinv_jax.config import ConfigError
+  from advinv_jax.train._workdir import (RunError, RunInterrupted,
+                                         disk_full_error, is_disk_full)
+  if isinstance(e, RunInterrupted):
+    return str(e), e.exit_code
+  if is_disk_full(e) and not isinstance(e, RunError):
+    e = disk_full_error(_WORKDIR.value or ".", "running")
+  if isinstance(e, ConfigError):
+    return f"config error: {e}", 2
+  from advinv_jax.train import NonFiniteError
+  if isinstance(e, (RunError, NonFiniteError)):
+    return f"error: {e}", 1
+  return None, None
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

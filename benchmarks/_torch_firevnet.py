@@ -45,16 +45,12 @@ attacks only need input gradients, the training step trains them.
 from __future__ import annotations
 
 import math
-import os
-import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
-from advinv_jax.layers import (ActNorm, Chain, Coupling,  # noqa: E402
+from advinv_jax.layers import (ActNorm, Chain, Coupling,
                                FixedAffine, InvConv1x1, Psi, Reverse, Shuffle,
                                Squeeze, dct_matrix)
 
@@ -504,7 +500,6 @@ def _main():
   """Checks the port on the benchmark and the authors' configurations."""
   import jax
   import ml_collections
-  from advinv_jax.config import default_config
   from advinv_jax.models import build_model
 
   # (name, config, input shape, perturbation scale): a fresh coupling is the
@@ -518,10 +513,7 @@ def _main():
             permutation="reverse"), (32, 32, 1), 0.02),
   ]
   for name, kw, shape, scale in cases:
-    cfg = default_config().model   # its authors-code fields; the rest as before
-    cfg = ml_collections.ConfigDict(dict(name="firevnet", **kw, **{
-        k: cfg[k] for k in ("split_prior", "logit_bn", "logit_bn_momentum",
-                            "dropout", "actnorm_eps")}))
+    cfg = ml_collections.ConfigDict(dict(name="firevnet", **kw))
     model = build_model(cfg, shape, 10)
     x = jax.random.uniform(jax.random.PRNGKey(1), (8,) + shape)
     params = model.init(jax.random.PRNGKey(0), x)

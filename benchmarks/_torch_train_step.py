@@ -60,17 +60,12 @@ would change what is timed):
 from __future__ import annotations
 
 import math
-import os
-import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
-from _torch_firevnet import make_torch_firevnet, perturb_params  # noqa: E402
+from benchmarks._torch_firevnet import make_torch_firevnet, perturb_params
 
 __all__ = ["TorchIceStep", "check_ice_step", "make_torch_ice_step"]
 
@@ -412,9 +407,8 @@ def check_ice_step(cfg, model, params, x, y, loss_params=None,
 def _main():
   """Checks the step on a small config and the authors' (forward only)."""
   import jax  # pylint: disable=import-outside-toplevel
-  sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
-  from _mnist_firevnet import mnist_firevnet  # noqa: E402
-  from advinv_jax.models import build_model  # noqa: E402
+  from advinv_jax.models import build_model  # pylint: disable=g-import-not-at-top
+  from configs.mnist import mnist_firevnet  # pylint: disable=g-import-not-at-top
 
   cfg = mnist_firevnet(loss="ice")
   cfg.model.depth, cfg.model.width, cfg.model.batch_chunk = 2, 16, 0

@@ -2,8 +2,8 @@
 
 Not a test. Prints a table and writes ``benchmarks/results/attacks.json``::
 
-  python benchmarks/attacks.py                 # full run (several minutes)
-  python benchmarks/attacks.py --steps 10 --batch 64 --no-firevnet   # quick
+  python -m benchmarks.attacks                 # full run (several minutes)
+  python -m benchmarks.attacks --steps 10 --batch 64 --no-firevnet   # quick
 
 For every model and norm it times (median of ``--repeats`` runs after a
 compile/warm-up call):
@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 
 import jax
@@ -42,10 +41,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
-from advinv_jax import attacks  # noqa: E402
-from advinv_jax.models import build_model, model_names  # noqa: E402
+from advinv_jax import attacks
+from advinv_jax.models import build_model, model_names
 
 EPS = {"linf": 0.1, "l2": 1.0}
 
@@ -94,6 +91,20 @@ def bench_floor(model, params, x, y, repeats):
   return _median_time(lambda: _block(g(x)), repeats)
 
 
+def torch_dense_layers(params, n):
+  """``torch.nn.ModuleList`` of the flax ``Dense_0 .. Dense_{n-1}`` layers
+  (kernels transposed to torch's ``[out, in]``)."""
+  import torch
+  fcs = torch.nn.ModuleList()
+  for i in range(n):
+    k = np.asarray(params[f"Dense_{i}"]["kernel"])
+    fc = torch.nn.Linear(k.shape[0], k.shape[1])
+    fc.weight.data = torch.tensor(k.T.copy())
+    fc.bias.data = torch.tensor(np.asarray(params[f"Dense_{i}"]["bias"]))
+    fcs.append(fc)
+  return fcs
+
+
 def make_torch_cnn(params):
   """The 'cnn' model (features (32, 64, 64), hidden 128) in PyTorch, with
   the flax weights and flax's SAME padding (asymmetric for stride 2)."""
@@ -112,13 +123,7 @@ def make_torch_cnn(params):
         conv.weight.data = torch.tensor(k.transpose(3, 2, 0, 1).copy())
         conv.bias.data = torch.tensor(np.asarray(params[f"Conv_{i}"]["bias"]))
         self.convs.append(conv)
-      self.fcs = torch.nn.ModuleList()
-      for i in range(2):
-        k = np.asarray(params[f"Dense_{i}"]["kernel"])
-        fc = torch.nn.Linear(k.shape[0], k.shape[1])
-        fc.weight.data = torch.tensor(k.T.copy())
-        fc.bias.data = torch.tensor(np.asarray(params[f"Dense_{i}"]["bias"]))
-        self.fcs.append(fc)
+      self.fcs = torch_dense_layers(params, 2)
 
     def forward(self, x):                                   # NCHW
       for i, conv in enumerate(self.convs):
@@ -139,10 +144,7 @@ FIREVNET_ARCHS = {
 
 def make_torch_firevnet(model, params):
   """Our fiRevNet in PyTorch (``benchmarks/_torch_firevnet.py``)."""
-  here = os.path.dirname(os.path.abspath(__file__))
-  if here not in sys.path:
-    sys.path.insert(0, here)
-  from _torch_firevnet import make_torch_firevnet as make  # noqa: E402
+  from benchmarks._torch_firevnet import make_torch_firevnet as make  # pylint: disable=g-import-not-at-top
   return make(model, params)
 
 

@@ -11,10 +11,10 @@ Memory: XLA's temporary buffers of the compiled step
 arguments/outputs are not included). Time: median wall time of ``--repeats``
 steps after one warm-up call.
 
-Usage (defaults run in a few minutes on a 2-core CPU)::
+Usage (defaults run in a few minutes on 2 CPU cores)::
 
-  python benchmarks/reversible.py
-  python benchmarks/reversible.py --depths=8,16 --skip_authors   # quicker
+  python -m benchmarks.reversible
+  python -m benchmarks.reversible --depths=8,16 --skip_authors   # quicker
 
 ``--torch_train_step`` adds a ``torch-ice-train-step`` row next to the iCE
 train-step rows: the same step in PyTorch (benchmarks/_torch_train_step.py,
@@ -31,7 +31,6 @@ import itertools
 import json
 import os
 import statistics
-import sys
 import time
 
 import jax
@@ -39,8 +38,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from advinv_jax.models import build_model  # noqa: E402
+from advinv_jax.models import build_model
 
 MiB = 2.0 ** 20
 
@@ -145,8 +143,7 @@ def _time_interleaved(calls, repeats):
 
 def authors_train_config(loss, reversible, conv3x3_impl):
   """The library config of the authors' MNIST model with a 3x32x32 input."""
-  sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
-  from _mnist_firevnet import mnist_firevnet  # noqa: E402
+  from configs.mnist import mnist_firevnet  # pylint: disable=g-import-not-at-top
   c = mnist_firevnet(loss=loss)
   c.model.reversible = reversible
   c.model.conv3x3_impl = conv3x3_impl
@@ -184,8 +181,7 @@ def torch_ice_step(cfg, model, state, x, y):
   """The PyTorch iCE step (benchmarks/_torch_train_step.py) starting from
   our ``state``: same network parameters, prior, nuisance classifier and
   batch. Imports torch."""
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  from _torch_train_step import make_torch_ice_step  # noqa: E402
+  from benchmarks._torch_train_step import make_torch_ice_step  # pylint: disable=g-import-not-at-top
   return make_torch_ice_step(cfg, model, state.params, x=x, y=y,
                              loss_params=state.loss_params,
                              nc_params=state.aux["params"])

@@ -8,13 +8,13 @@ runs in its own process on the authors' MNIST configuration (3 levels x 16
 additive steps, width 128, 3x32x32 input, iCE objective with 5
 nuisance-classifier updates)::
 
-  python benchmarks/train_step_rss.py                       # ~6 min, B=128
-  python benchmarks/train_step_rss.py --variants jax-rev --batch 32
-  python benchmarks/train_step_rss.py --variants jax-rev,jax-rev-scan \
+  python -m benchmarks.train_step_rss                       # ~6 min, B=128
+  python -m benchmarks.train_step_rss --variants jax-rev --batch 32
+  python -m benchmarks.train_step_rss --variants jax-rev,jax-rev-scan \
       --out benchmarks/results/train_step_rss_scan.json
-  python benchmarks/train_step_rss.py --variants jax-rev-chunk32 \
+  python -m benchmarks.train_step_rss --variants jax-rev-chunk32 \
       --out benchmarks/results/train_step_rss_chunk32.json
-  python benchmarks/train_step_rss.py --variants jax-rev-scan16,jax-rev-scan16-bf16 \
+  python -m benchmarks.train_step_rss --variants jax-rev-scan16,jax-rev-scan16-bf16 \
       --out benchmarks/results/train_step_rss_s8.json    # -bf16: matmul_dtype
 
 Per variant: build and compile (JAX) or build (PyTorch); ``malloc_trim``
@@ -63,9 +63,8 @@ def _run_variant(variant, batch, steps):
   """Runs in the child process; returns the result dict."""
   import jax
   name = variant
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  from reversible import (authors_train_config, build_train_step,  # noqa: E402
-                          torch_ice_step)
+  from benchmarks.reversible import (  # pylint: disable=g-import-not-at-top
+      authors_train_config, build_train_step, torch_ice_step)
 
   cfg = authors_train_config("ice", variant != "jax-plain", "xla_gemm_grad")
   if variant.endswith("-bf16"):   # the subnets' 1x1 convs on bf16 operands
@@ -128,8 +127,9 @@ def main(argv=None):
   rows = []
   for v in variants:
     proc = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--child", v,
+        [sys.executable, "-m", "benchmarks.train_step_rss", "--child", v,
          "--batch", str(args.batch), "--steps", str(args.steps)],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         capture_output=True, text=True)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:

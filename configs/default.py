@@ -10,7 +10,7 @@ Command (``make demo`` runs it)::
 Any field can be overridden: ``--config.train.num_epochs=3``.
 All fields and their meaning: ``advinv_jax/config.py``.
 
-Expected cost: ~2-3 minutes on a 2-core CPU, everything included.
+Expected cost: ~2-3 minutes on 2 CPU cores, everything included.
 """
 from advinv_jax.config import default_config
 

@@ -10,14 +10,14 @@ backprop is on (activation memory independent of depth). This is
 configs/default.py's ``get_config()`` (``default_config()``) with data and
 model changed; the other sections keep their defaults.
 
-Command (needs the tfds ImageNet 2012 data prepared offline, see
-shared/reference/tfds-offline.md)::
+Command (needs the tfds ImageNet 2012 data prepared in config.data.data_dir:
+``tfds build imagenet2012`` where the data are, then copy the folder)::
 
   python -m advinv_jax.main --config=configs/firevnet48_imagenet.py \
       --workdir=workdirs/firevnet48_imagenet
 
 Cost: full-scale training is accelerator work (days on several GPUs); it is
-not expected to run on the 2-core CPU. The model builds and inverts on small
+not expected to run on 2 CPU cores. The model builds and inverts on small
 inputs in tests/test_models.py.
 """
 from advinv_jax.config import default_config

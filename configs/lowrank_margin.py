@@ -4,12 +4,11 @@ Run by ``experiments/lowrank_margin.py``.
 
 Command::
 
-  python experiments/lowrank_margin.py --config=configs/lowrank_margin.py \\
-      --workdir=workdirs/lowrank_margin
+  python -m experiments.lowrank_margin --workdir=workdirs/lowrank_margin
 
 Override any field, e.g. ``--config.d=50 --config.seeds='(0,)'``.
 
-Expected cost: about 1 minute on a 2-core CPU (six jit compilations, then
+Expected cost: about 1 minute on 2 CPU cores (six jit compilations, then
 14 (k, seed) cells x 2 step rules x 3 GD runs + one exact SVM each).
 Writes ``results.json`` and ``margin_vs_k.png`` into ``--workdir``.
 

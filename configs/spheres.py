@@ -2,7 +2,7 @@
 radii 1 and 10, a fiRevNet on the 10x10x1 layout.
 
   python -m advinv_jax.main --config=configs/spheres.py --workdir=workdirs/spheres
-Cost: ~1-2 min on a 2-core CPU.
+Cost: ~1-2 min on 2 CPU cores.
 """
 from advinv_jax.config import default_config
 

@@ -2,34 +2,39 @@
 
 Every experiment runs at one of three scales:
   * ``tiny``  — seconds, on the bundled digits (what the tests run);
-  * ``cpu``   — the reduced scale run on a 2-core CPU for the README table;
+  * ``cpu``   — the reduced scale run on 2 CPU cores for the README table;
   * ``paper`` — the papers' settings (GPU/TPU).
 and writes ``results.json`` + ``results.md`` (a table with the paper's numbers
 beside ours) into its workdir.
 """
 from __future__ import annotations
 
-import ast
-import importlib.util
+import importlib
 import json
 import os
-import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from absl import flags, logging
 
-logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+from advinv_jax import cli
+from advinv_jax.config import default_config, validate_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
+logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
 
 SCALES = ("tiny", "cpu", "paper")
 
-SET = flags.DEFINE_multi_string(
-    "set", [], "config override applied to every model the experiment "
-    "trains, as key=value (repeatable), e.g. --set=train.num_epochs=8")
+
+
+def define_config_flag():
+  """Defines ``--config.<field>=<value>`` for a script: the schema's defaults
+  type the values (a misspelt field is one line, before anything runs), and
+  :func:`overrides` hands them to :func:`prepare`, which applies them to
+  every model the experiment trains."""
+  return cli.define_config(
+      "config", default_config(),
+      "overrides applied to every model the experiment trains, e.g. "
+      "--config.train.num_epochs=8 (fields: advinv_jax/config.py)")
 
 
 def define_losses_flag():
@@ -41,64 +46,63 @@ def define_losses_flag():
       "--losses=ice (default: all of them)")
 
 
+def define_recipe_flag():
+  """Defines ``--recipe``: ``ours`` (the configs' defaults) or ``authors``
+  (their ``authors`` variant: the authors' code as they ran it,
+  configs/mnist.py ``authors_recipe``)."""
+  return flags.DEFINE_enum(
+      "recipe", "ours", ["ours", "authors"],
+      "ours: our MNIST recipe; authors: the authors' code as they ran it "
+      "(configs/mnist.py:authors)")
+
+
 def select_losses(configs: Dict[str, Any], losses: Sequence[str]):
   """The entries of ``configs`` named in ``losses`` (all when empty).
 
-  Raises SystemExit naming the choices when a name is not among them.
+  Raises ``cli.UsageError`` naming the choices when a name is not among them.
   """
   bad = [l for l in losses if l not in configs]
   if bad:
-    raise SystemExit(f"--losses={','.join(losses)}: {bad} not among this "
-                     f"experiment's models {sorted(configs)}.")
+    raise cli.UsageError(f"--losses={','.join(losses)}: {bad} not among this "
+                         f"experiment's models {sorted(configs)}.")
   return {k: v for k, v in configs.items() if not losses or k in losses}
 
 
-def apply_overrides(config, overrides: Sequence[str]):
-  """Applies ``key=value`` strings to ``config`` in place and returns it.
+def scale_main(run, scale, workdir, losses=None, *more):
+  """The absl ``main`` of a script whose ``run(scale, workdir, overrides[,
+  losses, *more])`` takes the values of its ``--scale``, ``--workdir`` (and
+  ``--losses``, and further) flag holders and the ``--config.*``
+  overrides."""
 
-  Values are Python literals (``8``, ``1e-3``, ``(64, 64)``, ``True``) or
-  else strings. Raises ValueError naming the key when it does not exist, and
-  the config's own TypeError when the type does not match.
-  """
-  for item in overrides:
-    key, sep, raw = item.partition("=")
-    if not sep or not key:
-      raise ValueError(f"--set={item!r}: expected key=value, e.g. "
-                       "--set=train.num_epochs=8.")
-    try:
-      value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-      value = raw
-    *path, leaf = key.strip().split(".")
-    node = config
-    for part in path:
-      if part not in node:
-        raise ValueError(f"--set={item!r}: the config has no field "
-                         f"{key!r} (no {part!r}).")
-      node = node[part]
-    if leaf not in node:
-      raise ValueError(f"--set={item!r}: the config has no field {key!r}.")
-    node[leaf] = value
-  return config
+  def main(argv):
+    del argv
+    extra = (losses.value,) if losses is not None else ()
+    run(scale.value, workdir.value, overrides(), *extra,
+        *(m.value for m in more))
+
+  return main
+
+
+def overrides() -> Dict[str, Any]:
+  """``{dotted field: value}`` of the ``--config.<field>=<value>`` flags."""
+  return cli.override_values("config")
+
+
+def prepare(configs: Mapping[str, Any], overrides: Mapping[str, Any]):
+  """Applies ``overrides`` to each config and validates it, all before any
+  training (a bad value is one line naming the field, not a failure after
+  the first model has trained). Returns ``configs``."""
+  for c in configs.values():
+    cli.apply_overrides(c, overrides)
+    validate_config(c)
+  return configs
 
 
 def load_config(name: str, variant: Optional[str] = None):
-  """``configs/<name>.py``'s ``get_config(variant)``."""
-  path = os.path.join(ROOT, "configs", f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"_cfg_{name}", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
+  """``configs/<name>.py``'s ``get_config(variant)`` (e.g. ``("mnist",
+  "ice,cpu")``)."""
+  mod = importlib.import_module(f"configs.{name}")
   return mod.get_config(variant) if variant else mod.get_config()
-
-
-def variant(scale: str, recipe: str = "ours"):
-  """The config variant of an MNIST experiment at ``scale`` ('cpu' |
-  'paper') for ``recipe`` ('ours' | 'authors')."""
-  if recipe not in ("ours", "authors"):
-    raise SystemExit(f"--recipe={recipe!r} is not 'ours' or 'authors'.")
-  if recipe == "authors":
-    return "authors_cpu" if scale == "cpu" else "authors"
-  return "cpu" if scale == "cpu" else None
 
 
 def tiny(config, *, model=True):
@@ -167,7 +171,8 @@ def write_results(workdir: str, name: str, header: Sequence[str],
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(data, f, indent=1, default=str)
   if data.get("overrides"):
-    name = f"{name}, --set {' '.join(data['overrides'])}"
+    name = f"{name}, " + " ".join(f"--config.{k}={v}"
+                                  for k, v in data["overrides"].items())
   lines = [f"### {name}", "", "| " + " | ".join(header) + " |",
            "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
@@ -180,6 +185,6 @@ def write_results(workdir: str, name: str, header: Sequence[str],
   return text
 
 
-def check_scale(scale: str):
-  if scale not in SCALES:
-    raise SystemExit(f"--scale={scale!r} is not one of {SCALES}.")
+def check_scale(scale: str, scales: Sequence[str] = SCALES):
+  if scale not in scales:
+    raise cli.UsageError(f"--scale={scale!r} is not one of {tuple(scales)}.")

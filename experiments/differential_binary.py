@@ -5,12 +5,12 @@ which PGD (linf and l2) finds an adversarial example within eps, swept over
 eps, plus the median minimal (DeepFool) perturbation. Writes results.json,
 results.md and attack_success.png (test-split success vs eps) into --workdir.
 
-  ADVINV_MNIST_DIR=../shared/data/mnist python experiments/differential_binary.py \
+  ADVINV_MNIST_DIR=/path/to/mnist python -m experiments.differential_binary \
       --scale=cpu --workdir=workdirs/differential_binary --seeds=0,1,2
 Scales: tiny (digits 3 vs 8, ~1 min); cpu (MNIST 3 vs 7, ~10 min per seed on
 2 cores);
 paper (CIFAR-10 airplane vs automobile: needs prepared tfds data, pass
---config.data.data_dir through configs/binary_*.py).
+--config.data.data_dir, configs/binary.py).
 
 Protocols (``--protocols``, any of them): ``end_to_end`` (the small CNN
 trained with each loss), ``frozen_features`` (a fresh last layer per loss on
@@ -32,13 +32,14 @@ import copy
 import os
 from typing import Sequence
 
-import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-import _common as C
+from advinv_jax import cli
+from experiments import _common as C
 
 _SCALE = flags.DEFINE_string("scale", "cpu", "tiny | cpu | paper")
+_CONFIG = C.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/differential_binary", "")
 _NUM = flags.DEFINE_integer("num_examples", 512,
                             "images per split for the attack sweep")
@@ -50,20 +51,17 @@ _PROTOCOLS = flags.DEFINE_list(
     "features) and/or linear (a linear classifier on the pixels, plain SGD)")
 
 
-def configs(scale, variant=None):
+def configs(scale, model="cnn"):
   """``{loss: config}`` for ``ce`` and ``differential`` at ``scale``;
-  ``variant`` is the configs' variant (None: the CNN, ``'linear'``)."""
+  ``model`` is configs/binary.py's model variant (``'cnn'``, ``'linear'``)."""
   out = {}
+  data = "cifar10" if scale == "paper" else "mnist"
   for loss in ("ce", "differential"):
+    c = C.load_config("binary", f"{loss},{data},{model}")
     if scale == "tiny":
       # The linear model keeps its (empty) hidden layers.
-      c = C.tiny(C.load_config(f"mnist_binary_{loss}", variant),
-                 model=variant != "linear")
+      c = C.tiny(c, model=model != "linear")
       c.data.classes = (3, 8)
-    elif scale == "cpu":
-      c = C.load_config(f"mnist_binary_{loss}", variant)
-    else:
-      c = C.load_config(f"binary_{loss}", variant)
     out[loss] = c
   return out
 
@@ -73,6 +71,7 @@ def split_report(trained, workdir, split, num):
 
   ``trained``: ``load_trained(workdir)``'s tuple (loaded once per model).
   """
+  import jax  # pylint: disable=g-import-not-at-top  (after the flags parse)
   from advinv_jax.report import robustness_report
   cfg, exp, state, extras = trained
   src = getattr(exp.dataset, split)
@@ -154,7 +153,7 @@ def _aggregate(per_seed, bias_rule):
 
 def run(scale: str, workdir: str, num_examples: int = 512,
         seeds: Sequence[int] = (0,),
-        protocols: Sequence[str] = ("end_to_end",), overrides=()):
+        protocols: Sequence[str] = ("end_to_end",), overrides=None):
   """Trains CE and differential models (one per seed) and attacks them.
 
   Protocols: ``end_to_end`` trains the whole CNN with each loss (entries
@@ -169,19 +168,21 @@ def run(scale: str, workdir: str, num_examples: int = 512,
   C.check_scale(scale)
   seeds = tuple(int(s) for s in seeds)
   if not seeds:
-    raise SystemExit("--seeds is empty: give at least one seed, e.g. 0.")
+    raise cli.UsageError("--seeds is empty: give at least one seed, e.g. 0.")
   bad = [p for p in protocols if p not in PROTOCOLS]
   if bad or not protocols:
-    raise SystemExit(f"--protocols={list(protocols)}: choose from "
+    raise cli.UsageError(f"--protocols={list(protocols)}: choose from "
                      f"{list(PROTOCOLS)}.")
+  overrides = dict(overrides or {})
   data = {"scale": scale, "seeds": list(seeds), "protocols": list(protocols),
-          "overrides": list(overrides)}
+          "overrides": dict(overrides)}
   rows, eps = [], {}
   cfgs = configs(scale)
   linear = configs(scale, "linear")
   for c in list(cfgs.values()) + list(linear.values()):
     c.report.enabled = False
-    C.apply_overrides(c, overrides)
+  C.prepare({**cfgs, **{f"linear_{k}": v for k, v in linear.items()}},
+            overrides)
 
   def wd(entry, seed):
     return os.path.join(workdir, entry if seed == 0 else f"{entry}_seed{seed}")
@@ -281,8 +282,8 @@ def plot_attack_success(data, path):
 def main(argv):
   del argv
   run(_SCALE.value, _WORKDIR.value, _NUM.value,
-      [int(v) for v in _SEEDS.value], _PROTOCOLS.value, C.SET.value)
+      [int(v) for v in _SEEDS.value], _PROTOCOLS.value, C.overrides())
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -4,15 +4,15 @@ jhjacobsen/fully-invertible-revnet) vs each single difference.
 Every row trains one fiRevNet with iCE and reports its logit test error and
 the test error of the post-hoc classifier on z_n (Table 2's two columns):
 
-* ``ours``    — configs/mnist_ice.py at the scale;
-* ``authors`` — configs/mnist_ice.py:authors at the same scale;
+* ``ours``    — configs/mnist.py:ice,<scale>;
+* ``authors`` — configs/mnist.py:ice,<scale>,authors;
 * ``+<diff>`` — ours with ONE of the authors' choices switched on (the
   field groups of :data:`DIFFERENCES`; issue 19's list).
 
-  ADVINV_MNIST_DIR=... python experiments/ice_ablation.py --scale=cpu \
-      --workdir=workdirs/ice_ablation [--variants=ours,authors,+labels]
+  ADVINV_MNIST_DIR=/path/to/mnist python -m experiments.ice_ablation \
+      --scale=cpu --workdir=workdirs/ice_ablation [--variants=ours,+labels]
 Scales: tiny (bundled digits, seconds per row), cpu (depth 4, width 32,
-mnist; --set=train.num_steps=... to shorten), paper (GPU). Cost at cpu:
+mnist; --config.train.num_steps=... to shorten), paper (GPU). Cost at cpu:
 one invariance_mnist iCE run per row (~15-30 min each on 2 cores).
 Writes results.json + results.md (one table).
 """
@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import flags
 
-import _common as C
+from advinv_jax import cli
+from experiments import _common as C
 
 _SCALE = flags.DEFINE_string("scale", "cpu", "tiny | cpu | paper")
+_CONFIG = C.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/ice_ablation", "")
 _VARIANTS = flags.DEFINE_list("variants", [], "rows to run (default: all)")
 
@@ -32,7 +34,7 @@ PAPER = (0.38, 27.70)   # iCE, Table 2: logit / z_n classifier test error %
 
 # Each single difference: the config fields (dotted paths) it switches to
 # the authors' values, read from the authors' variant so one place holds
-# them (configs/_mnist_firevnet.py authors_recipe).
+# them (configs/mnist.py authors_recipe).
 DIFFERENCES = {
     "+labels": ("loss.ice.nuisance_labels",),
     "+likelihood": ("loss.ice.likelihood", "model.split_prior"),
@@ -59,11 +61,10 @@ def _set(cfg, path, value):
 
 def _base(scale, recipe):
   if scale == "tiny":
-    cfg = C.tiny(C.load_config("mnist_ice", "authors" if recipe == "authors"
-                               else None))
+    cfg = C.tiny(C.load_config("mnist", f"ice,{recipe}"))
     cfg.train.init_batch_size = min(cfg.train.init_batch_size, 256)
     return cfg
-  return C.load_config("mnist_ice", C.variant(scale, recipe))
+  return C.load_config("mnist", f"ice,{scale},{recipe}")
 
 
 def configs(scale):
@@ -78,17 +79,17 @@ def configs(scale):
   return out
 
 
-def run(scale, workdir, overrides=(), variants=()):
+def run(scale, workdir, overrides=None, variants=()):
   C.check_scale(scale)
+  overrides = dict(overrides or {})
   allc = configs(scale)
   bad = [v for v in variants if v not in allc]
   if bad:
-    raise SystemExit(f"--variants: {bad} not among {sorted(allc)}.")
-  rows, data = [], {"scale": scale, "overrides": list(overrides)}
+    raise cli.UsageError(f"--variants: {bad} not among {sorted(allc)}.")
+  rows, data = [], {"scale": scale, "overrides": dict(overrides)}
+  allc = C.prepare({k: v for k, v in allc.items()
+                    if not variants or k in variants}, overrides)
   for name, cfg in allc.items():
-    if variants and name not in variants:
-      continue
-    C.apply_overrides(cfg, overrides)
     res = C.train_and_report(cfg, os.path.join(workdir, name.lstrip("+")))
     nc = res["report"]["invariance"]["nuisance_classifier"]
     err = res["results"]["test"]["error"]
@@ -107,17 +108,15 @@ def run(scale, workdir, overrides=(), variants=()):
       workdir, f"ice_ablation (scale={scale})",
       ["row", "authors' fields switched on", "logit test err %",
        "z_n clf test err %", "cost"], rows, data,
-      notes="ours = configs/mnist_ice.py; authors = its ':authors' variant; "
+      notes="ours = configs/mnist.py:ice; authors = its ':authors' variant; "
             "+x = ours with one of the authors' choices. z_n classifier: the "
             "post-hoc MLP of the robustness report. Goal (paper): z_n error "
             ">= 5x CE's, logit error within 1 point of CE's.")
   return data
 
 
-def main(argv):
-  del argv
-  run(_SCALE.value, _WORKDIR.value, C.SET.value, _VARIANTS.value)
+main = C.scale_main(run, _SCALE, _WORKDIR, _VARIANTS)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -5,7 +5,7 @@ For each model: test error on the logits z_s, and test error of a classifier
 trained post hoc on the nuisance z_n (a lower bound on I(y; z_n)); metamer
 grids (z_s of A, z_n of B, inverted) and nuisance interpolations (PNG).
 
-  ADVINV_MNIST_DIR=../shared/data/mnist python experiments/invariance_mnist.py \
+  ADVINV_MNIST_DIR=/path/to/mnist python -m experiments.invariance_mnist \
       --scale=cpu --workdir=workdirs/invariance_mnist
 Scales: tiny (digits, ~1 min), digits (the bundled digits, 60 epochs:
 ~8 min), cpu (depth 4, width 32, 2 epochs per model:
@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import flags
 
-import _common as C
+from advinv_jax import cli
+from experiments import _common as C
 
 _SCALE = flags.DEFINE_string("scale", "cpu", "tiny | digits | cpu | paper")
+_CONFIG = C.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/invariance_mnist", "")
 _LOSSES = C.define_losses_flag()
-_RECIPE = flags.DEFINE_enum(
-    "recipe", "ours", ["ours", "authors"],
-    "ours: the configs' defaults; authors: their ':authors' variants (the "
-    "authors' code as they ran it, configs/_mnist_firevnet.py)")
+_RECIPE = C.define_recipe_flag()
 
 PAPER = {"ce": (0.39, 0.34), "ice": (0.38, 27.70)}  # test error %: logits, z_n
 
@@ -34,24 +33,23 @@ def configs(scale, recipe="ours"):
   out = {}
   for loss in ("ce", "ice"):
     if scale == "tiny" and recipe == "authors":
-      out[loss] = C.tiny(C.load_config(f"mnist_{loss}", "authors"))
+      out[loss] = C.tiny(C.load_config("mnist", f"{loss},authors"))
     elif scale == "tiny":
-      out[loss] = C.tiny(C.load_config(f"digits_{loss}"))
+      out[loss] = C.tiny(C.load_config("digits", loss))
     elif scale == "digits":
-      out[loss] = C.load_config(f"digits_{loss}")
+      out[loss] = C.load_config("digits", loss)
     else:
-      out[loss] = C.load_config(f"mnist_{loss}",
-                                C.variant(scale, recipe))
+      out[loss] = C.load_config("mnist", f"{loss},{scale},{recipe}")
   return out
 
 
-def run(scale: str, workdir: str, overrides=(), losses=(), recipe="ours"):
-  if scale != "digits":
-    C.check_scale(scale)
-  rows, data = [], {"scale": scale, "overrides": list(overrides),
+def run(scale: str, workdir: str, overrides=None, losses=(), recipe="ours"):
+  C.check_scale(scale, C.SCALES + ("digits",))
+  overrides = dict(overrides or {})
+  rows, data = [], {"scale": scale, "overrides": dict(overrides),
                     "losses": list(losses), "recipe": recipe}
-  for loss, cfg in C.select_losses(configs(scale, recipe), losses).items():
-    C.apply_overrides(cfg, overrides)
+  cfgs = C.prepare(C.select_losses(configs(scale, recipe), losses), overrides)
+  for loss, cfg in cfgs.items():
     res = C.train_and_report(cfg, os.path.join(workdir, loss))
     inv = res["report"]["invariance"]
     nc = inv["nuisance_classifier"]
@@ -81,11 +79,8 @@ def run(scale: str, workdir: str, overrides=(), losses=(), recipe="ours"):
   return data
 
 
-def main(argv):
-  del argv
-  run(_SCALE.value, _WORKDIR.value, C.SET.value, _LOSSES.value,
-      _RECIPE.value)
+main = C.scale_main(run, _SCALE, _WORKDIR, _LOSSES, _RECIPE)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

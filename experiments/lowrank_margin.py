@@ -15,28 +15,25 @@ Reports the geometric margin of each and its ratio to the SVM margin, writes
 ``results.json`` and ``margin_vs_k.png`` into ``--workdir`` and prints one
 results line. Usage::
 
-  python experiments/lowrank_margin.py --config=configs/lowrank_margin.py \\
-      --workdir=workdirs/lowrank_margin
+  python -m experiments.lowrank_margin --workdir=workdirs/lowrank_margin
 """
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
+import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from advinv_jax import cli
+from advinv_jax.config import ConfigError
+from configs import lowrank_margin as lowrank_margin_config
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from advinv_jax import lowrank  # noqa: E402
-
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Path to configs/lowrank_margin.py.", lock_config=True)
+_CONFIG = cli.define_config(
+    "config", lowrank_margin_config.get_config(),
+    "configs/lowrank_margin.py; override fields with --config.<field>=<value>, "
+    "e.g. --config.d=50")
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/lowrank_margin",
                                "Output folder for results.json and the plot.")
 
@@ -48,11 +45,13 @@ def run(config, workdir: str) -> dict:
   ks = tuple(int(k) for k in config.ks)
   for rule in config.step_rules:
     if rule not in ("gd", "normalized"):
-      raise ValueError(f"config.step_rules entries must be 'gd' or "
+      raise ConfigError(f"config.step_rules entries must be 'gd' or "
                        f"'normalized', got {rule!r}.")
   if any(k < 1 or k >= config.d for k in ks) and config.offset != 0:
-    raise ValueError(f"config.ks={ks} must lie in [1, d-1]={config.d - 1} "
+    raise ConfigError(f"config.ks={ks} must lie in [1, d-1]={config.d - 1} "
                      "when config.offset != 0.")
+  import jax  # pylint: disable=g-import-not-at-top  (after the flags parse)
+  from advinv_jax import lowrank  # pylint: disable=g-import-not-at-top
   start = time.time()
   cells = []
   for k in ks:
@@ -156,11 +155,9 @@ def results_line(results) -> str:
 def main(argv):
   del argv
   config = _CONFIG.value
-  if config is None:
-    raise app.UsageError("pass --config=configs/lowrank_margin.py")
   results = run(config, _WORKDIR.value)
   print(results_line(results))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

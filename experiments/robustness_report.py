@@ -3,7 +3,7 @@ invariance): clean accuracy, PGD robust accuracy vs eps (linf, l2), attack
 success ratio, DeepFool minimal perturbations, and for invertible models the
 metamer grid, nuisance interpolations and the post-hoc z_n classifier.
 
-  python experiments/robustness_report.py --workdir=workdirs/demo \
+  python -m experiments.robustness_report --workdir=workdirs/demo \
       [--split=test --num_examples=512]
 Writes <workdir>/report_<split>/report.json and PNGs.
 Cost: ~1 min for 256 digits on a small fiRevNet; scales with the model.
@@ -13,11 +13,10 @@ from __future__ import annotations
 import json
 import os
 
-import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-import _common as C  # noqa: F401  (puts the repo on sys.path)
+from advinv_jax import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "workdir of a trained run")
 _SPLIT = flags.DEFINE_string("split", "test", "train | test")
@@ -25,10 +24,11 @@ _NUM = flags.DEFINE_integer("num_examples", 0, "0: config.report.num_examples")
 
 
 def run(workdir: str, split: str = "test", num_examples: int = 0):
+  import jax  # pylint: disable=g-import-not-at-top  (after the flags parse)
   from advinv_jax.report import robustness_report
   from advinv_jax.train import load_trained
   if split not in ("train", "test"):
-    raise SystemExit(f"--split={split!r} must be train or test.")
+    raise cli.UsageError(f"--split={split!r} must be train or test.")
   cfg, exp, state, extras = load_trained(workdir)
   src = getattr(exp.dataset, split)
   n = min(num_examples or cfg.report.num_examples, len(src))
@@ -55,9 +55,9 @@ def run(workdir: str, split: str = "test", num_examples: int = 0):
 def main(argv):
   del argv
   if not _WORKDIR.value:
-    raise SystemExit("--workdir=<a workdir of advinv_jax.main> is required.")
+    raise cli.UsageError("--workdir=<a workdir of advinv_jax.main> is required.")
   run(_WORKDIR.value, _SPLIT.value, _NUM.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

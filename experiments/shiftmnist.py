@@ -1,6 +1,8 @@
 """shiftMNIST (Jacobsen et al. 2019, final version): CE vs iCE trained on
-MNIST with a planted label code (a 4-bit binary pixel code of the label in
-the training images), tested where the code is random.
+MNIST with a planted label shortcut (configs/shiftmnist.py: by default ONE
+pixel whose position encodes the class; ``--shift=code``: a 4-bit binary
+code of the label), tested where the shortcut points to a random class.
+Below, "code" means the planted shortcut of either construction.
 
 A model that uses the shortcut is right on the training distribution and
 wrong on the test set; iCE, which must keep the label in z_s and out of z_n,
@@ -41,11 +43,11 @@ half->half z_s probe) and still let the code dominate the argmax (high
 ``follows code``). With CE nothing forces the digit out of z_n, so for CE
 the z_n probes stay high while the argmax may still use the code.
 
-  ADVINV_MNIST_DIR=../shared/data/mnist python experiments/shiftmnist.py \
+  ADVINV_MNIST_DIR=/path/to/mnist python -m experiments.shiftmnist \
       --scale=cpu --workdir=workdirs/shiftmnist
 Cost: tiny ~1 min; cpu ~40 min on 2 cores (two models, 2 epochs each) plus
 ~1-2 min of diagnostics per model; paper: GPU. The paper's construction and
-numbers are unverified (shared/reference/papers.md), so no paper column is
+numbers could not be verified, so no paper column is
 printed.
 """
 from __future__ import annotations
@@ -54,17 +56,18 @@ import os
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-import _common as C
+from advinv_jax import cli
+from experiments import _common as C
 
 _SCALE = flags.DEFINE_string("scale", "cpu", "tiny | cpu | paper")
+_CONFIG = C.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/shiftmnist", "")
 _LOSSES = C.define_losses_flag()
-_RECIPE = flags.DEFINE_enum(
-    "recipe", "ours", ["ours", "authors"],
-    "ours: the configs' defaults; authors: their ':authors' variants (the "
-    "authors' code as they ran it, configs/_mnist_firevnet.py)")
+_RECIPE = C.define_recipe_flag()
+_SHIFT = flags.DEFINE_enum("shift", "pixel", ["pixel", "code"],
+                           "the planted shortcut (configs/shiftmnist.py)")
 
 # Diagnostics per scale: training examples for the train->test probes (0 =
 # all) and the probes' optimisation (Adam minibatches of 128).
@@ -75,21 +78,20 @@ _PROBE = {
 }
 
 
-def configs(scale, recipe="ours"):
+def configs(scale, recipe="ours", shift="pixel"):
   out = {}
   for loss in ("ce", "ice"):
-    if scale == "tiny" and recipe == "authors":
-      c = C.tiny(C.load_config(f"shiftmnist_{loss}", "authors"))
-      c.data.shift.construction = "code"   # 8x8 digits: no room for 10 rows
-      out[loss] = c
-    elif scale == "tiny":
-      c = C.tiny(C.load_config(f"digits_{loss}"))
+    if scale == "tiny":
+      # 8x8 digits: no room for 10 pixel rows, so the 4-bit code
+      c = C.tiny(C.load_config("digits", loss) if recipe == "ours" else
+                 C.load_config("shiftmnist", f"{loss},authors,code"))
       c.data.shift.enabled = True
+      c.data.shift.construction = "code"
       c.data.shift.code_size = 4
       out[loss] = c
     else:
-      out[loss] = C.load_config(f"shiftmnist_{loss}",
-                                C.variant(scale, recipe))
+      out[loss] = C.load_config("shiftmnist",
+                                f"{loss},{scale},{recipe},{shift}")
   return out
 
 
@@ -193,13 +195,16 @@ def diagnose(workdir: str, scale: str, seed: int = 0):
   return out
 
 
-def run(scale: str, workdir: str, overrides=(), losses=(), recipe="ours"):
+def run(scale: str, workdir: str, overrides=None, losses=(), recipe="ours",
+        shift="pixel"):
   C.check_scale(scale)
-  rows, data = [], {"scale": scale, "overrides": list(overrides),
-                    "losses": list(losses), "recipe": recipe}
-  for loss, cfg in C.select_losses(configs(scale, recipe), losses).items():
-    C.apply_overrides(cfg, overrides)
+  overrides = dict(overrides or {})
+  rows, data = [], {"scale": scale, "overrides": dict(overrides),
+                    "losses": list(losses), "recipe": recipe, "shift": shift}
+  cfgs = C.select_losses(configs(scale, recipe, shift), losses)
+  for cfg in cfgs.values():
     cfg.report.enabled = False
+  for loss, cfg in C.prepare(cfgs, overrides).items():
     wd = os.path.join(workdir, loss)
     res = C.train_and_report(cfg, wd)
     tr, te = res["results"]["train"], res["results"]["test"]
@@ -228,7 +233,7 @@ def run(scale: str, workdir: str, overrides=(), losses=(), recipe="ours"):
            "of the shifted test set, accuracy on the shifted test set (other "
            "half). Cost: training + diagnostics.")
   C.write_results(
-      workdir, f"shiftmnist (scale={scale})",
+      workdir, f"shiftmnist (scale={scale}, recipe={recipe}, shift={shift})",
       ["loss", "train acc % (code = label)",
        "test acc % (random code) = follows digit", "follows code %",
        "probe z_s->digit % (train->test)", "probe z_n->digit % (train->test)",
@@ -238,11 +243,8 @@ def run(scale: str, workdir: str, overrides=(), losses=(), recipe="ours"):
   return data
 
 
-def main(argv):
-  del argv
-  run(_SCALE.value, _WORKDIR.value, C.SET.value, _LOSSES.value,
-      _RECIPE.value)
+main = C.scale_main(run, _SCALE, _WORKDIR, _LOSSES, _RECIPE, _SHIFT)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -9,20 +9,21 @@ points on two concentric spheres in R^100 (radii 1 and 10).
    z_s(inner point) + z_n(outer point): how many land off the inner sphere
    (closer to radius 10) while still classified "inner".
 
-  python experiments/spheres.py --scale=cpu --workdir=workdirs/spheres
+  python -m experiments.spheres --scale=cpu --workdir=workdirs/spheres
 Cost: tiny ~1 min, cpu ~3 min on 2 cores.
 """
 from __future__ import annotations
 
 import os
 
-import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-import _common as C
+from advinv_jax import cli
+from experiments import _common as C
 
 _SCALE = flags.DEFINE_string("scale", "cpu", "tiny | cpu | paper")
+_CONFIG = C.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/spheres", "")
 
 
@@ -46,7 +47,7 @@ def norm_classifier_counterexample(x, y, r_in=1.0, r_out=10.0):
           "attack_success": float(np.mean(on_outer & still_inner))}
 
 
-def run(scale: str, workdir: str, overrides=()):
+def run(scale: str, workdir: str, overrides=None):
   C.check_scale(scale)
   cfg = C.load_config("spheres")
   if scale == "tiny":
@@ -57,8 +58,9 @@ def run(scale: str, workdir: str, overrides=()):
     cfg.model.depth = 1
     cfg.model.width = 8
   cfg.report.enabled = False
-  C.apply_overrides(cfg, overrides)
+  C.prepare({"firevnet": cfg}, overrides or {})
   res = C.train_and_report(cfg, os.path.join(workdir, "firevnet"))
+  import jax  # pylint: disable=g-import-not-at-top  (after the flags parse)
   from advinv_jax import attacks
   from advinv_jax.train import load_trained
   _, exp, state, _ = load_trained(os.path.join(workdir, "firevnet"))
@@ -72,7 +74,8 @@ def run(scale: str, workdir: str, overrides=()):
   pred = np.argmax(np.asarray(exp.model.logits(state.params, met)), -1)
   radius = np.linalg.norm(met.reshape(m, -1), axis=1)
   off_inner = radius > 0.5 * (1.0 + 10.0)
-  data = {"scale": scale, "firevnet_test_error": res["results"]["test"][
+  data = {"scale": scale, "overrides": dict(overrides or {}),
+          "firevnet_test_error": res["results"]["test"][
       "error"], "norm_classifier": counter,
           "metamers": {"num": int(m), "median_radius": float(np.median(radius)),
                        "outer_but_classified_inner": float(
@@ -93,10 +96,8 @@ def run(scale: str, workdir: str, overrides=()):
   return data
 
 
-def main(argv):
-  del argv
-  run(_SCALE.value, _WORKDIR.value, C.SET.value)
+main = C.scale_main(run, _SCALE, _WORKDIR)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -1,5 +1,5 @@
-"""One process of the two-process jax.distributed test (run by test_faults)."""
-import os
+"""One process of the two-process jax.distributed test (run by test_faults as
+``python -m tests._distributed_worker`` from the repository root)."""
 import sys
 
 
@@ -10,7 +10,6 @@ def main():
   jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2,
                              process_id=pid)
   import numpy as np
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   from advinv_jax import train
   from tests._helpers import tiny_config
   assert jax.device_count() == 2 and jax.local_device_count() == 1

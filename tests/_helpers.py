@@ -1,6 +1,6 @@
 """Small shared pieces of the tests: tiny configs, parameter perturbation,
 random parameters, loading benchmark modules."""
-import importlib.util
+import importlib
 import os
 import re
 
@@ -62,14 +62,25 @@ def compiled_conv_labels(fn, *args):
   return re.findall(r"convolution\([^\n]*dim_labels=(\S+?)[,\s]", hlo)
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def subprocess_env(devices: int = 1) -> dict:
+  """``os.environ`` for a subprocess with ``devices`` forced CPU devices, the
+  suite's other XLA flags (tests/conftest.py) and the repo on PYTHONPATH."""
+  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
+                 os.environ.get("XLA_FLAGS", "")).split()
+  return dict(os.environ,
+              XLA_FLAGS=" ".join(
+                  [f"--xla_force_host_platform_device_count={devices}"]
+                  + flags),
+              PYTHONPATH=os.pathsep.join(
+                  [ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+
+
 def load_benchmark(name):
-  """The module ``benchmarks/<name>.py`` (benchmarks are not a package)."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(root, "benchmarks", f"{name}.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+  """The module ``benchmarks/<name>.py``."""
+  return importlib.import_module(f"benchmarks.{name}")
 
 
 def tiny_config(model="cnn", loss="ce", **train):

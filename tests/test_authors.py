@@ -1,9 +1,6 @@
 """The authors'-code options (issue 19): each against a value computed by
 hand or by brute force. Small models only; nothing is trained."""
 import math
-import os
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,9 +18,7 @@ from advinv_jax.models._firevnet import (bn_eval, bn_train, split_prior_logp,
 from advinv_jax.train import _objectives
 from advinv_jax.train._parallel import AXIS, data_parallel, make_mesh
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "experiments"))
-import _common as C  # noqa: E402
+from experiments import _common as C
 
 
 def _model_cfg(**kw):
@@ -47,7 +42,7 @@ def test_authors_variant_param_count_and_level_shapes():
   convs; their BatchNorm1d(10) and the nuisance MLP are separate modules),
   counted as sum(p.numel()). Shapes by hand: 3x32x32 -> squeeze 12x16x16
   -> split 6 -> squeeze 24x8x8 -> split 12 -> squeeze 48x4x4."""
-  cfg = C.load_config("mnist_ice", "authors")
+  cfg = C.load_config("mnist", "ice,authors")
   validate_config(cfg)
   m = build_model(cfg.model, (32, 32, 3), 10).base
   x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)

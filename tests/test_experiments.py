@@ -8,13 +8,15 @@ import sys
 import numpy as np
 import pytest
 
+from tests._helpers import subprocess_env
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(script, workdir, *args, table=True):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = subprocess_env(1)
   proc = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "experiments", script),
+      [sys.executable, "-m", f"experiments.{script}",
        f"--workdir={workdir}", *args],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-4000:]
@@ -25,7 +27,7 @@ def _run(script, workdir, *args, table=True):
 
 
 def test_invariance_mnist_tiny(tmp_path):
-  res = _run("invariance_mnist.py", tmp_path, "--scale=tiny")
+  res = _run("invariance_mnist", tmp_path, "--scale=tiny")
   for loss in ("ce", "ice"):
     r = res[loss]
     # Metamers keep the logit source's logits exactly (a bijection).
@@ -35,7 +37,7 @@ def test_invariance_mnist_tiny(tmp_path):
 
 
 def test_spheres_tiny(tmp_path):
-  res = _run("spheres.py", tmp_path, "--scale=tiny")
+  res = _run("spheres", tmp_path, "--scale=tiny")
   nc = res["norm_classifier"]
   # The classifier that ignores x_d is perfect on data and fully fooled by
   # moving x_d alone: the invariance counter-example.
@@ -45,7 +47,7 @@ def test_spheres_tiny(tmp_path):
 
 
 def test_differential_binary_tiny(tmp_path):
-  res = _run("differential_binary.py", tmp_path, "--scale=tiny",
+  res = _run("differential_binary", tmp_path, "--scale=tiny",
              "--num_examples=32",
              "--protocols=end_to_end,frozen_features,linear")
   assert res["differential"]["bias_rule"] == "max_accuracy"
@@ -61,7 +63,7 @@ def test_differential_binary_tiny(tmp_path):
 
 
 def test_shiftmnist_tiny(tmp_path):
-  res = _run("shiftmnist.py", tmp_path, "--scale=tiny")
+  res = _run("shiftmnist", tmp_path, "--scale=tiny")
   for loss in ("ce", "ice"):
     r = res[loss]
     d = r["diagnostics"]
@@ -99,7 +101,7 @@ def test_shiftmnist_tiny(tmp_path):
 
 def test_robustness_report_from_checkpoint(tmp_path):
   wd = tmp_path / "run"
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = subprocess_env(1)
   subprocess.run(
       [sys.executable, "-m", "advinv_jax.main", "--config=configs/default.py",
        f"--workdir={wd}", "--config.model.depth=1", "--config.model.width=8",
@@ -107,8 +109,7 @@ def test_robustness_report_from_checkpoint(tmp_path):
        "--config.train.progress_bar=False"],
       cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
   proc = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "experiments",
-                                    "robustness_report.py"),
+      [sys.executable, "-m", "experiments.robustness_report",
        f"--workdir={wd}", "--num_examples=16"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-4000:]
@@ -120,8 +121,7 @@ def test_robustness_report_from_checkpoint(tmp_path):
 
 
 def test_lowrank_margin_runs_small(tmp_path):
-  res = _run("lowrank_margin.py", tmp_path,
-             "--config=configs/lowrank_margin.py", "--config.seeds=(0,)",
+  res = _run("lowrank_margin", tmp_path, "--config.seeds=(0,)",
              "--config.ks=(1,10)", table=False)
   assert [c["k"] for c in res["cells"]] == [1, 10]
   for cell in res["cells"]:
@@ -133,45 +133,78 @@ def test_lowrank_margin_runs_small(tmp_path):
     assert ratios["gd/ce_large_ratio"] < 0.8
 
 
-def test_set_overrides_reach_the_config_and_reject_unknown_keys():
-  sys.path.insert(0, os.path.join(ROOT, "experiments"))
-  try:
-    import _common as C
-  finally:
-    sys.path.pop(0)
-  cfg = C.load_config("mnist_ice", "cpu")
-  C.apply_overrides(cfg, ["train.num_epochs=8", "loss.ice.nuisance_hidden=(64, 64)",
-                          "optimizer.name=adam", "optimizer.learning_rate=2e-4"])
+def test_overrides_reach_the_config_and_reject_unknown_fields():
+  from advinv_jax import cli
+  from configs import mnist
+  cfg = mnist.get_config("ice,cpu")
+  cli.apply_overrides(cfg, {"train.num_epochs": 8,
+                            "loss.ice.nuisance_hidden": (64, 64),
+                            "optimizer.name": "adam",
+                            "optimizer.learning_rate": 2e-4})
   assert cfg.train.num_epochs == 8
   assert tuple(cfg.loss.ice.nuisance_hidden) == (64, 64)
   assert cfg.optimizer.name == "adam" and cfg.optimizer.learning_rate == 2e-4
-  with pytest.raises(ValueError, match="train.num_epoch"):
-    C.apply_overrides(cfg, ["train.num_epoch=8"])
-  with pytest.raises(ValueError, match="key=value"):
-    C.apply_overrides(cfg, ["train.num_epochs"])
-  with pytest.raises(TypeError):
-    C.apply_overrides(cfg, ["train.num_epochs=many"])
+  with pytest.raises(cli.UsageError, match="did you mean --config.train.num_epochs"):
+    cli.apply_overrides(cfg, {"train.num_epoch": 8})
 
 
 def test_losses_flag_selects_models_and_rejects_unknown_names():
-  sys.path.insert(0, os.path.join(ROOT, "experiments"))
-  try:
-    import _common as C
-  finally:
-    sys.path.pop(0)
+  from advinv_jax import cli
+  from experiments import _common as C
   cfgs = {"ce": 1, "ice": 2}
   assert C.select_losses(cfgs, []) == cfgs
   assert C.select_losses(cfgs, ["ice"]) == {"ice": 2}
-  with pytest.raises(SystemExit, match="'differential'.*\\['ce', 'ice'\\]"):
+  with pytest.raises(cli.UsageError, match="'differential'.*\\['ce', 'ice'\\]"):
     C.select_losses(cfgs, ["differential"])
+
+
+# advinv_jax.main and every experiment script (each parses its flags before
+# importing jax, so a bad command line costs ~0.5 s of start-up).
+COMMANDS = {"main": ["advinv_jax.main", "--config=configs/default.py",
+                     "--workdir=unused"],
+            **{name: [f"experiments.{name}", "--workdir=unused"]
+               for name in ("differential_binary", "invariance_mnist",
+                            "lowrank_margin", "robustness_report",
+                            "shiftmnist", "spheres")}}
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_a_misspelt_override_is_one_line_naming_the_fix(name):
+  """``--config.train.batch_sise=3`` ends the program with at most two lines
+  that name the field (and, where the config has it, the right spelling)."""
+  proc = subprocess.run(
+      [sys.executable, "-m", *COMMANDS[name], "--config.train.batch_sise=3"],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  out = (proc.stdout + proc.stderr).strip().splitlines()
+  assert proc.returncode != 0
+  assert len(out) <= 2, "\n".join(out)
+  assert "config.train.batch_sise" in out[0]
+  if name not in ("lowrank_margin", "robustness_report"):  # no train fields
+    assert "did you mean --config.train.batch_size?" in out[0]
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--config=configs/nope.py"], "No such file"),
+    (["--config=configs/binary.py:mnist,mlp"], "unknown variant 'mlp'"),
+    (["--config=configs/default.py", "--config.train.batch_size=many"],
+     "--config.train.batch_size=many"),
+    (["--config=configs/default.py", "--config.train.batch_size=-1"],
+     "config.train.batch_size=-1 must be > 0"),
+])
+def test_main_config_errors_are_one_line(args, expected):
+  proc = subprocess.run(
+      [sys.executable, "-m", "advinv_jax.main", "--workdir=unused", *args],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  out = (proc.stdout + proc.stderr).strip().splitlines()
+  assert proc.returncode != 0 and len(out) == 1, out
+  assert expected in out[0], out
 
 
 def test_losses_flag_is_refused_where_not_honoured(tmp_path):
   """Only invariance_mnist and shiftmnist define --losses; another script
   must reject it instead of training every model regardless."""
   proc = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "experiments",
-                                    "differential_binary.py"),
+      [sys.executable, "-m", "experiments.differential_binary",
        "--losses=ce", f"--workdir={tmp_path}"],
       cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode != 0

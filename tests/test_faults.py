@@ -1,4 +1,7 @@
-"""Faults: SIGKILL and resume, corrupted checkpoints, several processes."""
+"""Faults: SIGKILL and resume, damaged checkpoints, several processes,
+workdir ownership, relaunch rules, signals, full disks, report failures."""
+import errno
+import hashlib
 import json
 import os
 import random
@@ -14,8 +17,9 @@ import jax
 import numpy as np
 import pytest
 
-from advinv_jax import train
-from tests._helpers import tiny_config
+from advinv_jax import job, train
+from advinv_jax.train import _workdir
+from tests._helpers import subprocess_env, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,10 +37,7 @@ def _params(res):
 
 
 def _env():
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
-  env["PYTHONPATH"] = ROOT
-  return env
+  return subprocess_env(1)
 
 
 def _main_cmd(workdir):
@@ -101,7 +102,7 @@ def test_corrupted_latest_checkpoint_falls_back_with_warning(tmp_path):
       path = os.path.join(root, f)
       with open(path, "r+b") as fh:
         fh.truncate(max(0, os.path.getsize(path) // 3))
-  with pytest.warns(UserWarning, match="step 6 .* could not be read"):
+  with pytest.warns(UserWarning, match="step 6 is damaged"):
     res = train.train_and_evaluate(cfg, str(tmp_path))
   ref = train.train_and_evaluate(cfg, str(tmp_path / "ref"))
   assert res["steps"] == 6
@@ -119,7 +120,7 @@ def test_two_processes_match_one_process(tmp_path):
   port = str(_free_port())
   out = tmp_path / "two.npz"
   procs = [subprocess.Popen(
-      [sys.executable, os.path.join(ROOT, "tests", "_distributed_worker.py"),
+      [sys.executable, "-m", "tests._distributed_worker",
        str(i), port, str(tmp_path / "work"), str(out)],
       cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
       for i in range(2)]
@@ -136,3 +137,284 @@ def test_two_processes_match_one_process(tmp_path):
   for k, v in flat.items():
     np.testing.assert_allclose(two[k], v, atol=1e-5, rtol=1e-5)
   assert abs(float(two["accuracy"]) - one["eval"]["accuracy"]) < 1e-6
+
+
+# ----------------------------------------------- integrity, ownership, history
+# One finished tiny run (6 steps, checkpoints 3 and 6), copied per test.
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("finished") / "run"
+  res = train.train_and_evaluate(_small(), str(workdir))
+  return workdir, _params(res)
+
+
+def _small(**train_fields):
+  return tiny_config("cnn", "ce", num_steps=6, checkpoint_every=3,
+                     **train_fields)
+
+
+def _copy(finished, tmp_path):
+  dst = tmp_path / "run"
+  shutil.copytree(finished[0], dst)
+  return dst
+
+
+def _snapshot(workdir):
+  """``{path: sha256}`` of every file under ``workdir``."""
+  out = {}
+  for root, _, files in os.walk(workdir):
+    for f in files:
+      p = os.path.join(root, f)
+      with open(p, "rb") as fh:
+        out[os.path.relpath(p, workdir)] = hashlib.sha256(fh.read()).hexdigest()
+  return out
+
+
+def _largest_file(step_dir):
+  files = [os.path.join(r, f) for r, _, fs in os.walk(step_dir) for f in fs
+           if f != "checksums.json"]
+  return max(files, key=os.path.getsize)
+
+
+def test_flipped_bytes_are_caught_and_the_previous_step_used(finished,
+                                                             tmp_path):
+  """8 overwritten bytes in the newest step's largest data file: read-only
+  loading skips it naming the file and moves nothing; a relaunch moves only
+  that step aside and retrains to the same parameters, bit for bit."""
+  workdir = _copy(finished, tmp_path)
+  victim = _largest_file(workdir / "checkpoints" / "6")
+  with open(victim, "r+b") as f:
+    f.seek(os.path.getsize(victim) // 2)
+    f.write(b"\xff" * 8)
+  before = _snapshot(workdir)
+  with pytest.warns(UserWarning, match=f"step 6 is damaged: {victim} does "
+                    "not match its checksum.*nothing moved"):
+    _, _, state, _ = train.load_trained(str(workdir), with_extras=False)
+  assert int(state.step) == 3 and _snapshot(workdir) == before
+  with pytest.warns(UserWarning, match="step 6 is damaged.*moved it"):
+    res = train.train_and_evaluate(_small(), str(workdir))
+  assert res["steps"] == 6 and not res["finished_before"]
+  assert [p.split("-")[0] for p in os.listdir(
+      workdir / "checkpoints_corrupt")] == ["6"]
+  chex.assert_trees_all_equal(_params(res), finished[1])
+
+
+def test_emptied_step_is_the_only_one_moved(finished, tmp_path):
+  workdir = _copy(finished, tmp_path)
+  step6 = workdir / "checkpoints" / "6"
+  for p in os.listdir(step6):
+    shutil.rmtree(step6 / p) if (step6 / p).is_dir() else os.remove(step6 / p)
+  with pytest.warns(UserWarning, match="step 6 is damaged"):
+    res = train.train_and_evaluate(_small(), str(workdir))
+  assert res["steps"] == 6
+  assert sorted(int(p) for p in os.listdir(workdir / "checkpoints")
+                if p.isdigit()) == [3, 6]
+  assert len(os.listdir(workdir / "checkpoints_corrupt")) == 1
+  steps = [json.loads(l)["step"] for l in open(workdir / "metrics.jsonl")]
+  assert steps == sorted(steps) and steps.count(6) == 3  # train, test, train_eval
+  chex.assert_trees_all_equal(_params(res), finished[1])
+
+
+def test_other_model_is_refused_and_nothing_moves(finished, tmp_path):
+  """A relaunch with another width is refused naming the field; allowing the
+  mismatch meets the checkpoint's shapes: a refusal, not a quarantine. The
+  read-only loader given an edited config.json refuses too."""
+  workdir = _copy(finished, tmp_path)
+  before = _snapshot(workdir)
+  cfg = _small()
+  cfg.model.features = (8, 16)
+  with pytest.raises(_workdir.ConfigMismatchError,
+                     match=r"config.model.features: \[8, 8\] -> \[8, 16\].*"
+                     "resume_mismatch=allow"):
+    train.train_and_evaluate(cfg, str(workdir))
+  cfg.train.resume_mismatch = "allow"
+  with pytest.raises(train.CheckpointMismatchError,
+                     match="step 6 .* does not match the model.*Nothing was "
+                     "moved"):
+    train.train_and_evaluate(cfg, str(workdir))
+  assert _snapshot(workdir) == before
+  with open(workdir / "config.json") as f:
+    raw = json.load(f)
+  raw["model"]["features"] = [8, 16]
+  with open(workdir / "config.json", "w") as f:
+    json.dump(raw, f)
+  before = _snapshot(workdir)
+  with pytest.raises(train.CheckpointMismatchError):
+    train.load_trained(str(workdir), with_extras=False)
+  assert _snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("field,value", [("train.batch_size", 64),
+                                         ("optimizer.learning_rate", 0.1),
+                                         ("seed", 1)])
+def test_relaunch_with_other_computation_is_refused(finished, tmp_path,
+                                                    field, value):
+  workdir = _copy(finished, tmp_path)
+  before = _snapshot(workdir)
+  cfg = _small()
+  *parents, leaf = field.split(".")
+  (cfg[parents[0]] if parents else cfg)[leaf] = value
+  with pytest.raises(_workdir.ConfigMismatchError, match=f"config.{field}: "):
+    train.train_and_evaluate(cfg, str(workdir))
+  assert _snapshot(workdir) == before
+
+
+def test_finished_run_is_kept_and_extension_is_recorded(finished, tmp_path):
+  """The same config again: nothing rewritten. More steps: allowed, trained,
+  recorded in config_history.jsonl; config.json keeps the past."""
+  workdir = _copy(finished, tmp_path)
+  before = _snapshot(workdir)
+  again = train.train_and_evaluate(_small(), str(workdir))
+  assert again["finished_before"] and _snapshot(workdir) == before
+  longer = _small()
+  longer.train.num_steps = 8
+  res = train.train_and_evaluate(longer, str(workdir))
+  assert res["steps"] == 8
+  with open(workdir / "config.json", "rb") as f:
+    assert hashlib.sha256(f.read()).hexdigest() == before["config.json"]
+  (entry,) = _workdir.read_history(str(workdir))
+  assert entry["event"] == "extend" and entry["resumed_at_step"] == 6
+  assert entry["changes"] == {"train.num_steps": [6, 8]}
+  cfg, _, state, _ = train.load_trained(str(workdir), with_extras=False)
+  assert cfg.train.num_steps == 8 and int(state.step) == 8
+
+
+def test_second_run_on_a_workdir_is_refused_naming_the_holder(tmp_path):
+  workdir = tmp_path / "run"
+  os.makedirs(workdir)
+  lock = workdir / ".lock"
+  me = {"pid": os.getpid(), "host": socket.gethostname(), "started": "t0"}
+  lock.write_text(json.dumps(me))  # a live holder (this test's process)
+  with pytest.raises(_workdir.WorkdirBusyError,
+                     match=f"in use by pid {os.getpid()} on host"):
+    train.train_and_evaluate(_small(), str(workdir))
+  lock.write_text(json.dumps({**me, "host": "elsewhere"}))
+  with pytest.raises(_workdir.WorkdirBusyError, match="host elsewhere"):
+    _workdir.WorkdirLock(str(workdir)).acquire()
+  gone = subprocess.Popen(["true"])
+  gone.wait()
+  lock.write_text(json.dumps({**me, "pid": gone.pid}))
+  with pytest.warns(UserWarning, match="stale lock"):
+    with _workdir.WorkdirLock(str(workdir)):
+      assert json.loads(lock.read_text())["pid"] == os.getpid()
+  assert not lock.exists()
+
+
+def test_corrupt_config_json_names_the_file(finished, tmp_path):
+  workdir = _copy(finished, tmp_path)
+  (workdir / "config.json").write_text('{"model": {"width": 3')
+  for call in (lambda: train.train_and_evaluate(_small(), str(workdir)),
+               lambda: train.load_trained(str(workdir))):
+    with pytest.raises(_workdir.RunError,
+                       match=f"{workdir}/config.json is not valid JSON.*"
+                       "new --workdir"):
+      call()
+
+
+def test_full_disk_is_one_line(tmp_path, monkeypatch):
+  import orbax.checkpoint as ocp
+
+  def full(*a, **k):
+    raise RuntimeError("handle is closed") from OSError(
+        errno.ENOSPC, "No space left on device")
+
+  ckpt = train.Checkpointer(str(tmp_path))
+  monkeypatch.setattr(ocp.CheckpointManager, "save", full)
+  with pytest.raises(_workdir.DiskFullError) as e:
+    ckpt.save(1, {"a": np.zeros(3, np.float32)})
+  from advinv_jax import main
+  line, code = main.one_line_error(e.value)
+  assert code == 1 and "\n" not in line and line.startswith(
+      "error: disk full: no space left on the device of")
+
+
+def test_failed_report_keeps_training_outputs(finished, tmp_path,
+                                              monkeypatch):
+  """The report dies half-way (a PNG written, then a full disk): no partial
+  file appears, the summary says so in one line, training outputs stay."""
+  workdir = _copy(finished, tmp_path)
+
+  def dies(model, params, x, y, cfg, out_dir, *a, **k):
+    with open(os.path.join(out_dir, "metamers.png"), "wb") as f:
+      f.write(b"partial")
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(job, "robustness_report", dies)
+  cfg = _small()
+  cfg.report.enabled = True
+  before = _snapshot(workdir)
+  summary = job.run(cfg, str(workdir))
+  assert "disk full" in summary["report_error"]
+  assert "robustness_report.py" in summary["report_error"]
+  after = _snapshot(workdir)
+  assert {k: v for k, v in after.items() if k != _workdir.HISTORY} == before
+  assert summary["steps"] == 6
+
+
+def test_second_signal_exits_at_once():
+  exits = []
+  stop = _workdir.StopOnSignal(grace_s=60)
+  stop._exit = exits.append
+  stop._handle(signal.SIGINT, None)
+  assert stop.signum == signal.SIGINT and not exits
+  stop._handle(signal.SIGINT, None)
+  assert exits == [128 + signal.SIGINT]
+  stop.__exit__()
+  late = _workdir.StopOnSignal(grace_s=0.01)
+  late._exit = exits.append
+  late._handle(signal.SIGTERM, None)
+  time.sleep(0.5)
+  assert exits[-1] == 128 + signal.SIGTERM  # no step boundary in time
+  late.__exit__()
+
+
+def test_sigterm_saves_at_the_next_step_and_exits_in_one_line(tmp_path):
+  workdir = tmp_path / "term"
+  ckpts = workdir / "checkpoints"
+  cmd = _main_cmd(workdir)
+  cmd[cmd.index("--config.train.num_steps=40")] = (
+      "--config.train.num_steps=100000")
+  cmd[cmd.index("--config.train.checkpoint_every=4")] = (
+      "--config.train.checkpoint_every=1000")
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  metrics = workdir / "metrics.jsonl"
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None and not (
+      metrics.exists() and metrics.stat().st_size):
+    time.sleep(0.05)
+  assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+  proc.send_signal(signal.SIGTERM)
+  err = proc.communicate(timeout=120)[1].decode().strip().splitlines()
+  assert proc.returncode == 128 + signal.SIGTERM, err[-20:]
+  step = int(err[-1].split("SIGTERM at step ")[1].split(":")[0])
+  assert f"checkpoint step {step} saved" in err[-1]
+  assert [int(p) for p in os.listdir(ckpts) if p.isdigit()] == [step]
+  assert not [p for p in os.listdir(ckpts) if "tmp" in p]
+  assert not (workdir / ".lock").exists()
+  logged = [json.loads(l)["step"] for l in open(metrics)]
+  assert logged == list(range(2, step + 1, 2))
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("model.depth", 0, "model.depth=0 must be > 0"),
+    ("loss.label_smoothing", 1.5, r"label_smoothing=1.5 must lie in \[0, 1\)"),
+    ("report.linf_eps", (), "linf_eps is empty"),
+    ("report.num_examples", 0, "num_examples=0 must be > 0"),
+    ("report.pgd_steps", 0, "pgd_steps=0 must be > 0"),
+    ("report.pgd_loss", "hinge", "pgd_loss='hinge' is not one of"),
+    ("model.features", (8, 0), "must hold sizes >= 1"),
+    ("train.resume_mismatch", "yes", "is not one of"),
+])
+def test_config_ranges_are_checked_before_data_loads(tmp_path, field, value,
+                                                     match):
+  from advinv_jax.config import ConfigError
+  cfg = _small()
+  cfg.report.enabled = True
+  section, key = field.split(".")
+  cfg[section][key] = value
+  with pytest.raises(ConfigError, match=match):
+    train.train_and_evaluate(cfg, str(tmp_path / "w"))
+  assert not (tmp_path / "w").exists()

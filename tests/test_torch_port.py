@@ -14,17 +14,7 @@ torch = pytest.importorskip("torch")
 
 from advinv_jax.layers import Chain, Layer  # noqa: E402
 from advinv_jax.models import build_model  # noqa: E402
-from advinv_jax.config import default_config  # noqa: E402
 from tests._helpers import load_benchmark, random_params  # noqa: E402
-
-# The schema fields the fiRevNet builder reads without a fallback (the
-# authors'-code options), at their defaults; the rest as the port's.
-_SCHEMA = {k: default_config().model[k] for k in (
-    "split_prior", "logit_bn", "logit_bn_momentum", "dropout", "actnorm_eps")}
-
-
-def _fcfg(**kw):
-  return ml_collections.ConfigDict(dict(name="firevnet", **_SCHEMA, **kw))
 
 PORT = load_benchmark("_torch_firevnet")
 
@@ -62,7 +52,8 @@ def _torch_logits(net, x, requires_grad=False):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_torch_logits_equal_ours(case):
   kw, shape = CASES[case]
-  cfg = _fcfg(levels=3, depth=2, width=8)
+  cfg = ml_collections.ConfigDict(dict(name="firevnet", levels=3, depth=2,
+                                       width=8))
   cfg.update(kw)
   model = build_model(cfg, shape, 10)
   rng = np.random.default_rng(0)
@@ -85,7 +76,8 @@ def test_torch_logits_equal_ours(case):
 
 def test_input_gradients_equal_ours():
   """Input gradients of the cross-entropy (what PGD follows) agree too."""
-  cfg = _fcfg(levels=3, depth=2, width=8, coupling="affine")
+  cfg = ml_collections.ConfigDict(dict(name="firevnet", levels=3, depth=2,
+                                       width=8, coupling="affine"))
   model = build_model(cfg, (32, 32, 1), 10)
   rng = np.random.default_rng(1)
   x = rng.uniform(size=(4, 32, 32, 1)).astype(np.float32)
@@ -110,7 +102,8 @@ def test_rejects_non_firevnet_and_bad_input():
   cnn = build_model(ml_collections.ConfigDict(dict(name="cnn")), (8, 8, 1), 10)
   with pytest.raises(ValueError, match="fiRevNet"):
     PORT.make_torch_firevnet(cnn, {})
-  cfg = _fcfg(levels=1, depth=1, width=4)
+  cfg = ml_collections.ConfigDict(dict(name="firevnet", levels=1, depth=1,
+                                       width=4))
   model = build_model(cfg, (8, 8, 1), 2)
   x = np.zeros((2, 8, 8, 1), np.float32)
   net = PORT.make_torch_firevnet(model, random_params(
@@ -125,7 +118,8 @@ def test_rejects_unported_layer():
     def apply(self, params, consts, x):
       return x, jnp.zeros((x.shape[0],))
 
-  cfg = _fcfg(levels=1, depth=1, width=4)
+  cfg = ml_collections.ConfigDict(dict(name="firevnet", levels=1, depth=1,
+                                       width=4))
   model = build_model(cfg, (8, 8, 1), 2)
   stage = dataclasses.replace(model.stages[0], steps=Chain((Unported(),)))
   model = dataclasses.replace(model, stages=(stage,))

@@ -3,8 +3,6 @@ step's arithmetic: the port's full forward (benchmarks/_torch_firevnet.py,
 ``forward_full``) gives our ``z`` and ``logdet`` within 1e-4 relative, and one
 PyTorch step gives our train step's losses and gradient norm. Skipped when
 torch is not installed (CI does not install it)."""
-import os
-import sys
 
 import jax
 import ml_collections
@@ -16,10 +14,7 @@ torch = pytest.importorskip("torch")
 from advinv_jax.models import build_model  # noqa: E402
 from tests._helpers import load_benchmark, random_params  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "configs"))
-
-from _mnist_firevnet import mnist_firevnet  # noqa: E402
+from configs.mnist import mnist_firevnet  # noqa: E402
 
 PORT = load_benchmark("_torch_firevnet")
 STEP = load_benchmark("_torch_train_step")

@@ -6,6 +6,11 @@ Public API::
   res = fgsm(logits_fn, x, y, eps=0.1, norm="l2")
   res = deepfool(logits_fn, x, y, norm="l2")      # minimal perturbation
   res = fmn(logits_fn, x, y, norm="l2", steps=100)  # minimal, Fast Min-Norm
+  res = apgd(logits_fn, x, y, eps=0.1, loss="dlr", targeted=True, rng=key)
+  res = square(logits_fn, x, y, eps=0.1, queries=5000, rng=key)  # no grads
+  aa = autoattack(logits_fn, x, y, eps=0.1, norm="linf", rng=key)
+  aa.robust_accuracy, aa.success, aa.attack_index, aa.attacks, aa.flags
+  autoattack_warnings(aa)                       # the flags as sentences
   res.x_adv, res.success, res.perturbation_norm, res.bad_grad_steps
   success = eps_sweep(functools.partial(pgd, steps=20), logits_fn, x, y,
                       [0.01, 0.02], rng=key)       # bool[K, N], one jit
@@ -16,13 +21,18 @@ Public API::
   train_acc, test_acc, p = train_nuisance_classifier(zn_tr, y_tr, zn_te,
                                                      y_te, rng=key)
 
-``logits_fn`` is any pure per-example ``f32[B,H,W,C] -> f32[B,K]``, e.g.
+``logits_fn`` is any pure per-example ``f32[B, ...] -> f32[B, K]`` (images
+``[B, H, W, C]``, vectors ``[B, D]``, any per-example shape), e.g.
 ``functools.partial(model.logits, params)``. Every attack is pure and
 jittable as a whole (``jax.jit(lambda p, x, y, k: pgd(partial(model.logits,
 p), x, y, eps=.1, rng=k))``); arguments are validated in Python first.
 """
+from advinv_jax.attacks._apgd import apgd
+from advinv_jax.attacks._autoattack import (AutoAttackResult, autoattack,
+                                            autoattack_warnings)
 from advinv_jax.attacks._common import (AttackResult, attack_objective,
-                                        default_loop, margin)
+                                        default_loop, dlr_loss, margin,
+                                        top_other_classes)
 from advinv_jax.attacks._fmn import fmn
 from advinv_jax.attacks._invariance import (metameric_sample,
                                             nuisance_classifier_logits,
@@ -30,6 +40,7 @@ from advinv_jax.attacks._invariance import (metameric_sample,
                                             train_nuisance_classifier)
 from advinv_jax.attacks._minimal import deepfool
 from advinv_jax.attacks._pgd import fgsm, pgd
+from advinv_jax.attacks._square import square
 from advinv_jax.attacks._sweep import (attack_success_ratio, check_adversarial,
                                        eps_sweep, gradient_warnings,
                                        monotonicity_warnings,
@@ -37,10 +48,13 @@ from advinv_jax.attacks._sweep import (attack_success_ratio, check_adversarial,
                                        shard_batch_attack)
 
 __all__ = [
-    "AttackResult", "attack_objective", "attack_success_ratio",
-    "check_adversarial", "deepfool", "default_loop", "eps_sweep", "fgsm", "fmn",
+    "AttackResult", "AutoAttackResult", "apgd", "attack_objective",
+    "attack_success_ratio", "autoattack", "autoattack_warnings",
+    "check_adversarial", "deepfool", "default_loop", "dlr_loss", "eps_sweep",
+    "fgsm", "fmn",
     "gradient_warnings", "margin", "metameric_sample", "monotonicity_warnings",
     "nuisance_classifier_logits", "nuisance_interpolation", "pgd",
-    "robust_accuracy_curve", "run_attack", "shard_batch_attack",
+    "robust_accuracy_curve", "run_attack", "shard_batch_attack", "square",
+    "top_other_classes",
     "train_nuisance_classifier",
 ]

@@ -1,8 +1,9 @@
 """Shared pieces of the attacks: results, validation, losses, norms, loops.
 
-Every attack takes a pure ``logits_fn(x: f32[B, H, W, C]) -> f32[B, K]``
-that treats examples independently (no batch statistics), a batch ``x`` in
-``bounds`` and integer labels ``y: int[B]``.
+Every attack takes a pure ``logits_fn(x: f32[B, ...]) -> f32[B, K]`` that
+treats examples independently (no batch statistics), a batch ``x`` in
+``bounds`` of any per-example shape (images ``[B, H, W, C]``, vectors
+``[B, D]``, ...) and integer labels ``y: int[B]``.
 """
 from __future__ import annotations
 
@@ -27,50 +28,65 @@ class AttackResult(NamedTuple):
   """What every attack returns (a pytree of arrays, so it leaves ``jit``).
 
   Attributes:
-    x_adv: ``f32[B, H, W, C]`` the adversarial (or best found) inputs.
+    x_adv: ``f32[B, ...]`` (the shape of ``x``) the adversarial (or best
+      found) inputs.
     success: ``bool[B]`` the attack's goal holds at ``x_adv`` (untargeted:
       ``argmax != y``; targeted: ``argmax == y``).
     perturbation_norm: ``f32[B]`` ``||x_adv - x||`` in the attack's norm.
       Minimal-perturbation attacks put ``inf`` where they failed.
     bad_grad_steps: ``int32[B]`` how many steps had an all-zero or non-finite
       input gradient for that example (a sign of gradient masking).
+    queries: ``int32[B]`` model queries (forwards) spent per example, for
+      the score-based :func:`square`; None for the gradient attacks.
+    flagged: ``bool[B]`` the example was not attacked because its input was
+      invalid (:func:`invalid_examples`: non-finite or outside the bounds,
+      non-finite clean logits, a non-finite or negative ``eps``); its
+      ``success`` is False and ``x_adv`` is ``x``. None from attacks that
+      do not check.
   """
   x_adv: Array
   success: Array
   perturbation_norm: Array
   bad_grad_steps: Array
+  queries: Optional[Array] = None
+  flagged: Optional[Array] = None
 
 
 def default_loop() -> str:
-  """The loop form that is fastest on the current default backend.
+  """The default loop form of every attack: ``'fori'`` (a rolled
+  ``lax.fori_loop``) on every backend.
 
-  Measured in ``benchmarks/attacks.py``. On XLA CPU the cause of slow
-  ``lax.fori_loop`` bodies was the convolution gradient: JAX's transpose rule
-  emits convolutions that XLA CPU rewrites into its fast form only in
-  straight-line code; inside a while loop they take a generic kernel (up to
-  ~10x slower). The library's own models write their gradient convolutions
-  in the fast form (``conv3x3_impl='xla_gemm_grad'``, the CPU default), and
-  with them ``'fori'`` runs as fast as ``'unrolled'`` and compiles 2-3x
-  faster (session 6: CNN PGD-40 3.8 / 3.4 s vs 3.7 / 3.8 s, authors'
-  fiRevNet PGD-10 5.8 / 4.8 s vs 5.5 / 5.9 s, linf / l2; first calls 13 s vs
-  29 s). A ``logits_fn`` built on plain ``lax.conv`` (flax ``nn.Conv``) can
-  still be several times slower rolled, so the CPU default stays
-  ``'unrolled'``: pass ``loop='fori'`` for the library's models (the report
-  does). On accelerators the rolled loop compiles much faster and runs as
-  fast, so ``'fori'`` is the default there.
+  A rolled loop compiles one copy of the step, so compile time does not grow
+  with ``steps``; ``'unrolled'`` compiles ``steps`` copies (a 64-wide MLP on
+  8x8 inputs, batch 8, shared cores: PGD-200 compiled in 14.5 s rolled, the
+  same as PGD-20 (14.4 s), while PGD-20 unrolled took 48.8 s; an unrolled
+  PGD-200 on a tiny fiRevNet did not finish compiling in 10 minutes, see
+  ``docs/attacks.md``). Run time is the same on the library's models: they
+  write their gradient convolutions in XLA CPU's fast form
+  (``conv3x3_impl='xla_gemm_grad'``, the CPU default), with which ``'fori'``
+  ran as fast as ``'unrolled'`` (CNN PGD-40 3.8 / 3.4 s vs 3.7 / 3.8 s,
+  authors' fiRevNet PGD-10 5.8 / 4.8 s vs 5.5 / 5.9 s, linf / l2). A
+  ``logits_fn`` built on plain ``lax.conv`` (flax ``nn.Conv``) can run
+  several times slower rolled on XLA CPU (JAX's transpose rule emits
+  convolutions that XLA CPU rewrites into its fast form only in straight-line
+  code); for such a model and a small ``steps``, ``loop='unrolled'`` is the
+  faster option.
   """
-  return "unrolled" if jax.default_backend() == "cpu" else "fori"
+  return "fori"
 
 
 def validate_inputs(logits_fn: Optional[LogitsFn], x, y, *, eps=None,
                     norm: Optional[str] = None, bounds=(0.0, 1.0),
                     loss: Optional[str] = None, loop: Optional[str] = None,
                     steps: Optional[int] = None,
-                    restarts: Optional[int] = None) -> int:
+                    restarts: Optional[int] = None, step_size=None,
+                    rel_step_size=None) -> int:
   """Checks an attack's arguments in Python, before any compilation.
 
-  Shapes are checked always; values (``eps``, label range) only when they are
-  concrete (not tracers inside an outer ``jit``/``vmap``).
+  Shapes and dtypes are checked always; values (``x`` finite and inside
+  ``bounds``, ``eps``, step sizes, label range) only when they are concrete
+  (not tracers inside an outer ``jit``/``vmap``); traced values are checked
+  in the program by :func:`invalid_examples`.
 
   Returns:
     The number of classes ``K`` (from ``jax.eval_shape`` of ``logits_fn``),
@@ -80,15 +96,18 @@ def validate_inputs(logits_fn: Optional[LogitsFn], x, y, *, eps=None,
     ValueError: naming the argument and the fix.
   """
   shape = tuple(getattr(x, "shape", ()))
-  if len(shape) != 4:
-    raise ValueError(f"x must be a batch of images f32[B, H, W, C] (rank 4), "
-                     f"got shape {shape}; add a batch axis with x[None] or a "
-                     "channel axis with x[..., None].")
+  if len(shape) < 2:
+    raise ValueError(f"x must be a batch f32[B, ...] of examples (rank >= 2: "
+                     f"images [B, H, W, C], vectors [B, D]), got shape "
+                     f"{shape}; add a batch axis with x[None] or a feature "
+                     "axis with x[:, None].")
   if shape[0] == 0:
     raise ValueError("x is an empty batch (B=0): pass at least one example.")
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    raise ValueError(f"x must be floating point, got dtype {x.dtype}; convert "
-                     "with x.astype(jnp.float32).")
+  if x.dtype not in (jnp.float32, jnp.float64):
+    raise ValueError(f"x must be float32 (or float64), got dtype {x.dtype}; "
+                     "attacks step and project in full precision: pass "
+                     "x.astype(jnp.float32) (logits_fn may still compute in "
+                     "lower precision inside).")
   yshape = tuple(getattr(y, "shape", ()))
   if yshape != (shape[0],):
     raise ValueError(f"labels y must have shape [B]=({shape[0]},) matching x, "
@@ -120,6 +139,21 @@ def validate_inputs(logits_fn: Optional[LogitsFn], x, y, *, eps=None,
     if len(tuple(bounds)) != 2 or not float(bounds[0]) < float(bounds[1]):
       raise ValueError(f"bounds={bounds} must be (low, high) with low < high, "
                        "or None for unbounded inputs.")
+  for name, v in (("step_size", step_size), ("rel_step_size", rel_step_size)):
+    if v is not None and _checks.is_concrete(v) and not (
+        np.all(np.isfinite(np.asarray(v))) and np.all(np.asarray(v) > 0)):
+      raise ValueError(f"{name}={v} must be finite and > 0 (or None for the "
+                       "default).")
+  if _checks.is_concrete(x):
+    xv = np.asarray(x)
+    if not np.all(np.isfinite(xv)):
+      raise ValueError(f"x has {int(np.sum(~np.isfinite(xv)))} non-finite "
+                       "entries (NaN/Inf); attack only finite inputs.")
+    if bounds is not None and (xv.min() < float(bounds[0]) - _BOUNDS_ATOL or
+                               xv.max() > float(bounds[1]) + _BOUNDS_ATOL):
+      raise ValueError(f"x lies in [{xv.min():.6g}, {xv.max():.6g}], outside "
+                       f"bounds={tuple(bounds)}; pass the data's bounds (or "
+                       "None for unbounded inputs), or clip x into them.")
   num_classes = -1
   if logits_fn is not None:
     out = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(shape, x.dtype))
@@ -134,6 +168,48 @@ def validate_inputs(logits_fn: Optional[LogitsFn], x, y, *, eps=None,
                          f"logits' width), got range [{yv.min()}, {yv.max()}];"
                          " check the label encoding / num_classes.")
   return num_classes
+
+
+_BOUNDS_ATOL = 1e-6
+
+
+def invalid_examples(x: Array, clean_logits: Array, bounds, eps=None
+                     ) -> Array:
+  """``bool[B]``: examples an attack must not attack (traced check).
+
+  An example is invalid when its input has a NaN/Inf or lies outside
+  ``bounds`` (by more than 1e-6), its clean logits are not all finite, or
+  its ``eps`` (scalar or ``[B]``) is non-finite or negative.
+  """
+  flat = x.reshape((x.shape[0], -1))
+  bad = ~jnp.isfinite(batch_norm(x, "l1"))
+  if bounds is not None:
+    bad |= (jnp.min(flat, -1) < bounds[0] - _BOUNDS_ATOL) | (
+        jnp.max(flat, -1) > bounds[1] + _BOUNDS_ATOL)
+  bad |= ~jnp.all(jnp.isfinite(clean_logits), axis=-1)
+  if eps is not None:
+    e = jnp.broadcast_to(jnp.asarray(eps), (x.shape[0],))
+    bad |= ~jnp.isfinite(e) | (e < 0)
+  return bad
+
+
+def safe_eps(eps, invalid: Array):
+  """``eps`` with the invalid examples' entries set to 0 (so that they
+  compute nothing non-finite); per-example ``[B]`` if any entry changes."""
+  eps = jnp.asarray(eps)
+  return jnp.where(invalid, jnp.zeros((), eps.dtype), eps)
+
+
+def flag_invalid(res: AttackResult, x: Array, invalid: Array,
+                 minimal: bool = False) -> AttackResult:
+  """``res`` with the invalid examples marked: ``flagged`` True, ``success``
+  False, ``x_adv = x``, norm 0 (``inf`` for minimal-perturbation attacks)."""
+  return res._replace(
+      x_adv=select(invalid, x, res.x_adv),
+      success=res.success & ~invalid,
+      perturbation_norm=jnp.where(invalid, jnp.inf if minimal else 0.0,
+                                  res.perturbation_norm),
+      flagged=invalid)
 
 
 def margin(logits: Array, y: Array) -> Array:
@@ -165,6 +241,43 @@ def attack_objective(logits: Array, y: Array, loss: str, targeted: bool,
     return -ce if targeted else ce
   m = margin(logits, y)
   return -m if targeted else m
+
+
+def dlr_loss(logits: Array, y: Array, target: Optional[Array] = None
+             ) -> Array:
+  """Difference-of-logits-ratio loss (Croce & Hein 2020), ``f32[B]``, to be
+  *maximised*.
+
+  With ``z`` sorted descending as ``z_pi1 >= z_pi2 >= ...``: untargeted
+  ``-(z_y - max_{j!=y} z_j) / (z_pi1 - z_pi3 + 1e-12)``; targeted at
+  ``target: int[B]``: ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 +
+  1e-12)``. The ratio is invariant to shifting and scaling the logits, so a
+  saturated softmax or a scaled model does not shrink it. With fewer than 3
+  (untargeted) or 4 (targeted) classes the denominator is undefined and the
+  unscaled numerator (the margin) is returned instead.
+  """
+  k = logits.shape[-1]
+  zy = jnp.take_along_axis(logits, y[:, None], axis=-1)[:, 0]
+  if target is None:
+    num = -margin(logits, y)            # z_y - max_{j != y} z_j, negated
+    if k < 3:
+      return num
+    top = jax.lax.top_k(logits, 3)[0]
+    return num / (top[:, 0] - top[:, 2] + 1e-12)
+  zt = jnp.take_along_axis(logits, target[:, None], axis=-1)[:, 0]
+  num = zt - zy
+  if k < 4:
+    return num
+  top = jax.lax.top_k(logits, 4)[0]
+  return num / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+
+
+def top_other_classes(logits: Array, y: Array, n: int) -> Array:
+  """``int32[B, n]``: the ``n`` classes other than ``y`` with the highest
+  logits, best first (the targets of multi-targeted attacks)."""
+  k = logits.shape[-1]
+  other = jnp.where(jax.nn.one_hot(y, k, dtype=bool), -jnp.inf, logits)
+  return jax.lax.top_k(other, n)[1].astype(jnp.int32)
 
 
 def is_success(logits: Array, y: Array, targeted: bool) -> Array:
@@ -283,6 +396,27 @@ def run_loop(body: Callable[[int, Any], Any], init: Any, n: int,
 def select(mask: Array, a: Array, b: Array) -> Array:
   """Per-example ``where(mask[b], a[b], b[b])`` for any trailing shape."""
   return jnp.where(_bcast(mask, a), a, b)
+
+
+def best_of_rows(x_adv: Array, success: Array, score: Array, bad: Array,
+                 reps: int, b: int) -> Tuple[Array, Array, Array]:
+  """Per example, the best of ``reps`` rows ordered ``[rep, example]``.
+
+  A successful row first, then the highest ``score``. Inputs have ``reps *
+  b`` rows; returns ``(x_adv [b, ...], success bool[b], bad int32[b])`` with
+  ``success`` any row's and ``bad`` summed over rows.
+  """
+  shape = x_adv.shape[1:]
+  x_adv = x_adv.reshape((reps, b) + shape)
+  success = success.reshape(reps, b)
+  score = score.reshape(reps, b)
+  any_succ = jnp.any(success, axis=0)
+  score = jnp.where(any_succ[None], jnp.where(success, score, -jnp.inf),
+                    score)
+  idx = jnp.argmax(score, axis=0)                                # [b]
+  x_adv = jnp.take_along_axis(
+      x_adv, idx.reshape((1, b) + (1,) * len(shape)), axis=0)[0]
+  return x_adv, any_succ, jnp.sum(bad.reshape(reps, b), axis=0)
 
 
 def as_bounds(bounds) -> Optional[Tuple[float, float]]:

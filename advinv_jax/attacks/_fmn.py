@@ -72,8 +72,8 @@ def fmn(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
   * With ``bounds=None`` there is no radius cap (``eps`` starts at inf).
 
   Args:
-    logits_fn: pure ``f32[B, H, W, C] -> f32[B, K]``, per-example, K >= 2.
-    x: ``f32[B, H, W, C]`` inputs inside ``bounds``.
+    logits_fn: pure ``f32[B, ...] -> f32[B, K]``, per-example, K >= 2.
+    x: ``f32[B, ...]`` inputs (any per-example shape) inside ``bounds``.
     y: ``int[B]`` true labels (untargeted) or target labels (targeted).
       Inputs that already satisfy the goal are returned unchanged with norm
       0.
@@ -87,7 +87,7 @@ def fmn(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
       code).
     gamma_init: initial relative radius change (paper: 0.05).
     gamma_final: final relative radius change (paper: 0.001).
-    starting_points: optional ``f32[B, H, W, C]`` (e.g. adversarial points
+    starting_points: optional ``f32[B, ...]`` (e.g. adversarial points
       from another attack, or points of another class). As in the reference
       code, a bisection of ``10`` forwards on the segment ``x -> start``
       first moves each start to the closest adversarial point on it (starts
@@ -101,7 +101,7 @@ def fmn(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
       :func:`default_loop` for the backend.
 
   Returns:
-    :class:`AttackResult`: ``x_adv f32[B,H,W,C]`` (the smallest adversarial
+    :class:`AttackResult`: ``x_adv f32[B, ...]`` (the smallest adversarial
     point found; the last iterate where none was), ``success bool[B]``,
     ``perturbation_norm f32[B]`` (``||x_adv - x||`` in ``norm``, ``inf``
     where ``success`` is False), ``bad_grad_steps int32[B]``.
@@ -143,6 +143,7 @@ def fmn(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
     return xx if bounds is None else jnp.clip(xx, bounds[0], bounds[1])
 
   clean_logits = logits_fn(x)
+  invalid = C.invalid_examples(x, clean_logits, bounds)
   clean_done = C.is_success(clean_logits, y, targeted)
 
   if starting_points is None:
@@ -214,5 +215,6 @@ def fmn(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
   x_adv = C.select(found, x_best, x_cur)
   x_adv = C.select(clean_done, x, x_adv)
   pnorm = jnp.where(success, C.batch_norm(x_adv - x, norm), jnp.inf)
-  return C.AttackResult(x_adv=x_adv, success=success, perturbation_norm=pnorm,
-                        bad_grad_steps=bad)
+  return C.flag_invalid(C.AttackResult(
+      x_adv=x_adv, success=success, perturbation_norm=pnorm,
+      bad_grad_steps=bad), x, invalid, minimal=True)

@@ -30,8 +30,8 @@ def deepfool(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
   distance to the decision boundary up to ``2**-refine_steps`` relative.
 
   Args:
-    logits_fn: pure ``f32[B, H, W, C] -> f32[B, K]``, per-example.
-    x: ``f32[B, H, W, C]`` inputs inside ``bounds``.
+    logits_fn: pure ``f32[B, ...] -> f32[B, K]``, per-example.
+    x: ``f32[B, ...]`` inputs (any per-example shape) inside ``bounds``.
     y: ``int[B]`` true labels. Already misclassified inputs are returned
       unchanged with norm 0.
     norm: ``'l2'`` or ``'linf'``.
@@ -65,6 +65,7 @@ def deepfool(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
   onehot_y = jax.nn.one_hot(y, num_classes, dtype=x.dtype)
 
   clean_logits = logits_fn(x)
+  invalid = C.invalid_examples(x, clean_logits, bounds)
   ranked = jnp.argsort(-jnp.where(onehot_y > 0, -jnp.inf, clean_logits),
                        axis=-1)
   cand = ranked[:, :m]                                          # [B, m]
@@ -125,5 +126,6 @@ def deepfool(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
   x_adv = C.select(clean_wrong, x, x_adv)
   success = success | clean_wrong
   pnorm = jnp.where(success, C.batch_norm(x_adv - x, norm), jnp.inf)
-  return C.AttackResult(x_adv=x_adv, success=success, perturbation_norm=pnorm,
-                        bad_grad_steps=bad)
+  return C.flag_invalid(C.AttackResult(
+      x_adv=x_adv, success=success, perturbation_norm=pnorm,
+      bad_grad_steps=bad), x, invalid, minimal=True)

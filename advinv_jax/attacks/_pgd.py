@@ -32,8 +32,9 @@ def pgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps, norm: str = "linf",
   one forward.
 
   Args:
-    logits_fn: pure ``f32[B, H, W, C] -> f32[B, K]``, per-example.
-    x: ``f32[B, H, W, C]`` clean inputs inside ``bounds``.
+    logits_fn: pure ``f32[B, ...] -> f32[B, K]``, per-example.
+    x: ``f32[B, ...]`` clean inputs inside ``bounds`` (any per-example
+      shape: images ``[B, H, W, C]``, vectors ``[B, D]``).
     y: ``int[B]`` true labels (untargeted) or target labels (targeted).
     eps: ball radius, a scalar or per-example ``f32[B]`` (>= 0).
     norm: ``'linf'`` or ``'l2'``.
@@ -54,20 +55,26 @@ def pgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps, norm: str = "linf",
       (then ``loss`` is unused). Exact on linear models.
     bounds: ``(low, high)`` box for inputs, or None for unbounded.
     loop: ``'fori'``, ``'unrolled'`` or ``'scan'``; None picks
-      :func:`default_loop` for the backend.
+      :func:`default_loop` (``'fori'``: compile time independent of
+      ``steps``).
     rng: PRNG key, required when ``random_start`` is True.
 
   Returns:
-    :class:`AttackResult` with ``x_adv f32[B,H,W,C]``, ``success bool[B]``,
+    :class:`AttackResult` with ``x_adv f32[B, ...]``, ``success bool[B]``,
     ``perturbation_norm f32[B]`` (in ``norm``), ``bad_grad_steps int32[B]``
     (summed over restarts and targets).
 
   Raises:
-    ValueError: bad shapes, labels, ``eps < 0``, unknown norm/loss/loop.
+    ValueError: bad shapes, labels, dtype (float32/float64 only), ``eps <
+      0``, step sizes <= 0, ``x`` non-finite or outside ``bounds``, unknown
+      norm/loss/loop (values checked when concrete; traced invalid examples
+      come back ``flagged``, never successful).
   """
   num_classes = C.validate_inputs(logits_fn, x, y, eps=eps, norm=norm,
                                   bounds=bounds, loss=loss, loop=loop,
-                                  steps=steps, restarts=restarts)
+                                  steps=steps, restarts=restarts,
+                                  step_size=step_size,
+                                  rel_step_size=rel_step_size)
   if random_start and rng is None:
     raise ValueError("rng is None but random_start=True: pass a key, e.g. "
                      "rng=jax.random.PRNGKey(0), or set random_start=False.")
@@ -77,17 +84,16 @@ def pgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps, norm: str = "linf",
   loop = loop or C.default_loop()
   bounds = C.as_bounds(bounds)
   b = x.shape[0]
-  eps = jnp.asarray(eps, x.dtype)
+  clean = logits_fn(x)
+  invalid = C.invalid_examples(x, clean, bounds, eps)
+  eps = C.safe_eps(jnp.asarray(eps, x.dtype), invalid)
   n_t = min(int(num_targets), num_classes - 1)
   reps = restarts * max(1, n_t)
 
   # Rows ordered [restart, target, example].
   target = None
   if n_t:
-    clean = logits_fn(x)
-    other = jnp.where(jax.nn.one_hot(y, num_classes, dtype=bool), -jnp.inf,
-                      clean)
-    cand = jnp.argsort(-other, axis=-1)[:, :n_t]              # [B, T]
+    cand = C.top_other_classes(clean, y, n_t)                 # [B, T]
     target = jnp.tile(cand.T.reshape(-1), restarts)           # [R*T*B]
   if reps > 1:
     x0 = jnp.tile(x, (reps,) + (1,) * (x.ndim - 1))
@@ -140,19 +146,11 @@ def pgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps, norm: str = "linf",
   x_adv, success, obj = update_best(best, x_cur, obj, logits)
 
   if reps > 1:
-    x_adv = x_adv.reshape((reps,) + x.shape)
-    success = success.reshape(reps, b)
-    obj = obj.reshape(reps, b)
-    any_succ = jnp.any(success, axis=0)
-    score = jnp.where(any_succ[None], jnp.where(success, obj, -jnp.inf), obj)
-    idx = jnp.argmax(score, axis=0)                            # [B]
-    x_adv = jnp.take_along_axis(
-        x_adv, idx.reshape((1, b) + (1,) * (x.ndim - 1)), axis=0)[0]
-    success = any_succ
-    bad = jnp.sum(bad.reshape(reps, b), axis=0)
-  return C.AttackResult(x_adv=x_adv, success=success,
-                        perturbation_norm=C.batch_norm(x_adv - x, norm),
-                        bad_grad_steps=bad)
+    x_adv, success, bad = C.best_of_rows(x_adv, success, obj, bad, reps, b)
+  return C.flag_invalid(C.AttackResult(
+      x_adv=x_adv, success=success,
+      perturbation_norm=C.batch_norm(x_adv - x, norm), bad_grad_steps=bad),
+                        x, invalid)
 
 
 def fgsm(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,

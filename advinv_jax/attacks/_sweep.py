@@ -40,15 +40,15 @@ def eps_sweep(attack: Callable, logits_fn: C.LogitsFn, x: Array, y: Array,
   Args:
     attack: ``attack(logits_fn, x, y, eps=..., [rng=...]) -> AttackResult``,
       e.g. ``functools.partial(pgd, norm='l2', steps=20)``.
-    logits_fn: pure ``f32[B, H, W, C] -> f32[B, K]``.
-    x: ``f32[N, H, W, C]`` inputs; y: ``int[N]`` labels.
+    logits_fn: pure ``f32[B, ...] -> f32[B, K]``.
+    x: ``f32[N, ...]`` inputs; y: ``int[N]`` labels.
     eps_values: K budgets (>= 0). The same ``rng`` is used for every budget
       (common random numbers, so success is comparable across budgets).
     rng: PRNG key passed to the attack (if it takes one).
     method: ``'vmap'`` (one batch of K*N examples; fastest) or ``'map'``
       (``lax.map`` over budgets; K times less memory).
     full: return the whole :class:`AttackResult` with a leading ``K`` axis
-      (``x_adv f32[K, N, H, W, C]``, ...) instead of only the success mask.
+      (``x_adv f32[K, N, ...]``, ...) instead of only the success mask.
 
   Returns:
     ``bool[K, N]``: success of the attack per budget and example (or the
@@ -57,7 +57,8 @@ def eps_sweep(attack: Callable, logits_fn: C.LogitsFn, x: Array, y: Array,
   e = _check_eps_values(eps_values)
   if method not in ("vmap", "map"):
     raise ValueError(f"method={method!r} must be 'vmap' or 'map'.")
-  C.validate_inputs(logits_fn, x, y)
+  C.validate_inputs(logits_fn, x, y, bounds=_setting(attack, "bounds",
+                                                    (0.0, 1.0)))
   takes_rng = _takes_rng(attack)
   if takes_rng and rng is None:
     rng = jax.random.PRNGKey(0)
@@ -215,10 +216,8 @@ def run_attack(attack: Callable, logits_fn: C.LogitsFn, x: Array, y: Array, *,
   Returns:
     ``(result, warnings)``: the :class:`AttackResult` and a list of strings.
   """
-  p = _params(attack)
-  default_norm = p["norm"].default if "norm" in p else "linf"
-  norm = settings.get("norm", default_norm)
-  bounds = settings.get("bounds", (0.0, 1.0))
+  norm = settings.get("norm", _setting(attack, "norm", "linf"))
+  bounds = settings.get("bounds", _setting(attack, "bounds", (0.0, 1.0)))
   takes_eps = "eps" in _params(attack)
   C.validate_inputs(logits_fn, x, y, eps=eps if takes_eps else None,
                     norm=norm, bounds=bounds, loss=settings.get("loss"),
@@ -237,6 +236,10 @@ def run_attack(attack: Callable, logits_fn: C.LogitsFn, x: Array, y: Array, *,
   result = run(x, y, jnp.asarray(eps if takes_eps else 0.0, x.dtype),
                kw_arrays)
   warns = gradient_warnings(result.bad_grad_steps, name=_name(attack))
+  if result.flagged is not None and bool(np.any(result.flagged)):
+    warns.append(f"{_name(attack)}: {int(np.sum(result.flagged))} inputs "
+                 "were not attacked (non-finite clean logits): they count "
+                 "as failures, see result.flagged.")
   if verify:
     check_adversarial(x, result.x_adv, eps if takes_eps else float("inf"),
                       norm, bounds)
@@ -244,6 +247,18 @@ def run_attack(attack: Callable, logits_fn: C.LogitsFn, x: Array, y: Array, *,
     for w in warns:
       _warnings.warn(w, RuntimeWarning, stacklevel=2)
   return result, warns
+
+
+def _setting(attack, name: str, default):
+  """The value ``attack`` uses for keyword ``name``: a ``functools.partial``
+  keyword, else the signature's default, else ``default``."""
+  kw = getattr(attack, "keywords", None) or {}
+  if name in kw:
+    return kw[name]
+  p = _params(attack)
+  if name in p and p[name].default is not inspect.Parameter.empty:
+    return p[name].default
+  return default
 
 
 def _params(attack):

@@ -22,27 +22,6 @@ _BUILTIN = ("digits", "mnist", "mnist_idx", "cifar10", "imagenet2012",
             "spheres")
 _TFDS_NAMES = {"cifar10": "cifar10", "imagenet2012": "imagenet2012"}
 
-# Defaults of fields that older configs may lack.
-_DEFAULTS = dict(
-    name="digits", data_dir="", pad_to=0, classes=(), num_train=0, num_test=0,
-    image_size=0, crop_fraction=0.875, test_split="", sphere_dim=100,
-    sphere_radii=(1.0, 10.0), sphere_num_train=20000, sphere_num_test=2000,
-    sphere_layout="square")
-_SHIFT_DEFAULTS = dict(enabled=False, code_size=4, position=(0, 0), value=1.0,
-                       test_mode="random")
-
-
-def _get(cfg, key, default):
-  if cfg is None:
-    return default
-  if isinstance(cfg, dict):
-    return cfg.get(key, default)
-  try:
-    return cfg.get(key, default)   # ConfigDict
-  except AttributeError:
-    return getattr(cfg, key, default)
-
-
 def _int(field: str, v, minimum: int = 0) -> int:
   if isinstance(v, bool) or not isinstance(v, (int,)) and not (
       hasattr(v, "__index__")):
@@ -61,9 +40,10 @@ def read_data_config(data_config) -> Dict[str, Any]:
   Raises:
     ValueError: naming the field and the fix.
   """
-  c = {k: _get(data_config, k, d) for k, d in _DEFAULTS.items()}
-  shift = _get(data_config, "shift", None)
-  c["shift"] = {k: _get(shift, k, d) for k, d in _SHIFT_DEFAULTS.items()}
+  from advinv_jax.config import config_section  # pylint: disable=g-import-not-at-top
+  # Missing fields take the schema's defaults (the only ones); an unknown
+  # field or a value of the wrong type is a ConfigError (a ValueError).
+  c = config_section("data", data_config).to_dict()
   name = c["name"]
   if not isinstance(name, str) or not (
       name in _BUILTIN or (name.startswith("tfds:") and len(name) > 5)):
@@ -194,8 +174,8 @@ def _base(c, seed: int) -> _Base:
     raise _tfds.DatasetNotPreparedError(
         f"config.data.name='mnist_idx' found no MNIST IDX files in {where!r} "
         f"(missing: {', '.join(missing)}); set config.data.data_dir (or "
-        f"${MNIST_ENV}) to the folder holding them, e.g. "
-        "/work/shared/data/mnist.")
+        f"${MNIST_ENV}) to the folder holding the four IDX files of the "
+        "MNIST distribution.")
   if name == "mnist":
     tfds_dir = _tfds.resolve_tfds_dir(c["data_dir"])
     vdir, reason = _tfds.find_prepared("mnist", tfds_dir)
@@ -221,8 +201,8 @@ def load_dataset(data_config, *, seed: int = 0) -> Dataset:
   """Loads the dataset named by ``data_config.name`` and applies derivations.
 
   Args:
-    data_config: the ``config.data`` ConfigDict (see configs/default.py;
-      missing fields take their defaults).
+    data_config: the ``config.data`` section (ConfigDict or mapping; missing
+      fields take their defaults from ``advinv_jax.config.default_config``).
     seed: numpy seed for the seeded derivations (num_train/num_test subsets,
       shiftMNIST test codes) and for sampling spheres. The digits split is
       fixed and does not depend on it.

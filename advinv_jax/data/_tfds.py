@@ -23,7 +23,7 @@ Route (what this module does, in order):
    (Pillow bicubic, antialiased) and centre-cropped to
    ``image_size x image_size``.
 
-How to provide a prepared dataset (this machine has no network):
+How to provide a prepared dataset on a machine without network access:
 
 * on a machine with network and TensorFlow::
 
@@ -31,13 +31,13 @@ How to provide a prepared dataset (this machine has no network):
     tfds.builder("cifar10", data_dir="DIR",
                  file_format="array_record").download_and_prepare()
 
-  then copy ``DIR/cifar10`` to this machine and set ``config.data.data_dir``
+  then copy ``DIR/cifar10`` to the offline machine and set ``config.data.data_dir``
   (or ``$TFDS_DATA_DIR``) to the copy's parent. ImageNet (``imagenet2012``)
   additionally needs the ILSVRC2012 tars in ``DIR/downloads/manual``.
   The ``file_format="array_record"`` matters: ``data_source`` cannot read
   the default tfrecord shards.
 * for MNIST no tfds is needed: ``config.data.name = "mnist_idx"`` with
-  ``data_dir`` holding the four IDX files (e.g. /work/shared/data/mnist).
+  ``data_dir`` holding the four IDX files of the MNIST distribution.
 """
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def not_prepared_message(tfds_name: str, data_dir: str, reason: str) -> str:
   if base == "mnist":
     msg += (" For MNIST no tfds is needed: set config.data.name='mnist_idx' "
             "and config.data.data_dir to a folder with the four IDX files "
-            "(train-images-idx3-ubyte[.gz], ...), e.g. /work/shared/data/mnist.")
+            "(train-images-idx3-ubyte[.gz], ...) of the MNIST distribution.")
   return msg
 
 

@@ -143,7 +143,7 @@ class Chain(Layer):
       values with the forward pass) or ``'scan'`` (forward and backward as
       ``lax.scan`` over steps with equal :meth:`Layer.template`; params are
       stacked on the fly unless ``stacked``). Both give flat memory in depth.
-      'scan' compiles faster into a smaller program; on the 2-core CPU it
+      'scan' compiles faster into a smaller program; on 2 CPU cores it
       runs as fast at batch 32 and ~1.25x slower at batch 128 (XLA overlaps
       neighbouring steps only when unrolled; benchmarks/README.md,
       "Reversible backprop"). Loop bodies need convolution gradients in the

@@ -80,7 +80,7 @@ def conv3x3(x, w, impl: str = "xla", stride: int = 1):
   stride-1 convolution instead of XLA's slow input-dilated one (odd ``H`` or
   ``W`` fall back to ``'xla'``).
 
-  Measured on the 2-core CPU: in isolation (batch 128, 16x16) the matmul
+  Measured on 2 CPU cores: in isolation (batch 128, 16x16) the matmul
   forms' forward+backward were 2-3x faster than ``'xla'`` for the subnet's
   thin-to-wide (6 -> 128) and wide-to-thin (128 -> 6) convs, but inside the
   whole fiRevNet training step ``'auto'`` was 15-35% *slower* than ``'xla'``;

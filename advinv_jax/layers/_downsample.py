@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
-
 from advinv_jax.layers._base import Layer, zeros_logdet
 
 
@@ -32,6 +30,27 @@ class _Downsample(Layer):
                        f"got shape {tuple(shape)}.")
     return (b, 2 * h, 2 * w, c // 4)
 
+  # The transpose of x viewed as [B, H/2, 2 (di), W/2, 2 (dj), C] whose last
+  # three axes, flattened, become the 4C output channels (their order is what
+  # tells the subclasses apart; each subclass sets it).
+  _PERM = None
+
+  def apply(self, params, consts, x):
+    del params, consts
+    b, h, w, c = x.shape
+    y = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(self._PERM)
+    return y.reshape(b, h // 2, w // 2, 4 * c), zeros_logdet(x)
+
+  def apply_inverse(self, params, consts, y):
+    del params, consts
+    b, h, w, c4 = y.shape
+    c = c4 // 4
+    size = {2: 2, 4: 2, 5: c}              # axis of the [.., di, .., dj, C] view
+    inverse = tuple(self._PERM.index(a) for a in range(6))
+    x = y.reshape(b, h, w, *(size[a] for a in self._PERM[3:]))
+    return (x.transpose(inverse).reshape(b, 2 * h, 2 * w, c),
+            zeros_logdet(y))
+
 
 @dataclasses.dataclass(frozen=True)
 class Squeeze(_Downsample):
@@ -43,18 +62,7 @@ class Squeeze(_Downsample):
   transpose to ``[B, H/2, W/2, C, 2, 2]``).
   """
 
-  def apply(self, params, consts, x):
-    del params, consts
-    b, h, w, c = x.shape
-    y = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4)
-    return y.reshape(b, h // 2, w // 2, 4 * c), zeros_logdet(x)
-
-  def apply_inverse(self, params, consts, y):
-    del params, consts
-    b, h, w, c4 = y.shape
-    c = c4 // 4
-    x = y.reshape(b, h, w, c, 2, 2).transpose(0, 1, 4, 2, 5, 3)
-    return x.reshape(b, 2 * h, 2 * w, c), zeros_logdet(y)
+  _PERM = (0, 1, 3, 5, 2, 4)   # -> [B, H/2, W/2, C, di, dj]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,15 +75,4 @@ class Psi(_Downsample):
   of i-RevNet's ``psi.forward`` (and of TensorFlow's ``space_to_depth``).
   """
 
-  def apply(self, params, consts, x):
-    del params, consts
-    b, h, w, c = x.shape
-    y = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
-    return y.reshape(b, h // 2, w // 2, 4 * c), zeros_logdet(x)
-
-  def apply_inverse(self, params, consts, y):
-    del params, consts
-    b, h, w, c4 = y.shape
-    c = c4 // 4
-    x = y.reshape(b, h, w, 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, 2 * h, 2 * w, c), zeros_logdet(y)
+  _PERM = (0, 1, 3, 2, 4, 5)   # -> [B, H/2, W/2, di, dj, C]

@@ -40,17 +40,6 @@ def register_model(name: str):
   return wrap
 
 
-def required(cfg, field):
-  """``cfg.<field>``, a field of the validated schema (no fallback default:
-  a config not built from ``advinv_jax.config.default_config()`` gets one
-  clear error)."""
-  if field not in cfg:
-    raise ValueError(f"config.model.{field} is missing: build the model "
-                     "config from advinv_jax.config.default_config().model "
-                     "(its schema), then change values.")
-  return cfg[field]
-
-
 def model_names():
   return sorted(_REGISTRY)
 
@@ -60,7 +49,11 @@ def build_model(model_config, input_shape: Tuple[int, int, int],
   """Builds the model named by ``model_config.name``.
 
   Args:
-    model_config: the ``config.model`` ConfigDict; ``name`` picks the builder.
+    model_config: the ``config.model`` section (ConfigDict or mapping, possibly
+      partial: missing fields take their defaults from
+      ``advinv_jax.config.default_config``, the only place they are set);
+      ``name`` picks the builder. Builders read the completed, validated
+      section only.
     input_shape: ``(H, W, C)`` of one image as the data pipeline yields it.
     num_classes: number of classes C (the logits' width).
 
@@ -71,7 +64,14 @@ def build_model(model_config, input_shape: Tuple[int, int, int],
     ValueError: unknown name, or shapes the model cannot take (raised here,
       before any tracing).
   """
-  name = model_config.get("name", None)
+  from advinv_jax.config import (ConfigError, config_section,  # pylint: disable=g-import-not-at-top
+                                 validate_model_config)
+  try:
+    model_config = config_section("model", model_config)
+    validate_model_config(model_config)
+  except ConfigError as e:
+    raise ValueError(str(e)) from None
+  name = model_config.name
   if name not in _REGISTRY:
     raise ValueError(
         f"config.model.name={name!r} is not a known model; choose one of "
@@ -83,11 +83,7 @@ def build_model(model_config, input_shape: Tuple[int, int, int],
     raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
   model = _REGISTRY[name](model_config, tuple(int(s) for s in input_shape),
                           int(num_classes))
-  chunk = model_config.get("batch_chunk", 0)
-  if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < -1:
-    raise ValueError(f"config.model.batch_chunk={chunk!r} must be an int >= 0 "
-                     "(0: run the whole batch at once) or -1 (platform "
-                     "default).")
+  chunk = model_config.batch_chunk
   if chunk == -1:
     chunk = default_batch_chunk()
   return batch_chunked(model, chunk) if chunk else model
@@ -96,7 +92,7 @@ def build_model(model_config, input_shape: Tuple[int, int, int],
 def default_batch_chunk() -> int:
   """``config.model.batch_chunk = -1`` means this: 32 on CPU, else 0 (off).
 
-  Measured on a 2-core CPU (benchmarks/README.md): fiRevNet train steps at
+  Measured on 2 CPU cores (benchmarks/README.md): fiRevNet train steps at
   batch 128 ran 12-17% faster in chunks of 32 (16: a little faster still,
   at twice the compile time), for ~2x the compiled program's resident
   memory (~1.0 vs ~0.5 GiB). On accelerators one large batch is the
@@ -209,7 +205,7 @@ class BatchChunkedModel(InvertibleModel):
   Built by :func:`build_model` when ``config.model.batch_chunk > 0``. Every
   map (``logits``, ``forward``, ``inverse``) gives the base model's result,
   computed by :func:`map_batch_chunks`; ``init`` (data-dependent ActNorm)
-  sees the whole batch. Why: on a 2-core CPU, XLA runs one large batch's
+  sees the whole batch. Why: on 2 CPU cores, XLA runs one large batch's
   convolutions with poor core scaling; the authors' fiRevNet iCE train step
   at batch 128 ran 12% / 17% faster in chunks of 32 / 16 (timed interleaved,
   benchmarks/README.md). The cost: compile time and the compiled program's

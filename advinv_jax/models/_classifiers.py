@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from advinv_jax.layers import conv3x3, resolve_conv3x3_impl
-from advinv_jax.models._base import Model, register_model, required
+from advinv_jax.models._base import Model, register_model
 
 
 class _Conv3x3(nn.Module):
@@ -44,7 +44,7 @@ class _CNN(nn.Module):
   def __call__(self, x):
     for i, f in enumerate(self.features):
       # Strided convolutions instead of max-pooling: max-pool backward is slow
-      # on XLA CPU (see shared/reference/cpu-performance.md).
+      # on XLA CPU.
       x = _Conv3x3(f, 1 if i == 0 else 2, self.conv3x3_impl,
                    name=f"Conv_{i}")(x)
       x = nn.relu(x)
@@ -103,13 +103,11 @@ def build_cnn(cfg, input_shape: Tuple[int, int, int], num_classes: int):
   the others stride 2), ``hidden`` (dense widths), ``conv3x3_impl`` (how the
   convs run, see :func:`advinv_jax.layers.conv3x3`; same function and
   parameters for every value)."""
-  features = tuple(cfg.get("features", (32, 64, 64)))
-  hidden = cfg.get("hidden", (128,))
-  hidden = (int(hidden),) if isinstance(hidden, int) else tuple(hidden)
-  if not features or min(features) <= 0 or any(h <= 0 for h in hidden):
-    raise ValueError(f"config.model.features={features} and "
-                     f"config.model.hidden={hidden} must be positive.")
-  impl = resolve_conv3x3_impl(cfg.get("conv3x3_impl", ""))
+  features, hidden = tuple(cfg.features), tuple(cfg.hidden)
+  if not features:
+    raise ValueError("config.model.features=() must name at least one conv "
+                     "width for the cnn.")
+  impl = resolve_conv3x3_impl(cfg.conv3x3_impl)
   return FlaxClassifier(input_shape, num_classes,
                         module=_CNN(features, hidden, num_classes, impl))
 
@@ -118,14 +116,9 @@ def build_cnn(cfg, input_shape: Tuple[int, int, int], num_classes: int):
 def build_mlp(cfg, input_shape: Tuple[int, int, int], num_classes: int):
   """:class:`MLP` on the flattened input. Fields: ``hidden`` (tuple of
   widths), ``dropout`` (rate after each hidden ReLU, train mode only)."""
-  hidden = tuple(cfg.get("hidden", (512, 512)))
-  if any(h <= 0 for h in hidden):
-    raise ValueError(f"config.model.hidden={hidden} must be positive widths.")
-  rate = float(required(cfg, "dropout"))
-  if not 0.0 <= rate < 1.0:
-    raise ValueError(f"config.model.dropout={rate} must be in [0, 1).")
   return FlaxClassifier(input_shape, num_classes,
-                        module=MLP(hidden, num_classes, rate))
+                        module=MLP(tuple(cfg.hidden), num_classes,
+                                   float(cfg.dropout)))
 
 
 def mlp_classifier(input_dim: int, hidden: Sequence[int], num_classes: int,

@@ -55,11 +55,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from advinv_jax.layers import (DCT2D, MATMUL_DTYPES, ActNorm, Chain, Coupling,
+from advinv_jax.layers import (DCT2D, ActNorm, Chain, Coupling,
                                FixedAffine, InvConv1x1, Layer, Psi, Reverse,
                                Shuffle, Squeeze, conv3x3, count_params,
                                resolve_conv3x3_impl)
-from advinv_jax.models._base import InvertibleModel, register_model, required
+from advinv_jax.models._base import InvertibleModel, register_model
 
 # What reversible_loop='auto' means (the faster form measured in
 # benchmarks/reversible.py; see benchmarks/README.md).
@@ -383,67 +383,21 @@ def bn_train(p, x, momentum=0.9, eps=1e-5, axis_name=None):
 
 
 # -------------------------------------------------------------------- builders
-def _choice(cfg, field, default, choices):
-  v = cfg.get(field, default)
-  if v not in choices:
-    raise ValueError(f"config.model.{field}={v!r}; choose one of "
-                     f"{sorted(choices)}.")
-  return v
-
-
-def _authors_options(cfg):
-  """The authors'-code options (see the module docstring), read from the
-  validated fields config.model.{split_prior, logit_bn, logit_bn_momentum,
-  dropout, actnorm_eps}."""
-  o = dict(split_prior=required(cfg, "split_prior"),
-           logit_bn=bool(required(cfg, "logit_bn")),
-           bn_momentum=float(required(cfg, "logit_bn_momentum")),
-           dropout=float(required(cfg, "dropout")),
-           actnorm_eps=float(required(cfg, "actnorm_eps")))
-  if o["split_prior"] not in ("none", "conditional"):
-    raise ValueError(f"config.model.split_prior={o['split_prior']!r}; choose "
-                     "'none' or 'conditional'.")
-  if not 0.0 <= o["dropout"] < 1.0:
-    raise ValueError(f"config.model.dropout={o['dropout']} must be in [0, 1).")
-  if not 0.0 < o["bn_momentum"] <= 1.0:
-    raise ValueError(f"config.model.logit_bn_momentum={o['bn_momentum']} must "
-                     "be in (0, 1] (PyTorch's convention: the batch's weight).")
-  if o["actnorm_eps"] < 0:
-    raise ValueError(f"config.model.actnorm_eps={o['actnorm_eps']} must be "
-                     ">= 0.")
-  return o
-
-
-def _common(cfg, coupling_default="affine", perm_default="shuffle"):
-  """Step settings shared by both layouts (``cfg.get`` defaults)."""
+def _common(cfg):
+  """Step settings shared by both layouts (from the validated section)."""
   s = dict(
-      coupling=_choice(cfg, "coupling", coupling_default,
-                       ("additive", "affine")),
-      permutation=_choice(cfg, "permutation", perm_default, tuple(_PERMS)),
-      affine_scale=_choice(cfg, "affine_scale", "sigmoid",
-                           ("sigmoid", "exp_tanh")),
-      scale_floor=float(cfg.get("scale_floor", 1e-3)),
-      conv1x1_as_matmul=bool(cfg.get("conv1x1_as_matmul", True)),
-      min_std=float(cfg.get("actnorm_std_floor", 1e-2)),
-      reversible=bool(cfg.get("reversible", False)),
-      reversible_loop=_choice(cfg, "reversible_loop", "auto",
-                              ("auto", "unrolled", "scan")),
-      conv3x3_impl=resolve_conv3x3_impl(cfg.get("conv3x3_impl", "")),
-      matmul_dtype=_choice(cfg, "matmul_dtype", "float32", MATMUL_DTYPES),
-      seed=int(cfg.get("perm_seed", 0)),
-      scan_batch_chunk=int(cfg.get("scan_batch_chunk", 0)))
-  if s["scan_batch_chunk"] < 0:
-    raise ValueError(f"config.model.scan_batch_chunk={s['scan_batch_chunk']}"
-                     " must be >= 0 (0: whole batch).")
-  if s["min_std"] < 0:
-    raise ValueError(f"config.model.actnorm_std_floor={s['min_std']} must be "
-                     ">= 0 (0: no floor, the authors' init).")
-  s.update(_authors_options(cfg))
-  if s["dropout"] and (s["reversible"] or s["reversible_loop"] == "scan"):
-    raise ValueError(
-        f"config.model.dropout={s['dropout']} trains with a plain unrolled "
-        "loop: set config.model.reversible=False and reversible_loop="
-        "'unrolled' (or 'auto'), or dropout=0.")
+      coupling=cfg.coupling, permutation=cfg.permutation,
+      affine_scale=cfg.affine_scale, scale_floor=float(cfg.scale_floor),
+      conv1x1_as_matmul=bool(cfg.conv1x1_as_matmul),
+      min_std=float(cfg.actnorm_std_floor), reversible=bool(cfg.reversible),
+      reversible_loop=cfg.reversible_loop,
+      conv3x3_impl=resolve_conv3x3_impl(cfg.conv3x3_impl),
+      matmul_dtype=cfg.matmul_dtype, seed=int(cfg.perm_seed),
+      scan_batch_chunk=int(cfg.scan_batch_chunk),
+      # the authors'-code options (module docstring; config.model fields)
+      split_prior=cfg.split_prior, logit_bn=bool(cfg.logit_bn),
+      bn_momentum=float(cfg.logit_bn_momentum), dropout=float(cfg.dropout),
+      actnorm_eps=float(cfg.actnorm_eps))
   if s["reversible_loop"] == "auto":
     s["reversible_loop"] = AUTO_REVERSIBLE_LOOP
   return s
@@ -474,46 +428,33 @@ def _steps(n, width, s, first_index):
                batch_chunk=s["scan_batch_chunk"])
 
 
-def _positive(cfg, field, default):
-  v = int(cfg.get(field, default))
-  if v < 1:
-    raise ValueError(f"config.model.{field}={v} must be >= 1.")
-  return v
-
-
 @register_model("firevnet")
 def build_firevnet(cfg, input_shape, num_classes):
   """The authors' MNIST fiRevNet.
 
   ``levels`` x [downsample -> ``depth`` steps -> split half off (all but the
   last level)]; step = ActNorm -> permutation -> coupling (subnet width
-  ``width``). Fields (defaults): levels (3), depth (4), width (32), coupling
-  ('affine'), permutation ('shuffle'), downsample ('squeeze'), reversible
-  (False), reversible_loop ('auto' = AUTO_REVERSIBLE_LOOP; 'scan' runs each
-  level's steps as lax.scan and stores their params stacked,
-  ``{'stacked': ...}``, with or without reversible), scan_batch_chunk (0;
-  with 'scan': each loop iteration runs on chunks of at most this many
-  examples, see Chain.batch_chunk), conv1x1_as_matmul
-  (True), affine_scale ('sigmoid'), actnorm_std_floor (1e-2; the ActNorm
-  init floor on the per-channel std), scale_floor (1e-3), perm_seed (0),
+  ``width``). Fields (their defaults and meaning: advinv_jax/config.py):
+  levels, depth, width, coupling, permutation, downsample, reversible,
+  reversible_loop ('auto' = AUTO_REVERSIBLE_LOOP; 'scan' runs each level's
+  steps as lax.scan and stores their params stacked, ``{'stacked': ...}``,
+  with or without reversible), scan_batch_chunk (with 'scan': each loop
+  iteration runs on chunks of at most this many examples, see
+  Chain.batch_chunk), conv1x1_as_matmul, affine_scale, actnorm_std_floor
+  (the ActNorm init floor on the per-channel std), scale_floor, perm_seed,
   conv3x3_impl ('' = platform default; see advinv_jax.layers.conv3x3),
-  matmul_dtype ('float32'; 'bfloat16': the subnets' 1x1 convs take
-  bfloat16 operands with float32 accumulation, see
-  advinv_jax.layers.matmul_lowp; exactly invertible, reverse mode only).
-  The authors'-code options (no fallback defaults; see the module docstring
-  and advinv_jax/config.py): split_prior, logit_bn, logit_bn_momentum,
-  dropout, actnorm_eps.
+  matmul_dtype ('bfloat16': the subnets' 1x1 convs take bfloat16 operands
+  with float32 accumulation, see advinv_jax.layers.matmul_lowp; exactly
+  invertible, reverse mode only).
+  The authors'-code options (module docstring; advinv_jax/config.py):
+  split_prior, logit_bn, logit_bn_momentum, dropout, actnorm_eps.
 
   Raises:
     ValueError: H or W not divisible by ``2**levels``, or more classes than
       entries of the final tensor.
   """
-  levels = _positive(cfg, "levels", 3)
-  depth = int(cfg.get("depth", 4))
-  width = _positive(cfg, "width", 32)
-  if depth < 0:
-    raise ValueError(f"config.model.depth={depth} must be >= 0.")
-  down = _DOWNS[_choice(cfg, "downsample", "squeeze", tuple(_DOWNS))]
+  levels, depth, width = int(cfg.levels), int(cfg.depth), int(cfg.width)
+  down = _DOWNS[cfg.downsample]
   s = _common(cfg)
   h, w, _ = input_shape
   f = 2 ** levels
@@ -544,14 +485,13 @@ def build_firevnet_imagenet(cfg, input_shape, num_classes):
   per stage (empty: all 2). Full config
   (configs/firevnet48_imagenet.py): blocks (6, 16, 72, 6), channels
   (24, 96, 384, 1536), strides 2, init_squeeze 2: 224x224x3 -> 7x7x3072.
-  Step settings as for ``firevnet``, with defaults coupling 'additive' and
-  permutation 'reverse' (i-RevNet's swap).
+  Step settings as for ``firevnet`` (the config sets coupling 'additive'
+  and permutation 'reverse', i-RevNet's swap).
   """
-  blocks = tuple(int(b) for b in cfg.get("blocks", (6, 16, 72, 6)))
-  channels = tuple(int(b) for b in cfg.get("channels", (24, 96, 384, 1536)))
-  strides = tuple(int(b) for b in (cfg.get("strides", ()) or
-                                    (2,) * len(blocks)))
-  init_ds = int(cfg.get("init_squeeze", 2))
+  blocks = tuple(int(b) for b in cfg.blocks)
+  channels = tuple(int(b) for b in cfg.channels)
+  strides = tuple(int(b) for b in (cfg.strides or (2,) * len(blocks)))
+  init_ds = int(cfg.init_squeeze)
   if not (len(blocks) == len(strides) == len(channels)) or not blocks:
     raise ValueError(f"config.model.blocks={blocks}, channels={channels} (and "
                      f"strides={strides}) must be non-empty and of equal "
@@ -561,7 +501,7 @@ def build_firevnet_imagenet(cfg, input_shape, num_classes):
     raise ValueError(f"config.model: blocks={blocks} must be >= 0, channels="
                      f"{channels} >= 1, strides={strides} in {{1, 2}}, "
                      f"init_squeeze={init_ds} in {{1, 2, 4}}.")
-  s = _common(cfg, coupling_default="additive", perm_default="reverse")
+  s = _common(cfg)
   f = init_ds * int(np.prod(strides))
   h, w, _ = input_shape
   if h % f or w % f:

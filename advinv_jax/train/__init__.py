@@ -6,7 +6,8 @@ Public API::
   step = make_train_step(model, objective, optimizer, axis_name=AXIS)
   state = init_train_state(model, objective, optimizer, rng, x)
 """
-from advinv_jax.train._checkpoint import Checkpointer
+from advinv_jax.train._checkpoint import (Checkpointer,
+                                          CheckpointMismatchError)
 from advinv_jax.train._loop import (Experiment, NonFiniteError,
                                     build_experiment, check_workdir,
                                     load_trained,
@@ -20,9 +21,14 @@ from advinv_jax.train._parallel import (AXIS, data_parallel, make_mesh,
                                         replicate, shard_batch, to_host)
 from advinv_jax.train._step import (TrainState, init_train_state,
                                     make_train_step)
+from advinv_jax.train._workdir import (ConfigMismatchError, DiskFullError,
+                                       RunError, RunInterrupted,
+                                       WorkdirBusyError, WorkdirLock)
 
 __all__ = [
-    "AXIS", "Checkpointer", "Experiment", "NonFiniteError",
+    "AXIS", "Checkpointer", "CheckpointMismatchError", "ConfigMismatchError",
+    "DiskFullError", "Experiment", "NonFiniteError", "RunError",
+    "RunInterrupted", "WorkdirBusyError", "WorkdirLock",
     "build_experiment", "load_trained", "Objective", "TrainState",
     "check_workdir", "data_parallel", "differential_bias", "evaluate",
     "init_train_state", "make_eval_fn", "make_mesh", "make_objective",

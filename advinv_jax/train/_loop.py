@@ -22,7 +22,7 @@ from jax.sharding import PartitionSpec as P
 
 from advinv_jax import data as data_lib
 from advinv_jax import losses
-from advinv_jax.config import validate_config
+from advinv_jax.config import migrate_config, validate_config
 from advinv_jax.models import build_model
 from advinv_jax.train._checkpoint import Checkpointer
 from advinv_jax.train._objectives import make_objective
@@ -32,6 +32,9 @@ from advinv_jax.train._parallel import (AXIS, check_batch_divisible,
                                         data_parallel, make_mesh, replicate,
                                         shard_batch, to_host)
 from advinv_jax.train._step import init_train_state, make_train_step
+from advinv_jax.train._workdir import (RunError, StopOnSignal, WorkdirLock,
+                                       read_config_json, record_history,
+                                       relaunch_plan, write_atomic)
 from advinv_jax.train._writers import MetricWriter
 
 _MIN_FREE_BYTES = 50 * 2**20
@@ -219,7 +222,10 @@ def _params_from_workdir(config, fresh):
 
 
 def load_trained(workdir: str, *, with_extras: bool = True):
-  """Restores a finished (or interrupted) run from its workdir.
+  """Restores a finished (or interrupted) run from its workdir (read-only:
+  nothing there is moved, deleted or rewritten; a damaged step is skipped
+  with a warning, a checkpoint that does not match the config raises
+  :class:`CheckpointMismatchError`).
 
   Args:
     workdir: a workdir of :func:`train_and_evaluate`.
@@ -228,25 +234,23 @@ def load_trained(workdir: str, *, with_extras: bool = True):
 
   Returns:
     ``(config, experiment, state, extras)``: the run's config (from
-    ``config.json``), the rebuilt :class:`Experiment`, the newest readable
-    checkpoint's TrainState (host numpy) and extras (the differential bias).
+    ``config.json`` and the changes in ``config_history.jsonl``), the
+    rebuilt :class:`Experiment`, the newest good checkpoint's TrainState
+    (host numpy) and extras (the differential bias).
   """
-  import ml_collections
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: {workdir!r} is not a workdir "
-                            "of advinv_jax.main (train a model there first).")
-  with open(path) as f:
-    raw = json.load(f)
-  # Workdirs written before config.loss.differential.bias existed used the
-  # midpoint rule.
-  raw.get("loss", {}).get("differential", {}).setdefault("bias", "midpoint")
-  config = ml_collections.ConfigDict(raw)
+  raw = read_config_json(workdir)
+  if raw is None:
+    raise FileNotFoundError(
+        f"{os.path.join(workdir, 'config.json')} not found: {workdir!r} is "
+        "not a workdir of advinv_jax.main (train a model there first).")
+  config = migrate_config(raw)   # older workdirs: fields added since
   validate_config(config)
   exp = build_experiment(config)
-  ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints)
-  step, state = ckpt.restore_latest(exp.state)
-  ckpt.close()
+  ckpt = Checkpointer(workdir, read_only=True)
+  try:
+    step, state = ckpt.restore_latest(exp.state)
+  finally:
+    ckpt.close()
   if state is None:
     raise FileNotFoundError(f"no readable checkpoint in {workdir}/checkpoints.")
   extras = {}
@@ -261,6 +265,16 @@ def train_and_evaluate(config, workdir: str, *, mesh=None,
                        stop_after: Optional[int] = None) -> Dict[str, Any]:
   """Trains and evaluates the model described by ``config`` in ``workdir``.
 
+  The run holds ``workdir``'s lock (:class:`WorkdirLock`) throughout. A
+  relaunch resumes from the newest good checkpoint after its config is
+  checked against the workdir's (:func:`relaunch_plan`); a finished run
+  (``results.json`` written, all steps done) is returned as it is, nothing
+  rewritten. SIGINT/SIGTERM save a checkpoint at the next step boundary and
+  raise :class:`RunInterrupted` (:class:`StopOnSignal`). Metrics come to
+  the host only at log steps; non-finite steps are detected there and at
+  checkpoint steps (``state.skipped`` grew), so a NaN/Inf is reported with
+  the range of steps it happened in.
+
   Args:
     config: an ml_collections ConfigDict following ``advinv_jax/config.py``.
     workdir: where checkpoints, metrics and results go; a run resumes from
@@ -271,36 +285,50 @@ def train_and_evaluate(config, workdir: str, *, mesh=None,
 
   Returns:
     A dict with ``model``, ``state`` (host numpy), ``dataset``, ``eval``
-    (test metrics), ``train_eval``, ``extras`` (e.g. the differential bias)
-    and ``steps``.
+    (test metrics), ``train_eval``, ``extras`` (e.g. the differential bias),
+    ``steps`` and ``finished_before`` (True: the workdir held the finished
+    run already).
   """
   validate_config(config)
   check_workdir(workdir)
   mesh = make_mesh() if mesh is None else mesh
   check_batch_divisible(config.train.batch_size, mesh,
                         "config.train.batch_size")
-  setup = build_experiment(config)
+  with WorkdirLock(workdir), StopOnSignal() as stop:
+    plan = relaunch_plan(config, workdir)
+    setup = build_experiment(config)
+    ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints)
+    try:
+      restored_step, restored = ckpt.restore_latest(setup.state)
+      record_history(workdir, plan, restored_step)
+      return _train(config, workdir, mesh, setup, ckpt, restored_step,
+                    restored, stop, stop_after)
+    finally:
+      ckpt.close()
+
+
+def _train(config, workdir, mesh, setup, ckpt, restored_step, restored, stop,
+           stop_after):
   dataset, model, objective = setup.dataset, setup.model, setup.objective
   optimizer, total, state = setup.optimizer, setup.total_steps, setup.state
   step_rng = setup.step_rng
-
-  if jax.process_index() == 0:
-    cfg_path = os.path.join(workdir, "config.json")
-    new_cfg = config.to_json_best_effort(indent=1, sort_keys=True)
-    if os.path.exists(cfg_path):
-      with open(cfg_path) as f:
-        if f.read() != new_cfg:
-          warnings.warn(f"{cfg_path} differs from this run's config; resuming "
-                        "anyway (the checkpoint's shapes must match).")
-    with open(cfg_path, "w") as f:
-      f.write(new_cfg)
-
-  ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints)
-  restored_step, restored = ckpt.restore_latest(state)
   start = 0
   if restored is not None:
     state, start = restored, int(restored_step)
     print(f"Resumed from checkpoint step {start} in {ckpt.directory}")
+  results_path = os.path.join(workdir, "results.json")
+  result = {"model": model, "dataset": dataset, "objective": objective,
+            "extras": {}, "finished_before": False}
+  if start >= total and os.path.exists(results_path):
+    with open(results_path) as f:
+      done = json.load(f)
+    print(f"{workdir} holds a finished run ({done['steps']} steps, "
+          "results.json): nothing to do; raise config.train.num_steps / "
+          "num_epochs to extend it, or use a new --workdir.")
+    result.update(state=state, steps=start, eval=done["test"],
+                  train_eval=done["train"], extras=done.get("extras", {}),
+                  finished_before=True)
+    return result
   last_ckpt = restored_step
 
   train_step = make_train_step(model, objective, optimizer,
@@ -308,6 +336,7 @@ def train_and_evaluate(config, workdir: str, *, mesh=None,
                                axis_name=AXIS)
   p_step = data_parallel(train_step, mesh, in_specs=(P(), P(AXIS), P()),
                          out_specs=(P(), P()), donate_argnums=(0,))
+  skipped_seen = int(state.skipped)
   state = replicate(state, mesh)
   writer = MetricWriter(workdir, resume_step=start)
   progress = None
@@ -316,61 +345,101 @@ def train_and_evaluate(config, workdir: str, *, mesh=None,
     progress = tqdm(total=total, initial=start, desc="train", unit="step",
                     dynamic_ncols=True)
 
-  step = start
+  def check_finite(step, since, metrics):
+    """At a host sync: stop or warn when steps in (since, step] were
+    skipped as non-finite (``state.skipped`` grew)."""
+    nonlocal skipped_seen
+    skipped = int(to_host(state.skipped))
+    if skipped == skipped_seen:
+      return
+    new, skipped_seen = skipped - skipped_seen, skipped
+    bad = (_nonfinite_terms(metrics) if metrics else []) or [
+        "loss or gradients"]
+    where = (f"at step {step}" if step - since == 1 else
+             f"at step {step} ({new} of steps {since + 1}-{step})")
+    if config.train.on_nonfinite == "stop":
+      raise NonFiniteError(
+          f"non-finite value in {', '.join(bad)} {where}; those updates were "
+          "not applied. Last good checkpoint: "
+          + (f"step {last_ckpt} in {ckpt.directory}" if last_ckpt is not None
+             else "none yet")
+          + ". Lower config.optimizer.learning_rate, set "
+          "config.optimizer.grad_clip_norm, or set "
+          "config.train.on_nonfinite='skip' to skip such steps.")
+    warnings.warn(f"non-finite {', '.join(bad)} {where}; {new} step(s) "
+                  "skipped.")
+
+  step = synced = start
   batches = _batches(dataset.train, config, start)
   t_log, n_log = time.perf_counter(), 0
   done_here = 0
-  while step < total:
-    batch = shard_batch(next(batches), mesh)
-    state, metrics = p_step(state, batch, jax.random.fold_in(step_rng, step))
-    metrics = {k: float(v) for k, v in to_host(metrics).items()}
-    step += 1
-    done_here += 1
-    n_log += 1
-    if metrics["finite"] < 1.0:
-      bad = _nonfinite_terms(metrics) or ["gradients"]
-      if config.train.on_nonfinite == "stop":
-        raise NonFiniteError(
-            f"non-finite value in {', '.join(bad)} at step {step}; the update "
-            "was not applied. Last good checkpoint: "
-            + (f"step {last_ckpt} in {ckpt.directory}" if last_ckpt is not None
-               else "none yet")
-            + ". Lower config.optimizer.learning_rate, set "
-            "config.optimizer.grad_clip_norm, or set "
-            "config.train.on_nonfinite='skip' to skip such steps.")
-      warnings.warn(f"step {step}: non-finite {', '.join(bad)}; step skipped.")
-    if step % config.train.log_every == 0 or step == total:
-      dt = time.perf_counter() - t_log
-      metrics["examples_per_sec"] = n_log * config.train.batch_size / max(dt,
-                                                                          1e-9)
-      metrics["skipped_steps"] = float(to_host(state.skipped))
-      writer.write(step, metrics, prefix="train/")
-      t_log, n_log = time.perf_counter(), 0
+  try:
+    while step < total and stop.signum is None:
+      batch = shard_batch(next(batches), mesh)
+      state, metrics = p_step(state, batch, jax.random.fold_in(step_rng, step))
+      step += 1
+      done_here += 1
+      n_log += 1
+      save = ((config.train.checkpoint_every > 0
+               and step % config.train.checkpoint_every == 0)
+              or step == total
+              or (stop_after is not None and done_here >= stop_after))
+      if step % config.train.log_every == 0 or step == total:
+        metrics = {k: float(v) for k, v in to_host(metrics).items()}
+        check_finite(step, synced, metrics)
+        synced = step
+        dt = time.perf_counter() - t_log
+        metrics["examples_per_sec"] = n_log * config.train.batch_size / max(
+            dt, 1e-9)
+        metrics["skipped_steps"] = float(skipped_seen)
+        writer.write(step, metrics, prefix="train/")
+        t_log, n_log = time.perf_counter(), 0
+        if progress is not None:
+          progress.set_postfix(
+              loss=f"{metrics['loss']:.4f}",
+              acc=f"{metrics.get('accuracy', float('nan')):.3f}",
+              ex_s=f"{metrics['examples_per_sec']:.0f}")
       if progress is not None:
-        progress.set_postfix(loss=f"{metrics['loss']:.4f}",
-                             acc=f"{metrics.get('accuracy', float('nan')):.3f}",
-                             ex_s=f"{metrics['examples_per_sec']:.0f}")
+        progress.update(1)
+      if save or stop.signum is not None:
+        if synced != step:
+          check_finite(step, synced, None)
+          synced = step
+        ckpt.save(step, to_host(state))
+        last_ckpt = step
+      if stop_after is not None and done_here >= stop_after:
+        break
+  except BaseException:
+    writer.close()
+    raise
+  finally:
     if progress is not None:
-      progress.update(1)
-    if (config.train.checkpoint_every > 0
-        and step % config.train.checkpoint_every == 0) or step == total:
-      ckpt.save(step, to_host(state))
-      last_ckpt = step
-    if stop_after is not None and done_here >= stop_after and step < total:
-      ckpt.save(step, to_host(state))
-      break
-  if progress is not None:
-    progress.close()
+      progress.close()
+  if stop.signum is not None and step < total:
+    writer.close()
+    raise stop.interrupted(step, (
+        f"checkpoint step {last_ckpt} saved in {ckpt.directory}"
+        if last_ckpt is not None else "no step was done, nothing saved"))
 
   host_state = to_host(state)
-  result = {"model": model, "state": host_state, "dataset": dataset,
-            "steps": step, "objective": objective, "extras": {}}
+  result.update(state=host_state, steps=step)
   if step < total:
     writer.close()
-    ckpt.close()
     return result
+  try:
+    _evaluate_and_write(config, workdir, mesh, model, host_state, dataset,
+                        writer, step, result)
+  finally:
+    writer.close()
+  return result
 
-  params = state.params
+
+def _evaluate_and_write(config, workdir, mesh, model, host_state, dataset,
+                        writer, step, result):
+  """Test / train evaluation into ``metrics.jsonl``, ``result`` and an
+  atomically written ``results.json``."""
+
+  params = replicate(host_state.params, mesh)
   logits_fn = model.logits
   if config.loss.name == "differential":
     bias = differential_bias(model, host_state.params, dataset.train,
@@ -384,15 +453,12 @@ def train_and_evaluate(config, workdir: str, *, mesh=None,
                    mesh)
   writer.write(step, test, prefix="test/")
   writer.write(step, train, prefix="train_eval/")
-  writer.close()
-  ckpt.close()
   result.update(eval=test, train_eval=train)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump({"steps": step, "test": test, "train": train,
-                 "extras": result["extras"],
-                 "skipped_steps": int(host_state.skipped)}, f, indent=1)
-  return result
+    write_atomic(os.path.join(workdir, "results.json"), json.dumps(
+        {"steps": step, "test": test, "train": train,
+         "extras": result["extras"],
+         "skipped_steps": int(host_state.skipped)}, indent=1))
 
 
 def with_bias(logits_fn, bias: float):

@@ -1,15 +1,16 @@
-"""Shared base of the MNIST fiRevNet configs (not a config itself).
+"""fiRevNet on MNIST trained with CE or iCE (Jacobsen et al. 2019, Table 2).
 
-The paper's setting (Jacobsen et al., authors' MNIST code): MNIST padded to
-32x32, dequantisation noise U(0, 1/256), 3 levels x 16 additive coupling steps
-of width 128, reverse permutation, Adamax 1e-3, batch 128, 200 epochs with the
+The paper's setting (authors' MNIST code): MNIST padded to 32x32,
+dequantisation noise U(0, 1/256), 3 levels x 16 additive coupling steps of
+width 128, reverse permutation, Adamax 1e-3, batch 128, 200 epochs with the
 rate x0.2 after epochs 60, 120, 160. We use a single input channel: the
 authors' 3-channel layout only adds two all-zero channels that carry nothing
-but noise (the "input layout trap" of shared/reference/papers.md).
+but noise (the "input layout trap").
 
-``arg='cpu'`` gives the reduced scale run on a 2-core CPU.
-
-``arg='authors'``: the authors' recipe as their code ran it
+Variants (``:<loss>,<scale>,<recipe>``, any order, see configs/_variants.py):
+loss ``ce`` (default) | ``ice``; scale ``paper`` (default; GPU) | ``cpu``
+(depth 4, width 32, 2 epochs, constant lr); recipe ``ours`` (default) |
+``authors``: the authors' recipe as their code ran it
 (jhjacobsen/fully-invertible-revnet train.py / invertible_layers.py /
 layers.py; docs/results_authors.md lists each field with the line it
 mirrors): 3-channel input (digit in channel 2, d = 3072), ActNorm
@@ -20,18 +21,28 @@ subnet and in D, nuisance term ``-0.05 CE(D(z_n), y[randperm])``, main lr
 x0.2 when epoch > 60 / 120 / 160. One deviation, the remedy of the input
 layout trap: test images get the training noise U(0, 1/256)
 (config.data.test_noise; 0 reproduces their test loader).
-``arg='authors_cpu'``: that recipe at the reduced CPU scale (depth 4,
-width 32, 2 epochs, constant lr).
+
+  ADVINV_MNIST_DIR=/path/to/mnist python -m advinv_jax.main \
+      --config=configs/mnist.py:ice,cpu --workdir=workdirs/mnist_ice_cpu
+Cost: paper scale is GPU work (200 epochs); ``cpu`` ~15-25 min per model on
+2 CPU cores. MNIST comes as the four IDX files of the MNIST distribution in
+``$ADVINV_MNIST_DIR`` (or prepared tfds data in config.data.data_dir).
 """
 from advinv_jax.config import default_config
+from configs._variants import parse_variant
 
+VARIANTS = {"loss": ("ce", "ice"), "scale": ("paper", "cpu"),
+            "recipe": ("ours", "authors")}
 STEPS_PER_EPOCH = 60000 // 128
 
 
-def mnist_firevnet(arg=None, loss="ce"):
+def mnist_firevnet(scale: str = "paper", loss: str = "ce",
+                   recipe: str = "ours"):
+  """The MNIST fiRevNet config at ``scale`` trained with ``loss``, by
+  ``recipe`` (``'ours'`` | ``'authors'``: :func:`authors_recipe`)."""
   c = default_config()
   c.data.name = "mnist"          # tfds-prepared, or IDX files in data_dir /
-  c.data.pad_to = 32             # $ADVINV_MNIST_DIR (see README)
+  c.data.pad_to = 32             # $ADVINV_MNIST_DIR
   c.model.name = "firevnet"
   c.model.levels = 3
   c.model.depth = 16
@@ -53,9 +64,9 @@ def mnist_firevnet(arg=None, loss="ce"):
   c.train.log_every = 50
   c.report.linf_eps = (0.05, 0.1, 0.2, 0.3)
   c.report.l2_eps = (0.5, 1.0, 2.0, 3.0)
-  if arg in ("authors", "authors_cpu"):
+  if recipe == "authors":
     authors_recipe(c)
-  if arg in ("cpu", "authors_cpu"):
+  if scale == "cpu":
     c.model.depth = 4
     c.model.width = 32
     c.train.num_epochs = 2
@@ -63,9 +74,6 @@ def mnist_firevnet(arg=None, loss="ce"):
     c.optimizer.boundaries = ()
     c.optimizer.scales = ()
     c.train.checkpoint_every = 200
-  elif arg not in (None, "", "authors"):
-    raise ValueError(f"unknown config variant {arg!r}; use '', 'cpu', "
-                     "'authors' or 'authors_cpu'.")
   return c
 
 
@@ -92,27 +100,6 @@ def authors_recipe(c):
   return c
 
 
-def shiftmnist(arg=None, loss="ce"):
-  """shiftMNIST (Jacobsen et al. 2019, final version) with ``loss``.
-
-  Default: the single-pixel construction (the class is encoded by the
-  POSITION of one bright pixel: pixel (c, 0) of channel 0 for class c, as
-  public code following the paper's final version; unverified); at test
-  time the pixel of a random class (data.shift.test_mode='random'; 'none'
-  removes it). A model that latches onto the shortcut fails on the test set.
-  Variants: '' (paper scale), 'cpu', 'authors', 'authors_cpu' (the authors'
-  recipe; channel 0 is then one of the two zero channels, as their
-  ``x[:, 0, i, 0] = 1``), and 'code' / 'code_cpu': our former 4-bit binary
-  code of the label (top-left row, all channels).
-  """
-  code = bool(arg) and arg.startswith("code")
-  if code:
-    arg = arg[len("code"):].lstrip("_") or None
-  c = mnist_firevnet(arg, loss=loss)
-  c.data.shift.enabled = True
-  c.data.shift.construction = "code" if code else "pixel"
-  c.data.shift.channel = 0
-  c.data.shift.code_size = 4
-  c.data.shift.position = (0, 0)
-  c.data.shift.value = 1.0
-  return c
+def get_config(variant=None):
+  v = parse_variant(variant, "mnist", VARIANTS)
+  return mnist_firevnet(v["scale"], v["loss"], v["recipe"])

@@ -1,0 +1,204 @@
+"""Cross-check: our AutoAttack vs torchattacks' AutoAttack (the reference).
+
+Not a test. Trains small models on the built-in digits (8x8, offline) in
+JAX, copies their weights into PyTorch, runs torchattacks 3.5.1
+``AutoAttack(version='standard')`` and ours (``advinv_jax.attacks.
+autoattack``, standard, host mode) on the same test inputs and eps, and
+prints both robust accuracies, the per-input agreement and both wall times
+(ours including compilation). Writes ``benchmarks/results/
+autoattack_crosscheck.json`` after every run, so an interrupted run keeps
+what finished::
+
+  python benchmarks/autoattack_crosscheck.py              # 256 inputs
+  python benchmarks/autoattack_crosscheck.py --n 64 --models mlp --norms linf
+
+Needs the peers of ``benchmarks/requirements-peers.txt`` (torch,
+torchattacks) in the interpreter that runs it. ``--budget-min`` skips the
+remaining torchattacks runs once the script has used that many minutes
+(reported as skipped).
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.util
+import json
+import os
+import platform
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+from advinv_jax import attacks  # noqa: E402
+from advinv_jax.data import load_digits  # noqa: E402
+from advinv_jax.models import build_model  # noqa: E402
+
+EPS = {"linf": 0.1, "l2": 0.5}
+MODELS = {"cnn": dict(name="cnn", features=(32, 64, 64), hidden=(128,)),
+          "mlp": dict(name="mlp", hidden=(256, 256))}
+
+
+def train(name, train_set, steps, seed=0):
+  model = build_model(ml_collections.ConfigDict(MODELS[name]),
+                      input_shape=(8, 8, 1), num_classes=10)
+  x_all, y_all = train_set
+  params = model.init(jax.random.PRNGKey(seed), jnp.asarray(x_all[:2]))
+  opt = optax.adam(1e-3)
+  state = opt.init(params)
+
+  @jax.jit
+  def step(params, state, x, y):
+    def loss(p):
+      return optax.softmax_cross_entropy_with_integer_labels(
+          model.logits(p, x), y).mean()
+    g = jax.grad(loss)(params)
+    upd, state = opt.update(g, state, params)
+    return optax.apply_updates(params, upd), state
+
+  rng = np.random.default_rng(seed)
+  for _ in range(steps):
+    idx = rng.integers(0, len(y_all), 128)
+    params, state = step(params, state, jnp.asarray(x_all[idx]),
+                         jnp.asarray(y_all[idx]))
+  return model, params
+
+
+def torch_net(name, params):
+  import torch
+  import torch.nn.functional as F
+  spec = importlib.util.spec_from_file_location(
+      "_bench_attacks", os.path.join(HERE, "attacks.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  if name == "cnn":
+    return mod.make_torch_cnn(params)
+
+  class TorchMLP(torch.nn.Module):
+
+    def __init__(self):
+      super().__init__()
+      self.fcs = mod.torch_dense_layers(params, len(params))
+
+    def forward(self, x):                                   # NCHW
+      x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
+      for fc in self.fcs[:-1]:
+        x = F.relu(fc(x))
+      return self.fcs[-1](x)
+
+  return TorchMLP().eval()
+
+
+def run_ours(model, params, x, y, norm, eps, seed):
+  fn = functools.partial(model.logits, params)
+  t = time.perf_counter()
+  res = attacks.autoattack(fn, jnp.asarray(x), jnp.asarray(y), eps=eps,
+                           norm=norm, version="standard",
+                           rng=jax.random.PRNGKey(seed))
+  jax.block_until_ready(res.x_adv)
+  wall = time.perf_counter() - t
+  attacks.check_adversarial(x, res.x_adv, eps, norm)
+  return res, wall
+
+
+def run_theirs(net, x, y, norm, eps, seed):
+  import torch
+  import torchattacks
+  xt = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2).copy())
+  yt = torch.tensor(np.asarray(y), dtype=torch.long)
+  atk = torchattacks.AutoAttack(net, norm="Linf" if norm == "linf" else "L2",
+                                eps=eps, version="standard", n_classes=10,
+                                seed=seed)
+  t = time.perf_counter()
+  adv = atk(xt, yt)
+  wall = time.perf_counter() - t
+  with torch.no_grad():
+    robust = (net(adv).argmax(1) == yt).numpy()
+  return robust, wall
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--models", nargs="+", default=["mlp", "cnn"])
+  ap.add_argument("--norms", nargs="+", default=["linf", "l2"])
+  ap.add_argument("--n", type=int, default=256)
+  ap.add_argument("--train-steps", type=int, default=400)
+  ap.add_argument("--eps-linf", type=float, default=EPS["linf"])
+  ap.add_argument("--eps-l2", type=float, default=EPS["l2"])
+  ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--budget-min", type=float, default=45.0)
+  ap.add_argument("--out", default=os.path.join(
+      HERE, "results", "autoattack_crosscheck.json"))
+  args = ap.parse_args()
+  import torch
+  torch.set_num_threads(os.cpu_count() or 1)
+  t_start = time.perf_counter()
+  tr, te = load_digits()
+  btr = tr.get(np.arange(len(tr)))
+  bte = te.get(np.arange(min(args.n, len(te))))
+  x_tr, y_tr = np.asarray(btr["image"]), np.asarray(btr["label"])
+  x, y = np.asarray(bte["image"]), np.asarray(bte["label"])
+  eps_of = {"linf": args.eps_linf, "l2": args.eps_l2}
+  rows = []
+  meta = {"machine": platform.processor() or platform.machine(),
+          "cpus": os.cpu_count(), "n": int(len(y)),
+          "train_steps": args.train_steps,
+          "jax": jax.__version__, "torch": torch.__version__}
+  for name in args.models:
+    model, params = train(name, (x_tr, y_tr), args.train_steps, args.seed)
+    net = torch_net(name, params)
+    with torch.no_grad():
+      zt = net(torch.tensor(x.transpose(0, 3, 1, 2).copy())).numpy()
+    zj = np.asarray(model.logits(params, jnp.asarray(x)))
+    port_diff = float(np.max(np.abs(zt - zj)))
+    for norm in args.norms:
+      eps = eps_of[norm]
+      res, t_ours = run_ours(model, params, x, y, norm, eps, args.seed)
+      ours_rob = np.asarray(res.clean_correct & ~res.success)
+      row = {"model": name, "norm": norm, "eps": eps,
+             "clean_accuracy": float(np.mean(res.clean_correct)),
+             "ours_robust_accuracy": float(res.robust_accuracy),
+             "ours_s": t_ours,
+             "ours_per_attack": dict(zip(res.attacks, np.asarray(
+                 res.per_attack_success).tolist())),
+             "ours_attack_s": dict(zip(res.attacks, np.asarray(
+                 res.seconds).round(2).tolist())),
+             "ours_flags": {k: bool(v) for k, v in res.flags.items()},
+             "port_logits_max_abs_diff": port_diff}
+      used = (time.perf_counter() - t_start) / 60.0
+      if used > args.budget_min:
+        row["theirs"] = f"skipped: budget of {args.budget_min} min used"
+      else:
+        theirs_rob, t_theirs = run_theirs(net, x, y, norm, eps, args.seed)
+        row.update({
+            "theirs_robust_accuracy": float(np.mean(theirs_rob)),
+            "theirs_s": t_theirs, "speedup": t_theirs / t_ours,
+            "both_robust": int(np.sum(ours_rob & theirs_rob)),
+            "both_broken": int(np.sum(~ours_rob & ~theirs_rob)),
+            "only_ours_broke": int(np.sum(~ours_rob & theirs_rob)),
+            "only_theirs_broke": int(np.sum(ours_rob & ~theirs_rob)),
+            "agreement": float(np.mean(ours_rob == theirs_rob))})
+      rows.append(row)
+      th = row.get("theirs_robust_accuracy")
+      print(f"{name:4s} {norm:4s} eps={eps:<5g} clean {row['clean_accuracy']:.3f}"
+            f"  ours {row['ours_robust_accuracy']:.3f} ({t_ours:6.1f} s)  "
+            + (f"torchattacks {th:.3f} ({row['theirs_s']:6.1f} s)  "
+               f"agree {row['agreement']:.3f}  only-ours "
+               f"{row['only_ours_broke']}  only-theirs "
+               f"{row['only_theirs_broke']}  speedup {row['speedup']:.1f}x"
+               if th is not None else row["theirs"]), flush=True)
+      os.makedirs(os.path.dirname(args.out), exist_ok=True)
+      with open(args.out, "w") as fh:
+        json.dump({"meta": meta, "rows": rows}, fh, indent=1)
+  print("wrote", args.out)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,88 @@
+"""Attacks on invalid inputs: eager errors before compiling, per-example
+flags under tracing (never counted as successes)."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from advinv_jax import attacks as A
+
+W = jax.random.normal(jax.random.PRNGKey(0), (16, 3))
+KEY = jax.random.PRNGKey(0)
+
+
+def linear(x):
+  return x.reshape(x.shape[0], -1) @ W
+
+
+X = jax.random.uniform(jax.random.PRNGKey(1), (4, 4, 4, 1))
+Y = jnp.argmax(linear(X), -1)
+
+
+@pytest.mark.parametrize("x,kw,match", [
+    (X.at[0, 0, 0, 0].set(jnp.nan), {}, "1 non-finite entries"),
+    (X.at[1, 0, 0, 0].set(1.5), {}, "outside bounds"),
+    (X.astype(jnp.bfloat16), {}, "float32"),
+    (X.astype(jnp.float16), {}, "float32"),
+    (X, {"step_size": -0.1}, "step_size=-0.1 must be finite and > 0"),
+    (X, {"rel_step_size": 0.0}, "rel_step_size=0.0 must be"),
+    (X, {"eps": -0.5}, "must be finite and >= 0"),
+])
+def test_eager_invalid_inputs_are_errors(x, kw, match):
+  kw = {"eps": 0.0, **kw}
+  with pytest.raises(ValueError, match=match):
+    A.pgd(linear, x, Y, rng=KEY, **kw)
+
+
+def test_eager_deepfool_refuses_out_of_bounds():
+  with pytest.raises(ValueError, match="outside bounds"):
+    A.deepfool(linear, X * 2.0, Y)
+
+
+def test_traced_invalid_inputs_and_eps_are_flagged_not_attacked():
+  run = jax.jit(lambda x, e: A.pgd(linear, x, Y, eps=e, steps=3, rng=KEY))
+  bad_x = X.at[0, 0, 0, 0].set(jnp.nan).at[1, 0, 0, 0].set(1.5)
+  res = run(bad_x, 0.5)
+  np.testing.assert_array_equal(res.flagged, [True, True, False, False])
+  assert not np.any(np.asarray(res.success)[:2])
+  for eps in (jnp.inf, -0.5, jnp.nan):
+    res = run(X, eps)
+    assert np.all(res.flagged) and not np.any(res.success)
+    np.testing.assert_array_equal(res.x_adv, X)  # not perturbed
+  res = run(X, jnp.array([0.5, jnp.inf, -1.0, 0.5]))
+  np.testing.assert_array_equal(res.flagged, [False, True, True, False])
+  assert np.all(np.isfinite(res.x_adv))
+  # The valid rows are attacked as without the invalid ones.
+  ref = run(X, 0.5)
+  np.testing.assert_array_equal(np.asarray(res.x_adv)[[0, 3]],
+                                np.asarray(ref.x_adv)[[0, 3]])
+
+
+def test_nonfinite_clean_logits_are_flagged_in_every_attack():
+  def nan_row(x):
+    return linear(x).at[0].set(jnp.nan)
+  results = [
+      jax.jit(lambda x: A.pgd(nan_row, x, Y, eps=0.5, steps=2, rng=KEY))(X),
+      jax.jit(lambda x: A.deepfool(nan_row, x, Y, steps=3))(X),
+      jax.jit(lambda x: A.fmn(nan_row, x, Y, steps=3))(X),
+  ]
+  for res in results:
+    np.testing.assert_array_equal(res.flagged, [True, False, False, False])
+    assert not bool(res.success[0])
+  res, warns = A.run_attack(functools.partial(A.pgd, steps=2), nan_row, X, Y,
+                            eps=0.5, rng=KEY, emit_warnings=False)
+  assert any("1 inputs were not attacked" in w for w in warns)
+
+
+def test_eps_sweep_flags_under_its_own_jit():
+  success = A.eps_sweep(functools.partial(A.pgd, steps=2), linear, X, Y,
+                        [0.0, 0.5], rng=KEY)
+  assert not np.any(np.asarray(success)[0])  # eps 0 on correct inputs
+  with pytest.raises(ValueError, match="outside bounds"):
+    A.eps_sweep(functools.partial(A.pgd, steps=2), linear, X + 2.0, Y, [0.1],
+                rng=KEY)
+  # The attack's own bounds decide (here: unbounded inputs are fine).
+  A.eps_sweep(functools.partial(A.pgd, steps=2, bounds=None), linear, X + 2.0,
+              Y, [0.1], rng=KEY)
