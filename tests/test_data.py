@@ -21,11 +21,9 @@ def _cfg(**kw):
   c.num_train = 0
   c.num_test = 0
   c.image_size = 0
-  c.zero_channels = 0
-  c.test_noise = 0.0
   c.shift = ml_collections.ConfigDict(dict(
       enabled=False, code_size=4, position=(0, 0), value=1.0,
-      construction="code", channel=0))
+      construction="code"))
   for k, v in kw.items():
     if k.startswith("shift_"):
       c.shift[k[6:]] = v

@@ -81,21 +81,11 @@ def read_data_config(data_config) -> Dict[str, Any]:
   if c["sphere_layout"] not in ("square", "channels"):
     raise ValueError(f"config.data.sphere_layout={c['sphere_layout']!r} must "
                      "be 'square' or 'channels'.")
-  for f in ("zero_channels", "test_noise"):
-    if f not in data_config:
-      raise ValueError(f"config.data.{f} is missing: build the data config "
-                       "from advinv_jax.config.default_config().data.")
-    c[f] = data_config[f]
   c["zero_channels"] = _int("zero_channels", c["zero_channels"])
   if float(c["test_noise"]) < 0:
     raise ValueError(f"config.data.test_noise={c['test_noise']} must be >= 0.")
   s = c["shift"]
   if s["enabled"]:
-    for f in ("construction", "channel"):
-      if f not in shift:
-        raise ValueError(f"config.data.shift.{f} is missing: build the data "
-                         "config from advinv_jax.config.default_config().data.")
-      s[f] = shift[f]
     if s["construction"] not in ("pixel", "code"):
       raise ValueError(f"config.data.shift.construction={s['construction']!r}"
                        " must be 'pixel' or 'code'.")
