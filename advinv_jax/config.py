@@ -40,12 +40,30 @@ def default_config() -> ml_collections.ConfigDict:
   config.data.sphere_layout = "square"  # square: (sqrt d, sqrt d, 1) | channels: (1, 1, d)
   config.data.crop_fraction = 0.875  # large tfds sets: resize to size/fraction, centre crop
   config.data.test_split = ""   # "" -> "test" (imagenet2012: "validation")
-  config.data.shift = ml_collections.ConfigDict()  # shiftMNIST label code
+  # Zero channels put before the image's channels (the authors' MNIST input:
+  # torch.cat((zeros, zeros, x)), train.py ~L47: 2, digit in the last of 3
+  # channels, d = 3072). They carry only the training dequantisation noise:
+  # the "input layout trap" (papers.md), see test_noise.
+  config.data.zero_channels = 0
+  # U(0, test_noise) added to TEST images (all channels; fixed per example,
+  # seeded). Remedy of the input layout trap: the same noise model at test
+  # time as in training (= train.dequant_noise). The authors' test loader
+  # adds none (train.py ~L43); 0 here is ours, 1/256 in the authors' variant.
+  config.data.test_noise = 0.0
+  config.data.shift = ml_collections.ConfigDict()  # shiftMNIST label shortcut
   config.data.shift.enabled = False
-  config.data.shift.code_size = 4      # k pixels: a k-bit code, 2**k >= C
-  config.data.shift.position = (0, 0)  # (row, col) of the first code pixel
-  config.data.shift.value = 1.0        # pixel value of a 1-bit
-  config.data.shift.test_mode = "random"  # random: label-independent code | none
+  # pixel: ONE pixel whose position encodes the class, pixel (row + c, col)
+  # of channel `channel` for class c (public code following the paper's
+  # final version: x[:, 0, i, 0] = 1; papers.md, unverified) | code: a
+  # k-bit binary code of the class along a row, on all channels (our own).
+  config.data.shift.construction = "pixel"
+  config.data.shift.channel = 0        # pixel: the channel of the pixel
+  config.data.shift.code_size = 4      # code: k pixels, 2**k >= C
+  config.data.shift.position = (0, 0)  # (row, col) of class 0's pixel / the code
+  config.data.shift.value = 1.0        # pixel value of a planted pixel / 1-bit
+  # random: the pixel / code of a random class, independent of the label |
+  # none: test images untouched (shortcut removed)
+  config.data.shift.test_mode = "random"
 
   # ---------------------------------------------------------------- model
   config.model = ml_collections.ConfigDict()
@@ -98,7 +116,26 @@ def default_config() -> ml_collections.ConfigDict:
   # CPU, off elsewhere). CPU: fiRevNet train steps at batch 128 run 12-17%
   # faster with 32 (16: a bit faster, 2x the compile time).
   config.model.batch_chunk = 0
-  config.model.actnorm_std_floor = 0.3  # ActNorm init amplifies a channel at most 1/0.3x
+  config.model.actnorm_std_floor = 0.3  # ActNorm init amplifies a channel at most 1/0.3x (0: no floor, the authors')
+  # ActNorm y = (x + b) * (exp(s) + actnorm_eps) in steps and subnets; the
+  # authors': 1e-3 (invertible_layers.py ActNorm.forward_, their log-det
+  # omits it; ours is exact). 0: Glow's exp(s).
+  config.model.actnorm_eps = 0.0
+  # Prior of the split-off halves: none (the model's prior is N(0, 1) on all
+  # of z; what loss.ice.likelihood='factorial_zn' ignores) | conditional
+  # (Glow's Split: mean and log-scale from a zero-initialised conv3x3 of the
+  # kept half, invertible_layers.py Split.split2d_prior; the final tensor
+  # N(0, 1), logit entries included, GaussianPrior without learntop).
+  config.model.split_prior = "none"
+  # BatchNorm1d on the logits (train.py ~L63, L137): batch statistics over
+  # all devices in training, running statistics (part of the bijection) in
+  # eval. Its momentum in PyTorch's convention (weight of the batch): 0.9.
+  config.model.logit_bn = False
+  config.model.logit_bn_momentum = 0.9
+  # Dropout in every coupling subnet after its second ReLU (layers.py NN:
+  # 0.1), train mode only (forward/inverse are eval mode: exact), and in
+  # the mlp model. Needs reversible=False and an unrolled loop.
+  config.model.dropout = 0.0
   # ImageNet layout (firevnet_imagenet)
   config.model.init_squeeze = 2
   config.model.blocks = (6, 16, 72, 6)
@@ -114,12 +151,31 @@ def default_config() -> ml_collections.ConfigDict:
   config.loss.label_smoothing = 0.0
   config.loss.ice = ml_collections.ConfigDict()
   config.loss.ice.semantic_weight = 1.0    # CE on the logits z_s
-  config.loss.ice.nuisance_weight = 0.05   # -CE of the nuisance classifier
-  config.loss.ice.mle_weight = 1.0         # NLL of z_n minus log|det J|
+  # The network's loss has  - nuisance_weight * CE(D(z_n), y'): a negative
+  # weight flips the sign. Authors: 0.05 with shuffled y' (train.py ~L182,
+  # b3de7d9: "- 0.05 * CE(ac(zn), label[randperm])"); their first commit
+  # 1774b31 had + 0.05, i.e. nuisance_weight = -0.05.
+  config.loss.ice.nuisance_weight = 0.05
+  # y' of that term: true (Definition 7 as written: the network raises D's
+  # CE on the true labels; our default, because it is the paper's stated
+  # objective and its Barber-Agakov argument, and the authors' code changed
+  # sign between commits) | shuffled (in-batch permuted labels, train.py
+  # ~L142 label[torch.randperm(B)], the authors' code). D itself always
+  # trains on the true labels.
+  config.loss.ice.nuisance_labels = "true"
+  config.loss.ice.mle_weight = 1.0         # weight of the likelihood term
   config.loss.ice.mle_bits_per_dim = True  # NLL in bits/dim as the authors
+  # The likelihood term: factorial_zn (Definition 7: learned factorial
+  # Gaussian on z_n, minus log|det J|; ours) | glow (the authors' code: the
+  # model's own prior, config.model.split_prior, i.e. conditional split
+  # priors + N(0, 1) on the final tensor incl. the logits, minus log|det J|,
+  # plus the dequantisation constant d log(n_bins), train.py ~L128).
+  config.loss.ice.likelihood = "factorial_zn"
+  config.loss.ice.n_bins = 256             # glow: dequantisation bins
   config.loss.ice.minmax = "alternating"   # alternating | gradient_reversal
   config.loss.ice.nuisance_steps = 5       # classifier steps per network step
   config.loss.ice.nuisance_hidden = (512, 512)
+  config.loss.ice.nuisance_dropout = 0.0   # authors: 0.1 (train.py ~L66), train mode in all its uses
   config.loss.ice.nuisance_optimizer = "adamax"
   config.loss.ice.nuisance_learning_rate = 1e-3
   config.loss.differential = ml_collections.ConfigDict()
@@ -150,6 +206,12 @@ def default_config() -> ml_collections.ConfigDict:
   config.train.checkpoint_every = 200  # 0: only the final checkpoint
   config.train.keep_checkpoints = 3
   config.train.dequant_noise = 0.0     # U(0, dequant_noise) on train images
+  # Data-dependent init (ActNorm) on one batch of this many training images
+  # (0: the first global training batch); with init_noise the batch gets
+  # the training dequantisation noise. Authors: 512 noisy images
+  # (train.py ~L80 init_loader, batch_size=512, transform with noise).
+  config.train.init_batch_size = 0
+  config.train.init_noise = False
   config.train.on_nonfinite = "stop"   # stop | skip
   config.train.progress_bar = True
   # Relaunching a workdir with a config that changes the computation (model,
@@ -385,7 +447,9 @@ def validate_config(config: ml_collections.ConfigDict,
                         f"{'>= 0' if allow_zero else '> 0'}.")
 
   for p in ("train.batch_size", "eval.batch_size", "optimizer.learning_rate",
-            "train.keep_checkpoints", "train.log_every", "model.init_squeeze",
+            "train.keep_checkpoints", "train.log_every", "model.levels",
+            "model.depth", "model.width", "model.scale_floor",
+            "model.init_squeeze",
             "data.crop_fraction", "loss.ice.nuisance_learning_rate",
             "report.pgd_restarts", "report.deepfool_candidates",
             "report.nuisance_classifier_lr",
@@ -426,8 +490,11 @@ def validate_config(config: ml_collections.ConfigDict,
             "data.num_train", "data.num_test", "data.pad_to",
             "loss.label_smoothing", "report.num_examples",
             "report.pgd_steps", "report.fmn_steps",
-            "report.autoattack_num_examples", "loss.ice.nuisance_steps"):
+            "report.autoattack_num_examples", "loss.ice.nuisance_steps",
+            "data.zero_channels", "data.test_noise", "train.init_batch_size",
+            "model.actnorm_std_floor", "model.actnorm_eps"):
     positive(p, allow_zero=True)
+  positive("loss.ice.n_bins")
   for p in ("report.autoattack_steps", "report.autoattack_num_targets",
             "report.autoattack_queries", "report.autoattack_fmn_steps",
             "report.metamer_tol", "report.num_metamers",
@@ -477,6 +544,18 @@ def validate_config(config: ml_collections.ConfigDict,
   one_of("report.pgd_loss", ("ce", "margin"))
   one_of("report.attack_loop", ("fori", "unrolled", "scan", ""))
   one_of("loss.ice.minmax", ("alternating", "gradient_reversal"))
+  one_of("loss.ice.nuisance_labels", ("true", "shuffled"))
+  one_of("loss.ice.likelihood", ("factorial_zn", "glow"))
+  one_of("data.shift.construction", ("pixel", "code"))
+  if not 0.0 <= config.loss.ice.nuisance_dropout < 1.0:
+    raise ConfigError(f"config.loss.ice.nuisance_dropout="
+                      f"{config.loss.ice.nuisance_dropout!r} must be in "
+                      "[0, 1).")
+  if (config.loss.name == "ice" and config.loss.ice.nuisance_labels ==
+      "shuffled" and config.loss.ice.minmax != "alternating"):
+    raise ConfigError("config.loss.ice.nuisance_labels='shuffled' needs "
+                      "config.loss.ice.minmax='alternating' (gradient "
+                      "reversal trains D and the network on one label set).")
   one_of("loss.differential.pairs", ("global", "per_device"))
   one_of("loss.differential.bias", ("max_accuracy", "midpoint"))
   one_of("report.autoattack_version", ("standard", "plus"))
@@ -533,9 +612,27 @@ def validate_model_config(model: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.model.batch_chunk={chunk!r} must be an int >= "
                       "0 (0: run the whole batch at once) or -1 (platform "
                       "default).")
-  if model.actnorm_std_floor <= 0:
+  if model.actnorm_std_floor < 0:
     raise ConfigError(f"config.model.actnorm_std_floor="
-                      f"{model.actnorm_std_floor} must be > 0.")
+                      f"{model.actnorm_std_floor} must be >= 0 (0: no floor, "
+                      "the authors' init).")
+  one_of("split_prior", ("none", "conditional"))
+  if not 0.0 <= model.dropout < 1.0:
+    raise ConfigError(f"config.model.dropout={model.dropout} must be in "
+                      "[0, 1).")
+  if not 0.0 < model.logit_bn_momentum <= 1.0:
+    raise ConfigError(f"config.model.logit_bn_momentum="
+                      f"{model.logit_bn_momentum} must be in (0, 1] "
+                      "(PyTorch's convention: the batch's weight).")
+  if model.actnorm_eps < 0:
+    raise ConfigError(f"config.model.actnorm_eps={model.actnorm_eps} must be "
+                      ">= 0.")
+  if model.dropout and model.name != "mlp" and (
+      model.reversible or model.reversible_loop == "scan"):
+    raise ConfigError(
+        f"config.model.dropout={model.dropout} trains with a plain unrolled "
+        "loop: set config.model.reversible=False and reversible_loop="
+        "'unrolled' (or 'auto'), or dropout=0.")
   for field in ("features", "hidden", "blocks", "channels", "strides"):
     if any(isinstance(v, bool) or not isinstance(v, int) for v in model[field]):
       raise ConfigError(f"config.model.{field}={tuple(model[field])} must be "

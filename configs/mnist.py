@@ -5,11 +5,22 @@ dequantisation noise U(0, 1/256), 3 levels x 16 additive coupling steps of
 width 128, reverse permutation, Adamax 1e-3, batch 128, 200 epochs with the
 rate x0.2 after epochs 60, 120, 160. We use a single input channel: the
 authors' 3-channel layout only adds two all-zero channels that carry nothing
-but noise.
+but noise (the "input layout trap").
 
-Variants (``:<loss>,<scale>``, any order, see configs/_variants.py):
+Variants (``:<loss>,<scale>,<recipe>``, any order, see configs/_variants.py):
 loss ``ce`` (default) | ``ice``; scale ``paper`` (default; GPU) | ``cpu``
-(depth 4, width 32, 2 epochs).
+(depth 4, width 32, 2 epochs, constant lr); recipe ``ours`` (default) |
+``authors``: the authors' recipe as their code ran it
+(jhjacobsen/fully-invertible-revnet train.py / invertible_layers.py /
+layers.py; docs/results_authors.md lists each field with the line it
+mirrors): 3-channel input (digit in channel 2, d = 3072), ActNorm
+``(x + b)(exp(s) + 1e-3)`` initialised on 512 noisy images without a std
+floor, conditional split priors + N(0, 1) final prior + dequantisation
+constant, BatchNorm1d(10) on the logits, dropout 0.1 in every coupling
+subnet and in D, nuisance term ``-0.05 CE(D(z_n), y[randperm])``, main lr
+x0.2 when epoch > 60 / 120 / 160. One deviation, the remedy of the input
+layout trap: test images get the training noise U(0, 1/256)
+(config.data.test_noise; 0 reproduces their test loader).
 
   ADVINV_MNIST_DIR=/path/to/mnist python -m advinv_jax.main \
       --config=configs/mnist.py:ice,cpu --workdir=workdirs/mnist_ice_cpu
@@ -20,12 +31,15 @@ Cost: paper scale is GPU work (200 epochs); ``cpu`` ~15-25 min per model on
 from advinv_jax.config import default_config
 from configs._variants import parse_variant
 
-VARIANTS = {"loss": ("ce", "ice"), "scale": ("paper", "cpu")}
+VARIANTS = {"loss": ("ce", "ice"), "scale": ("paper", "cpu"),
+            "recipe": ("ours", "authors")}
 STEPS_PER_EPOCH = 60000 // 128
 
 
-def mnist_firevnet(scale: str = "paper", loss: str = "ce"):
-  """The MNIST fiRevNet config at ``scale`` trained with ``loss``."""
+def mnist_firevnet(scale: str = "paper", loss: str = "ce",
+                   recipe: str = "ours"):
+  """The MNIST fiRevNet config at ``scale`` trained with ``loss``, by
+  ``recipe`` (``'ours'`` | ``'authors'``: :func:`authors_recipe`)."""
   c = default_config()
   c.data.name = "mnist"          # tfds-prepared, or IDX files in data_dir /
   c.data.pad_to = 32             # $ADVINV_MNIST_DIR
@@ -50,6 +64,8 @@ def mnist_firevnet(scale: str = "paper", loss: str = "ce"):
   c.train.log_every = 50
   c.report.linf_eps = (0.05, 0.1, 0.2, 0.3)
   c.report.l2_eps = (0.5, 1.0, 2.0, 3.0)
+  if recipe == "authors":
+    authors_recipe(c)
   if scale == "cpu":
     c.model.depth = 4
     c.model.width = 32
@@ -61,6 +77,29 @@ def mnist_firevnet(scale: str = "paper", loss: str = "ce"):
   return c
 
 
+def authors_recipe(c):
+  """Sets the authors'-code fields on an MNIST fiRevNet config, in place."""
+  c.data.zero_channels = 2               # train.py ~L47 cat((0, 0, x))
+  c.data.test_noise = 1.0 / 256          # our remedy (their test loader: 0)
+  c.model.actnorm_std_floor = 0.0        # invertible_layers.py ActNorm init
+  c.model.actnorm_eps = 1e-3             # ... (exp(logs) + 0.001)
+  c.model.split_prior = "conditional"    # Split.split2d_prior
+  c.model.logit_bn = True                # train.py ~L63 BatchNorm1d(10, 0.9)
+  c.model.logit_bn_momentum = 0.9
+  c.model.dropout = 0.1                  # layers.py NN: Dropout(0.1)
+  c.loss.ice.likelihood = "glow"         # train.py ~L128-L182 objective
+  c.loss.ice.n_bins = 256
+  c.loss.ice.nuisance_labels = "shuffled"  # train.py ~L142 label[randperm]
+  c.loss.ice.nuisance_weight = 0.05      # ~L182 (b3de7d9): - 0.05 * CE
+  c.loss.ice.nuisance_dropout = 0.1      # ~L66 ac: Dropout(0.1) x2
+  c.loss.ice.nuisance_hidden = (512, 512)
+  c.train.init_batch_size = 512          # ~L80 init_loader batch 512
+  c.train.init_noise = True              # ... with the noise transform
+  # lr x0.2 when epoch > 60, 120, 160 (learning_rate(), 0-based epochs)
+  c.optimizer.boundaries = tuple(e * STEPS_PER_EPOCH for e in (61, 121, 161))
+  return c
+
+
 def get_config(variant=None):
   v = parse_variant(variant, "mnist", VARIANTS)
-  return mnist_firevnet(v["scale"], v["loss"])
+  return mnist_firevnet(v["scale"], v["loss"], v["recipe"])

@@ -1,23 +1,36 @@
-"""fiRevNet with CE or iCE on shiftMNIST: a 4-bit binary code of the label
-is planted in the training images (top-left row of the padded 32x32 image);
-at test time the code is random. A model that latches onto the shortcut
-fails on the test set.
+"""fiRevNet with CE or iCE on shiftMNIST (Jacobsen et al. 2019, final
+version): a label shortcut planted in the training images, randomised or
+removed at test time. A model that latches onto the shortcut fails on the
+test set.
 
-Variants as configs/mnist.py (``:<loss>,<scale>``): loss ``ce`` | ``ice``,
-scale ``paper`` | ``cpu``.
+Shift ``pixel`` (default): ONE pixel whose position encodes the class,
+pixel (c, 0) of channel 0 for class c (public code following the paper's
+final version, ``x[:, 0, i, 0] = 1``; unverified); at test time the pixel
+of a random class (data.shift.test_mode='random'; 'none' removes it). In the
+authors' 3-channel layout channel 0 is a zero channel, as in that code.
+Shift ``code``: our former 4-bit binary code of the label (top-left row,
+all channels).
+
+Variants as configs/mnist.py plus the shift (``:<loss>,<scale>,<recipe>,
+<shift>``): loss ``ce`` | ``ice``, scale ``paper`` | ``cpu``, recipe
+``ours`` | ``authors``, shift ``pixel`` | ``code``.
 
   ADVINV_MNIST_DIR=/path/to/mnist python -m advinv_jax.main \
       --config=configs/shiftmnist.py:ice,cpu --workdir=workdirs/shiftmnist_ice_cpu
 Cost: as configs/mnist.py (``cpu`` ~15-25 min per model on 2 CPU cores).
 """
 from configs._variants import parse_variant
-from configs.mnist import VARIANTS, mnist_firevnet
+from configs.mnist import VARIANTS as MNIST_VARIANTS, mnist_firevnet
+
+VARIANTS = dict(MNIST_VARIANTS, shift=("pixel", "code"))
 
 
 def get_config(variant=None):
   v = parse_variant(variant, "shiftmnist", VARIANTS)
-  c = mnist_firevnet(v["scale"], v["loss"])
+  c = mnist_firevnet(v["scale"], v["loss"], v["recipe"])
   c.data.shift.enabled = True
+  c.data.shift.construction = v["shift"]
+  c.data.shift.channel = 0
   c.data.shift.code_size = 4
   c.data.shift.position = (0, 0)
   c.data.shift.value = 1.0

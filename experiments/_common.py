@@ -46,6 +46,16 @@ def define_losses_flag():
       "--losses=ice (default: all of them)")
 
 
+def define_recipe_flag():
+  """Defines ``--recipe``: ``ours`` (the configs' defaults) or ``authors``
+  (their ``authors`` variant: the authors' code as they ran it,
+  configs/mnist.py ``authors_recipe``)."""
+  return flags.DEFINE_enum(
+      "recipe", "ours", ["ours", "authors"],
+      "ours: our MNIST recipe; authors: the authors' code as they ran it "
+      "(configs/mnist.py:authors)")
+
+
 def select_losses(configs: Dict[str, Any], losses: Sequence[str]):
   """The entries of ``configs`` named in ``losses`` (all when empty).
 
@@ -58,15 +68,17 @@ def select_losses(configs: Dict[str, Any], losses: Sequence[str]):
   return {k: v for k, v in configs.items() if not losses or k in losses}
 
 
-def scale_main(run, scale, workdir, losses=None):
+def scale_main(run, scale, workdir, losses=None, *more):
   """The absl ``main`` of a script whose ``run(scale, workdir, overrides[,
-  losses])`` takes the values of its ``--scale``, ``--workdir`` (and
-  ``--losses``) flag holders and the ``--config.*`` overrides."""
+  losses, *more])`` takes the values of its ``--scale``, ``--workdir`` (and
+  ``--losses``, and further) flag holders and the ``--config.*``
+  overrides."""
 
   def main(argv):
     del argv
     extra = (losses.value,) if losses is not None else ()
-    run(scale.value, workdir.value, overrides(), *extra)
+    run(scale.value, workdir.value, overrides(), *extra,
+        *(m.value for m in more))
 
   return main
 

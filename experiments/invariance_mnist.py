@@ -24,28 +24,31 @@ _SCALE = flags.DEFINE_string("scale", "cpu", "tiny | digits | cpu | paper")
 _CONFIG = C.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/invariance_mnist", "")
 _LOSSES = C.define_losses_flag()
+_RECIPE = C.define_recipe_flag()
 
 PAPER = {"ce": (0.39, 0.34), "ice": (0.38, 27.70)}  # test error %: logits, z_n
 
 
-def configs(scale):
+def configs(scale, recipe="ours"):
   out = {}
   for loss in ("ce", "ice"):
-    if scale == "tiny":
+    if scale == "tiny" and recipe == "authors":
+      out[loss] = C.tiny(C.load_config("mnist", f"{loss},authors"))
+    elif scale == "tiny":
       out[loss] = C.tiny(C.load_config("digits", loss))
     elif scale == "digits":
       out[loss] = C.load_config("digits", loss)
     else:
-      out[loss] = C.load_config("mnist", f"{loss},{scale}")
+      out[loss] = C.load_config("mnist", f"{loss},{scale},{recipe}")
   return out
 
 
-def run(scale: str, workdir: str, overrides=None, losses=()):
+def run(scale: str, workdir: str, overrides=None, losses=(), recipe="ours"):
   C.check_scale(scale, C.SCALES + ("digits",))
   overrides = dict(overrides or {})
   rows, data = [], {"scale": scale, "overrides": dict(overrides),
-                    "losses": list(losses)}
-  cfgs = C.prepare(C.select_losses(configs(scale), losses), overrides)
+                    "losses": list(losses), "recipe": recipe}
+  cfgs = C.prepare(C.select_losses(configs(scale, recipe), losses), overrides)
   for loss, cfg in cfgs.items():
     res = C.train_and_report(cfg, os.path.join(workdir, loss))
     inv = res["report"]["invariance"]
@@ -67,7 +70,7 @@ def run(scale: str, workdir: str, overrides=None, losses=()):
                  C.fmt(inv["metamer_validity"]["valid_share"], pct=True),
                  f"{res['seconds'] / 60:.1f} min"])
   C.write_results(
-      workdir, f"invariance_mnist (scale={scale})",
+      workdir, f"invariance_mnist (scale={scale}, recipe={recipe})",
       ["loss", "logit test err % (ours)", "paper", "z_n clf test err % (ours)",
        "paper", "valid metamers %", "cost"], rows, data,
       notes="z_n classifier: MLP trained post hoc on z_n of the trained "
@@ -79,7 +82,7 @@ def run(scale: str, workdir: str, overrides=None, losses=()):
   return data
 
 
-main = C.scale_main(run, _SCALE, _WORKDIR, _LOSSES)
+main = C.scale_main(run, _SCALE, _WORKDIR, _LOSSES, _RECIPE)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ def _cfg(**kw):
   c.num_test = 0
   c.image_size = 0
   c.shift = ml_collections.ConfigDict(dict(
-      enabled=False, code_size=4, position=(0, 0), value=1.0))
+      enabled=False, code_size=4, position=(0, 0), value=1.0,
+      construction="code"))
   for k, v in kw.items():
     if k.startswith("shift_"):
       c.shift[k[6:]] = v
@@ -245,7 +246,8 @@ def test_shift_test_batches_carry_the_planted_code_label(digits):
   assert ds.test.get(np.zeros((0,), np.int64))["code_label"].shape == (0,)
   # Training batches (code = label) and test_mode="none" add no key.
   assert set(ds.train.get(np.arange(4))) == {"image", "label"}
-  none = D.shift_dataset(digits, code_size=4, position=(2, 1), value=0.75,
+  none = D.shift_dataset(digits, construction="code", code_size=4,
+                         position=(2, 1), value=0.75,
                          test_mode="none")
   assert set(none.test.get(np.arange(4))) == {"image", "label"}
 
@@ -253,7 +255,8 @@ def test_shift_test_batches_carry_the_planted_code_label(digits):
 def test_shift_on_padded_binary_rgb_like_multichannel():
   src = D.ArraySource(np.zeros((6, 4, 5, 3), np.float32), np.arange(6) % 3)
   ds = D.Dataset("toy", src, src, 3, (4, 5, 3))
-  sh = D.shift_dataset(ds, code_size=2, position=(3, 3), seed=0)
+  sh = D.shift_dataset(ds, construction="code", code_size=2,
+                       position=(3, 3), seed=0)
   x = _all(sh.train)["image"]
   bits = D.decode_shift_code(x, code_size=2, position=(3, 3))
   np.testing.assert_array_equal(bits, np.arange(6) % 3)

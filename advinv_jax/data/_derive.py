@@ -5,7 +5,15 @@ copied, so they work on lazy sources too). ``load_dataset`` applies them in
 this order: binary subset -> num_train/num_test subsets -> padding -> shift
 code, so ``shift.position`` is in the coordinates of the padded image.
 
-shiftMNIST code (:func:`shift_dataset`): a ``k``-bit binary code of a class id
+shiftMNIST single pixel (:func:`shift_dataset`, ``construction="pixel"``,
+the default): class ``c`` is encoded by the POSITION of one pixel, pixel
+``(row + c, col)`` of channel ``channel`` set to ``value`` (public code that
+follows the paper's final version: ``x[:, 0, i, 0] = 1`` for class ``i``;
+unverified, see shared papers.md). Test images (``test_mode="random"``)
+get the pixel of a random class (``"code_label"`` as below), or none
+(``"none"``: the shortcut removed).
+
+shiftMNIST code (``construction="code"``, our own construction): a ``k``-bit binary code of a class id
 ``c`` is written into ``k`` pixels of one row, starting at ``(row, col)``,
 most significant bit first: pixel ``(row, col + j)`` gets ``value`` if bit
 ``k - 1 - j`` of ``c`` is 1, else 0. The code is written on *all channels*
@@ -30,7 +38,7 @@ import numpy as np
 from advinv_jax.data._sources import Dataset, MapSource, SubsetSource
 
 # Stream tags: independent numpy streams per use of the same seed.
-_TAG_TRAIN_SUBSET, _TAG_TEST_SUBSET, _TAG_SHIFT = 11, 12, 13
+_TAG_TRAIN_SUBSET, _TAG_TEST_SUBSET, _TAG_SHIFT, _TAG_TEST_NOISE = 11, 12, 13, 14
 
 
 def _rng(seed: int, tag: int) -> np.random.Generator:
@@ -187,13 +195,107 @@ def check_shift(image_shape, num_classes: int, code_size: int, position,
   return r, c
 
 
-def shift_dataset(ds: Dataset, *, code_size: int, position: Tuple[int, int],
+def zero_channels_dataset(ds: Dataset, n: int) -> Dataset:
+  """Puts ``n`` all-zero channels before the image's channels.
+
+  The authors' MNIST input (train.py ~L47, ``torch.cat((zeros, zeros, x))``):
+  ``n = 2``, the digit in the last of 3 channels.
+  """
+  n = int(n)
+  if n == 0:
+    return ds
+  h, w, c = ds.image_shape
+  shape = (h, w, c + n)
+
+  def fn(batch, idx):
+    del idx
+    img = batch["image"]
+    zeros = np.zeros(img.shape[:-1] + (n,), img.dtype)
+    return {**batch, "image": np.concatenate([zeros, img], axis=-1)}
+
+  return dataclasses.replace(
+      ds, name=f"{ds.name}+zc{n}", image_shape=shape,
+      train=MapSource(ds.train, fn, shape), test=MapSource(ds.test, fn, shape))
+
+
+def test_noise_dataset(ds: Dataset, amplitude: float, seed: int = 0) -> Dataset:
+  """Adds ``U(0, amplitude)`` to every test image entry (all channels).
+
+  The noise of test example ``i`` is fixed: drawn from the numpy stream
+  ``(seed, tag, i)``, so any index order gives the same images. The remedy
+  of the input layout trap (papers.md): test images then follow the
+  training noise model (``amplitude = train.dequant_noise``), so channels
+  that carry only that noise in training do not fall off the training
+  distribution at test time. Training images are untouched (the train step
+  draws their noise). The upper data bound grows by ``amplitude`` (attacks
+  clip to the bounds, which must contain the test images).
+  """
+  a = float(amplitude)
+  if a == 0.0:
+    return ds
+  if a < 0:
+    raise ValueError(f"config.data.test_noise={a} must be >= 0.")
+  shape = ds.image_shape
+
+  def fn(batch, idx):
+    noise = np.stack([np.random.default_rng([int(seed), _TAG_TEST_NOISE,
+                                             int(i)]).uniform(0.0, a, shape)
+                      for i in np.asarray(idx).reshape(-1)]).reshape(
+                          batch["image"].shape)
+    return {**batch, "image": (batch["image"] + noise).astype(np.float32)}
+
+  bounds = None if ds.bounds is None else (ds.bounds[0], ds.bounds[1] + a)
+  return dataclasses.replace(ds, name=f"{ds.name}+tn", bounds=bounds,
+                             test=MapSource(ds.test, fn, shape))
+
+
+def plant_pixel(images: np.ndarray, classes: np.ndarray,
+                position: Tuple[int, int], channel: int,
+                value: float) -> np.ndarray:
+  """Sets pixel ``(row + classes[n], col)`` of channel ``channel`` of image
+  ``n`` to ``value``, in place: ``f32[n, H, W, C]``; returns it."""
+  r, c = position
+  n = np.arange(images.shape[0])
+  images[n, r + np.asarray(classes), c, channel] = value
+  return images
+
+
+def check_pixel_shift(image_shape, num_classes: int, position, channel: int,
+                      value: float, bounds=None) -> Tuple[int, int]:
+  """Validates single-pixel shift settings; returns ``(row, col)``."""
+  h, w, ch = image_shape
+  try:
+    r, c = (int(p) for p in position)
+  except (TypeError, ValueError):
+    raise ValueError(f"config.data.shift.position={position!r} must be a "
+                     "(row, col) pair of ints.") from None
+  if not (0 <= r and r + num_classes <= h and 0 <= c < w):
+    raise ValueError(
+        f"config.data.shift.position={(r, c)}: the pixels of the "
+        f"{num_classes} classes, ({r}, {c})..({r + num_classes - 1}, {c}), "
+        f"do not fit the {h}x{w} images; use 0 <= row <= "
+        f"{h - num_classes} and 0 <= col < {w}.")
+  if not 0 <= int(channel) < ch:
+    raise ValueError(f"config.data.shift.channel={channel} is not a channel "
+                     f"of the {ch}-channel images; use 0..{ch - 1}.")
+  if bounds is not None and not bounds[0] <= float(value) <= bounds[1]:
+    raise ValueError(f"config.data.shift.value={value} lies outside the "
+                     f"data bounds {bounds}; pick a value inside them.")
+  return r, c
+
+
+def shift_dataset(ds: Dataset, *, construction: str,
+                  position: Tuple[int, int], code_size: int = 4,
                   value: float = 1.0, seed: int = 0,
-                  test_mode: str = "random") -> Dataset:
+                  test_mode: str = "random", channel: int = 0) -> Dataset:
   """shiftMNIST: plants a label code in training images (see module docstring).
 
   Args:
     ds: base dataset (any image shape, any number of channels).
+    construction: ``"code"`` (a k-bit code on all channels) or ``"pixel"``
+      (one pixel at ``(row + class, col)`` of ``channel``); see the module
+      docstring. (config.data.shift.construction, default ``"pixel"``.)
+    channel: ``"pixel"``: the channel of the planted pixel.
     code_size: ``k`` bits; needs ``2**k >= num_classes``.
     position: ``(row, col)`` of the first code pixel; the code runs along the
       row to ``col + k - 1``.
@@ -213,14 +315,28 @@ def shift_dataset(ds: Dataset, *, code_size: int, position: Tuple[int, int],
   if test_mode not in ("random", "none"):
     raise ValueError(f"config.data.shift.test_mode={test_mode!r} must be "
                      "'random' or 'none'.")
-  pos = check_shift(ds.image_shape, ds.num_classes, code_size, position, value,
-                    ds.bounds)
-  k, v = int(code_size), float(value)
+  if construction not in ("code", "pixel"):
+    raise ValueError(f"config.data.shift.construction={construction!r} must "
+                     "be 'pixel' or 'code'.")
+  v = float(value)
+  if construction == "pixel":
+    pos = check_pixel_shift(ds.image_shape, ds.num_classes, position, channel,
+                            v, ds.bounds)
+    k = f"px{int(channel)}"
+
+    def plant(img, classes):
+      return plant_pixel(img, classes, pos, int(channel), v)
+  else:
+    pos = check_shift(ds.image_shape, ds.num_classes, code_size, position,
+                      value, ds.bounds)
+    k = int(code_size)
+
+    def plant(img, classes):
+      return plant_code(img, classes, k, pos, v)
 
   def train_fn(batch, idx):
     del idx
-    img = plant_code(batch["image"], batch["label"], k, pos, v)
-    return {**batch, "image": img}
+    return {**batch, "image": plant(batch["image"], batch["label"])}
 
   train = MapSource(ds.train, train_fn, ds.image_shape)
   test = ds.test
@@ -230,7 +346,7 @@ def shift_dataset(ds: Dataset, *, code_size: int, position: Tuple[int, int],
 
     def test_fn(batch, idx):
       codes = test_codes[idx]
-      img = plant_code(batch["image"], codes, k, pos, v)
+      img = plant(batch["image"], codes)
       return {**batch, "image": img,
               "code_label": codes.reshape(np.shape(batch["label"]))}
 

@@ -5,7 +5,8 @@ base dataset's metadata is read cheaply (image shape, classes, split sizes:
 constants, IDX headers, or tfds ``dataset_info``; a missing tfds dataset
 fails here, in milliseconds); (3) fields that depend on the metadata
 (``classes``, ``pad_to``, ``shift``) are checked; only then (4) the data are
-read and (5) derived: binary subset -> num_train/num_test -> pad -> shift.
+read and (5) derived: binary subset -> num_train/num_test -> pad -> zero
+channels -> shift -> test noise.
 """
 from __future__ import annotations
 
@@ -80,8 +81,14 @@ def read_data_config(data_config) -> Dict[str, Any]:
   if c["sphere_layout"] not in ("square", "channels"):
     raise ValueError(f"config.data.sphere_layout={c['sphere_layout']!r} must "
                      "be 'square' or 'channels'.")
+  c["zero_channels"] = _int("zero_channels", c["zero_channels"])
+  if float(c["test_noise"]) < 0:
+    raise ValueError(f"config.data.test_noise={c['test_noise']} must be >= 0.")
   s = c["shift"]
   if s["enabled"]:
+    if s["construction"] not in ("pixel", "code"):
+      raise ValueError(f"config.data.shift.construction={s['construction']!r}"
+                       " must be 'pixel' or 'code'.")
     if isinstance(s["code_size"], bool) or int(s["code_size"]) < 1:
       raise ValueError(f"config.data.shift.code_size={s['code_size']} must be "
                        ">= 1.")
@@ -221,9 +228,14 @@ def load_dataset(data_config, *, seed: int = 0) -> Dataset:
                          f"of {c['name']!r}; use at most {n} (or 0 for all).")
   s = c["shift"]
   if s["enabled"]:
-    final = (c["pad_to"], c["pad_to"], ch) if c["pad_to"] else base.image_shape
-    _derive.check_shift(final, num_classes, s["code_size"], s["position"],
-                        s["value"], base.bounds)
+    final = ((c["pad_to"], c["pad_to"]) if c["pad_to"] else (h, w)) + (
+        ch + c["zero_channels"],)
+    if s["construction"] == "pixel":
+      _derive.check_pixel_shift(final, num_classes, s["position"],
+                                s["channel"], s["value"], base.bounds)
+    else:
+      _derive.check_shift(final, num_classes, s["code_size"], s["position"],
+                          s["value"], base.bounds)
   # Read, then derive.
   train, test = base.load()
   ds = Dataset(name=c["name"], train=train, test=test,
@@ -235,9 +247,12 @@ def load_dataset(data_config, *, seed: int = 0) -> Dataset:
                               num_test=c["num_test"], seed=seed)
   if c["pad_to"]:
     ds = _derive.pad_dataset(ds, c["pad_to"])
+  ds = _derive.zero_channels_dataset(ds, c["zero_channels"])
   if s["enabled"]:
     ds = _derive.shift_dataset(ds, code_size=int(s["code_size"]),
                                position=tuple(s["position"]),
                                value=float(s["value"]), seed=seed,
-                               test_mode=s["test_mode"])
-  return ds
+                               test_mode=s["test_mode"],
+                               construction=s["construction"],
+                               channel=int(s["channel"]))
+  return _derive.test_noise_dataset(ds, float(c["test_noise"]), seed)

@@ -83,6 +83,13 @@ class Layer:
                     y: Array) -> Tuple[Array, Array]:
     raise NotImplementedError
 
+  def apply_train(self, params: Params, consts: Any, x: Array,
+                  rng: Array) -> Tuple[Array, Array]:
+    """:meth:`apply` in train mode (dropout on, key ``rng``); layers without
+    dropout ignore the key."""
+    del rng
+    return self.apply(params, consts, x)
+
   def forward(self, params: Params, x: Array) -> Tuple[Array, Array]:
     """``x: f32[B,H,W,C]`` -> ``(y, logdet: f32[B])``."""
     return self.apply(params, self.consts(tuple(x.shape)), x)
@@ -270,6 +277,16 @@ class Chain(Layer):
     if not self.reversible or not self.layers:
       return self._apply_plain(params, consts, x)
     return _reversible_apply(self, params, consts, x)
+
+  def apply_train(self, params, consts, x, rng):
+    """Train mode: the layers in a plain unrolled loop, layer ``i`` with key
+    ``fold_in(rng, i)`` (plain autodiff; no reversible backprop or scan)."""
+    ld = zeros_logdet(x)
+    for i, layer in enumerate(self.layers):
+      x, l = layer.apply_train(self.step_params(params, i), consts[i], x,
+                               jax.random.fold_in(rng, i))
+      ld = ld + l
+    return x, ld
 
   def apply_inverse(self, params, consts, y):
     if self._scans:

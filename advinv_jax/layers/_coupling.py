@@ -12,6 +12,16 @@ from advinv_jax.layers._conv import (CONV3X3_IMPLS, check_compute_dtype,
                                      conv1x1, conv3x3, subnet_operand_dtypes)
 
 
+def dropout(x, rate: float, rng=None):
+  """Inverted dropout: ``x * mask / (1 - rate)``, ``mask ~ Bernoulli(1 - rate)``
+  per entry; the identity when ``rng`` is None or ``rate == 0``
+  (``torch.nn.Dropout`` in train / eval mode)."""
+  if rng is None or not rate:
+    return x
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
 def _he(rng, shape, fan_in):
   return jax.random.normal(rng, shape, jnp.float32) * jnp.sqrt(2.0 / fan_in)
 
@@ -23,8 +33,12 @@ class Subnet:
   The convolutions feeding an ActNorm have no bias (ActNorm's shift is the
   bias). The last conv is zero-initialised, has a bias, and its output is
   multiplied by ``exp(3 * logs)`` (``logs`` learned, init 0), as in the
-  authors' code (Glow's ``Conv2dZeros``). Dropout (0.1 in the authors' code)
-  is not implemented: the network must stay exactly invertible.
+  authors' code (Glow's ``Conv2dZeros``). ``dropout`` (0.1 in the authors'
+  code, layers.py ``NN``: after the second ReLU) acts only when a key is
+  given (train mode, :meth:`Coupling.apply_train`); without one the subnet
+  is deterministic, so the coupling's inverse is exact (eval mode).
+  ``actnorm_eps``: the ActNorms' ``exp(s) + eps`` form (see
+  :class:`ActNorm`).
 
   ``compute_dtype``: ``'float32'``; ``'bfloat16'`` (mixed precision: the
   three convolutions take bfloat16 operands, see :func:`conv3x3`, the 1x1
@@ -42,6 +56,8 @@ class Subnet:
   min_std: float = 1e-2
   conv3x3_impl: str = "xla"
   compute_dtype: str = "float32"
+  actnorm_eps: float = 0.0
+  dropout: float = 0.0
 
   def _convs(self):
     d3, d1 = subnet_operand_dtypes(self.compute_dtype)
@@ -55,7 +71,7 @@ class Subnet:
     p = {"w1": _he(k1, (3, 3, c, self.width), 9 * c)}
     h = c3(x, p["w1"])
     p["a1"] = actnorm_init(h, self.min_std)
-    h = actnorm_relu(p["a1"], h)
+    h = actnorm_relu(p["a1"], h, self.actnorm_eps)
     p["w2"] = _he(k2, (self.width, self.width), self.width)
     h = c1(h, p["w2"])
     p["a2"] = actnorm_init(h, self.min_std)
@@ -64,10 +80,13 @@ class Subnet:
     p["logs3"] = jnp.zeros((self.out_channels,), jnp.float32)
     return p
 
-  def __call__(self, p, x):
+  def __call__(self, p, x, rng=None):
+    """``rng``: a key turns dropout on (train mode); ``None``: eval mode."""
+    e = self.actnorm_eps
     c3, c1 = self._convs()
-    h = actnorm_relu(p["a1"], c3(x, p["w1"]))
-    h = actnorm_relu(p["a2"], c1(h, p["w2"]))
+    h = actnorm_relu(p["a1"], c3(x, p["w1"]), e)
+    h = actnorm_relu(p["a2"], c1(h, p["w2"]), e)
+    h = dropout(h, self.dropout, rng)
     out = c3(h, p["w3"]) + p["b3"]
     return out * jnp.exp(3.0 * p["logs3"])
 
@@ -99,6 +118,10 @@ class Coupling(Layer):
     compute_dtype: the subnet's (:class:`Subnet`): ``'float32'``,
       ``'bfloat16'`` or ``'bfloat16_1x1'``. The coupling arithmetic and the
       logdet stay float32 and the coupling exactly invertible.
+    actnorm_eps: the subnet ActNorms' ``exp(s) + eps`` (authors: 1e-3).
+    dropout: the subnet's dropout rate, active only in :meth:`apply_train`
+      (with a key); ``apply`` / ``apply_inverse`` are eval mode, an exact
+      bijection.
   """
 
   width: int = 32
@@ -109,6 +132,8 @@ class Coupling(Layer):
   min_std: float = 1e-2
   conv3x3_impl: str = "xla"
   compute_dtype: str = "float32"
+  actnorm_eps: float = 0.0
+  dropout: float = 0.0
 
   def __post_init__(self):
     if self.coupling not in ("additive", "affine"):
@@ -123,6 +148,8 @@ class Coupling(Layer):
       raise ValueError(f"conv3x3_impl={self.conv3x3_impl!r}; choose one of "
                        f"{CONV3X3_IMPLS}.")
     check_compute_dtype(self.compute_dtype)
+    if not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"dropout={self.dropout} must be in [0, 1).")
     if not 0.0 < self.scale_floor < 1.0:
       raise ValueError(f"scale_floor={self.scale_floor} must be in (0, 1).")
 
@@ -137,7 +164,8 @@ class Coupling(Layer):
     cb = c - ca
     out = cb if self.coupling == "additive" else 2 * cb
     return ca, Subnet(self.width, out, self.conv1x1_as_matmul, self.min_std,
-                      self.conv3x3_impl, self.compute_dtype)
+                      self.conv3x3_impl, self.compute_dtype, self.actnorm_eps,
+                      self.dropout)
 
   def init(self, rng, x):
     self.check_shape(tuple(x.shape))
@@ -175,6 +203,15 @@ class Coupling(Layer):
     ca, net = self._subnet(x.shape[-1])
     xa, xb = x[..., :ca], x[..., ca:]
     yb, ld = self._elem_fwd(xb, net(params["net"], xa))
+    return jnp.concatenate([xa, yb], axis=-1), ld
+
+  def apply_train(self, params, consts, x, rng):
+    """:meth:`apply` with the subnet's dropout on (key ``rng``); not
+    invertible by :meth:`apply_inverse` unless ``dropout == 0``."""
+    del consts
+    ca, net = self._subnet(x.shape[-1])
+    xa, xb = x[..., :ca], x[..., ca:]
+    yb, ld = self._elem_fwd(xb, net(params["net"], xa, rng))
     return jnp.concatenate([xa, yb], axis=-1), ld
 
   def apply_inverse(self, params, consts, y):

@@ -25,8 +25,8 @@ from advinv_jax.losses._differential import (add_binary_bias,
                                              differential_loss_from_batch,
                                              max_accuracy_bias,
                                              midpoint_bias)
-from advinv_jax.losses._ice import (factorial_gaussian_nll, gradient_reversal,
-                                    ice_network_loss, init_prior_params,
+from advinv_jax.losses._ice import (factorial_gaussian_nll, glow_nll,
+                                    gradient_reversal, ice_network_loss, init_prior_params,
                                     mle_nuisance_term, nuisance_classifier_loss,
                                     nuisance_updates)
 
@@ -38,6 +38,7 @@ __all__ = [
     "differential_loss",
     "differential_loss_from_batch",
     "factorial_gaussian_nll",
+    "glow_nll",
     "gradient_reversal",
     "ice_network_loss",
     "init_prior_params",

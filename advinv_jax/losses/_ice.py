@@ -141,6 +141,41 @@ def mle_nuisance_term(z_n: Array, logdet: Array, prior: Mapping[str, Array],
   return nll
 
 
+def glow_nll(logdet: Array, log_prior: Array, dim: int, n_bins: int = 256,
+             bits_per_dim: bool = True) -> Array:
+  """Per-example NLL of the authors' code (train.py ~L128-L182): the flow's
+  log-det plus the model's own prior, plus the dequantisation constant.
+
+  ``nll_b = -(logdet_b + log_prior_b) + dim * log(n_bins)`` nats; in bits
+  per dimension ``nll_b / (dim ln 2)`` when ``bits_per_dim``. ``log_prior``
+  is the model's prior log-density of ``z`` (the authors': conditional
+  Gaussians of the split-off halves and N(0, 1) on the final tensor, logit
+  entries included; see :meth:`FiRevNet.flow_train`). Our ``logdet``
+  includes the input map ``x -> 2x - 1`` (``dim log 2``), which the authors
+  apply outside the model: a constant 1 bit/dim lower, same gradients.
+
+  Args:
+    logdet: ``float[B]``.
+    log_prior: ``float[B]``.
+    dim: data dimension ``d`` (``H W C``), a positive int.
+    n_bins: quantisation levels of the data (256 for 8 bits).
+    bits_per_dim: divide by ``d ln 2``.
+
+  Returns:
+    ``float[B]``.
+  """
+  if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+    raise ValueError(f"dim must be a positive int (H*W*C), got {dim!r}.")
+  if n_bins < 1:
+    raise ValueError(f"n_bins={n_bins} must be >= 1.")
+  lshape = _checks.check_rank(logdet, 1, "logdet", "[B]")
+  pshape = _checks.check_rank(log_prior, 1, "log_prior", "[B]")
+  _checks.check_batch(lshape, pshape, "logdet", "log_prior")
+  nll = -(jnp.asarray(logdet) + jnp.asarray(log_prior)) + dim * math.log(
+      n_bins)
+  return nll / (dim * _LN2) if bits_per_dim else nll
+
+
 def nuisance_classifier_loss(nuisance_logits: Array, labels: Array) -> Array:
   """The nuisance classifier's objective: ``CE(D(z_n), y)``, to minimise.
 
@@ -161,9 +196,16 @@ def ice_network_loss(z_s: Array, z_n: Array, logdet: Array, labels: Array,
                      nuisance_logits: Array, prior: Mapping[str, Array], *,
                      weights: Sequence[float] = (1.0, 0.05, 1.0),
                      bits_per_dim_dim: Optional[int] = None,
-                     label_smoothing: float = 0.0
+                     label_smoothing: float = 0.0,
+                     mle: Optional[Array] = None,
+                     nuisance_labels: Optional[Array] = None
                      ) -> Tuple[Array, Dict[str, Array]]:
-  """The network's side of iCE: ``L = w_s CE(z_s) - w_n CE(D(z_n)) + w_m MLE``.
+  """The network's side of iCE: ``L = w_s CE(z_s) - w_n CE(D(z_n), y') + w_m MLE``.
+
+  ``y'`` is ``nuisance_labels`` (default: ``labels``, Definition 7; the
+  authors' code: in-batch shuffled labels, see
+  ``config.loss.ice.nuisance_labels``). A negative ``w_n`` flips the term's
+  sign (the authors' first commit).
 
   The network minimises ``L``. The middle term enters with a **minus** sign:
   lowering ``L`` pushes the nuisance classifier's cross-entropy *up*
@@ -181,12 +223,17 @@ def ice_network_loss(z_s: Array, z_n: Array, logdet: Array, labels: Array,
     labels: ``int[B]`` class ids.
     nuisance_logits: ``float[B, C]`` = ``D(z_n)`` (gradient flows into
       ``z_n``; ``D``'s parameters fixed).
-    prior: ``{"mean": float[D], "log_std": float[D]}``.
+    prior: ``{"mean": float[D], "log_std": float[D]}`` (unused, may be
+      None, when ``mle`` is given).
     weights: ``(w_s, w_n, w_m)`` for sCE, nCE and MLE. The authors used
       ``w_n = 0.05`` and the NLL in bits/dim.
     bits_per_dim_dim: data dimension ``d`` to express the MLE term in bits/dim
       (see :func:`mle_nuisance_term`); ``None`` keeps nats per example.
     label_smoothing: applied to the semantic CE only.
+    mle: ``float[B]``, a per-example likelihood term to use instead of the
+      factorial prior's (e.g. :func:`glow_nll`); None: the factorial one.
+    nuisance_labels: ``int[B]`` labels ``y'`` of the nuisance term (None:
+      ``labels``). ``nce`` in the metrics is always against ``labels``.
 
   Returns:
     ``(loss, metrics)``: scalar loss and a dict of scalars ``loss``, ``sce``,
@@ -207,14 +254,19 @@ def ice_network_loss(z_s: Array, z_n: Array, logdet: Array, labels: Array,
                      "(one logit per class for each example).")
   sce = cross_entropy(z_s, labels, label_smoothing=label_smoothing)
   nce = cross_entropy(nuisance_logits, labels)
-  mle = jnp.mean(mle_nuisance_term(z_n, logdet, prior,
-                                   bits_per_dim_dim=bits_per_dim_dim))
-  loss = w_s * sce - w_n * nce + w_m * mle
+  n_term = nce if nuisance_labels is None else cross_entropy(
+      nuisance_logits, nuisance_labels)
+  if mle is None:
+    mle = mle_nuisance_term(z_n, logdet, prior,
+                            bits_per_dim_dim=bits_per_dim_dim)
+  mle = jnp.mean(mle)
+  loss = w_s * sce - w_n * n_term + w_m * mle
   labels = jnp.asarray(labels)
   metrics = {
       "loss": loss,
       "sce": sce,
       "nce": nce,
+      "nce_term": n_term,
       "mle": mle,
       "accuracy": jnp.mean(jnp.argmax(z_s, -1) == labels),
       "nuisance_accuracy": jnp.mean(jnp.argmax(nuisance_logits, -1) == labels),

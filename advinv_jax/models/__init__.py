@@ -18,8 +18,10 @@ from advinv_jax.models._base import (BatchChunkedModel, InvertibleModel,
                                      model_names,
                                      register_model)
 from advinv_jax.models import _classifiers  # noqa: F401  (registers cnn, mlp)
+from advinv_jax.models._classifiers import MLP, mlp_classifier
 from advinv_jax.models import _firevnet  # noqa: F401  (registers firevnet, firevnet_imagenet)
 
-__all__ = ["BatchChunkedModel", "InvertibleModel", "Model", "batch_chunked",
+__all__ = ["BatchChunkedModel", "InvertibleModel", "MLP", "Model",
+           "batch_chunked", "mlp_classifier",
            "default_batch_chunk",
            "build_model", "map_batch_chunks", "model_names", "register_model"]

@@ -117,6 +117,16 @@ class Model:
     """``x: f32[B, H, W, C]`` -> ``f32[B, num_classes]``."""
     raise NotImplementedError
 
+  def logits_train(self, params: Params, x: Array, rng=None,
+                   axis_name=None) -> Tuple[Array, Params]:
+    """Train-mode logits (dropout with key ``rng``, BatchNorm on batch
+    statistics over ``axis_name``) and ``updates``: a pytree of new values
+    for entries of ``params`` that are state, not trained (running
+    statistics), written into ``params`` after the optimiser step; ``{}``
+    for a model without train-mode behaviour (the default)."""
+    del rng, axis_name
+    return self.logits(params, x), {}
+
   def check_input(self, x) -> None:
     """Raises a ValueError naming the shape and the fix for a bad batch."""
     shape = tuple(getattr(x, "shape", ()))
@@ -164,6 +174,24 @@ class InvertibleModel(Model):
   def logits(self, params: Params, x: Array) -> Array:
     z, _ = self.forward(params, x)
     return self.split(z)[0]
+
+  def forward_train(self, params: Params, x: Array, rng=None,
+                    axis_name=None) -> Dict[str, Any]:
+    """Train mode: ``{"z": f32[B, d], "logdet": f32[B], "log_prior": f32[B],
+    "logits": f32[B, C], "updates": pytree}``. ``z`` is the map's output
+    before any train-mode readout (what a likelihood scores), ``log_prior``
+    the model's own prior density of ``z`` (default: N(0, 1) per entry),
+    ``logits`` the train-mode classifier output, ``updates`` as in
+    :meth:`Model.logits_train`. Default: eval mode, ``updates = {}``."""
+    del rng, axis_name
+    z, ld = self.forward(params, x)
+    lp = -0.5 * jnp.sum(jnp.square(z) + jnp.log(2 * jnp.pi), axis=-1)
+    return {"z": z, "logdet": ld, "log_prior": lp,
+            "logits": self.split(z)[0], "updates": {}}
+
+  def logits_train(self, params, x, rng=None, axis_name=None):
+    out = self.forward_train(params, x, rng, axis_name)
+    return out["logits"], out["updates"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +244,21 @@ class BatchChunkedModel(InvertibleModel):
     base = self._invertible_base("forward")
     base.check_input(x)
     return map_batch_chunks(lambda c: base.forward(params, c), x, self.chunk)
+
+  def forward_train(self, params, x, rng=None, axis_name=None):
+    """The base's per-example train-mode flow on chunks (chunk ``i`` with key
+    ``fold_in(rng, i)``), then its readout (BatchNorm) on the whole batch."""
+    base = self._invertible_base("forward_train")
+    if not hasattr(base, "flow_train"):
+      return base.forward_train(params, x, rng, axis_name)
+    base.check_input(x)
+    b = x.shape[0]
+    outs = [base.flow_train(params, x[i:i + self.chunk],
+                            None if rng is None else
+                            jax.random.fold_in(rng, i // self.chunk))
+            for i in range(0, b, self.chunk)]
+    out = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a, axis=0), *outs)
+    return base.readout_train(params, out, axis_name)
 
   def inverse(self, params, z):
     base = self._invertible_base("inverse")

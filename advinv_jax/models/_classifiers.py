@@ -54,15 +54,24 @@ class _CNN(nn.Module):
     return nn.Dense(self.num_classes)(x)
 
 
-class _MLP(nn.Module):
+class MLP(nn.Module):
+  """``Dense -> ReLU [-> Dropout]`` per hidden width, then ``Dense`` to
+  ``num_classes``; flattens its input ``[B, ...]``. The one MLP of the
+  project: the ``mlp`` model, iCE's nuisance classifier D (the authors'
+  3072 -> 512 -> 512 -> 10 with dropout 0.1, train.py ~L66) and the post-hoc
+  z_n probes. Dropout acts only with ``train=True`` (key in
+  ``rngs={"dropout": key}``)."""
   hidden: Sequence[int]
   num_classes: int
+  dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train: bool = False):
     x = x.reshape((x.shape[0], -1))
     for h in self.hidden:
       x = nn.relu(nn.Dense(h)(x))
+      if self.dropout:
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return nn.Dense(self.num_classes)(x)
 
 
@@ -78,6 +87,14 @@ class FlaxClassifier(Model):
 
   def logits(self, params, x):
     return self.module.apply({"params": params}, x)
+
+  def logits_train(self, params, x, rng=None, axis_name=None):
+    """Dropout on (when the module has it and ``rng`` is given)."""
+    del axis_name
+    if rng is None or not getattr(self.module, "dropout", 0.0):
+      return self.logits(params, x), {}
+    return self.module.apply({"params": params}, x, train=True,
+                             rngs={"dropout": rng}), {}
 
 
 @register_model("cnn")
@@ -97,6 +114,23 @@ def build_cnn(cfg, input_shape: Tuple[int, int, int], num_classes: int):
 
 @register_model("mlp")
 def build_mlp(cfg, input_shape: Tuple[int, int, int], num_classes: int):
-  """MLP on the flattened input. Field: ``hidden`` (tuple of widths)."""
+  """:class:`MLP` on the flattened input. Fields: ``hidden`` (tuple of
+  widths), ``dropout`` (rate after each hidden ReLU, train mode only)."""
   return FlaxClassifier(input_shape, num_classes,
-                        module=_MLP(tuple(cfg.hidden), num_classes))
+                        module=MLP(tuple(cfg.hidden), num_classes,
+                                   float(cfg.dropout)))
+
+
+def mlp_classifier(input_dim: int, hidden: Sequence[int], num_classes: int,
+                   dropout: float = 0.0) -> FlaxClassifier:
+  """The :class:`MLP` as a :class:`FlaxClassifier` on vectors
+  ``f32[B, input_dim]`` (for callers without a model config: iCE's nuisance
+  classifier, the post-hoc z_n probes)."""
+  hidden = tuple(int(h) for h in hidden)
+  if int(input_dim) < 1 or any(h <= 0 for h in hidden) or not (
+      0.0 <= dropout < 1.0):
+    raise ValueError(f"mlp_classifier: input_dim={input_dim} and hidden="
+                     f"{hidden} must be positive, dropout={dropout} in "
+                     "[0, 1).")
+  return FlaxClassifier((int(input_dim), 1, 1), int(num_classes),
+                        module=MLP(hidden, int(num_classes), float(dropout)))

@@ -27,8 +27,23 @@ Latent layout (``z: f32[B, d]``, ``d = H W C``), in this order:
    (each flattened row-major over ``(h, w, c)``). Splits keep the first half
    of the channels and factor out the second half (``h[..., c//2:]``).
 
-The authors' BatchNorm on the 10 logits and their dropout are not included
-(the map must stay an exact bijection).
+Options of the authors' code (train.py, invertible_layers.py, layers.py):
+
+* ``split_prior='conditional'``: each split-off half ``z2`` gets a Gaussian
+  prior whose mean and log-scale come from a zero-initialised conv3x3 of the
+  kept half ``z1`` (Glow's ``Split``): ``h = (conv(z1) + b) * exp(3 logs)``,
+  ``mean = h[..., 0::2]``, ``log_scale = h[..., 1::2]``; the final tensor gets
+  a fixed N(0, 1), logit entries included (:meth:`FiRevNet.flow_train`'s
+  ``log_prior``). With ``'none'`` the model's ``log_prior`` is N(0, 1) on all
+  of ``z``. The prior does not change the map ``x -> z``.
+* ``logit_bn``: ``BatchNorm1d(10)`` on the logits. Train mode
+  (:meth:`FiRevNet.forward_train`) normalises by the batch statistics (over
+  all devices) and returns new running statistics; eval mode
+  (:meth:`FiRevNet.forward`) is the per-logit affine map with the running
+  statistics, part of the bijection (its log-det is included), so metamers
+  and inverses stay exact.
+* ``dropout`` in every coupling subnet: only in train mode (a key given to
+  :meth:`FiRevNet.forward_train`); ``forward`` / ``inverse`` are eval mode.
 """
 from __future__ import annotations
 
@@ -43,7 +58,8 @@ import numpy as np
 from advinv_jax import platform
 from advinv_jax.layers import (DCT2D, ActNorm, Chain, Coupling, FixedAffine,
                                InvConv1x1, Layer, Psi, Reverse, Shuffle,
-                               Squeeze, count_params, resolve_compute_dtype,
+                               Squeeze, conv3x3, count_params,
+                               resolve_compute_dtype,
                                resolve_conv3x3_impl)
 from advinv_jax.models._base import InvertibleModel, register_model
 
@@ -73,6 +89,12 @@ class FiRevNet(InvertibleModel):
   stages: Tuple[Stage, ...] = ()
   readout: str = "center"
   pre: Layer = FixedAffine(2.0, -1.0)
+  split_prior: str = "none"
+  logit_bn: bool = False
+  bn_momentum: float = 0.9
+  bn_eps: float = 1e-5
+  dropout: float = 0.0
+  conv3x3_impl: str = "xla"
 
   # ---------------------------------------------------------------- plan
   @functools.cached_property
@@ -126,43 +148,112 @@ class FiRevNet(InvertibleModel):
       params[f"stage_{i}"] = p = st.steps.init(sub, h)
       h, _ = st.steps.forward(p, h)
       if st.split:
-        h = h[..., :h.shape[-1] // 2]
+        c = h.shape[-1]
+        if self.split_prior == "conditional":
+          params[f"split_{i}"] = _zero_conv_init(c // 2, 2 * (c - c // 2))
+        h = h[..., :c // 2]
+    if self.logit_bn:
+      k = self.num_classes
+      params["logit_bn"] = {"scale": jnp.ones((k,)), "bias": jnp.zeros((k,)),
+                            "mean": jnp.zeros((k,)), "var": jnp.ones((k,))}
     return params
 
   def param_count(self) -> int:
-    """Number of trainable scalars (computed abstractly, nothing is run)."""
+    """Number of scalars in ``params`` (computed abstractly, nothing is run;
+    with ``logit_bn`` this includes its 2 x num_classes running
+    statistics)."""
     x = jax.ShapeDtypeStruct((2,) + tuple(self.input_shape), jnp.float32)
     return count_params(jax.eval_shape(self.init, jax.random.PRNGKey(0), x))
 
+  @property
+  def final_dim(self) -> int:
+    """Entries of the final tensor: ``z[:, :final_dim]`` (logits first)."""
+    return int(np.prod(self._plan["final"][1:]))
+
   # ---------------------------------------------------------------- maps
-  def forward(self, params, x):
-    """``x: f32[B, H, W, C]`` -> ``(z: f32[B, d], logdet: f32[B])``."""
+  def _flow(self, params, x, rng=None):
+    """``x`` -> ``(z, logdet, log_prior)`` before any logit BatchNorm.
+
+    ``rng``: train mode (dropout on, plain unrolled loop); ``None``: eval.
+    ``log_prior: f32[B]`` is the model's own prior density of ``z`` (see
+    the module docstring), in nats.
+    """
     self.check_input(x)
     plan = self._plan
     b = x.shape[0]
     h, ld = self.pre.forward({}, x)
-    outs = []
+    outs, lp = [], jnp.zeros((b,), jnp.float32)
     for i, st in enumerate(self.stages):
       if st.down is not None:
         h, _ = st.down.forward({}, h)
-      h, l = st.steps.forward(params[f"stage_{i}"], h)
+      if rng is None:
+        h, l = st.steps.forward(params[f"stage_{i}"], h)
+      else:
+        h, l = st.steps.apply_train(params[f"stage_{i}"],
+                                    st.steps.consts(tuple(h.shape)), h,
+                                    jax.random.fold_in(rng, i))
       ld = ld + l
       if st.split:
         c = h.shape[-1] // 2
-        outs.append(h[..., c:].reshape(b, -1))
-        h = h[..., :c]
+        z1, z2 = h[..., :c], h[..., c:]
+        if self.split_prior == "conditional":
+          lp = lp + split_prior_logp(params[f"split_{i}"], z1, z2,
+                                     self.conv3x3_impl)
+        else:
+          lp = lp + std_normal_logp(z2.reshape(b, -1))
+        outs.append(z2.reshape(b, -1))
+        h = z1
     if self.readout == "dct":
       h, _ = DCT2D().forward({}, h)
     f = h.reshape(b, -1)
+    lp = lp + std_normal_logp(f)
     if not plan["contiguous"]:
       f = jnp.take(f, plan["order"], axis=1)
-    return jnp.concatenate([f] + outs, axis=1), ld
+    return jnp.concatenate([f] + outs, axis=1), ld, lp
+
+  def forward(self, params, x):
+    """``x: f32[B, H, W, C]`` -> ``(z: f32[B, d], logdet: f32[B])`` (eval
+    mode: no dropout; the logit BatchNorm, if any, with running stats)."""
+    z, ld, _ = self._flow(params, x)
+    if self.logit_bn:
+      k = self.num_classes
+      zs, l = bn_eval(params["logit_bn"], z[:, :k], self.bn_eps)
+      z, ld = jnp.concatenate([zs, z[:, k:]], axis=1), ld + l
+    return z, ld
+
+  def flow_train(self, params, x, rng=None):
+    """Train-mode flow, per example: ``{"z", "logdet", "log_prior"}`` with
+    ``z`` BEFORE the logit BatchNorm (what the likelihood scores, as the
+    authors' objective)."""
+    z, ld, lp = self._flow(params, x, rng if self.dropout else None)
+    return {"z": z, "logdet": ld, "log_prior": lp}
+
+  def readout_train(self, params, out, axis_name=None):
+    """Adds ``logits`` (train-mode BatchNorm over the whole batch on all
+    devices of ``axis_name``, or the raw ``z_s``) and ``updates`` (new
+    running statistics: ``{"logit_bn": {"mean", "var"}}``, else ``{}``)."""
+    zs = out["z"][:, :self.num_classes]
+    if not self.logit_bn:
+      return dict(out, logits=zs, updates={})
+    logits, stats = bn_train(params["logit_bn"], zs, self.bn_momentum,
+                             self.bn_eps, axis_name)
+    return dict(out, logits=logits, updates={"logit_bn": stats})
+
+  def forward_train(self, params, x, rng=None, axis_name=None):
+    """:meth:`flow_train` then :meth:`readout_train`."""
+    return self.readout_train(params, self.flow_train(params, x, rng),
+                              axis_name)
 
   def inverse_with_logdet(self, params, z):
     """``z: f32[B, d]`` -> ``(x, log|det dx/dz|: f32[B])``."""
     plan = self._plan
     self._check_z(z)
     b = z.shape[0]
+    bn_ld = jnp.zeros((b,), jnp.float32)
+    if self.logit_bn:
+      k = self.num_classes
+      zs, bn_ld = bn_eval_inverse(params["logit_bn"], z[:, :k], self.bn_eps)
+      z = jnp.concatenate([zs, z[:, k:]], axis=1)
     final = plan["final"]
     nf = int(np.prod(final))
     f = z[:, :nf]
@@ -186,7 +277,7 @@ class FiRevNet(InvertibleModel):
       if st.down is not None:
         h = st.down.inverse({}, h)
     x, l = self.pre.inverse_with_logdet({}, h)
-    return x, ld + l
+    return x, ld + l + bn_ld
 
   def inverse(self, params, z):
     """``z: f32[B, d]`` -> ``x: f32[B, H, W, C]`` (exact inverse)."""
@@ -198,6 +289,95 @@ class FiRevNet(InvertibleModel):
       raise ValueError(f"{type(self).__name__}.inverse expects z of shape "
                        f"[B, {self.latent_dim}], got {shape}; pass "
                        "model.forward's z (or model.merge(z_s, z_n)).")
+
+
+# ------------------------------------------------------------ priors, BatchNorm
+_LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+def std_normal_logp(v):
+  """``v: f32[B, n]`` -> ``sum_k log N(v_k; 0, 1)``: ``f32[B]``."""
+  return -0.5 * jnp.sum(jnp.square(v) + _LOG_2PI, axis=-1)
+
+
+def _zero_conv_init(c_in, c_out):
+  return {"w": jnp.zeros((3, 3, c_in, c_out), jnp.float32),
+          "b": jnp.zeros((c_out,), jnp.float32),
+          "logs": jnp.zeros((c_out,), jnp.float32)}
+
+
+def split_prior_logp(p, z1, z2, conv3x3_impl="xla"):
+  """Glow's conditional prior of a split-off half (invertible_layers.py
+  ``Split.split2d_prior``).
+
+  ``h = (conv3x3(z1, w) + b) * exp(3 logs)``; ``mean = h[..., 0::2]``,
+  ``log_scale = h[..., 1::2]``;
+  ``log p(z2 | z1) = sum -0.5 log(2 pi) - log_scale
+  - 0.5 (z2 - mean)^2 exp(-2 log_scale)`` over ``(H, W, C)``.
+
+  Args:
+    p: ``{"w": f32[3, 3, C1, 2 C2], "b": f32[2 C2], "logs": f32[2 C2]}``
+      (zero-initialised: the prior starts as N(0, 1)).
+    z1: ``f32[B, H, W, C1]``, the kept half.
+    z2: ``f32[B, H, W, C2]``, the split-off half.
+
+  Returns:
+    ``f32[B]`` log-densities in nats.
+  """
+  h = (conv3x3(z1, p["w"], conv3x3_impl) + p["b"]) * jnp.exp(3.0 * p["logs"])
+  mean, logs = h[..., 0::2], h[..., 1::2]
+  t = -0.5 * _LOG_2PI - logs - 0.5 * jnp.square(z2 - mean) * jnp.exp(-2 * logs)
+  return jnp.sum(t, axis=(1, 2, 3))
+
+
+def _bn_map(p, eps):
+  """Eval-mode BatchNorm as ``y = a x + c`` per entry."""
+  a = p["scale"] * jax.lax.rsqrt(p["var"] + eps)
+  return a, p["bias"] - a * p["mean"]
+
+
+def bn_eval(p, x, eps=1e-5):
+  """``BatchNorm1d`` in eval mode on ``x: f32[B, K]``:
+  ``y = (x - mean) / sqrt(var + eps) * scale + bias`` with the running
+  ``mean``/``var``; returns ``(y, logdet: f32[B])``, ``logdet =
+  sum_k log|scale_k / sqrt(var_k + eps)|``."""
+  a, c = _bn_map(p, eps)
+  ld = jnp.sum(jnp.log(jnp.abs(a)))
+  return x * a + c, jnp.full((x.shape[0],), ld, jnp.float32)
+
+
+def bn_eval_inverse(p, y, eps=1e-5):
+  """Inverse of :func:`bn_eval`: ``(x, log|det dx/dy|)``."""
+  a, c = _bn_map(p, eps)
+  ld = -jnp.sum(jnp.log(jnp.abs(a)))
+  return (y - c) / a, jnp.full((y.shape[0],), ld, jnp.float32)
+
+
+def bn_train(p, x, momentum=0.9, eps=1e-5, axis_name=None):
+  """``BatchNorm1d`` in train mode on ``x: f32[b, K]`` (this device's share).
+
+  ``mu``/``var`` are the mean and biased variance over the GLOBAL batch
+  (``lax.pmean`` over ``axis_name``: equal shards, so the same as one
+  device on the whole batch); ``y = (x - mu) / sqrt(var + eps) * scale +
+  bias``. New running statistics (PyTorch's convention, ``momentum`` = the
+  weight of the batch; the authors' ``BatchNorm1d(10, momentum=0.9)``,
+  train.py ~L63): ``mean' = (1 - m) mean + m mu``, ``var' = (1 - m) var +
+  m var n / (n - 1)`` with ``n`` the global batch size.
+
+  Returns:
+    ``(y: f32[b, K], {"mean": f32[K], "var": f32[K]})`` (stop-gradient).
+  """
+  def pmean(v):
+    return v if axis_name is None else jax.lax.pmean(v, axis_name)
+  n = x.shape[0] * (1 if axis_name is None else jax.lax.axis_size(axis_name))
+  mu = pmean(jnp.mean(x, axis=0))
+  var = pmean(jnp.mean(jnp.square(x - mu), axis=0))
+  y = (x - mu) * jax.lax.rsqrt(var + eps) * p["scale"] + p["bias"]
+  m = momentum
+  unbiased = var * n / max(n - 1, 1)
+  stats = {"mean": (1 - m) * p["mean"] + m * mu,
+           "var": (1 - m) * p["var"] + m * unbiased}
+  return y, jax.lax.stop_gradient(stats)
 
 
 # -------------------------------------------------------------------- builders
@@ -212,10 +392,20 @@ def _common(cfg):
       conv3x3_impl=resolve_conv3x3_impl(cfg.conv3x3_impl),
       compute_dtype=resolve_compute_dtype(cfg.compute_dtype),
       seed=int(cfg.perm_seed),
-      scan_batch_chunk=int(cfg.scan_batch_chunk))
+      scan_batch_chunk=int(cfg.scan_batch_chunk),
+      # the authors'-code options (module docstring; config.model fields)
+      split_prior=cfg.split_prior, logit_bn=bool(cfg.logit_bn),
+      bn_momentum=float(cfg.logit_bn_momentum), dropout=float(cfg.dropout),
+      actnorm_eps=float(cfg.actnorm_eps))
   if s["reversible_loop"] == "auto":
     s["reversible_loop"] = platform.defaults().reversible_loop
   return s
+
+
+def _model_options(s):
+  return dict(split_prior=s["split_prior"], logit_bn=s["logit_bn"],
+              bn_momentum=s["bn_momentum"], dropout=s["dropout"],
+              conv3x3_impl=s["conv3x3_impl"])
 
 
 def _steps(n, width, s, first_index):
@@ -225,10 +415,10 @@ def _steps(n, width, s, first_index):
     perm = (perm() if perm is Reverse else
             perm(seed=s["seed"] * 100003 + first_index + j))
     steps.append(Chain((
-        ActNorm(s["min_std"]), perm,
+        ActNorm(s["min_std"], s["actnorm_eps"]), perm,
         Coupling(width, s["coupling"], s["affine_scale"], s["scale_floor"],
                  s["conv1x1_as_matmul"], s["min_std"], s["conv3x3_impl"],
-                 s["compute_dtype"]))))
+                 s["compute_dtype"], s["actnorm_eps"], s["dropout"]))))
   # 'scan' also stores each level's step params stacked (one array per
   # parameter kind: a much smaller optimizer program, see Chain.stacked).
   return Chain(tuple(steps), reversible=s["reversible"],
@@ -254,6 +444,8 @@ def build_firevnet(cfg, input_shape, num_classes):
   conv3x3_impl ('' = platform default; see advinv_jax.layers.conv3x3),
   compute_dtype ('' = platform default; float32 | bfloat16 | bfloat16_1x1,
   see advinv_jax.layers.Subnet; exactly invertible).
+  The authors'-code options (module docstring; advinv_jax/config.py):
+  split_prior, logit_bn, logit_bn_momentum, dropout, actnorm_eps.
 
   Raises:
     ValueError: H or W not divisible by ``2**levels``, or more classes than
@@ -273,7 +465,7 @@ def build_firevnet(cfg, input_shape, num_classes):
       Stage(down(), _steps(depth, width, s, i * depth), i < levels - 1)
       for i in range(levels))
   model = FiRevNet(tuple(input_shape), num_classes, stages=stages,
-                   readout="center")
+                   readout="center", **_model_options(s))
   model.validate()
   return model
 
@@ -324,6 +516,6 @@ def build_firevnet_imagenet(cfg, input_shape, num_classes):
                         _steps(b, max(1, ch // 4), s, first), False))
     first += b
   model = FiRevNet(tuple(input_shape), num_classes, stages=tuple(stages),
-                   readout="dct")
+                   readout="dct", **_model_options(s))
   model.validate()
   return model

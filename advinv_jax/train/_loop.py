@@ -82,11 +82,24 @@ def _batches(source, config, start_step: int) -> Iterator[Dict[str, np.ndarray]]
 
 
 def _first_global_batch(source, config):
-  it = data_lib.iterate_batches(source, config.train.batch_size,
+  """The data-dependent init batch: the first global training batch, or
+  ``train.init_batch_size`` images (same shuffle); with ``train.init_noise``
+  plus ``U(0, train.dequant_noise)`` (seeded), as the authors' init on 512
+  noisy images (train.py ~L80)."""
+  bs = config.train.init_batch_size or config.train.batch_size
+  if bs > len(source):
+    raise ValueError(f"config.train.init_batch_size={bs} exceeds the "
+                     f"{len(source)} training examples; lower it.")
+  it = data_lib.iterate_batches(source, bs,
                                 seed=config.seed, epoch=0, shuffle=True,
                                 drop_remainder=True, process_index=0,
                                 process_count=1)
-  return next(iter(it))
+  batch = next(iter(it))
+  if config.train.init_noise and config.train.dequant_noise > 0:
+    rng = np.random.default_rng([int(config.seed), 21])
+    noise = rng.uniform(0.0, config.train.dequant_noise, batch["image"].shape)
+    batch = dict(batch, image=(batch["image"] + noise).astype(np.float32))
+  return batch
 
 
 def make_eval_fn(logits_fn, mesh):

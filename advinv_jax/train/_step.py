@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from advinv_jax.train._objectives import Objective
+from advinv_jax.train._objectives import UPDATES, Objective
 
 
 @flax.struct.dataclass
@@ -60,6 +60,15 @@ def _all_finite(tree) -> jax.Array:
   return jnp.isfinite(optax.tree.norm(tree))
 
 
+def _overwrite(params, new):
+  """``params`` with the entries present in the nested dict ``new`` replaced
+  (e.g. ``{"logit_bn": {"mean": ..., "var": ...}}``)."""
+  out = dict(params)
+  for k, v in new.items():
+    out[k] = _overwrite(params[k], v) if isinstance(v, dict) else v
+  return out
+
+
 def _pmean(tree, axis_name):
   return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
 
@@ -104,12 +113,15 @@ def make_train_step(model, objective: Objective,
       noise = jax.lax.dynamic_slice_in_dim(noise, idx * b, b)
       images = images + dequant_noise * noise
     batch = {"image": images, "label": labels}
+    # Train-mode randomness (dropout, shuffled labels): its own stream, so
+    # the noise above is unchanged by it.
+    loss_rng = jax.random.fold_in(rng, 1)
 
     aux = state.aux
 
     def loss_fn(trainable, aux_in):
       out = objective.loss(model, trainable["model"], trainable["loss"],
-                           aux_in, batch, axis_name)
+                           aux_in, batch, axis_name, loss_rng)
       if objective.updates_aux:    # (value, metrics, new aux state)
         return out[0], (out[1], out[2])
       return out[0], (out[1], aux)
@@ -127,9 +139,18 @@ def make_train_step(model, objective: Objective,
       aux = {"params": optax.apply_updates(aux["params"], aux_updates),
              "opt_state": aux_opt}
     grads = _pmean(grads, axis_name)
+    metrics = dict(metrics)
+    # Non-trained model state (logit BatchNorm running statistics):
+    # averaged over devices, written over the optimiser's (zero-gradient)
+    # result.
+    model_updates = _pmean(metrics.pop(UPDATES, {}), axis_name)
     metrics = _pmean(metrics, axis_name)
     updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
     new_trainable = optax.apply_updates(trainable, updates)
+    if jax.tree_util.tree_leaves(model_updates):
+      new_trainable = dict(new_trainable,
+                           model=_overwrite(new_trainable["model"],
+                                            model_updates))
 
     grad_norm = optax.tree.norm(grads)
     finite = jnp.logical_and(jnp.isfinite(grad_norm), jnp.isfinite(value))
