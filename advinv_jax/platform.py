@@ -195,7 +195,9 @@ def export(fn, platforms, *args, name: str = "", **kwargs):
     exported = jax.export.export(jitted, platforms=targets)(*args, **kwargs)
   except Exception as e:  # pylint: disable=broad-except
     m = re.search(r"primitive '?([\w\-]+)'?", str(e))
-    prim = m.group(1) if m else type(e).__name__
+    if m is None:  # not a lowering failure (a bug in fn, bad args): as is
+      raise
+    prim = m.group(1)
     raise LoweringError(f"{name or fn}: cannot be lowered for {targets}: "
                         f"primitive {prim!r} ({str(e).splitlines()[0]})"
                         ) from e

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from advinv_jax import attacks, platform
+from advinv_jax import attacks, invariance, platform
 from advinv_jax.config import default_config
 from advinv_jax.models import build_model
 from advinv_jax.train import (AXIS, data_parallel, init_train_state,
@@ -198,7 +198,7 @@ def test_sharded_pgd_and_metamers_export():
             _spec((2,), jnp.uint32))
     exported = platform.export(sharded, [plat], *args, name="sharded pgd")
     _check(exported, [plat], pgd, args, devices=mesh.size)
-    met = lambda p, a, b: attacks.metameric_sample(model, p, a, b)
+    met = lambda p, a, b: invariance.metameric_sample(model, p, a, b)
     args = (params, _spec((2,) + SHAPE), _spec((2,) + SHAPE))
     _check(platform.export(met, [plat], *args, name="metameric_sample"),
            [plat], met, args)
