@@ -8,7 +8,7 @@ clear line, before any data is loaded or anything is compiled.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, List
+from typing import Iterable, List
 
 import ml_collections
 

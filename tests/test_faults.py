@@ -400,7 +400,7 @@ def test_sigterm_saves_at_the_next_step_and_exits_in_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("field,value,match", [
-    ("model.depth", 0, "model.depth=0 must be >= 1"),
+    ("model.depth", 0, "model.depth=0 must be > 0"),
     ("loss.label_smoothing", 1.5, r"label_smoothing=1.5 must lie in \[0, 1\)"),
     ("report.linf_eps", (), "linf_eps is empty"),
     ("report.num_examples", 0, "num_examples=0 must be > 0"),

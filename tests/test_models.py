@@ -99,7 +99,7 @@ class ModelTest(chex.TestCase):
     m, p, x = _setup("digits8x8", batch=1, conv3x3_impl="xla")
     flat = lambda v: m.forward(p, v.reshape(x.shape))[0].reshape(-1)
     jac = jax.jit(jax.jacfwd(flat))(x.reshape(-1))
-    m_default = build_model(model_cfg(), (8, 8, 1), 10)
+    m_default = build_model(model_cfg(**CASES["digits8x8"][0]), (8, 8, 1), 10)
     flat_d = lambda v: m_default.forward(p, v.reshape(x.shape))[0].reshape(-1)
     chex.assert_trees_all_close(jax.jit(jax.jacrev(flat_d))(x.reshape(-1)),
                                 jac, atol=1e-4)

@@ -10,7 +10,6 @@ import dataclasses
 from typing import Sequence, Tuple
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from advinv_jax.layers import conv3x3, resolve_conv3x3_impl

@@ -32,7 +32,7 @@ from advinv_jax.train._parallel import (AXIS, check_batch_divisible,
                                         data_parallel, make_mesh, replicate,
                                         shard_batch, to_host)
 from advinv_jax.train._step import init_train_state, make_train_step
-from advinv_jax.train._workdir import (RunError, StopOnSignal, WorkdirLock,
+from advinv_jax.train._workdir import (StopOnSignal, WorkdirLock,
                                        read_config_json, record_history,
                                        relaunch_plan, write_atomic)
 from advinv_jax.train._writers import MetricWriter
