@@ -167,12 +167,7 @@ def apgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
   reps = restarts * n_t
   if tgt is not None and restarts > 1:
     tgt = jnp.tile(tgt, restarts)
-  if reps > 1:
-    x0 = jnp.tile(x, (reps,) + (1,) * (x.ndim - 1))
-    y0 = jnp.tile(y, reps)
-    eps_r = jnp.tile(eps, reps) if eps.ndim == 1 else eps
-  else:
-    x0, y0, eps_r = x, y, eps
+  x0, y0, eps_r = C.tile_rows(reps, x, y, eps)
   x_adv, success, obj, bad = _apgd_rows(
       logits_fn, x0, y0, tgt, eps_r, norm=norm, loss=loss, steps=int(steps),
       rho=float(rho), momentum=float(momentum), eot_iter=int(eot_iter),

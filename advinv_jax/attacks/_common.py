@@ -383,6 +383,17 @@ def select(mask: Array, a: Array, b: Array) -> Array:
   return jnp.where(_bcast(mask, a), a, b)
 
 
+def tile_rows(reps: int, x: Array, y: Array, eps: Array
+              ) -> Tuple[Array, Array, Array]:
+  """``x``, ``y`` (and a per-example ``eps``) repeated ``reps`` times along
+  the batch, rows ordered ``[rep, example]`` as :func:`best_of_rows` reads
+  them; a scalar ``eps`` stays scalar. ``reps == 1``: unchanged."""
+  if reps == 1:
+    return x, y, eps
+  return (jnp.tile(x, (reps,) + (1,) * (x.ndim - 1)), jnp.tile(y, reps),
+          jnp.tile(eps, reps) if eps.ndim == 1 else eps)
+
+
 def best_of_rows(x_adv: Array, success: Array, score: Array, bad: Array,
                  reps: int, b: int) -> Tuple[Array, Array, Array]:
   """Per example, the best of ``reps`` rows ordered ``[rep, example]``.

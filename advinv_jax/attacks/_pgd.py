@@ -95,12 +95,7 @@ def pgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps, norm: str = "linf",
   if n_t:
     cand = C.top_other_classes(clean, y, n_t)                 # [B, T]
     target = jnp.tile(cand.T.reshape(-1), restarts)           # [R*T*B]
-  if reps > 1:
-    x0 = jnp.tile(x, (reps,) + (1,) * (x.ndim - 1))
-    y0 = jnp.tile(y, reps)
-    eps_r = jnp.tile(eps, reps) if eps.ndim == 1 else eps
-  else:
-    x0, y0, eps_r = x, y, eps
+  x0, y0, eps_r = C.tile_rows(reps, x, y, eps)
 
   if step_size is None:
     rel = rel_step_size
