@@ -101,7 +101,11 @@ def _minimal_fig(report):
                       f"found {_pct(sec['success_rate'], 0)})")
     ax.set_xlabel(f"minimal {_NORM[norm]} perturbation")
     ax.set_ylabel("inputs")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=7)
+    else:                                 # nothing found on any input
+      ax.text(0.5, 0.5, "none found", ha="center",
+              va="center", transform=ax.transAxes, fontsize=8)
   fig.suptitle("Minimal adversarial perturbations (correctly classified "
                "inputs)", fontsize=9)
   fig.tight_layout()

@@ -42,7 +42,7 @@ def run(config, workdir: str) -> dict:
       summary["report_error"] = (
           f"the robustness report failed ({what}); the training outputs in "
           f"{workdir} are intact: rerun the report with python "
-          f"experiments/robustness_report.py --workdir={workdir}")
+          f"-m experiments.robustness_report --workdir={workdir}")
       return summary
     summary["report"] = os.path.join(workdir, "report.html")
     summary["report_json"] = report_path

@@ -213,7 +213,10 @@ def _minimal_section(model, params, x, y, correct, norm, attack, name,
 def _autoattack_section(model, params, x, y, norm, eps_values, cfg, key,
                         bounds, loop, pgd_eps, pgd_success):
   """AutoAttack at each eps on ``x`` (the first autoattack_num_examples)."""
-  logits_fn = functools.partial(model.logits, params)
+  # A Partial of a hashable function: the parameters are traced, so
+  # AutoAttack's compiled members are reused across eps values and across
+  # reports on equal models (train and test splits, seeds).
+  logits_fn = jax.tree_util.Partial(_ModelLogits(model), params)
   settings = dict(version=str(cfg["autoattack_version"]),
                   steps=int(cfg["autoattack_steps"]),
                   num_targets=int(cfg["autoattack_num_targets"]),
@@ -352,6 +355,16 @@ def _invariance_section(model, params, x, y, cfg, rng, bounds, nuisance_data):
                  f"{summary['overshoot_max']}): they are not images of the "
                  "data domain.")
   return out, warns, images
+
+
+@dataclasses.dataclass(frozen=True)
+class _ModelLogits:
+  """``model.logits`` as a function equal (and hashing equal) for equal
+  models, unlike a bound method (equal only for the same object)."""
+  model: Any
+
+  def __call__(self, params, x):
+    return self.model.logits(params, x)
 
 
 class _BiasedLogits:

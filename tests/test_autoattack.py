@@ -244,3 +244,35 @@ def test_masked_autoattack_equals_its_members_by_hand():
   np.testing.assert_array_equal(res.success, ~robust)
   np.testing.assert_allclose(res.x_adv, x_adv, atol=0)
   assert 0 < int(np.sum(index >= 0)) < n
+
+
+def test_host_mode_compiles_each_member_once_across_eps_and_params():
+  """Host mode with a ``jax.tree_util.Partial``: a second call at another
+  eps with other parameter values compiles nothing, and it computes what a
+  closure over those parameters computes."""
+  _, x, y, _ = linear(5, 4, 8)
+  rng = np.random.default_rng(0)
+  p1 = {"w": jnp.asarray(rng.normal(size=(D, 4)), jnp.float32),
+        "b": jnp.zeros((4,), jnp.float32)}
+  p2 = {"w": 1.5 * p1["w"], "b": p1["b"] + 0.1}
+
+  def lin(p, v):
+    return v.reshape((v.shape[0], -1)) @ p["w"] + p["b"]
+
+  y = jnp.argmax(lin(p1, x), -1).astype(jnp.int32)
+  kw = dict(attacks=("apgd-ce", "apgd-t", "square"), steps=4, num_targets=2,
+            queries=20, bounds=None, rng=jax.random.PRNGKey(1))
+  A.autoattack(jax.tree_util.Partial(lin, p1), x, y, eps=0.05, **kw)
+  compiles = []
+  listener = lambda event, *a, **k: compiles.append(event)  # noqa: E731
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    got = A.autoattack(jax.tree_util.Partial(lin, p2), x, y, eps=0.08, **kw)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert not [e for e in compiles if "backend_compile" in e], compiles
+  want = A.autoattack(lambda v: lin(p2, v), x, y, eps=0.08, **kw)
+  np.testing.assert_array_equal(got.success, want.success)
+  np.testing.assert_array_equal(got.attack_index, want.attack_index)
+  np.testing.assert_allclose(got.x_adv, want.x_adv, atol=1e-5)
+  assert 0 < int(np.sum(np.asarray(got.attack_index) >= 0))

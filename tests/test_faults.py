@@ -348,7 +348,7 @@ def test_failed_report_keeps_training_outputs(finished, tmp_path,
   before = _snapshot(workdir)
   summary = job.run(cfg, str(workdir))
   assert "disk full" in summary["report_error"]
-  assert "robustness_report.py" in summary["report_error"]
+  assert "-m experiments.robustness_report" in summary["report_error"]
   after = _snapshot(workdir)
   assert {k: v for k, v in after.items() if k != _workdir.HISTORY} == before
   assert summary["steps"] == 6

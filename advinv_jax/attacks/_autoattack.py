@@ -3,6 +3,7 @@ case per input, with its sanity checks."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Dict, Optional, Tuple
 
@@ -165,7 +166,12 @@ def autoattack(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
 
   Args:
     logits_fn: pure ``f32[B, ...] -> f32[B, K]``, per-example (version
-      ``'rand'``: ``(x, key) -> logits``).
+      ``'rand'``: ``(x, key) -> logits``). Host mode compiles each member
+      once per function (compared by ``==``), settings and padded size:
+      pass ``jax.tree_util.Partial(f, params)`` to reuse the compiled
+      members across calls at other eps values and parameter values of the
+      same shapes (a closure over ``params`` compiles again for each new
+      closure).
     x: ``f32[B, ...]`` clean inputs inside ``bounds`` (any per-example shape).
     y: ``int[B]`` true labels.
     eps: the ball radius (scalar, >= 0).
@@ -397,17 +403,42 @@ def _bucket(n: int, total: int, min_bucket: int) -> int:
   return min(b, total) if n <= total else n
 
 
+def _as_partial(logits_fn):
+  """``logits_fn`` as a :class:`jax.tree_util.Partial`: its bound arrays
+  (e.g. the parameters of ``Partial(model.logits, params)``) become traced
+  arguments and the function part of the cache key, so host mode compiles
+  each member once per function, settings and padded size, not per call."""
+  if isinstance(logits_fn, jax.tree_util.Partial):
+    return logits_fn
+  return jax.tree_util.Partial(logits_fn)
+
+
+@functools.partial(jax.jit, static_argnames=("s",))
+def _host_clean(fn, x, key, s):
+  return _clean_checks(fn, x, key, dict(s))
+
+
+@functools.partial(jax.jit, static_argnames=("name", "s"))
+def _host_member(fn, xs, ys, ts, eps, key, *, name, s):
+  """One member run on a padded batch plus its checks (host mode)."""
+  s = dict(s)
+  xa, succ, bad = _run_member(fn, name, xs, ys, ts, eps, key, s)
+  ok, ob, obx, nf = _check_member(_deterministic(fn, s), xs, ys, xa, succ,
+                                  eps, s)
+  return xa, ok, ob, obx, nf, bad
+
+
 def _host(logits_fn, x, y, eps, attacks, n_t, s, k_clean, k_run, min_bucket):
-  det = _deterministic(logits_fn, s)
-  clean = jax.jit(lambda v, k: _clean_checks(logits_fn, v, k, s))
-  z1, z2 = clean(x, k_clean)
+  fn = _as_partial(logits_fn)
+  s_key = tuple(sorted(s.items()))
+  z1, z2 = _host_clean(fn, x, k_clean, s=s_key)
   if not s["stochastic"]:
-    z2 = clean(x, k_clean)[0]          # a second, separate execution
+    z2 = _host_clean(fn, x, k_clean, s=s_key)[0]   # a second execution
   correct, randomized, nonfinite, prob = (np.asarray(v) for v in
                                           _clean_flags(z1, z2, y))
   targets = np.asarray(C.top_other_classes(z1, y, n_t))
   xn, yn = np.asarray(x), np.asarray(y)
-  eps_f = float(eps)
+  eps_a = jnp.asarray(eps, x.dtype)
   robust = correct.copy()
   x_adv = xn.copy()
   index = np.full(yn.shape, -1, np.int32)
@@ -417,17 +448,9 @@ def _host(logits_fn, x, y, eps, attacks, n_t, s, k_clean, k_run, min_bucket):
   bad_cnt = attacked = 0
   b_total = xn.shape[0]
 
-  def runner(name):
-    def run(xs, ys, ts, key):
-      xa, succ, bad = _run_member(logits_fn, name, xs, ys, ts, eps_f, key, s)
-      ok, ob, obx, nf = _check_member(det, xs, ys, xa, succ, eps_f, s)
-      return xa, ok, ob, obx, nf, bad
-    return jax.jit(run)
-
   for m, name in enumerate(attacks):
     t0 = time.perf_counter()
     flipped = 0
-    fn = runner(name)
     size = _bucket(int(robust.sum()), b_total, min_bucket)
     for t in range(_member_runs(name, n_t)):
       idx = np.nonzero(robust)[0]
@@ -435,7 +458,8 @@ def _host(logits_fn, x, y, eps, attacks, n_t, s, k_clean, k_run, min_bucket):
         break
       pidx = np.resize(idx, size)                 # cyclic padding
       key = jax.random.fold_in(jax.random.fold_in(k_run, m), t)
-      out = fn(xn[pidx], yn[pidx], targets[pidx, t], key)
+      out = _host_member(fn, xn[pidx], yn[pidx], targets[pidx, t], eps_a,
+                         key, name=name, s=s_key)
       xa, ok, ob, obx, nf, bad = (np.asarray(v)[:idx.size] for v in out)
       off_ball |= bool(ob.any())
       off_box |= bool(obx.any())
