@@ -75,8 +75,10 @@ def _report(config, result, out_dir):
 
 
 def _nuisance_data(ds, config):
-  """Train/test images for the post-hoc nuisance classifier (capped)."""
+  """Train/test images for the post-hoc nuisance classifier (capped), both
+  as evaluation presents them (``Dataset.split``)."""
   del config
   n_tr = min(len(ds.train), 10000)
   n_te = min(len(ds.test), 2000)
-  return (ds.train.get(np.arange(n_tr)), ds.test.get(np.arange(n_te)))
+  return (ds.split("train").get(np.arange(n_tr)),
+          ds.test.get(np.arange(n_te)))

@@ -77,7 +77,7 @@ def split_report(trained, workdir, split, num):
   import jax  # pylint: disable=g-import-not-at-top  (after the flags parse)
   from advinv_jax.report import robustness_report
   cfg, exp, state, extras = trained
-  src = getattr(exp.dataset, split)
+  src = exp.dataset.split(split)
   n = min(num, len(src))
   # A fixed, seeded sample of the split (not the first n: they may be sorted).
   idx = np.sort(np.random.default_rng(0).choice(len(src), n, replace=False))

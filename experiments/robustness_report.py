@@ -39,7 +39,7 @@ def run(workdir: str, split: str = "test", num_examples: int = 0,
   if split not in ("train", "test"):
     raise cli.UsageError(f"--split={split!r} must be train or test.")
   cfg, exp, state, extras = load_trained(workdir)
-  src = getattr(exp.dataset, split)
+  src = exp.dataset.split(split)
   rcfg = cfg.report
   with rcfg.unlocked():
     rcfg.full = bool(full or rcfg.get("full", False))
@@ -51,7 +51,7 @@ def run(workdir: str, split: str = "test", num_examples: int = 0,
   nuisance = None
   if exp.model.invertible:
     ntr = min(len(exp.dataset.train), 10000)
-    nuisance = (exp.dataset.train.get(np.arange(ntr)), got)
+    nuisance = (exp.dataset.split("train").get(np.arange(ntr)), got)
   # Staged: the report's files appear complete or not at all.
   with staged_dir(os.path.join(workdir, f"report_{split}")) as out_dir:
     rep = robustness_report(

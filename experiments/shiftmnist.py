@@ -156,7 +156,7 @@ def diagnose(workdir: str, scale: str, seed: int = 0):
     tr_idx = np.sort(rng.choice(n_tr, pc["num_train"], replace=False))
   else:
     tr_idx = np.arange(n_tr)
-  tr = features(model, params, ds.train, tr_idx, bs)
+  tr = features(model, params, ds.split("train"), tr_idx, bs)
   te = features(model, params, ds.test, np.arange(len(ds.test)), bs)
   if "code_label" not in te:
     raise ValueError("the test set has no code_label; shiftmnist needs "

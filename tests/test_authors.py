@@ -294,6 +294,19 @@ def test_input_layout_trap_and_test_noise_remedy():
   np.testing.assert_array_equal(t, fixed.test.get(np.arange(64))["image"])
   h = np.asarray(lay.forward(p, jnp.asarray(2 * t - 1))[0])[..., :2]
   assert abs(h.mean()) < 0.1 and abs(h.std() - 1.0) < 0.1   # U(-sqrt3, sqrt3)
+  # Evaluation and probes see training images the same way (their own fixed
+  # draw); training itself reads the noise-free source.
+  assert fixed.split("train") is fixed.train_eval and ds.split("train") is (
+      ds.train)
+  e = fixed.split("train").get(np.arange(64))["image"]
+  np.testing.assert_array_equal(e, fixed.split("train").get(
+      np.arange(64))["image"])
+  np.testing.assert_array_equal(fixed.train.get(np.arange(64))["image"],
+                                train_x[:64])
+  assert not np.array_equal(e, t) and 0 < (e - train_x[:64]).min() and (
+      (e - train_x[:64]).max() < a)
+  h = np.asarray(lay.forward(p, jnp.asarray(2 * e - 1))[0])[..., :2]
+  assert abs(h.mean()) < 0.1 and abs(h.std() - 1.0) < 0.1
   # Our guard instead: the std floor caps the amplification at 1 / floor.
   g = ActNorm(min_std=0.3).init(None, jnp.asarray(2 * noisy - 1))
   assert np.all(np.exp(np.asarray(g["s"])) <= 1 / 0.3 + 1e-3)

@@ -38,7 +38,8 @@ import numpy as np
 from advinv_jax.data._sources import Dataset, MapSource, SubsetSource
 
 # Stream tags: independent numpy streams per use of the same seed.
-_TAG_TRAIN_SUBSET, _TAG_TEST_SUBSET, _TAG_SHIFT, _TAG_TEST_NOISE = 11, 12, 13, 14
+(_TAG_TRAIN_SUBSET, _TAG_TEST_SUBSET, _TAG_SHIFT, _TAG_TEST_NOISE,
+ _TAG_TRAIN_EVAL_NOISE) = 11, 12, 13, 14, 15
 
 
 def _rng(seed: int, tag: int) -> np.random.Generator:
@@ -227,7 +228,10 @@ def test_noise_dataset(ds: Dataset, amplitude: float, seed: int = 0) -> Dataset:
   training noise model (``amplitude = train.dequant_noise``), so channels
   that carry only that noise in training do not fall off the training
   distribution at test time. Training images are untouched (the train step
-  draws their noise). The upper data bound grows by ``amplitude`` (attacks
+  draws their noise); ``train_eval`` is the training images with their own
+  fixed draw, for evaluating and probing a trained model on them (a probe
+  fitted on noise-free training images and tested on noisy test images
+  would measure the shift, not the information). The upper data bound grows by ``amplitude`` (attacks
   clip to the bounds, which must contain the test images).
   """
   a = float(amplitude)
@@ -237,16 +241,20 @@ def test_noise_dataset(ds: Dataset, amplitude: float, seed: int = 0) -> Dataset:
     raise ValueError(f"config.data.test_noise={a} must be >= 0.")
   shape = ds.image_shape
 
-  def fn(batch, idx):
-    noise = np.stack([np.random.default_rng([int(seed), _TAG_TEST_NOISE,
-                                             int(i)]).uniform(0.0, a, shape)
-                      for i in np.asarray(idx).reshape(-1)]).reshape(
-                          batch["image"].shape)
-    return {**batch, "image": (batch["image"] + noise).astype(np.float32)}
+  def noisy(tag):
+    def fn(batch, idx):
+      noise = np.stack([np.random.default_rng([int(seed), tag, int(i)])
+                        .uniform(0.0, a, shape)
+                        for i in np.asarray(idx).reshape(-1)]).reshape(
+                            batch["image"].shape)
+      return {**batch, "image": (batch["image"] + noise).astype(np.float32)}
+    return fn
 
   bounds = None if ds.bounds is None else (ds.bounds[0], ds.bounds[1] + a)
-  return dataclasses.replace(ds, name=f"{ds.name}+tn", bounds=bounds,
-                             test=MapSource(ds.test, fn, shape))
+  return dataclasses.replace(
+      ds, name=f"{ds.name}+tn", bounds=bounds,
+      test=MapSource(ds.test, noisy(_TAG_TEST_NOISE), shape),
+      train_eval=MapSource(ds.train, noisy(_TAG_TRAIN_EVAL_NOISE), shape))
 
 
 def plant_pixel(images: np.ndarray, classes: np.ndarray,

@@ -164,6 +164,12 @@ class Dataset:
     image_shape: ``(H, W, C)`` of one image as ``get`` returns it.
     bounds: ``(lo, hi)`` box the inputs live in (``(0., 1.)`` for images), or
       ``None`` where there is none (adversarial spheres).
+    train_eval: the training images as test images are presented, where a
+      test-time transformation exists (``config.data.test_noise``: the
+      training images with their own fixed noise draw); None: ``train``.
+      What a trained model is evaluated or probed on (train accuracy,
+      post-hoc probes), never what it trains on (the train step draws its
+      own noise).
   """
 
   name: str
@@ -172,9 +178,13 @@ class Dataset:
   num_classes: int
   image_shape: Tuple[int, int, int]
   bounds: Optional[Tuple[float, float]] = (0.0, 1.0)
+  train_eval: Optional[Source] = None
 
   def split(self, which: str) -> Source:
-    """``"train"`` or ``"test"`` -> that source."""
+    """``"train"`` or ``"test"`` -> that source as evaluation sees it
+    (``train_eval`` for ``"train"`` where set)."""
     if which not in ("train", "test"):
       raise ValueError(f"split must be 'train' or 'test', got {which!r}.")
-    return self.train if which == "train" else self.test
+    if which == "test":
+      return self.test
+    return self.train if self.train_eval is None else self.train_eval

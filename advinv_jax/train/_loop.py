@@ -453,8 +453,8 @@ def _evaluate_and_write(config, workdir, mesh, model, host_state, dataset,
     logits_fn = with_bias(model.logits, bias)
   eval_fn = make_eval_fn(logits_fn, mesh)
   test = evaluate(eval_fn, params, dataset.test, config.eval.batch_size, mesh)
-  train = evaluate(eval_fn, params, dataset.train, config.eval.batch_size,
-                   mesh)
+  train = evaluate(eval_fn, params, dataset.split("train"),
+                   config.eval.batch_size, mesh)
   writer.write(step, test, prefix="test/")
   writer.write(step, train, prefix="train_eval/")
   result.update(eval=test, train_eval=train)
