@@ -31,7 +31,6 @@ import dataclasses
 import functools
 import json
 import os
-import tempfile
 import time
 import warnings as _warnings
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -42,6 +41,7 @@ import numpy as np
 
 from advinv_jax import attacks as A
 from advinv_jax import invariance as I
+from advinv_jax._files import write_atomic
 from advinv_jax.config import REPORT_FULL, default_config
 from advinv_jax.losses import add_binary_bias
 
@@ -70,29 +70,6 @@ def report_settings(report_config) -> Dict[str, Any]:
 def _finite_or_none(v):
   v = float(v)
   return v if np.isfinite(v) else None
-
-
-def atomic_write(path: str, data) -> str:
-  """Writes ``data`` (str or bytes) to ``path`` atomically: into a temporary
-  file in the same folder, then ``os.replace``. On any failure the
-  temporary file is removed and ``path`` is untouched."""
-  d = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path),
-                             suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data.encode() if isinstance(data, str) else data)
-      f.flush()
-      os.fsync(f.fileno())
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)     # mkstemp's 0600 -> an ordinary file
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  return path
 
 
 def _pair_indices(labels: np.ndarray, m: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -558,12 +535,12 @@ def write_report(report: Dict[str, Any], workdir: str,
     report["invariance"]["metamer_png"] = report["files"]["metamers_png"]
     report["invariance"]["interpolation_png"] = report["files"][
         "nuisance_interpolation_png"]
-  atomic_write(os.path.join(workdir, "report.json"),
+  write_atomic(os.path.join(workdir, "report.json"),
                json.dumps(report, indent=1, allow_nan=False))
   figures = P.draw_figures(report, images or {}, bounds)
   for name, png in figures.items():
-    atomic_write(os.path.join(workdir, name), png)
-  atomic_write(os.path.join(workdir, "report.md"), P.markdown(report))
-  atomic_write(os.path.join(workdir, "report.html"),
+    write_atomic(os.path.join(workdir, name), png)
+  write_atomic(os.path.join(workdir, "report.md"), P.markdown(report))
+  write_atomic(os.path.join(workdir, "report.html"),
                P.html(report, figures))
   return report["files"]

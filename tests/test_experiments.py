@@ -13,8 +13,8 @@ from tests._helpers import subprocess_env
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(script, workdir, *args, table=True):
-  env = subprocess_env(1)
+def _run(script, workdir, *args, table=True, optimize=False):
+  env = subprocess_env(1, optimize=optimize)
   proc = subprocess.run(
       [sys.executable, "-m", f"experiments.{script}",
        f"--workdir={workdir}", *args],
@@ -134,7 +134,7 @@ def test_robustness_report_from_checkpoint(tmp_path):
 
 def test_lowrank_margin_runs_small(tmp_path):
   res = _run("lowrank_margin", tmp_path, "--config.seeds=(0,)",
-             "--config.ks=(1,10)", table=False)
+             "--config.ks=(1,10)", table=False, optimize=True)
   assert [c["k"] for c in res["cells"]] == [1, 10]
   for cell in res["cells"]:
     ratios = {k: v for k, v in cell.items() if k.endswith("_ratio")}

@@ -193,12 +193,13 @@ def test_report_flags_invalid_metamers_at_the_top(tmp_path):
   assert page.index("METAMERS INVALID") < page.index("<h2>Headline")
 
 
-def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+def test_write_atomic_leaves_no_partial_file(tmp_path, monkeypatch):
   """A write that fails midway (disk full, say) leaves neither a truncated
-  target nor a temporary file; an existing file keeps its old content."""
-  from advinv_jax import report as R
+  target nor a temporary file; an existing file keeps its old content; the
+  error names the file and the fix."""
+  from advinv_jax import _files as F
   target = tmp_path / "report.json"
-  R.atomic_write(str(target), "old")
+  F.write_atomic(str(target), "old")
   real_fdopen = os.fdopen
 
   class Failing:
@@ -215,14 +216,15 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
       self.f.write(data[:3])
       raise OSError(28, "No space left on device")
 
-  monkeypatch.setattr(R.os, "fdopen", lambda fd, mode: Failing(
+  monkeypatch.setattr(F.os, "fdopen", lambda fd, mode: Failing(
       real_fdopen(fd, mode)))
-  with pytest.raises(OSError, match="No space"):
-    R.atomic_write(str(target), "new content")
-  with pytest.raises(OSError, match="No space"):
-    R.atomic_write(str(tmp_path / "report.html"), b"<html>")
+  with pytest.raises(F.DiskFullError, match="disk full.*report.json"):
+    F.write_atomic(str(target), "new content")
+  with pytest.raises(F.DiskFullError, match="report.html"):
+    F.write_atomic(str(tmp_path / "report.html"), b"<html>")
   assert target.read_text() == "old"
   assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+  assert oct(target.stat().st_mode & 0o777) != oct(0o600)   # not mkstemp's
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")

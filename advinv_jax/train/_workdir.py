@@ -11,7 +11,6 @@ the history, never by rewriting ``config.json``.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import shutil
@@ -22,6 +21,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import jax
 import ml_collections
 
+# Re-exported here for the train package; their one home is _files.
+from advinv_jax._files import (DiskFullError, RunError,  # noqa: F401
+                               disk_full_error, is_disk_full, write_atomic)
 from advinv_jax.config import migrate_config
 
 CONFIG = "config.json"
@@ -40,57 +42,12 @@ _HARMLESS_FIELDS = ("train.progress_bar", "train.log_every",
 _IGNORED = ("train.resume_mismatch",)  # how to relaunch, not what was run
 
 
-class RunError(RuntimeError):
-  """A run refused or stopped for a reason the message explains in one line
-  (``advinv_jax.main`` prints it without a traceback)."""
-
-
 class WorkdirBusyError(RunError):
   """Another live run holds the workdir's lock."""
 
 
 class ConfigMismatchError(RunError):
   """A relaunch's config differs from the workdir's in the computation."""
-
-
-class DiskFullError(RunError, OSError):
-  """No space left on the workdir's device."""
-
-
-def is_disk_full(exc: BaseException) -> bool:
-  """True when ``exc`` or an exception it was raised from is ENOSPC."""
-  seen = set()
-  while exc is not None and id(exc) not in seen:
-    seen.add(id(exc))
-    if isinstance(exc, DiskFullError) or getattr(exc, "errno", None) == (
-        errno.ENOSPC) or "No space left on device" in str(exc):
-      return True
-    exc = exc.__cause__ or exc.__context__
-  return False
-
-
-def disk_full_error(path: str, what: str) -> DiskFullError:
-  return DiskFullError(
-      f"disk full: no space left on the device of {path} while {what}; free "
-      "space there (or choose another --workdir) and relaunch the same "
-      "command: the run resumes from its last checkpoint.")
-
-
-def write_atomic(path: str, text: str) -> None:
-  """Writes ``text`` to ``path`` so that it appears complete or not at all."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  try:
-    with open(tmp, "w") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except OSError as e:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    if is_disk_full(e):
-      raise disk_full_error(path, f"writing {os.path.basename(path)}") from e
-    raise
 
 
 @contextlib.contextmanager
