@@ -60,6 +60,32 @@ def test_traced_invalid_inputs_and_eps_are_flagged_not_attacked():
                                 np.asarray(ref.x_adv)[[0, 3]])
 
 
+@pytest.mark.parametrize("attack", ["apgd", "square"])
+def test_traced_invalid_inputs_are_flagged_in_apgd_and_square(attack):
+  fn = {"apgd": functools.partial(A.apgd, steps=3),
+        "square": functools.partial(A.square, queries=10)}[attack]
+  run = jax.jit(lambda x, e: fn(linear, x, Y, eps=e, rng=KEY))
+  bad_x = X.at[0, 0, 0, 0].set(jnp.nan).at[1, 0, 0, 0].set(1.5)
+  res = run(bad_x, 0.5)
+  np.testing.assert_array_equal(res.flagged, [True, True, False, False])
+  assert not np.any(np.asarray(res.success)[:2])
+  np.testing.assert_array_equal(np.asarray(res.x_adv)[1], np.asarray(bad_x)[1])
+  res = run(X, jnp.array([0.5, jnp.inf, -1.0, 0.5]))
+  np.testing.assert_array_equal(res.flagged, [False, True, True, False])
+  assert np.all(np.isfinite(res.x_adv)) and not np.any(
+      np.asarray(res.success)[1:3])
+
+
+def test_masked_autoattack_flags_traced_invalid_inputs():
+  run = jax.jit(lambda x: A.autoattack(
+      linear, x, Y, eps=0.5, mode="masked", attacks=("apgd-ce", "square"),
+      steps=3, queries=10, rng=KEY))
+  assert not bool(run(X).flags["invalid_inputs"])
+  res = run(X.at[1, 0, 0, 0].set(1.5))
+  assert bool(res.flags["invalid_inputs"]) and int(res.attack_index[1]) == -1
+  assert any("outside the bounds" in w for w in A.autoattack_warnings(res))
+
+
 def test_nonfinite_clean_logits_are_flagged_in_every_attack():
   def nan_row(x):
     return linear(x).at[0].set(jnp.nan)

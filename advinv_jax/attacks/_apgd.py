@@ -122,7 +122,9 @@ def apgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
   Returns:
     :class:`AttackResult` with ``x_adv f32[B, ...]``, ``success bool[B]``
     (``argmax != y`` at ``x_adv``, found during the run), ``perturbation_norm
-    f32[B]`` and ``bad_grad_steps int32[B]`` (summed over rows).
+    f32[B]``, ``bad_grad_steps int32[B]`` (summed over rows) and ``flagged
+    bool[B]`` (invalid inputs under ``jit``: non-finite, outside the bounds,
+    a bad per-example eps; not attacked, never successful).
 
   Raises:
     ValueError: bad shapes, labels, ``eps < 0``, unknown norm / loss / loop,
@@ -151,7 +153,10 @@ def apgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
   loop = loop or C.default_loop()
   bounds = C.as_bounds(bounds)
   b = x.shape[0]
-  eps = jnp.asarray(eps, x.dtype)
+  # Traced inputs that slipped past validate_inputs (non-finite, outside
+  # the bounds, a bad per-example eps) are not attacked but flagged.
+  invalid = C.invalid_examples(x, shape_fn(x), bounds, eps)
+  eps = C.safe_eps(jnp.asarray(eps, x.dtype), invalid)
 
   # Rows ordered [restart, target, example].
   if target is not None:
@@ -174,9 +179,10 @@ def apgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
       bounds=bounds, loop=loop, rng=rng)
   if reps > 1:
     x_adv, success, bad = C.best_of_rows(x_adv, success, obj, bad, reps, b)
-  return C.AttackResult(x_adv=x_adv, success=success,
-                        perturbation_norm=C.batch_norm(x_adv - x, norm),
-                        bad_grad_steps=bad)
+  return C.flag_invalid(C.AttackResult(
+      x_adv=x_adv, success=success,
+      perturbation_norm=C.batch_norm(x_adv - x, norm), bad_grad_steps=bad),
+                        x, invalid)
 
 
 def _surface_start(key: Array, x0: Array, eps, norm: str) -> Array:

@@ -30,7 +30,7 @@ VERSION_ATTACKS = {
 _GRADIENT_FREE = ("square",)
 FLAG_NAMES = ("outside_eps_ball", "out_of_bounds", "nonfinite", "randomized",
               "gradient_masking", "zero_gradients", "probability_outputs",
-              "few_classes")
+              "few_classes", "invalid_inputs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +97,11 @@ def autoattack_warnings(result: AutoAttackResult) -> list:
                              "the softmax",
       "few_classes": "fewer than 4 classes: the (targeted) DLR loss falls "
                      "back to the unscaled margin",
+      "invalid_inputs": "some inputs were non-finite or outside the bounds "
+                        "(possible only under jit, where they cannot be "
+                        "checked before the run): no member attacked them, "
+                        "so where clean-correct they count as robust; fix "
+                        "the inputs",
   }
   return [f"autoattack: {text[k]}." for k in FLAG_NAMES
           if bool(result.flags.get(k, False))]
@@ -161,7 +166,10 @@ def autoattack(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
   missed; AutoAttack's ``check_square_sr``), ``zero_gradients`` (> 1% of
   attacked inputs saw all-zero or non-finite gradients in an APGD run),
   ``probability_outputs`` (the outputs are rows of probabilities;
-  AutoAttack's ``check_range``), ``few_classes`` (K < 4, the DLR fallback).
+  AutoAttack's ``check_range``), ``few_classes`` (K < 4, the DLR fallback),
+  ``invalid_inputs`` (masked mode under ``jit``: an input was non-finite or
+  outside the bounds, so no member attacked it; concrete inputs are checked
+  before anything runs and raise instead).
   :func:`autoattack_warnings` turns them into sentences.
 
   Args:
@@ -361,6 +369,7 @@ def _masked(logits_fn, x, y, eps, attacks, n_t, s, k_clean, k_run):
   det = _deterministic(logits_fn, s)
   z1, z2 = _clean_checks(logits_fn, x, k_clean, s)
   correct, randomized, nonfinite, prob = _clean_flags(z1, z2, y)
+  invalid = jnp.any(C.invalid_examples(x, z1, s["bounds"], eps))
   targets = C.top_other_classes(z1, y, n_t)
   robust = correct
   x_adv = x
@@ -391,7 +400,7 @@ def _masked(logits_fn, x, y, eps, attacks, n_t, s, k_clean, k_run):
   flags = dict(outside_eps_ball=off_ball, out_of_bounds=off_box,
                nonfinite=nonfinite, randomized=randomized,
                gradient_masking=gm, zero_gradients=zg,
-               probability_outputs=prob)
+               probability_outputs=prob, invalid_inputs=invalid)
   return _finish(x_adv, ~robust, index, correct, per,
                  jnp.zeros((len(attacks),), jnp.float32), flags, attacks,
                  z1.shape[-1])
@@ -479,7 +488,8 @@ def _host(logits_fn, x, y, eps, attacks, n_t, s, k_clean, k_run, min_bucket):
   flags = dict(outside_eps_ball=off_ball, out_of_bounds=off_box,
                nonfinite=nonfinite, randomized=randomized,
                gradient_masking=gm, zero_gradients=zg,
-               probability_outputs=prob)
+               probability_outputs=prob,
+               invalid_inputs=False)       # concrete inputs were validated
   return _finish(jnp.asarray(x_adv), jnp.asarray(~robust),
                  jnp.asarray(index), jnp.asarray(correct), per,
                  jnp.asarray(secs, jnp.float32), flags, attacks,

@@ -123,8 +123,9 @@ def square(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
   Returns:
     :class:`AttackResult` with ``x_adv f32[B, ...]`` (the lowest-margin
     point), ``success bool[B]`` (``argmax != y`` there, from its forward),
-    ``perturbation_norm f32[B]``, ``bad_grad_steps`` zeros, and
-    ``queries int32[B]`` (forwards spent per example, including the start).
+    ``perturbation_norm f32[B]``, ``bad_grad_steps`` zeros,
+    ``queries int32[B]`` (forwards spent per example, including the start)
+    and ``flagged bool[B]`` (invalid inputs under ``jit``, as :func:`apgd`).
 
   Raises:
     ValueError: bad shapes, labels, ``eps < 0``, unknown norm, ``queries <
@@ -140,16 +141,18 @@ def square(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
   shape = x.shape
   image = x.ndim == 4 and min(shape[1], shape[2]) >= 2
   xf = x if image else x.reshape((shape[0], -1))
-  eps = jnp.asarray(eps, x.dtype)
+  # Traced invalid inputs (see apgd) are not attacked but flagged.
+  invalid = C.invalid_examples(x, logits_fn(x), bounds, eps)
+  eps = C.safe_eps(jnp.asarray(eps, x.dtype), invalid)
   xa, found, qn = _square_run(lambda v: logits_fn(v.reshape(shape)), xf, y,
                               eps, norm=norm, queries=queries,
                               p_init=float(p_init), bounds=bounds, rng=rng,
                               image=image)
   xa = xa.reshape(shape)
-  return C.AttackResult(x_adv=xa, success=found,
-                        perturbation_norm=C.batch_norm(xa - x, norm),
-                        bad_grad_steps=jnp.zeros((shape[0],), jnp.int32),
-                        queries=qn)
+  return C.flag_invalid(C.AttackResult(
+      x_adv=xa, success=found, perturbation_norm=C.batch_norm(xa - x, norm),
+      bad_grad_steps=jnp.zeros((shape[0],), jnp.int32), queries=qn),
+                        x, invalid)
 
 
 def _square_run(f, x, y, eps, *, norm, queries, p_init, bounds, rng, image):
