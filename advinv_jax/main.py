@@ -67,6 +67,11 @@ def one_line_error(e: BaseException):
                                          disk_full_error, is_disk_full)
   if isinstance(e, RunInterrupted):
     return str(e), e.exit_code
+  if isinstance(e, KeyboardInterrupt):   # SIGINT outside the training loop
+    return ("interrupted (SIGINT) outside training (loading, evaluation or "
+            "the report): checkpoints and completed outputs are intact; "
+            "relaunch the same command to continue (a finished run only "
+            "redoes what is missing)."), 130
   if is_disk_full(e) and not isinstance(e, RunError):
     e = disk_full_error(_WORKDIR.value or ".", "running")
   if isinstance(e, ConfigError):

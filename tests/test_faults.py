@@ -354,6 +354,29 @@ def test_failed_report_keeps_training_outputs(finished, tmp_path,
   assert summary["steps"] == 6
 
 
+def test_sigint_during_the_report_is_one_line_and_keeps_outputs(
+    finished, tmp_path, monkeypatch):
+  """Ctrl-C while the report runs: no staging folder or partial report is
+  left, the training outputs stay, and main prints one line (exit 130)."""
+  workdir = _copy(finished, tmp_path)
+
+  def interrupted(*a, **k):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(job, "robustness_report", interrupted)
+  cfg = _small()
+  cfg.report.enabled = True
+  before = _snapshot(workdir)
+  with pytest.raises(KeyboardInterrupt) as e:
+    job.run(cfg, str(workdir))
+  after = _snapshot(workdir)
+  assert {k: v for k, v in after.items() if k != _workdir.HISTORY} == before
+  assert not [p for p in os.listdir(workdir) if p.startswith(".staging")]
+  from advinv_jax import main
+  line, code = main.one_line_error(e.value)
+  assert code == 130 and "\n" not in line and "relaunch" in line
+
+
 def test_second_signal_exits_at_once():
   exits = []
   stop = _workdir.StopOnSignal(grace_s=60)
