@@ -12,6 +12,12 @@ what finished::
 
   python -m benchmarks.autoattack_crosscheck              # 256 inputs
   python -m benchmarks.autoattack_crosscheck --n 64 --models mlp --norms linf
+  python -m benchmarks.autoattack_crosscheck --models firevnet --n 64 \
+      --norms linf --out benchmarks/results/autoattack_crosscheck_firevnet.json
+
+Models: ``mlp`` (256-256), ``cnn`` (32-64-64 / 128) and ``firevnet`` (the
+demo's fiRevNet, 3 levels x 4 additive couplings, width 32; torchattacks
+attacks our PyTorch port ``benchmarks/_torch_firevnet.py``).
 
 Needs the peers of ``benchmarks/requirements-peers.txt`` (torch,
 torchattacks) in the interpreter that runs it. ``--budget-min`` skips the
@@ -33,6 +39,7 @@ import numpy as np
 import optax
 
 from advinv_jax import attacks
+from advinv_jax.config import default_config
 from advinv_jax.data import load_digits
 from advinv_jax.models import build_model
 
@@ -40,12 +47,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 EPS = {"linf": 0.1, "l2": 0.5}
 MODELS = {"cnn": dict(name="cnn", features=(32, 64, 64), hidden=(128,)),
-          "mlp": dict(name="mlp", hidden=(256, 256))}
+          "mlp": dict(name="mlp", hidden=(256, 256)),
+          # the demo's model (configs/default.py): 3 levels x 4 additive
+          # couplings, width 32; torchattacks runs our PyTorch port of it
+          "firevnet": None}
 
 
 def train(name, train_set, steps, seed=0):
-  model = build_model(ml_collections.ConfigDict(MODELS[name]),
-                      input_shape=(8, 8, 1), num_classes=10)
+  cfg = MODELS[name]
+  cfg = (default_config().model if cfg is None
+         else ml_collections.ConfigDict(cfg))
+  model = build_model(cfg, input_shape=(8, 8, 1), num_classes=10)
   x_all, y_all = train_set
   params = model.init(jax.random.PRNGKey(seed), jnp.asarray(x_all[:2]))
   opt = optax.adam(1e-3)
@@ -68,12 +80,14 @@ def train(name, train_set, steps, seed=0):
   return model, params
 
 
-def torch_net(name, params):
+def torch_net(name, model, params):
   import torch
   import torch.nn.functional as F
   from benchmarks import attacks as mod  # pylint: disable=g-import-not-at-top
   if name == "cnn":
     return mod.make_torch_cnn(params)
+  if name == "firevnet":
+    return mod.make_torch_firevnet(model, params)
 
   class TorchMLP(torch.nn.Module):
 
@@ -155,7 +169,7 @@ def main():
           "jax": jax.__version__, "torch": torch.__version__}
   for name in args.models:
     model, params = train(name, (x_tr, y_tr), args.train_steps, args.seed)
-    net = torch_net(name, params)
+    net = torch_net(name, model, params)
     with torch.no_grad():
       zt = net(torch.tensor(x.transpose(0, 3, 1, 2).copy())).numpy()
     zj = np.asarray(model.logits(params, jnp.asarray(x)))
