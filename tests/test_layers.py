@@ -284,8 +284,9 @@ class ReversibleTest(chex.TestCase):
     x, params = _setup(mk("float32", False), (3, 4, 4, 6))
 
     def grads(chain):
-      f = lambda p, v: jnp.sum(jnp.sin(chain.forward(p, v)[0])) + 0.1 * (
-          jnp.sum(chain.forward(p, v)[1]))
+      def f(p, v):
+        y, ld = chain.forward(p, v)
+        return jnp.sum(jnp.sin(y)) + 0.1 * jnp.sum(ld)
       return jax.jit(jax.grad(f, argnums=(0, 1)))(params, x)
 
     g_rev = grads(mk(dtype, True))
@@ -340,8 +341,9 @@ class ReversibleTest(chex.TestCase):
     chex.assert_trees_all_equal(plain.unstack_params(sp), params)
 
     def grads(layer, p):
-      f = lambda p, v: jnp.sum(jnp.sin(layer.forward(p, v)[0])) + 0.1 * (
-          jnp.sum(layer.forward(p, v)[1]))
+      def f(p, v):
+        y, ld = layer.forward(p, v)
+        return jnp.sum(jnp.sin(y)) + 0.1 * jnp.sum(ld)
       return jax.jit(jax.grad(f, argnums=(0, 1)))(p, x)
 
     g_ref = grads(plain, params)

@@ -244,8 +244,10 @@ class ModelTest(chex.TestCase):
     chex.assert_trees_all_close(jax.jit(ms.inverse)(ps, z), x, atol=1e-5)
 
     def grad(model, p):
-      f = lambda p: jnp.sum(jax.nn.log_softmax(model.forward(p, x)[0][:, :10])
-                            [:, 3]) - 0.01 * jnp.sum(model.forward(p, x)[1])
+      def f(p):
+        z, ld = model.forward(p, x)
+        return jnp.sum(jax.nn.log_softmax(z[:, :10])[:, 3]) - 0.01 * jnp.sum(
+            ld)
       return jax.jit(jax.grad(f))(p)
     assert_trees_rel_close(grad(ms, ps), restack(grad(m, p)), 1e-4)
 
