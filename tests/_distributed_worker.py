@@ -19,6 +19,13 @@ def main():
     flat = {"/".join(map(str, k)): np.asarray(v) for k, v in
             jax.tree_util.tree_leaves_with_path(res["state"].params)}
     np.savez(out, accuracy=res["eval"]["accuracy"], **flat)
+  # A relaunch with another model is refused by process 0's check: every
+  # process must raise it (none may wait in a collective for the others).
+  cfg.model.hidden = (32,)
+  try:
+    train.train_and_evaluate(cfg, workdir)
+  except train.ConfigMismatchError as e:
+    print(f"REFUSED: {str(e).splitlines()[0][:200]}", flush=True)
   jax.distributed.shutdown()
 
 

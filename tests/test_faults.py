@@ -116,7 +116,8 @@ def _free_port():
 
 
 def test_two_processes_match_one_process(tmp_path):
-  """jax.distributed on localhost (gloo): 2 processes x 1 device == 1 x 2."""
+  """jax.distributed on localhost (gloo): 2 processes x 1 device == 1 x 2;
+  a mismatching relaunch is refused by both processes."""
   port = str(_free_port())
   out = tmp_path / "two.npz"
   procs = [subprocess.Popen(
@@ -127,6 +128,8 @@ def test_two_processes_match_one_process(tmp_path):
   logs = [p.communicate(timeout=400)[0].decode() for p in procs]
   for p, log in zip(procs, logs):
     assert p.returncode == 0, log[-3000:]
+    # The mismatching relaunch is refused on both processes, same message.
+    assert "REFUSED: " in log and "config.model.hidden" in log, log[-3000:]
   two = np.load(out)
   cfg = tiny_config("cnn", "ce", num_steps=4, checkpoint_every=2)
   one = train.train_and_evaluate(cfg, str(tmp_path / "one"),

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import jax
 import ml_collections
+import numpy as np
 
 # Re-exported here for the train package; their one home is _files.
 from advinv_jax._files import (DiskFullError, RunError,  # noqa: F401
@@ -93,8 +94,45 @@ def _pid_alive(pid: int) -> bool:
 _HELD: Dict[str, int] = {}  # lock paths this process holds -> depth
 
 
+_AGREE_BYTES = 4096
+
+
+def on_process_0(fn):
+  """``fn()`` on process 0 only, its refusal shared by every process.
+
+  A workdir decision (the lock, a relaunch check) is made once, by process
+  0; in a multi-process run the outcome is broadcast, so that a
+  :class:`RunError` raised there is raised, with the same message, by every
+  process instead of leaving the others waiting in their first collective.
+  Returns ``fn()``'s result on process 0 and None elsewhere.
+  """
+  if jax.process_count() == 1:
+    return fn()
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  result, error, kind = None, None, ""
+  if jax.process_index() == 0:
+    try:
+      result = fn()
+    except RunError as e:
+      error, kind = e, type(e).__name__
+  text = f"{kind}\n{error}".encode()[:_AGREE_BYTES] if error else b""
+  buf = np.zeros(_AGREE_BYTES, np.uint8)
+  buf[:len(text)] = np.frombuffer(text, np.uint8)
+  got = bytes(np.asarray(multihost_utils.broadcast_one_to_all(buf)))
+  got = got.rstrip(b"\0").decode(errors="replace")
+  if error is not None:
+    raise error
+  if got:
+    kind, _, message = got.partition("\n")
+    cls = {c.__name__: c for c in (WorkdirBusyError, ConfigMismatchError,
+                                   DiskFullError)}.get(kind, RunError)
+    raise cls(message)
+  return result
+
+
 class WorkdirLock:
-  """``<workdir>/.lock`` for the life of a run (process 0 only).
+  """``<workdir>/.lock`` for the life of a run (held by process 0; a refusal
+  stops every process, :func:`on_process_0`).
 
   The lock file names the holder (``pid``, ``host``, start time). A lock
   left by a killed process on this host (its PID is gone) is stale and is
@@ -117,12 +155,16 @@ class WorkdirLock:
       return {}  # unreadable: written by a process killed mid-write
 
   def acquire(self) -> "WorkdirLock":
-    if jax.process_index() != 0 or self._held:
+    if self._held:
       return self
+    on_process_0(self._acquire)
+    return self
+
+  def _acquire(self) -> None:
     if _HELD.get(self.path):
       _HELD[self.path] += 1
       self._held = True
-      return self
+      return
     me = {"pid": os.getpid(), "host": socket.gethostname(),
           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -157,7 +199,6 @@ class WorkdirLock:
       os.remove(tmp)
     _HELD[self.path] = 1
     self._held = True
-    return self
 
   @staticmethod
   def _stale(holder: Dict[str, Any]) -> bool:
@@ -282,8 +323,10 @@ def relaunch_plan(config: ml_collections.ConfigDict, workdir: str
       not ``'allow'``; the message lists the fields and the way out.
     RunError: ``config.json`` is unreadable (the message names it).
   """
-  if jax.process_index() != 0:
-    return None
+  return on_process_0(lambda: _relaunch_plan(config, workdir))
+
+
+def _relaunch_plan(config, workdir):
   new = json.loads(config.to_json_best_effort())
   old = read_config_json(workdir)
   if old is None:
