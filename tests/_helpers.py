@@ -1,8 +1,11 @@
 """Small shared pieces of the tests: tiny configs, parameter perturbation,
 random parameters, loading benchmark modules."""
 import importlib
+import json
 import os
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -83,6 +86,22 @@ def subprocess_env(devices: int = 1, *, optimize: bool = False) -> dict:
                   + flags),
               PYTHONPATH=os.pathsep.join(
                   [ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+
+
+def run_experiment(script, workdir, *args, table=True, optimize=False):
+  """Runs ``python -m experiments.<script> --workdir=<workdir> <args>`` in a
+  one-device subprocess (:func:`subprocess_env`); asserts it succeeded (and
+  wrote ``results.md`` when ``table``); returns its ``results.json``."""
+  proc = subprocess.run(
+      [sys.executable, "-m", f"experiments.{script}",
+       f"--workdir={workdir}", *args],
+      cwd=ROOT, env=subprocess_env(1, optimize=optimize), capture_output=True,
+      text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  if table:
+    assert os.path.exists(os.path.join(workdir, "results.md"))
+  with open(os.path.join(workdir, "results.json")) as f:
+    return json.load(f)
 
 
 def load_benchmark(name):

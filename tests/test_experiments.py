@@ -1,29 +1,15 @@
-"""Each experiment script runs end to end at the tiny scale (bundled digits)
-and its results hold the properties the experiment is about."""
-import json
+"""Jacobsen et al.'s experiment scripts run end to end at the tiny scale
+(bundled digits) and their results hold the properties the experiment is
+about; every script's command line (overrides, one-line errors).
+Nar et al.'s scripts and the report from a checkpoint:
+tests/test_experiments_nar.py."""
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
-from tests._helpers import subprocess_env
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _run(script, workdir, *args, table=True, optimize=False):
-  env = subprocess_env(1, optimize=optimize)
-  proc = subprocess.run(
-      [sys.executable, "-m", f"experiments.{script}",
-       f"--workdir={workdir}", *args],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  if table:
-    assert os.path.exists(os.path.join(workdir, "results.md"))
-  with open(os.path.join(workdir, "results.json")) as f:
-    return json.load(f)
+from tests._helpers import ROOT, run_experiment as _run
 
 
 def test_invariance_mnist_tiny(tmp_path):
@@ -46,22 +32,6 @@ def test_spheres_tiny(tmp_path):
   assert nc["attack_success"] == 1.0
   assert res["metamers"]["validity"]["num"] == res["metamers"]["num"]
   assert 0.0 <= res["firevnet_test_error"] <= 1.0
-
-
-def test_differential_binary_tiny(tmp_path):
-  res = _run("differential_binary", tmp_path, "--scale=tiny",
-             "--num_examples=32",
-             "--protocols=end_to_end,frozen_features,linear")
-  assert res["differential"]["bias_rule"] == "max_accuracy"
-  assert res["linear_differential"]["bias_rule"] == "max_accuracy"
-  assert os.path.getsize(tmp_path / "attack_success.png") > 0
-  for loss in ("ce", "differential", "head_ce", "head_differential",
-               "linear_ce", "linear_differential"):
-    for split in ("train", "test"):
-      for norm in ("linf", "l2"):
-        succ = res[loss][split][norm]["attack_success_ratio"]
-        assert all(0.0 <= s <= 1.0 for s in succ)
-        assert np.all(np.diff(succ) >= -1e-9), "success grows with eps"
 
 
 def test_shiftmnist_tiny(tmp_path):
@@ -99,50 +69,6 @@ def test_shiftmnist_tiny(tmp_path):
   with open(tmp_path / "results.md") as f:
     md = f.read()
   assert "follows code %" in md and "probe z_n->digit % (test half->half)" in md
-
-
-def test_robustness_report_from_checkpoint(tmp_path):
-  wd = tmp_path / "run"
-  env = subprocess_env(1)
-  subprocess.run(
-      [sys.executable, "-m", "advinv_jax.main", "--config=configs/default.py",
-       f"--workdir={wd}", "--config.model.depth=1", "--config.model.width=8",
-       "--config.train.num_steps=4", "--config.report.enabled=False",
-       "--config.train.progress_bar=False", "--config.report.pgd_steps=2",
-       "--config.report.deepfool_steps=3",
-       "--config.report.nuisance_classifier_steps=10",
-       "--config.report.autoattack_steps=2",
-       "--config.report.autoattack_num_targets=1",
-       "--config.report.autoattack_queries=10",
-       "--config.report.autoattack_fmn_steps=2"],
-      cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
-  proc = subprocess.run(
-      [sys.executable, "-m", "experiments.robustness_report",
-       f"--workdir={wd}", "--num_examples=16"],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  with open(wd / "report_test" / "report.json") as f:
-    rep = json.load(f)
-  assert rep["num_examples"] == 16
-  assert rep["invariance"]["metamer_logit_max_abs_diff"] <= 1e-3
-  assert rep["invariance"]["metamer_validity"]["valid_share"] == 1.0
-  assert rep["headline"]["source"] == "autoattack"
-  for f in ("metamers.png", "report.html", "report.md"):
-    assert os.path.exists(wd / "report_test" / f)
-  assert "report_test/report.html" in proc.stdout
-
-
-def test_lowrank_margin_runs_small(tmp_path):
-  res = _run("lowrank_margin", tmp_path, "--config.seeds=(0,)",
-             "--config.ks=(1,10)", table=False, optimize=True)
-  assert [c["k"] for c in res["cells"]] == [1, 10]
-  for cell in res["cells"]:
-    ratios = {k: v for k, v in cell.items() if k.endswith("_ratio")}
-    # The exact SVM has the largest margin; differential training nears it,
-    # CE from a large initialisation stays far below.
-    assert all(r <= 1.0 + 1e-5 for r in ratios.values()), ratios
-    assert ratios["normalized/differential_ratio"] >= 0.95
-    assert ratios["gd/ce_large_ratio"] < 0.8
 
 
 def test_overrides_reach_the_config_and_reject_unknown_fields():
