@@ -155,7 +155,8 @@ def apgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
   b = x.shape[0]
   # Traced inputs that slipped past validate_inputs (non-finite, outside
   # the bounds, a bad per-example eps) are not attacked but flagged.
-  invalid = C.invalid_examples(x, shape_fn(x), bounds, eps)
+  clean0 = shape_fn(x)
+  invalid = C.invalid_examples(x, clean0, bounds, eps)
   eps = C.safe_eps(jnp.asarray(eps, x.dtype), invalid)
 
   # Rows ordered [restart, target, example].
@@ -164,7 +165,7 @@ def apgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
   elif targeted:
     n_t = min(int(num_targets), num_classes - 1)
     k_clean, rng = jax.random.split(rng)
-    clean = logits_fn(x, k_clean) if eot_iter > 1 else logits_fn(x)
+    clean = logits_fn(x, k_clean) if eot_iter > 1 else clean0
     cand = C.top_other_classes(clean, y, n_t)                 # [B, T]
     tgt = cand.T.reshape(-1)                                   # [T*B]
   else:

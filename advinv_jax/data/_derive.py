@@ -231,8 +231,9 @@ def test_noise_dataset(ds: Dataset, amplitude: float, seed: int = 0) -> Dataset:
   draws their noise); ``train_eval`` is the training images with their own
   fixed draw, for evaluating and probing a trained model on them (a probe
   fitted on noise-free training images and tested on noisy test images
-  would measure the shift, not the information). The upper data bound grows by ``amplitude`` (attacks
-  clip to the bounds, which must contain the test images).
+  would measure the shift, not the information). The upper data bound grows
+  by ``amplitude`` (attacks clip to the bounds, which must contain the test
+  images).
   """
   a = float(amplitude)
   if a == 0.0:
