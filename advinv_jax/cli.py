@@ -13,13 +13,14 @@ Overrides use ``ml_collections.config_flags`` everywhere:
 """
 from __future__ import annotations
 
-import difflib
 import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from absl import app, flags
 import ml_collections
 from ml_collections import config_flags
+
+from advinv_jax.config import closest_field
 
 FLAGS = flags.FLAGS
 
@@ -43,8 +44,8 @@ def fields(config) -> Dict[str, Any]:
 def unknown_field_message(path: str, known, flag: str = "config") -> str:
   """``--config.<path>`` names no field: the line that says so, with the
   closest known field as the fix."""
-  close = difflib.get_close_matches(path, list(known), n=1)
-  fix = (f"did you mean --{flag}.{close[0]}?" if close else
+  close = closest_field(path, known)
+  fix = (f"did you mean --{flag}.{close}?" if close else
          "--helpfull lists the fields.")
   return f"--{flag}.{path}: the config has no field {path!r}; {fix}"
 

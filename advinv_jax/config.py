@@ -8,7 +8,7 @@ clear line, before any data is loaded or anything is compiled.
 from __future__ import annotations
 
 import re
-from typing import Iterable, List
+from typing import Iterable
 
 import ml_collections
 
@@ -66,41 +66,96 @@ def default_config() -> ml_collections.ConfigDict:
   config.data.shift.test_mode = "random"
 
   # ---------------------------------------------------------------- model
+  # config.model.name picks the architecture; each architecture reads its
+  # own sub-section (MODEL_SECTIONS), and every model the compute knobs of
+  # config.model.compute (how it runs: the same function for every value).
   config.model = ml_collections.ConfigDict()
   config.model.name = "firevnet"       # firevnet | firevnet_imagenet | cnn | mlp
-  config.model.levels = 3
-  config.model.depth = 4               # coupling steps per level
-  config.model.width = 32              # hidden channels of the coupling subnet
+
+  # The fiRevNet: its coupling steps and readout (used by both layouts) and
+  # the MNIST layout (levels, depth, downsample).
+  fr = config.model.firevnet = ml_collections.ConfigDict()
+  fr.levels = 3
+  fr.depth = 4                 # coupling steps per level
+  fr.width = 32                # hidden channels of the coupling subnet
   # additive | affine. Additive (as the authors' MNIST code): its inverse
   # stays well conditioned off the data, so metamers F^-1(z_s(A), z_n(B))
   # are valid; on the default digits run affine-sigmoid gave 18% valid
   # metamers (exp_tanh 86%), additive 100% at the same test accuracy
   # (benchmarks/metamer_validity.py, docs/report.md).
-  config.model.coupling = "additive"
-  config.model.affine_scale = "sigmoid"  # sigmoid | exp_tanh (affine only)
-  config.model.permutation = "shuffle"  # reverse | shuffle | conv1x1
-  config.model.downsample = "squeeze"  # squeeze | psi
-  config.model.reversible = False      # memory-saving reversible backprop
-  # auto (platform default: unrolled) | scan | unrolled. scan: each level's steps run as one
-  # lax.scan and their params are stored stacked (small program, fast compile;
-  # with scan_batch_chunk=16 the authors' iCE step at batch 128 on CPU ran
-  # faster than unrolled whole-batch steps, in < 1 GiB: benchmarks/README.md).
-  config.model.reversible_loop = "auto"
-  # with reversible_loop=scan: run each scanned step on chunks of at most this
-  # many examples (0 = whole batch); 16 is the fastest measured on CPU at
-  # batch 128 (benchmarks/README.md). batch_chunk (below) chunks
-  # the whole model instead.
-  config.model.scan_batch_chunk = 0
-  config.model.conv1x1_as_matmul = True
-  config.model.scale_floor = 1e-3       # affine scale >= this (no collapse)
-  config.model.perm_seed = 0             # shuffle / 1x1-conv initial permutation
-  # Fields whose default is a *platform default* ("" / -1 / "auto") are
-  # resolved per backend (cpu | gpu | tpu) in advinv_jax/platform.py, which
-  # gives each choice and its reason; platform.resolve_config(config, "tpu")
-  # fills them for a named platform.
-  # How 3x3 convs run (same function): "" = platform default (CPU:
+  fr.coupling = "additive"
+  fr.affine_scale = "sigmoid"  # sigmoid | exp_tanh (affine only)
+  fr.scale_floor = 1e-3        # affine scale >= this (no collapse)
+  fr.permutation = "shuffle"   # reverse | shuffle | conv1x1
+  fr.perm_seed = 0             # shuffle / 1x1-conv initial permutation
+  fr.downsample = "squeeze"    # squeeze | psi
+  # ActNorm's data-dependent init amplifies a channel at most 1 / floor
+  # times (0: no floor, the authors').
+  fr.actnorm_std_floor = 0.3
+  # ActNorm y = (x + b) * (exp(s) + actnorm_eps) in steps and subnets; the
+  # authors': 1e-3 (invertible_layers.py ActNorm.forward_, their log-det
+  # omits it; ours is exact). 0: Glow's exp(s).
+  fr.actnorm_eps = 0.0
+  # Prior of the split-off halves: none (the model's prior is N(0, 1) on all
+  # of z; what loss.ice.likelihood='factorial_zn' ignores) | conditional
+  # (Glow's Split: mean and log-scale from a zero-initialised conv3x3 of the
+  # kept half, invertible_layers.py Split.split2d_prior; the final tensor
+  # N(0, 1), logit entries included, GaussianPrior without learntop).
+  fr.split_prior = "none"
+  # BatchNorm1d on the logits (train.py ~L63, L137): batch statistics over
+  # all devices in training, running statistics (part of the bijection) in
+  # eval. Its momentum in PyTorch's convention (weight of the batch): 0.9.
+  fr.logit_bn = False
+  fr.logit_bn_momentum = 0.9
+  # Dropout in every coupling subnet after its second ReLU (layers.py NN:
+  # 0.1), train mode only (forward/inverse are eval mode: exact). Needs
+  # compute.reversible=False and an unrolled loop.
+  fr.dropout = 0.0
+
+  # The ImageNet layout (firevnet_imagenet): replaces levels / depth /
+  # width / downsample; the steps' settings are config.model.firevnet's.
+  fi = config.model.firevnet_imagenet = ml_collections.ConfigDict()
+  fi.init_squeeze = 2
+  fi.blocks = (6, 16, 72, 6)
+  fi.channels = (24, 96, 384, 1536)
+  fi.strides = ()              # per stage, 1 or 2; empty: all 2
+
+  # Ordinary classifiers.
+  config.model.cnn = ml_collections.ConfigDict()
+  config.model.cnn.features = (32, 64, 64)  # 3x3 convs, all but the first stride 2
+  config.model.cnn.hidden = (128,)          # dense widths after the convs
+  config.model.mlp = ml_collections.ConfigDict()
+  config.model.mlp.hidden = (128,)          # dense widths
+  config.model.mlp.dropout = 0.0            # after each hidden ReLU, train mode
+
+  # How the model runs (same function for every value). A value "" / -1 /
+  # "auto" is a *platform default*, resolved per backend (cpu | gpu | tpu)
+  # in advinv_jax/platform.py, which gives each choice and its reason;
+  # platform.resolve_config(config, "tpu") fills them for a named platform.
+  cp = config.model.compute = ml_collections.ConfigDict()
+  # Memory-saving reversible backprop (fiRevNet): activations recomputed
+  # from the outputs instead of stored.
+  cp.reversible = False
+  # auto (platform default: unrolled) | scan | unrolled. scan: each level's
+  # steps run as one lax.scan and their params are stored stacked (small
+  # program, fast compile; with scan_batch_chunk=16 the authors' iCE step
+  # at batch 128 on CPU ran faster than unrolled whole-batch steps, in
+  # < 1 GiB: benchmarks/README.md).
+  cp.reversible_loop = "auto"
+  # with reversible_loop=scan: run each scanned step on chunks of at most
+  # this many examples (0 = whole batch); 16 is the fastest measured on CPU
+  # at batch 128 (benchmarks/README.md). batch_chunk (below) chunks the
+  # whole model instead.
+  cp.scan_batch_chunk = 0
+  # Run the model on batch chunks of at most this many examples, unrolled
+  # in one program (0 = whole batch; -1 = platform default: 32 on CPU, off
+  # elsewhere). CPU: fiRevNet train steps at batch 128 run 12-17% faster
+  # with 32 (16: a bit faster, 2x the compile time).
+  cp.batch_chunk = 0
+  # How 3x3 convs run (fiRevNet subnets, cnn): "" = platform default (CPU:
   # xla_gemm_grad, else xla) | xla | xla_gemm_grad | im2col | outshift | auto
-  config.model.conv3x3_impl = ""
+  cp.conv3x3_impl = ""
+  cp.conv1x1_as_matmul = True  # the invertible 1x1 conv as a matmul
   # Mixed precision of the coupling subnets: "" = platform default (TPU:
   # bfloat16, else float32) | float32 | bfloat16 (all three subnet convs on
   # bfloat16 operands) | bfloat16_1x1 (only the 1x1 conv: bfloat16
@@ -110,40 +165,7 @@ def default_config() -> ml_collections.ConfigDict:
   # gradients carry bfloat16 rounding (~1e-2 relative on gradients). On CPUs
   # with AMX bfloat16_1x1 ran the authors' iCE step at batch 128 0.80x the
   # time of float32 (benchmarks/README.md); bfloat16 is for accelerators.
-  config.model.compute_dtype = ""
-  # Run the model on batch chunks of at most this many examples, unrolled in
-  # one program (same function; 0 = whole batch; -1 = platform default: 32 on
-  # CPU, off elsewhere). CPU: fiRevNet train steps at batch 128 run 12-17%
-  # faster with 32 (16: a bit faster, 2x the compile time).
-  config.model.batch_chunk = 0
-  config.model.actnorm_std_floor = 0.3  # ActNorm init amplifies a channel at most 1/0.3x (0: no floor, the authors')
-  # ActNorm y = (x + b) * (exp(s) + actnorm_eps) in steps and subnets; the
-  # authors': 1e-3 (invertible_layers.py ActNorm.forward_, their log-det
-  # omits it; ours is exact). 0: Glow's exp(s).
-  config.model.actnorm_eps = 0.0
-  # Prior of the split-off halves: none (the model's prior is N(0, 1) on all
-  # of z; what loss.ice.likelihood='factorial_zn' ignores) | conditional
-  # (Glow's Split: mean and log-scale from a zero-initialised conv3x3 of the
-  # kept half, invertible_layers.py Split.split2d_prior; the final tensor
-  # N(0, 1), logit entries included, GaussianPrior without learntop).
-  config.model.split_prior = "none"
-  # BatchNorm1d on the logits (train.py ~L63, L137): batch statistics over
-  # all devices in training, running statistics (part of the bijection) in
-  # eval. Its momentum in PyTorch's convention (weight of the batch): 0.9.
-  config.model.logit_bn = False
-  config.model.logit_bn_momentum = 0.9
-  # Dropout in every coupling subnet after its second ReLU (layers.py NN:
-  # 0.1), train mode only (forward/inverse are eval mode: exact), and in
-  # the mlp model. Needs reversible=False and an unrolled loop.
-  config.model.dropout = 0.0
-  # ImageNet layout (firevnet_imagenet)
-  config.model.init_squeeze = 2
-  config.model.blocks = (6, 16, 72, 6)
-  config.model.channels = (24, 96, 384, 1536)
-  config.model.strides = ()             # per stage, 1 or 2; empty: all 2
-  # ordinary classifiers (cnn, mlp)
-  config.model.features = (32, 64, 64)
-  config.model.hidden = (128,)          # dense widths (cnn: after the convs)
+  cp.dtype = ""
 
   # ---------------------------------------------------------------- loss
   config.loss = ml_collections.ConfigDict()
@@ -298,10 +320,10 @@ def _set_fields(node: ml_collections.ConfigDict, given, prefix: str) -> None:
   for key in given.keys():
     value, path = given[key], f"{prefix}{key}"
     if key not in node:
-      hint = _close_names(key, node.keys())
+      hint = closest_field(key, [p for p, _ in _walk(node)])
       raise ConfigError(
           f"unknown config field config.{path}"
-          + (f"; did you mean config.{prefix}{hint[0]}?" if hint else
+          + (f"; did you mean config.{prefix}{hint}?" if hint else
              f"; the fields of config.{prefix[:-1]} are {sorted(node.keys())}."))
     ref = node[key]
     if isinstance(ref, ml_collections.ConfigDict):
@@ -340,29 +362,85 @@ def config_section(name: str, fields=None, /,
   return section
 
 
+# The sub-sections of config.model each architecture reads (besides
+# config.model.compute, which every model reads).
+MODEL_SECTIONS = {
+    "firevnet": ("firevnet",),
+    "firevnet_imagenet": ("firevnet", "firevnet_imagenet"),
+    "cnn": ("cnn",),
+    "mlp": ("mlp",),
+}
+
 # Fields added to the schema after workdirs were first written, whose
 # behaviour before they existed differs from today's default: the value that
 # reproduces such a run. Every other missing field gets its schema default
 # (the behaviour it had before it became a field).
 _VALUE_BEFORE_FIELD_EXISTED = {
     "loss.differential.bias": "midpoint",
-    "model.compute_dtype": "float32",
+    "model.compute.dtype": "float32",
 }
 
-# Renamed fields: old path -> (new path, {old value: new value}).
-_RENAMED_FIELDS = {
-    "model.matmul_dtype": ("model.compute_dtype",
-                           {"bfloat16": "bfloat16_1x1"}),
+# Renamed fields: old path -> (new path, {old value: new value}), applied in
+# order (a field renamed twice goes through both).
+_RENAMED_FIELDS = (
+    ("model.matmul_dtype", "model.compute_dtype", {"bfloat16": "bfloat16_1x1"}),
+)
+
+# The flat config.model of older workdirs: field -> its sub-section now
+# (hidden and dropout: the section of the architecture the run used).
+_FLAT_MODEL_FIELDS = {
+    **{f: "firevnet" for f in (
+        "levels", "depth", "width", "coupling", "affine_scale", "scale_floor",
+        "permutation", "perm_seed", "downsample", "actnorm_std_floor",
+        "actnorm_eps", "split_prior", "logit_bn", "logit_bn_momentum")},
+    **{f: "firevnet_imagenet" for f in (
+        "init_squeeze", "blocks", "channels", "strides")},
+    "features": "cnn",
+    **{f: "compute" for f in (
+        "reversible", "reversible_loop", "scan_batch_chunk", "batch_chunk",
+        "conv3x3_impl", "conv1x1_as_matmul")},
+    "compute_dtype": ("compute", "dtype"),
 }
+
+
+def nest_model_fields(fields, name: str = "firevnet") -> dict:
+  """``{field: value}`` of the flat ``config.model`` (older workdirs, or
+  shorthand such as ``levels=2, batch_chunk=0``) as the nested section:
+  each field in its sub-section (``{"firevnet": {"levels": 2}, "compute":
+  {"batch_chunk": 0}}``). ``hidden`` / ``dropout`` go to the section of the
+  architecture ``name`` (the cnn's or the mlp's hidden; the fiRevNet's or
+  the mlp's dropout). Sub-sections and ``name`` pass through; unknown
+  fields are kept as they are (validation names them)."""
+  out: dict = {}
+  name = fields.get("name", name)
+  for key, value in fields.items():
+    if key in ("hidden", "dropout"):
+      home = {"hidden": ("cnn" if name == "cnn" else "mlp"),
+              "dropout": ("mlp" if name == "mlp" else "firevnet")}[key]
+      path = (home, key)
+    else:
+      home = _FLAT_MODEL_FIELDS.get(key)
+      path = None if home is None else (
+          home if isinstance(home, tuple) else (home, key))
+    if path is None:
+      if hasattr(value, "keys") and key in out:
+        out[key].update(dict(value.items()))
+      else:
+        out[key] = dict(value.items()) if hasattr(value, "keys") else value
+    else:
+      out.setdefault(path[0], {})[path[1]] = value
+  return out
 
 
 def migrate_config(raw) -> ml_collections.ConfigDict:
   """A config read from an older workdir's ``config.json`` (a nested dict),
-  in today's schema: fields it lacks are filled (the schema default, or the
-  value in ``_VALUE_BEFORE_FIELD_EXISTED``), JSON lists become tuples. A
-  field the schema does not know raises ConfigError naming it."""
+  in today's schema: renamed fields take their new names, the flat
+  ``config.model`` moves into its sub-sections (:func:`nest_model_fields`),
+  fields it lacks are filled (the schema default, or the value in
+  ``_VALUE_BEFORE_FIELD_EXISTED``), JSON lists become tuples. A field the
+  schema does not know raises ConfigError naming it."""
   raw = _nested_copy(raw)
-  for old, (new, values) in _RENAMED_FIELDS.items():
+  for old, new, values in _RENAMED_FIELDS:
     *parents, leaf = old.split(".")
     node = raw
     for part in parents:
@@ -370,6 +448,8 @@ def migrate_config(raw) -> ml_collections.ConfigDict:
     if isinstance(node, dict) and leaf in node:
       value = node.pop(leaf)
       node.setdefault(new.split(".")[-1], values.get(value, value))
+  if isinstance(raw.get("model"), dict):
+    raw["model"] = nest_model_fields(raw["model"])
   for path, value in _VALUE_BEFORE_FIELD_EXISTED.items():
     *parents, leaf = path.split(".")
     node = raw
@@ -404,9 +484,28 @@ def _get(cfg, path):
   return cfg
 
 
-def _close_names(name: str, candidates: Iterable[str]) -> List[str]:
+def closest_field(path: str, known: Iterable[str]) -> str | None:
+  """The known dotted field ``path`` most likely meant: the field of the
+  same name in a sub-section of the same section (``model.levels`` ->
+  ``model.firevnet.levels``, the schema's older flat form), else the closest
+  spelling of the path, else of its last name within the same section
+  (``model.widht`` -> ``model.firevnet.width``); None if nothing is
+  close."""
   import difflib
-  return difflib.get_close_matches(name, list(candidates), n=1)
+  known = list(known)
+  head, _, leaf = path.rpartition(".")
+  moved = [k for k in known
+           if k.endswith("." + leaf) and k.startswith(head + ".")
+           and k.count(".") == path.count(".") + 1]
+  if moved:
+    return moved[0]
+  close = difflib.get_close_matches(path, known, n=1)
+  if close:
+    return close[0]
+  under = {k.rpartition(".")[2]: k for k in reversed(known)
+           if not head or k.startswith(head + ".")}
+  close = difflib.get_close_matches(leaf, list(under), n=1)
+  return under[close[0]] if close else None
 
 
 def validate_config(config: ml_collections.ConfigDict,
@@ -420,10 +519,10 @@ def validate_config(config: ml_collections.ConfigDict,
   known = dict(_walk(schema))
   for path, value in _walk(config):
     if path not in known:
-      hint = _close_names(path, known)
+      hint = closest_field(path, known)
       raise ConfigError(
           f"unknown config field config.{path}"
-          + (f"; did you mean config.{hint[0]}?" if hint else
+          + (f"; did you mean config.{hint}?" if hint else
              "; see advinv_jax/config.py for the fields."))
     ref = known[path]
     if ref is None or value is None:
@@ -448,15 +547,13 @@ def validate_config(config: ml_collections.ConfigDict,
                         f"{'>= 0' if allow_zero else '> 0'}.")
 
   for p in ("train.batch_size", "eval.batch_size", "optimizer.learning_rate",
-            "train.keep_checkpoints", "train.log_every", "model.levels",
-            "model.depth", "model.width", "model.scale_floor",
-            "model.init_squeeze",
+            "train.keep_checkpoints", "train.log_every",
             "data.crop_fraction", "loss.ice.nuisance_learning_rate",
             "report.pgd_restarts", "report.deepfool_candidates",
             "report.nuisance_classifier_lr",
             "report.nuisance_classifier_batch_size"):
     positive(p)
-  for p in ("model.blocks", "model.channels", "loss.ice.nuisance_hidden",
+  for p in ("loss.ice.nuisance_hidden",
             "report.nuisance_classifier_hidden", "optimizer.boundaries"):
     if any(v < 1 for v in _get(config, p)):
       raise ConfigError(f"config.{p}={tuple(_get(config, p))} must hold "
@@ -492,8 +589,7 @@ def validate_config(config: ml_collections.ConfigDict,
             "loss.label_smoothing", "report.num_examples",
             "report.pgd_steps", "report.fmn_steps",
             "report.autoattack_num_examples", "loss.ice.nuisance_steps",
-            "data.zero_channels", "data.test_noise", "train.init_batch_size",
-            "model.actnorm_std_floor", "model.actnorm_eps"):
+            "data.zero_channels", "data.test_noise", "train.init_batch_size"):
     positive(p, allow_zero=True)
   positive("loss.ice.n_bins")
   for p in ("report.autoattack_steps", "report.autoattack_num_targets",
@@ -570,10 +666,6 @@ def validate_config(config: ml_collections.ConfigDict,
   if config.loss.name == "differential" and len(config.data.classes) != 2:
     raise ConfigError("config.loss.name='differential' is a binary loss: set "
                       "config.data.classes to two class ids, e.g. (3, 7).")
-  from advinv_jax.models import model_names  # late: keeps config import light
-  if config.model.name not in model_names():
-    raise ConfigError(f"config.model.name={config.model.name!r} is not a known "
-                      f"model; choose one of {model_names()}.")
   validate_model_config(config.model)
   if config.loss.name == "ice" and config.model.name in ("cnn", "mlp"):
     raise ConfigError("config.loss.name='ice' needs an invertible model "
@@ -582,63 +674,78 @@ def validate_config(config: ml_collections.ConfigDict,
 
 
 def validate_model_config(model: ml_collections.ConfigDict) -> None:
-  """Checks the fields of a complete ``config.model`` section (names among
-  the choices, sizes in range); raises one clear ConfigError. Shape checks
-  that need the input (divisibility by the downsampling) stay with the
-  builders."""
+  """Checks a complete ``config.model`` section (every sub-section, names
+  among the choices, sizes in range); raises one clear ConfigError. Shape
+  checks that need the input (divisibility by the downsampling) stay with
+  the builders."""
   from advinv_jax.layers import COMPUTE_DTYPES, CONV3X3_IMPLS  # late: light
+  from advinv_jax.models import model_names  # late: keeps config import light
+  if model.name not in model_names():
+    raise ConfigError(f"config.model.name={model.name!r} is not a known "
+                      f"model; choose one of {model_names()}.")
+  fr, cp = model.firevnet, model.compute
 
-  def one_of(field, choices):
-    v = model[field]
+  def one_of(section, field, choices):
+    v = model[section][field]
     if v not in choices:
-      raise ConfigError(f"config.model.{field}={v!r}; choose one of "
-                        f"{list(choices)}.")
+      raise ConfigError(f"config.model.{section}.{field}={v!r}; choose one "
+                        f"of {list(choices)}.")
 
-  one_of("coupling", ("additive", "affine"))
-  one_of("affine_scale", ("sigmoid", "exp_tanh"))
-  one_of("permutation", ("reverse", "shuffle", "conv1x1"))
-  one_of("downsample", ("squeeze", "psi"))
-  one_of("reversible_loop", ("auto", "unrolled", "scan"))
-  one_of("compute_dtype", ("",) + tuple(COMPUTE_DTYPES))
-  one_of("conv3x3_impl", ("",) + tuple(CONV3X3_IMPLS))
+  def at_least(section, field, low, note=""):
+    v = model[section][field]
+    if v < low:
+      raise ConfigError(f"config.model.{section}.{field}={v!r} must be >= "
+                        f"{low}{note}.")
+
+  def sizes(section, field, low=1):
+    v = tuple(model[section][field])
+    if any(isinstance(n, bool) or not isinstance(n, int) or n < low
+           for n in v):
+      raise ConfigError(f"config.model.{section}.{field}={v} must be a tuple "
+                        f"of ints >= {low}.")
+
+  one_of("firevnet", "coupling", ("additive", "affine"))
+  one_of("firevnet", "affine_scale", ("sigmoid", "exp_tanh"))
+  one_of("firevnet", "permutation", ("reverse", "shuffle", "conv1x1"))
+  one_of("firevnet", "downsample", ("squeeze", "psi"))
+  one_of("firevnet", "split_prior", ("none", "conditional"))
   for field in ("levels", "width", "depth"):
-    if model[field] < 1:
-      raise ConfigError(f"config.model.{field}={model[field]} must be >= 1.")
-  for field in ("scan_batch_chunk", "scale_floor"):
-    if model[field] < 0:
-      raise ConfigError(f"config.model.{field}={model[field]} must be >= 0"
-                        + (" (0: whole batch)." if "chunk" in field else "."))
-  chunk = model.batch_chunk
+    at_least("firevnet", field, 1)
+  if fr.scale_floor <= 0:
+    raise ConfigError(f"config.model.firevnet.scale_floor={fr.scale_floor} "
+                      "must be > 0.")
+  at_least("firevnet", "actnorm_std_floor", 0, " (0: no floor, the authors' "
+           "init)")
+  at_least("firevnet", "actnorm_eps", 0)
+  if not 0.0 < fr.logit_bn_momentum <= 1.0:
+    raise ConfigError(f"config.model.firevnet.logit_bn_momentum="
+                      f"{fr.logit_bn_momentum} must be in (0, 1] (PyTorch's "
+                      "convention: the batch's weight).")
+  for section in ("firevnet", "mlp"):
+    if not 0.0 <= model[section].dropout < 1.0:
+      raise ConfigError(f"config.model.{section}.dropout="
+                        f"{model[section].dropout} must be in [0, 1).")
+  at_least("firevnet_imagenet", "init_squeeze", 1)
+  sizes("firevnet_imagenet", "blocks", 0)
+  sizes("firevnet_imagenet", "channels")
+  sizes("firevnet_imagenet", "strides")
+  sizes("cnn", "features")
+  sizes("cnn", "hidden")
+  sizes("mlp", "hidden")
+
+  one_of("compute", "reversible_loop", ("auto", "unrolled", "scan"))
+  one_of("compute", "dtype", ("",) + tuple(COMPUTE_DTYPES))
+  one_of("compute", "conv3x3_impl", ("",) + tuple(CONV3X3_IMPLS))
+  at_least("compute", "scan_batch_chunk", 0, " (0: whole batch)")
+  chunk = cp.batch_chunk
   if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < -1:
-    raise ConfigError(f"config.model.batch_chunk={chunk!r} must be an int >= "
-                      "0 (0: run the whole batch at once) or -1 (platform "
-                      "default).")
-  if model.actnorm_std_floor < 0:
-    raise ConfigError(f"config.model.actnorm_std_floor="
-                      f"{model.actnorm_std_floor} must be >= 0 (0: no floor, "
-                      "the authors' init).")
-  one_of("split_prior", ("none", "conditional"))
-  if not 0.0 <= model.dropout < 1.0:
-    raise ConfigError(f"config.model.dropout={model.dropout} must be in "
-                      "[0, 1).")
-  if not 0.0 < model.logit_bn_momentum <= 1.0:
-    raise ConfigError(f"config.model.logit_bn_momentum="
-                      f"{model.logit_bn_momentum} must be in (0, 1] "
-                      "(PyTorch's convention: the batch's weight).")
-  if model.actnorm_eps < 0:
-    raise ConfigError(f"config.model.actnorm_eps={model.actnorm_eps} must be "
-                      ">= 0.")
-  if model.dropout and model.name != "mlp" and (
-      model.reversible or model.reversible_loop == "scan"):
+    raise ConfigError(f"config.model.compute.batch_chunk={chunk!r} must be "
+                      "an int >= 0 (0: run the whole batch at once) or -1 "
+                      "(platform default).")
+  if fr.dropout and model.name.startswith("firevnet") and (
+      cp.reversible or cp.reversible_loop == "scan"):
     raise ConfigError(
-        f"config.model.dropout={model.dropout} trains with a plain unrolled "
-        "loop: set config.model.reversible=False and reversible_loop="
-        "'unrolled' (or 'auto'), or dropout=0.")
-  for field in ("features", "hidden", "blocks", "channels", "strides"):
-    if any(isinstance(v, bool) or not isinstance(v, int) for v in model[field]):
-      raise ConfigError(f"config.model.{field}={tuple(model[field])} must be "
-                        "a tuple of ints.")
-  if any(h <= 0 for h in model.hidden) or any(f <= 0 for f in model.features):
-    raise ConfigError(f"config.model.features={tuple(model.features)} and "
-                      f"config.model.hidden={tuple(model.hidden)} must be "
-                      "positive widths.")
+        f"config.model.firevnet.dropout={fr.dropout} trains with a plain "
+        "unrolled loop: set config.model.compute.reversible=False and "
+        "config.model.compute.reversible_loop='unrolled' (or 'auto'), or "
+        "dropout=0.")

@@ -35,7 +35,6 @@ from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
@@ -240,8 +239,8 @@ def nuisance_interpolation(model, params, x_a: Array, x_b: Array,
 # ------------------------------------------------------------ nuisance probe
 def _probe_model(dim: int, hidden: Tuple[int, ...], num_classes: int):
   """The library's MLP (``models`` name 'mlp') on ``[N, 1, 1, dim]``."""
-  return build_model(ml_collections.ConfigDict(
-      {"name": "mlp", "hidden": tuple(hidden)}), (1, 1, dim), num_classes)
+  return build_model({"name": "mlp", "mlp": {"hidden": tuple(hidden)}},
+                     (1, 1, dim), num_classes)
 
 
 def _probe_shape(mlp_params) -> Tuple[Tuple[int, ...], int]:

@@ -14,13 +14,16 @@ setting                 cpu              gpu     tpu       config field (value)
 attack loop             fori             fori    fori      report.attack_loop
                                                            (``''``), attacks'
                                                            ``loop=None``
-3x3 conv form           xla_gemm_grad    xla     xla       model.conv3x3_impl
+3x3 conv form           xla_gemm_grad    xla     xla       model.compute.
+                                                           conv3x3_impl
                                                            (``''``)
-batch chunks            32               0 (off) 0 (off)   model.batch_chunk
+batch chunks            32               0 (off) 0 (off)   model.compute.
+                                                           batch_chunk
                                                            (``-1``)
-subnet compute dtype    float32          float32 bfloat16  model.compute_dtype
+subnet compute dtype    float32          float32 bfloat16  model.compute.dtype
                                                            (``''``)
-reversible loop         unrolled         unrolled unrolled model.reversible_loop
+reversible loop         unrolled         unrolled unrolled model.compute.
+                                                           reversible_loop
                                                            (``'auto'``)
 ======================  ===============  ======  ========  ====================
 
@@ -90,7 +93,7 @@ class PlatformDefaults:
     batch_chunk: run the model on chunks of this many examples (0: off).
     compute_dtype: the coupling subnets' compute dtype (``'float32'`` |
       ``'bfloat16'`` | ``'bfloat16_1x1'``).
-    reversible_loop: what ``model.reversible_loop='auto'`` means.
+    reversible_loop: what ``model.compute.reversible_loop='auto'`` means.
   """
   platform: str
   attack_loop: str
@@ -136,10 +139,10 @@ def defaults(platform: Optional[str] = None) -> PlatformDefaults:
 def resolve_config(config, platform: Optional[str] = None):
   """A copy of ``config`` with every platform-default field filled in.
 
-  ``model.conv3x3_impl=''``, ``model.batch_chunk=-1``,
-  ``model.compute_dtype=''``, ``model.reversible_loop='auto'`` and
-  ``report.attack_loop=''`` become ``platform``'s choices (see the module
-  table); explicit values are kept. The same model/report is built from the
+  ``model.compute``'s ``conv3x3_impl=''``, ``batch_chunk=-1``,
+  ``dtype=''``, ``reversible_loop='auto'`` and ``report.attack_loop=''``
+  become ``platform``'s choices (see the module table); explicit values are
+  kept. The same model/report is built from the
   result on any machine, e.g. a GPU's program on a CPU for ``jax.export``.
 
   Args:
@@ -149,16 +152,17 @@ def resolve_config(config, platform: Optional[str] = None):
   """
   d = defaults(platform)
   out = config.copy_and_resolve_references()
-  model = out.get("model", None)
-  if model is not None:
+  compute = out.get("model", None)
+  compute = None if compute is None else compute.get("compute", None)
+  if compute is not None:
     # (field, value when absent, its platform-default value, the choice)
     for field, absent, auto, value in (
         ("conv3x3_impl", "", "", d.conv3x3_impl),
         ("batch_chunk", 0, -1, d.batch_chunk),
-        ("compute_dtype", "", "", d.compute_dtype),
+        ("dtype", "", "", d.compute_dtype),
         ("reversible_loop", "auto", "auto", d.reversible_loop)):
-      if model.get(field, absent) == auto:
-        model[field] = value
+      if compute.get(field, absent) == auto:
+        compute[field] = value
   report = out.get("report", None)
   if report is not None and report.get("attack_loop", "") == "":
     report.attack_loop = d.attack_loop

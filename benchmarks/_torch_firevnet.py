@@ -499,7 +499,6 @@ def perturb_params(params, key, scale):
 def _main():
   """Checks the port on the benchmark and the authors' configurations."""
   import jax
-  import ml_collections
   from advinv_jax.models import build_model
 
   # (name, config, input shape, perturbation scale): a fresh coupling is the
@@ -513,7 +512,7 @@ def _main():
             permutation="reverse"), (32, 32, 1), 0.02),
   ]
   for name, kw, shape, scale in cases:
-    cfg = ml_collections.ConfigDict(dict(name="firevnet", **kw))
+    cfg = {"name": "firevnet", "firevnet": kw}
     model = build_model(cfg, shape, 10)
     x = jax.random.uniform(jax.random.PRNGKey(1), (8,) + shape)
     params = model.init(jax.random.PRNGKey(0), x)

@@ -41,7 +41,7 @@ would change what is timed):
   changed yet, so these are the values of a second forward).
   ``separate_aux_forward=True`` runs a literal extra forward under
   ``torch.no_grad()`` here.
-* ``config.model.reversible`` (on in the benchmark's train-step rows) makes
+* ``config.model.compute.reversible`` (on in the benchmark's train-step rows) makes
   our backward recompute every coupling's input by inversion instead of
   storing activations; PyTorch's autograd stores them (like the authors'
   PyTorch code: more memory, one subnet forward per coupling less).
@@ -415,7 +415,7 @@ def _main():
   from configs.mnist import mnist_firevnet  # pylint: disable=g-import-not-at-top
 
   cfg = mnist_firevnet(loss="ice")
-  cfg.model.depth, cfg.model.width, cfg.model.batch_chunk = 2, 16, 0
+  cfg.model.firevnet.depth, cfg.model.firevnet.width, cfg.model.compute.batch_chunk = 2, 16, 0
   shape = (32, 32, 1)
   model = build_model(cfg.model, shape, 10)
   x = jax.random.uniform(jax.random.PRNGKey(1), (8,) + shape)

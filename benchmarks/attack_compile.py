@@ -27,7 +27,7 @@ from advinv_jax import attacks
 from advinv_jax.models import build_model
 cfg = ml_collections.ConfigDict({{"name": {model!r}}})
 if {model!r} == "mlp":
-  cfg.hidden = (64,)
+  cfg.mlp = {{"hidden": (64,)}}
 model = build_model(cfg, input_shape=(8, 8, 1), num_classes=10)
 x = jax.random.uniform(jax.random.PRNGKey(0), (8, 8, 8, 1))
 y = jnp.arange(8) % 10

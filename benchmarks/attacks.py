@@ -38,7 +38,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from advinv_jax import attacks
@@ -353,7 +352,7 @@ def main():
                  help="batch for the fiRevNet (0: --batch)")
   p.add_argument("--firevnet-loops", default="fori,scan,unrolled")
   p.add_argument("--cnn-impls", default="xla_gemm_grad,xla",
-                 help="config.model.conv3x3_impl values for the CNN; the "
+                 help="config.model.compute.conv3x3_impl values for the CNN; the "
                       "first is compared with the peers")
   p.add_argument("--firevnet-arch", default="small",
                  choices=sorted(FIREVNET_ARCHS),
@@ -361,7 +360,7 @@ def main():
                       "authors: the authors' MNIST model (3 x 16 additive "
                       "steps, reverse permutation, width 128, 32x32x3)")
   p.add_argument("--firevnet-batch-chunk", type=int, default=0,
-                 help="config.model.batch_chunk of our fiRevNet (run in "
+                 help="config.model.compute.batch_chunk of our fiRevNet (run in "
                       "chunks of this many examples; 0: whole batch)")
   p.add_argument("--firevnet-perturb", type=float, default=0.0,
                  help="add N(0, S^2) noise to every fiRevNet parameter (0: "
@@ -388,9 +387,10 @@ def main():
              "models": {}}
   x = jnp.asarray(rng.uniform(0, 1, (args.batch, 28, 28, 1)), jnp.float32)
   cnn_impls = args.cnn_impls.split(",")
-  cfg = {"name": "cnn", "features": (32, 64, 64), "hidden": 128}
-  cnn = build_model(ml_collections.ConfigDict(
-      dict(cfg, conv3x3_impl=cnn_impls[0])), (28, 28, 1), 10)
+  def cnn_cfg(impl):
+    return {"name": "cnn", "cnn": {"features": (32, 64, 64), "hidden": (128,)},
+            "compute": {"conv3x3_impl": impl}}
+  cnn = build_model(cnn_cfg(cnn_impls[0]), (28, 28, 1), 10)
   params = cnn.init(jax.random.PRNGKey(0), x)
   y = jnp.argmax(cnn.logits(params, x), -1).astype(jnp.int32)
   if args.interleave or args.only_interleave:
@@ -408,8 +408,7 @@ def main():
   # The same network and weights computed another way (layers.conv3x3):
   # only ours is timed again; the peers' rows are the first impl's.
   for impl in ([] if args.no_cnn else cnn_impls[1:]):
-    m = build_model(ml_collections.ConfigDict(dict(cfg, conv3x3_impl=impl)),
-                    (28, 28, 1), 10)
+    m = build_model(cnn_cfg(impl), (28, 28, 1), 10)
     diff = float(jnp.max(jnp.abs(m.logits(params, x) - cnn.logits(params, x))))
     print(f"conv3x3_impl={impl}: logits max diff vs {cnn_impls[0]} "
           f"{diff:.1e}", flush=True)
@@ -430,9 +429,8 @@ def main():
   else:
     b = args.firevnet_batch or args.batch
     arch, fshape = FIREVNET_ARCHS[args.firevnet_arch]
-    fcfg = ml_collections.ConfigDict(dict(
-        {"name": "firevnet", "batch_chunk": args.firevnet_batch_chunk},
-        **arch))
+    fcfg = {"name": "firevnet", "firevnet": arch,
+            "compute": {"batch_chunk": args.firevnet_batch_chunk}}
     fnet = build_model(fcfg, fshape, 10)
     xf = jnp.asarray(rng.uniform(0, 1, (b,) + fshape), jnp.float32)
     fparams = fnet.init(jax.random.PRNGKey(0), xf)

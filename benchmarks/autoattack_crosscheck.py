@@ -46,8 +46,9 @@ from advinv_jax.models import build_model
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 EPS = {"linf": 0.1, "l2": 0.5}
-MODELS = {"cnn": dict(name="cnn", features=(32, 64, 64), hidden=(128,)),
-          "mlp": dict(name="mlp", hidden=(256, 256)),
+MODELS = {"cnn": {"name": "cnn", "cnn": {"features": (32, 64, 64),
+                                         "hidden": (128,)}},
+          "mlp": {"name": "mlp", "mlp": {"hidden": (256, 256)}},
           # the demo's model (configs/default.py): 3 levels x 4 additive
           # couplings, width 32; torchattacks runs our PyTorch port of it
           "firevnet": None}

@@ -17,7 +17,7 @@ skipped and says so):
 3. ``ice_step``: the authors' iCE training step (configs/mnist.py:ice:
    fiRevNet 3 x 16 additive steps, width 128, MNIST 32x32x1, batch 128,
    Adamax) with this platform's defaults, float32 and bfloat16 subnet
-   compute (``model.compute_dtype``), and the PyTorch port of the same step
+   compute (``model.compute.dtype``), and the PyTorch port of the same step
    (benchmarks/_torch_train_step.py) on the same device: compile time,
    median step time.
 4. ``pgd``: PGD-40 linf on the same (untrained) fiRevNet, ours vs
@@ -118,10 +118,10 @@ def authors_config(args, compute_dtype="float32"):
   from configs.mnist import mnist_firevnet
   from advinv_jax import platform
   c = mnist_firevnet(loss="ice")
-  c.model.compute_dtype = compute_dtype
+  c.model.compute.dtype = compute_dtype
   if args.cpu:
-    c.model.levels, c.model.depth, c.model.width = 2, 1, 4
-    c.model.batch_chunk = 0
+    c.model.firevnet.levels, c.model.firevnet.depth, c.model.firevnet.width = 2, 1, 4
+    c.model.compute.batch_chunk = 0
     c.loss.ice.nuisance_steps, c.loss.ice.nuisance_hidden = 1, (16,)
   return platform.resolve_config(c)
 

@@ -2,7 +2,7 @@
 
 Measures one training step (cross-entropy on the logits + a logdet term,
 gradient, Adam update) of a fiRevNet, with plain autodiff and with
-reversible backprop (``config.model.reversible``; both loop forms), for
+reversible backprop (``config.model.compute.reversible``; both loop forms), for
 several depths, plus the authors' MNIST configuration (3 levels x 16 additive
 steps, width 128, 3x32x32 input) at batch 128 and 32.
 
@@ -35,7 +35,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 from advinv_jax.models import build_model
@@ -45,11 +44,12 @@ MiB = 2.0 ** 20
 
 def make_model(levels, depth, width, coupling, permutation, reversible, loop,
                size, channels, num_classes=10, conv3x3_impl="xla"):
-  cfg = ml_collections.ConfigDict(dict(
-      name="firevnet", levels=levels, depth=depth, width=width,
-      coupling=coupling, permutation=permutation, downsample="squeeze",
-      reversible=reversible, reversible_loop=loop, conv1x1_as_matmul=True,
-      conv3x3_impl=conv3x3_impl))
+  cfg = {"name": "firevnet",
+         "firevnet": dict(levels=levels, depth=depth, width=width,
+                          coupling=coupling, permutation=permutation,
+                          downsample="squeeze"),
+         "compute": dict(reversible=reversible, reversible_loop=loop,
+                         conv1x1_as_matmul=True, conv3x3_impl=conv3x3_impl)}
   return build_model(cfg, (size, size, channels), num_classes)
 
 
@@ -145,8 +145,8 @@ def authors_train_config(loss, reversible, conv3x3_impl):
   """The library config of the authors' MNIST model with a 3x32x32 input."""
   from configs.mnist import mnist_firevnet  # pylint: disable=g-import-not-at-top
   c = mnist_firevnet(loss=loss)
-  c.model.reversible = reversible
-  c.model.conv3x3_impl = conv3x3_impl
+  c.model.compute.reversible = reversible
+  c.model.compute.conv3x3_impl = conv3x3_impl
   return c
 
 
@@ -196,7 +196,7 @@ def measure_train_steps(cfgs, batch, repeats, channels=3, size=32, seed=0,
   ``loss.ice.nuisance_steps`` nuisance-classifier updates, then the network
   update on CE + NLL - weight * nuisance CE), Adamax, the finiteness guard.
   The steps of all ``cfgs`` (same model parameters; they may differ in
-  settings such as ``model.batch_chunk``) are compiled, then timed
+  settings such as ``model.compute.batch_chunk``) are compiled, then timed
   interleaved (:func:`_time_interleaved`). Returns one dict per config.
 
   ``torch_step``: also time the PyTorch iCE step of ``cfgs[0]``
@@ -215,9 +215,9 @@ def measure_train_steps(cfgs, batch, repeats, channels=3, size=32, seed=0,
     calls.append((compiled, args, dict(
         temp_mib=compiled.memory_analysis().temp_size_in_bytes / MiB,
         compile_s=compile_s, params=model.param_count(),
-        batch_chunk=int(cfg.model.batch_chunk),
-        reversible_loop=str(cfg.model.reversible_loop),
-        compute_dtype=str(cfg.model.compute_dtype))))
+        batch_chunk=int(cfg.model.compute.batch_chunk),
+        reversible_loop=str(cfg.model.compute.reversible_loop),
+        compute_dtype=str(cfg.model.compute.dtype))))
   if torch_step:
     calls.append(_torch_ice_call(cfgs[0], *built[0]))
   return _time_interleaved(calls, repeats)
@@ -261,7 +261,7 @@ def main(argv=None):
                   "reversible + gradient accumulation over chunks of this "
                   "size (0: off)")
   ap.add_argument("--conv3x3_impls", default="xla,xla_gemm_grad",
-                  help="config.model.conv3x3_impl values to time (e.g. "
+                  help="config.model.compute.conv3x3_impl values to time (e.g. "
                        "xla,xla_gemm_grad); 'vs plain' is against xla")
   ap.add_argument("--authors_train_steps", default="ice",
                   help="also time the library's whole train step "
@@ -270,16 +270,16 @@ def main(argv=None):
                        "nuisance-classifier updates, like the PyTorch "
                        "reference); '' = off")
   ap.add_argument("--authors_batch_chunks", default="0",
-                  help="config.model.batch_chunk values for the train-step "
+                  help="config.model.compute.batch_chunk values for the train-step "
                        "rows, timed interleaved, e.g. 0,32,16 (0: whole "
                        "batch)")
   ap.add_argument("--authors_train_loops", default="unrolled",
-                  help="config.model.reversible_loop values for the "
+                  help="config.model.compute.reversible_loop values for the "
                        "train-step rows (each with every batch chunk), "
                        "timed interleaved, e.g. unrolled,scan,scan32 "
-                       "(scanK: scan with model.scan_batch_chunk=K)")
+                       "(scanK: scan with model.compute.scan_batch_chunk=K)")
   ap.add_argument("--authors_compute_dtypes", default="float32",
-                  help="config.model.compute_dtype values for the train-step "
+                  help="config.model.compute.dtype values for the train-step "
                        "rows (each with every loop and chunk), e.g. "
                        "float32,bfloat16_1x1 (bfloat16_1x1: the subnets' 1x1 "
                        "convs take bfloat16 operands; bfloat16: all their "
@@ -353,12 +353,12 @@ def main(argv=None):
           for loop, c, md in itertools.product(train_loops, chunks,
                                                matmul_dtypes):
             cfgs.append(authors_train_config(loss, True, impl))
-            cfgs[-1].model.batch_chunk = c
-            cfgs[-1].model.compute_dtype = md
+            cfgs[-1].model.compute.batch_chunk = c
+            cfgs[-1].model.compute.dtype = md
             # 'scanK': reversible_loop='scan' with scan_batch_chunk=K
             scan_chunk = int(loop[4:] or 0) if loop.startswith("scan") else 0
-            cfgs[-1].model.reversible_loop = loop[:4] if scan_chunk else loop
-            cfgs[-1].model.scan_batch_chunk = scan_chunk
+            cfgs[-1].model.compute.reversible_loop = loop[:4] if scan_chunk else loop
+            cfgs[-1].model.compute.scan_batch_chunk = scan_chunk
             sfx = "" if impl == "xla" else f"[{impl}]"
             sfx += f"+chunk{c}" if c else ""
             sfx += f"+{loop}" if loop.startswith("scan") else ""

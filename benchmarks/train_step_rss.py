@@ -68,13 +68,13 @@ def _run_variant(variant, batch, steps):
 
   cfg = authors_train_config("ice", variant != "jax-plain", "xla_gemm_grad")
   if variant.endswith("-bf16"):   # the subnets' 1x1 convs on bf16 operands
-    cfg.model.compute_dtype = "bfloat16_1x1"
+    cfg.model.compute.dtype = "bfloat16_1x1"
     variant = variant[:-len("-bf16")]
-  cfg.model.batch_chunk = (int(variant.rsplit("chunk", 1)[1])
+  cfg.model.compute.batch_chunk = (int(variant.rsplit("chunk", 1)[1])
                           if "-chunk" in variant else 0)
   if "-scan" in variant:   # lax.scan over steps, stacked params; -scanK:
-    cfg.model.reversible_loop = "scan"   # each step on chunks of K
-    cfg.model.scan_batch_chunk = int(variant.rsplit("-scan", 1)[1] or 0)
+    cfg.model.compute.reversible_loop = "scan"   # each step on chunks of K
+    cfg.model.compute.scan_batch_chunk = int(variant.rsplit("-scan", 1)[1] or 0)
   model, state, step, args, x, y = build_train_step(cfg, batch)
   t0 = time.perf_counter()
   if variant == "torch":

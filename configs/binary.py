@@ -28,20 +28,20 @@ def binary_cnn(loss: str, dataset: str = "cifar10"):
   c = default_config()
   c.data.name = dataset
   c.model.name = "cnn"
-  c.model.hidden = (128,)
+  c.model.cnn.hidden = (128,)
   c.loss.name = loss
   c.optimizer.name = "adam"
   c.optimizer.learning_rate = 1e-3
   c.train.batch_size = 128
   if dataset == "mnist":
     c.data.classes = (3, 7)
-    c.model.features = (16, 32, 32)
+    c.model.cnn.features = (16, 32, 32)
     c.train.num_epochs = 3
     c.report.linf_eps = (0.02, 0.05, 0.1, 0.15, 0.2)
     c.report.l2_eps = (0.25, 0.5, 1.0, 1.5, 2.0)
   else:
     c.data.classes = (0, 1)
-    c.model.features = (32, 64, 128)
+    c.model.cnn.features = (32, 64, 128)
     c.train.num_epochs = 10
     c.report.linf_eps = (0.002, 0.004, 0.008, 0.016, 0.031)
     c.report.l2_eps = (0.05, 0.1, 0.25, 0.5, 1.0)
@@ -61,7 +61,7 @@ def binary_linear(loss: str, dataset: str = "cifar10"):
   """
   c = binary_cnn(loss, dataset)
   c.model.name = "mlp"
-  c.model.hidden = ()
+  c.model.mlp.hidden = ()
   c.optimizer.name = "sgd"
   c.optimizer.momentum = 0.0
   c.optimizer.learning_rate = 1.0
@@ -84,8 +84,8 @@ def nar_precursor(loss: str, dataset: str = "cifar10"):
   c = binary_cnn(loss, dataset)
   if dataset != "mnist":
     c.data.classes = (0, 7)
-  c.model.features = (6, 16)
-  c.model.hidden = (120, 84)
+  c.model.cnn.features = (6, 16)
+  c.model.cnn.hidden = (120, 84)
   return c
 
 

@@ -28,11 +28,11 @@ def get_config():
   c.data.name = "imagenet2012"
   c.data.image_size = 224
   c.model.name = "firevnet_imagenet"
-  c.model.init_squeeze = 2
-  c.model.blocks = (6, 16, 72, 6)
-  c.model.channels = (24, 96, 384, 1536)
-  c.model.coupling = "additive"
-  c.model.permutation = "reverse"
-  c.model.reversible = True
-  c.model.reversible_loop = "auto"
+  c.model.firevnet_imagenet.init_squeeze = 2
+  c.model.firevnet_imagenet.blocks = (6, 16, 72, 6)
+  c.model.firevnet_imagenet.channels = (24, 96, 384, 1536)
+  c.model.firevnet.coupling = "additive"
+  c.model.firevnet.permutation = "reverse"
+  c.model.compute.reversible = True
+  c.model.compute.reversible_loop = "auto"
   return c

@@ -44,12 +44,12 @@ def mnist_firevnet(scale: str = "paper", loss: str = "ce",
   c.data.name = "mnist"          # tfds-prepared, or IDX files in data_dir /
   c.data.pad_to = 32             # $ADVINV_MNIST_DIR
   c.model.name = "firevnet"
-  c.model.levels = 3
-  c.model.depth = 16
-  c.model.width = 128
-  c.model.coupling = "additive"
-  c.model.permutation = "reverse"
-  c.model.batch_chunk = -1       # CPU: chunks of 32 (12-17% faster steps,
+  c.model.firevnet.levels = 3
+  c.model.firevnet.depth = 16
+  c.model.firevnet.width = 128
+  c.model.firevnet.coupling = "additive"
+  c.model.firevnet.permutation = "reverse"
+  c.model.compute.batch_chunk = -1       # CPU: chunks of 32 (12-17% faster steps,
                                  # ~2x compile time and program memory)
   c.loss.name = loss
   c.optimizer.name = "adamax"
@@ -67,8 +67,8 @@ def mnist_firevnet(scale: str = "paper", loss: str = "ce",
   if recipe == "authors":
     authors_recipe(c)
   if scale == "cpu":
-    c.model.depth = 4
-    c.model.width = 32
+    c.model.firevnet.depth = 4
+    c.model.firevnet.width = 32
     c.train.num_epochs = 2
     c.optimizer.schedule = "constant"
     c.optimizer.boundaries = ()
@@ -81,12 +81,13 @@ def authors_recipe(c):
   """Sets the authors'-code fields on an MNIST fiRevNet config, in place."""
   c.data.zero_channels = 2               # train.py ~L47 cat((0, 0, x))
   c.data.test_noise = 1.0 / 256          # our remedy (their test loader: 0)
-  c.model.actnorm_std_floor = 0.0        # invertible_layers.py ActNorm init
-  c.model.actnorm_eps = 1e-3             # ... (exp(logs) + 0.001)
-  c.model.split_prior = "conditional"    # Split.split2d_prior
-  c.model.logit_bn = True                # train.py ~L63 BatchNorm1d(10, 0.9)
-  c.model.logit_bn_momentum = 0.9
-  c.model.dropout = 0.1                  # layers.py NN: Dropout(0.1)
+  fr = c.model.firevnet
+  fr.actnorm_std_floor = 0.0             # invertible_layers.py ActNorm init
+  fr.actnorm_eps = 1e-3                  # ... (exp(logs) + 0.001)
+  fr.split_prior = "conditional"         # Split.split2d_prior
+  fr.logit_bn = True                     # train.py ~L63 BatchNorm1d(10, 0.9)
+  fr.logit_bn_momentum = 0.9
+  fr.dropout = 0.1                       # layers.py NN: Dropout(0.1)
   c.loss.ice.likelihood = "glow"         # train.py ~L128-L182 objective
   c.loss.ice.n_bins = 256
   c.loss.ice.nuisance_labels = "shuffled"  # train.py ~L142 label[randperm]

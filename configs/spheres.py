@@ -11,9 +11,9 @@ def get_config():
   c = default_config()
   c.data.name = "spheres"
   c.data.pad_to = 0
-  c.model.levels = 1
-  c.model.depth = 4
-  c.model.width = 32
+  c.model.firevnet.levels = 1
+  c.model.firevnet.depth = 4
+  c.model.firevnet.width = 32
   c.train.batch_size = 128
   c.train.num_epochs = 3
   c.report.linf_eps = (0.1, 0.5, 1.0)

@@ -114,11 +114,11 @@ def tiny(config, *, model=True):
   if c.data.shift.enabled:
     c.data.shift.position = (0, 0)
   if model:
-    c.model.depth = 1
-    c.model.width = 8
-    c.model.levels = min(c.model.levels, 3)
-    c.model.features = (8, 8)
-    c.model.hidden = (16,)
+    c.model.firevnet.depth = 1
+    c.model.firevnet.width = 8
+    c.model.firevnet.levels = min(c.model.firevnet.levels, 3)
+    c.model.cnn.features = (8, 8)
+    c.model.cnn.hidden = c.model.mlp.hidden = (16,)
   c.loss.ice.nuisance_hidden = (32,)
   c.loss.ice.nuisance_steps = 2
   c.optimizer.schedule = "constant"

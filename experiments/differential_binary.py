@@ -133,7 +133,7 @@ def _head_config(cfg, ce_workdir):
   """``cfg`` retrained as a new last layer on ``ce_workdir``'s frozen
   features (Nar et al.'s setting: a linear classifier on fixed features)."""
   c = copy.deepcopy(cfg)
-  head = f"Dense_{len(tuple(c.model.hidden))}/"
+  head = f"Dense_{len(tuple(c.model[c.model.name].hidden))}/"
   c.train.init_from = ce_workdir
   c.train.reinit = c.train.trainable = head
   return c

@@ -37,11 +37,11 @@ PAPER = (0.38, 27.70)   # iCE, Table 2: logit / z_n classifier test error %
 # them (configs/mnist.py authors_recipe).
 DIFFERENCES = {
     "+labels": ("loss.ice.nuisance_labels",),
-    "+likelihood": ("loss.ice.likelihood", "model.split_prior"),
-    "+logit_bn": ("model.logit_bn", "model.logit_bn_momentum"),
+    "+likelihood": ("loss.ice.likelihood", "model.firevnet.split_prior"),
+    "+logit_bn": ("model.firevnet.logit_bn", "model.firevnet.logit_bn_momentum"),
     "+3ch": ("data.zero_channels", "data.test_noise"),
-    "+dropout": ("model.dropout", "loss.ice.nuisance_dropout"),
-    "+actnorm": ("model.actnorm_std_floor", "model.actnorm_eps",
+    "+dropout": ("model.firevnet.dropout", "loss.ice.nuisance_dropout"),
+    "+actnorm": ("model.firevnet.actnorm_std_floor", "model.firevnet.actnorm_eps",
                  "train.init_batch_size", "train.init_noise"),
 }
 

@@ -35,8 +35,8 @@ def run(scale: str, workdir: str, overrides=None):
     cfg.data.name = "spheres"
     cfg.data.sphere_num_train = 512
     cfg.data.sphere_num_test = 128
-    cfg.model.depth = 1
-    cfg.model.width = 8
+    cfg.model.firevnet.depth = 1
+    cfg.model.firevnet.width = 8
   cfg.report.enabled = False
   C.prepare({"firevnet": cfg}, overrides or {})
   res = C.train_and_report(cfg, os.path.join(workdir, "firevnet"))

@@ -21,7 +21,7 @@ def main():
     np.savez(out, accuracy=res["eval"]["accuracy"], **flat)
   # A relaunch with another model is refused by process 0's check: every
   # process must raise it (none may wait in a collective for the others).
-  cfg.model.hidden = (32,)
+  cfg.model.cnn.hidden = (32,)
   try:
     train.train_and_evaluate(cfg, workdir)
   except train.ConfigMismatchError as e:

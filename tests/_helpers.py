@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from advinv_jax.config import default_config
+from advinv_jax.config import config_section, default_config, nest_model_fields
 
 
 def perturb(params, key, scale=0.05):
@@ -109,16 +109,23 @@ def load_benchmark(name):
   return importlib.import_module(f"benchmarks.{name}")
 
 
+def model_section(**fields):
+  """A complete ``config.model`` from flat shorthand (``levels=2,
+  batch_chunk=0``): each field goes to its sub-section
+  (``config.nest_model_fields``), the rest keep their defaults."""
+  return config_section("model", nest_model_fields(fields))
+
+
 def tiny_config(model="cnn", loss="ce", **train):
   """A config that trains in seconds on the bundled digits."""
   c = default_config()
   c.data.name = "digits"
   c.model.name = model
-  c.model.features = (8, 8)
-  c.model.hidden = (16,)
-  c.model.levels = 3
-  c.model.depth = 1
-  c.model.width = 8
+  c.model.cnn.features = (8, 8)
+  c.model.cnn.hidden = c.model.mlp.hidden = (16,)
+  c.model.firevnet.levels = 3
+  c.model.firevnet.depth = 1
+  c.model.firevnet.width = 8
   c.loss.name = loss
   c.loss.ice.nuisance_hidden = (16,)
   c.loss.ice.nuisance_steps = 2

@@ -19,14 +19,14 @@ from advinv_jax.train import _objectives
 from advinv_jax.train._parallel import AXIS, data_parallel, make_mesh
 
 from experiments import _common as C
+from tests._helpers import model_section
 
 
 def _model_cfg(**kw):
-  m = default_config().model
-  m.update(dict(name="firevnet", levels=2, depth=1, width=8,
-                coupling="additive", permutation="reverse", batch_chunk=0))
-  m.update(kw)
-  return m
+  return model_section(**{
+      **dict(name="firevnet", levels=2, depth=1, width=8,
+             coupling="additive", permutation="reverse", batch_chunk=0),
+      **kw})
 
 
 def _perturb(params, key, scale=0.05):
@@ -235,7 +235,7 @@ def test_dropout_off_inverse_exact_on_differs():
 
 
 def test_dropout_needs_plain_loop():
-  with pytest.raises(ValueError, match="config.model.dropout"):
+  with pytest.raises(ValueError, match="config.model.firevnet.dropout"):
     build_model(_model_cfg(dropout=0.1, reversible=True), (8, 8, 1), 4)
 
 

@@ -33,7 +33,7 @@ def test_robustness_report_from_checkpoint(tmp_path):
   env = subprocess_env(1)
   subprocess.run(
       [sys.executable, "-m", "advinv_jax.main", "--config=configs/default.py",
-       f"--workdir={wd}", "--config.model.depth=1", "--config.model.width=8",
+       f"--workdir={wd}", "--config.model.firevnet.depth=1", "--config.model.firevnet.width=8",
        "--config.train.num_steps=4", "--config.report.enabled=False",
        "--config.train.progress_bar=False", "--config.report.pgd_steps=2",
        "--config.report.deepfool_steps=3",

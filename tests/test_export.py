@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from advinv_jax import attacks, invariance, platform
 from advinv_jax.config import default_config
 from advinv_jax.models import build_model
+from tests._helpers import model_section
 from advinv_jax.train import (AXIS, data_parallel, init_train_state,
                               make_eval_fn, make_mesh, make_objective,
                               make_optimizer, make_train_step)
@@ -37,7 +38,8 @@ def _config(loss="ce", **model):
   c.loss.name = loss
   c.loss.ice.nuisance_hidden = (8,)
   c.loss.ice.nuisance_steps = 1
-  c.model.update(dict(levels=2, depth=2, width=4, batch_chunk=-1), **model)
+  c.model = model_section(**{**dict(levels=2, depth=2, width=4,
+                                    batch_chunk=-1), **model})
   return c
 
 
@@ -91,7 +93,7 @@ def test_train_step_exports(case):
   for plats, cfg in _groups(base):
     model = build_model(cfg.model, SHAPE, num_classes)
     if "tpu" in plats and cfg.model.name == "firevnet":
-      assert cfg.model.compute_dtype == "bfloat16"
+      assert cfg.model.compute.dtype == "bfloat16"
     objective = make_objective(cfg)
     optimizer = make_optimizer(cfg.optimizer, 10)
     x = _spec((BATCH,) + SHAPE)
@@ -244,8 +246,8 @@ def test_platform_defaults_per_backend():
   # Explicit values are kept.
   cfg = _config(conv3x3_impl="im2col", compute_dtype="bfloat16_1x1",
                 batch_chunk=0)
-  kept = platform.resolve_config(cfg, "tpu").model
-  assert (kept.conv3x3_impl, kept.compute_dtype, kept.batch_chunk) == (
+  kept = platform.resolve_config(cfg, "tpu").model.compute
+  assert (kept.conv3x3_impl, kept.dtype, kept.batch_chunk) == (
       "im2col", "bfloat16_1x1", 0)
   with pytest.raises(ValueError, match="platform='npu'"):
     platform.defaults("npu")

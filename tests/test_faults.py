@@ -24,8 +24,8 @@ from tests._helpers import subprocess_env, tiny_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 KILL_OVERRIDES = [
-    "--config.model.name=cnn", "--config.model.features=(8,8)",
-    "--config.model.hidden=(16,)", "--config.train.batch_size=32",
+    "--config.model.name=cnn", "--config.model.cnn.features=(8,8)",
+    "--config.model.cnn.hidden=(16,)", "--config.train.batch_size=32",
     "--config.train.num_steps=40", "--config.train.checkpoint_every=4",
     "--config.train.log_every=2", "--config.train.progress_bar=False",
     "--config.report.enabled=False",
@@ -129,7 +129,7 @@ def test_two_processes_match_one_process(tmp_path):
   for p, log in zip(procs, logs):
     assert p.returncode == 0, log[-3000:]
     # The mismatching relaunch is refused on both processes, same message.
-    assert "REFUSED: " in log and "config.model.hidden" in log, log[-3000:]
+    assert "REFUSED: " in log and "config.model.cnn.hidden" in log, log[-3000:]
   two = np.load(out)
   cfg = tiny_config("cnn", "ce", num_steps=4, checkpoint_every=2)
   one = train.train_and_evaluate(cfg, str(tmp_path / "one"),
@@ -227,9 +227,9 @@ def test_other_model_is_refused_and_nothing_moves(finished, tmp_path):
   workdir = _copy(finished, tmp_path)
   before = _snapshot(workdir)
   cfg = _small()
-  cfg.model.features = (8, 16)
+  cfg.model.cnn.features = (8, 16)
   with pytest.raises(_workdir.ConfigMismatchError,
-                     match=r"config.model.features: \[8, 8\] -> \[8, 16\].*"
+                     match=r"config.model.cnn.features: \[8, 8\] -> \[8, 16\].*"
                      "resume_mismatch=allow"):
     train.train_and_evaluate(cfg, str(workdir))
   cfg.train.resume_mismatch = "allow"
@@ -240,7 +240,7 @@ def test_other_model_is_refused_and_nothing_moves(finished, tmp_path):
   assert _snapshot(workdir) == before
   with open(workdir / "config.json") as f:
     raw = json.load(f)
-  raw["model"]["features"] = [8, 16]
+  raw["model"]["cnn"]["features"] = [8, 16]
   with open(workdir / "config.json", "w") as f:
     json.dump(raw, f)
   before = _snapshot(workdir)
@@ -283,6 +283,20 @@ def test_finished_run_is_kept_and_extension_is_recorded(finished, tmp_path):
   assert entry["previous_results"]["steps"] == 6
   cfg, _, state, _ = train.load_trained(str(workdir), with_extras=False)
   assert cfg.train.num_steps == 8 and int(state.step) == 8
+
+
+def test_relaunch_changing_another_architectures_section_is_accepted(
+    finished, tmp_path):
+  """The run is a cnn: a change in config.model.firevnet (which it never
+  reads) is not a change of the computation; it is accepted and recorded."""
+  workdir = _copy(finished, tmp_path)
+  other = _small()
+  other.model.firevnet.width = 64
+  res = train.train_and_evaluate(other, str(workdir))
+  assert res["steps"] == 6
+  (entry,) = _workdir.read_history(str(workdir))
+  assert entry["event"] == "change"
+  assert entry["changes"] == {"model.firevnet.width": [8, 64]}
 
 
 def test_second_run_on_a_workdir_is_refused_naming_the_holder(tmp_path):
@@ -426,13 +440,13 @@ def test_sigterm_saves_at_the_next_step_and_exits_in_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("field,value,match", [
-    ("model.depth", 0, "model.depth=0 must be > 0"),
+    ("model.firevnet.depth", 0, "model.firevnet.depth=0 must be >= 1"),
     ("loss.label_smoothing", 1.5, r"label_smoothing=1.5 must lie in \[0, 1\)"),
     ("report.linf_eps", (), "linf_eps is empty"),
     ("report.num_examples", 0, "num_examples=0 must be > 0"),
     ("report.pgd_steps", 0, "pgd_steps=0 must be > 0"),
     ("report.pgd_loss", "hinge", "pgd_loss='hinge' is not one of"),
-    ("model.features", (8, 0), "must be positive widths"),
+    ("model.cnn.features", (8, 0), r"features=\(8, 0\) must be a tuple of ints >= 1"),
     ("loss.ice.nuisance_hidden", (0,), "must hold sizes >= 1"),
     ("train.resume_mismatch", "yes", "is not one of"),
 ])

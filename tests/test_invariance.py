@@ -7,13 +7,13 @@ import importlib
 import chex
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from advinv_jax import invariance as I
 from advinv_jax.models import build_model
 from test_attacks import SHAPE, OrthoFlat, interior_batch
+from tests._helpers import model_section
 
 def test_metameric_sample_has_logit_source_logits():
   model = OrthoFlat(SHAPE, 3)
@@ -92,9 +92,8 @@ def test_metamer_validity_closed_form_on_an_orthogonal_map():
 
 
 def _tiny_firevnet(coupling):
-  return build_model(ml_collections.ConfigDict(
-      {"name": "firevnet", "levels": 2, "depth": 2, "width": 8,
-       "coupling": coupling}), (8, 8, 1), 10)
+  return build_model(model_section(name="firevnet", levels=2, depth=2,
+                                   width=8, coupling=coupling), (8, 8, 1), 10)
 
 
 @jax.jit
@@ -141,10 +140,10 @@ def _load_config(name):
 def _shrink(cfg):
   """The config's model family at a seconds-long size, on the digits."""
   cfg.data.name, cfg.data.pad_to, cfg.data.image_size = "digits", 0, 0
-  cfg.model.depth, cfg.model.width, cfg.model.levels = 1, 8, 3
-  cfg.model.blocks, cfg.model.channels = (1, 1), (4, 8)
-  cfg.model.strides, cfg.model.init_squeeze = (1, 2), 2
-  cfg.model.batch_chunk = 0
+  cfg.model.firevnet.depth, cfg.model.firevnet.width, cfg.model.firevnet.levels = 1, 8, 3
+  cfg.model.firevnet_imagenet.blocks, cfg.model.firevnet_imagenet.channels = (1, 1), (4, 8)
+  cfg.model.firevnet_imagenet.strides, cfg.model.firevnet_imagenet.init_squeeze = (1, 2), 2
+  cfg.model.compute.batch_chunk = 0
   cfg.train.batch_size, cfg.train.num_epochs, cfg.train.num_steps = 64, 0, 30
   cfg.train.checkpoint_every, cfg.train.progress_bar = 0, False
   cfg.optimizer.schedule, cfg.optimizer.learning_rate = "constant", 3e-3

@@ -12,17 +12,14 @@ from absl.testing import absltest, parameterized
 from advinv_jax.config import default_config, validate_config
 from advinv_jax.layers import DCT2D, count_params
 from advinv_jax.models import InvertibleModel, build_model, model_names
-from tests._helpers import assert_trees_rel_close, max_rel_err, perturb
+from tests._helpers import (assert_trees_rel_close, max_rel_err, model_section,
+                            perturb)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def model_cfg(**kw):
-  c = default_config().model
-  c.depth = 1
-  c.width = 4
-  c.update(kw)
-  return c
+  return model_section(**{"depth": 1, "width": 4, **kw})
 
 
 CASES = {
@@ -159,7 +156,7 @@ class ModelTest(chex.TestCase):
   @parameterized.parameters(("bfloat16_1x1", 1e-2, 8e-2),
                             ("bfloat16", 3e-2, 0.12))
   def test_bf16_model_is_exactly_invertible(self, dtype, z_tol, grad_tol):
-    # config.model.compute_dtype reaches every coupling: same params, a
+    # config.model.compute.dtype reaches every coupling: same params, a
     # (slightly) different function, still an exact bijection with a
     # float32 log-det; its gradients are the float32 model's up to bfloat16
     # rounding.
@@ -197,7 +194,7 @@ class ModelTest(chex.TestCase):
                 jnp.linalg.norm(flat(g32)))
     self.assertLess(rel, grad_tol)
     self.assertGreater(rel, 1e-6)
-    with self.assertRaisesRegex(ValueError, "compute_dtype"):
+    with self.assertRaisesRegex(ValueError, "compute.dtype"):
       build_model(model_cfg(compute_dtype="float16"), (8, 8, 1), 10)
 
   def test_reversible_grads_equal_autodiff(self, loop="unrolled"):
@@ -291,8 +288,8 @@ class ModelTest(chex.TestCase):
     shape = (8, 8, 1)
     cfg = model_cfg(levels=1, depth=2, reversible=True)
     m = build_model(cfg, shape, 10)
-    cfg.batch_chunk = 3
-    mc = build_model(cfg, shape, 10)
+    mc = build_model(model_cfg(levels=1, depth=2, reversible=True,
+                               batch_chunk=3), shape, 10)
     self.assertIsInstance(mc, InvertibleModel)
     self.assertEqual((mc.latent_dim, mc.stages), (m.latent_dim, m.stages))
     x = jax.random.uniform(jax.random.PRNGKey(0), (5,) + shape)
@@ -323,7 +320,7 @@ class ModelTest(chex.TestCase):
     self.assertEqual(build_model(model_cfg(batch_chunk=-1), (8, 8, 1),
                                  10).chunk, 32)
     cnn = default_config().model
-    cnn.name, cnn.batch_chunk = "cnn", 2
+    cnn.name, cnn.compute.batch_chunk = "cnn", 2
     m = build_model(cnn, (8, 8, 1), 10)
     self.assertFalse(m.invertible)
     x = jax.random.uniform(jax.random.PRNGKey(0), (5, 8, 8, 1))

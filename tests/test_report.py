@@ -83,8 +83,8 @@ def check_common(report, workdir, cfg):
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # dead ReLUs: real
 def test_report_tiny_cnn(tmp_path):
   cfg = tiny_report_config()
-  model = build_model(ml_collections.ConfigDict(
-      {"name": "cnn", "features": (4, 4), "hidden": (8,)}), SHAPE, 10)
+  model = build_model({"name": "cnn", "cnn": {"features": (4, 4),
+                                              "hidden": (8,)}}, SHAPE, 10)
   x, _ = data()
   params = model.init(jax.random.PRNGKey(0), x)
   y = jnp.argmax(model.logits(params, x), -1).astype(jnp.int32)  # all correct
@@ -234,8 +234,8 @@ def test_report_differential_bias_shifts_the_decision(tmp_path):
   share of label 1 and no attack can flip those within the budgets."""
   cfg = tiny_report_config()
   cfg.pgd_steps, cfg.deepfool_steps = 1, 2
-  model = build_model(ml_collections.ConfigDict(
-      {"name": "cnn", "features": (4,), "hidden": (8,)}), SHAPE, 2)
+  model = build_model({"name": "cnn", "cnn": {"features": (4,),
+                                              "hidden": (8,)}}, SHAPE, 2)
   x, y = data(32, k=2)
   params = model.init(jax.random.PRNGKey(0), x)
   report = robustness_report(model, params, x, y, cfg, str(tmp_path),

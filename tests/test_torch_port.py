@@ -6,7 +6,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -14,7 +13,8 @@ torch = pytest.importorskip("torch")
 
 from advinv_jax.layers import Chain, Layer  # noqa: E402
 from advinv_jax.models import build_model  # noqa: E402
-from tests._helpers import load_benchmark, random_params  # noqa: E402
+from tests._helpers import (load_benchmark, model_section,  # noqa: E402
+                            random_params)
 
 PORT = load_benchmark("_torch_firevnet")
 
@@ -52,9 +52,8 @@ def _torch_logits(net, x, requires_grad=False):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_torch_logits_equal_ours(case):
   kw, shape = CASES[case]
-  cfg = ml_collections.ConfigDict(dict(name="firevnet", levels=3, depth=2,
-                                       width=8))
-  cfg.update(kw)
+  cfg = model_section(**{**dict(name="firevnet", levels=3, depth=2, width=8),
+                         **kw})
   model = build_model(cfg, shape, 10)
   rng = np.random.default_rng(0)
   x = rng.uniform(size=(4,) + shape).astype(np.float32)
@@ -76,8 +75,8 @@ def test_torch_logits_equal_ours(case):
 
 def test_input_gradients_equal_ours():
   """Input gradients of the cross-entropy (what PGD follows) agree too."""
-  cfg = ml_collections.ConfigDict(dict(name="firevnet", levels=3, depth=2,
-                                       width=8, coupling="affine"))
+  cfg = model_section(name="firevnet", levels=3, depth=2, width=8,
+                      coupling="affine")
   model = build_model(cfg, (32, 32, 1), 10)
   rng = np.random.default_rng(1)
   x = rng.uniform(size=(4, 32, 32, 1)).astype(np.float32)
@@ -99,11 +98,10 @@ def test_input_gradients_equal_ours():
 
 
 def test_rejects_non_firevnet_and_bad_input():
-  cnn = build_model(ml_collections.ConfigDict(dict(name="cnn")), (8, 8, 1), 10)
+  cnn = build_model({"name": "cnn"}, (8, 8, 1), 10)
   with pytest.raises(ValueError, match="fiRevNet"):
     PORT.make_torch_firevnet(cnn, {})
-  cfg = ml_collections.ConfigDict(dict(name="firevnet", levels=1, depth=1,
-                                       width=4))
+  cfg = model_section(name="firevnet", levels=1, depth=1, width=4)
   model = build_model(cfg, (8, 8, 1), 2)
   x = np.zeros((2, 8, 8, 1), np.float32)
   net = PORT.make_torch_firevnet(model, random_params(
@@ -118,8 +116,7 @@ def test_rejects_unported_layer():
     def apply(self, params, consts, x):
       return x, jnp.zeros((x.shape[0],))
 
-  cfg = ml_collections.ConfigDict(dict(name="firevnet", levels=1, depth=1,
-                                       width=4))
+  cfg = model_section(name="firevnet", levels=1, depth=1, width=4)
   model = build_model(cfg, (8, 8, 1), 2)
   stage = dataclasses.replace(model.stages[0], steps=Chain((Unported(),)))
   model = dataclasses.replace(model, stages=(stage,))

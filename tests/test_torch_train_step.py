@@ -5,7 +5,6 @@ PyTorch step gives our train step's losses and gradient norm. Skipped when
 torch is not installed (CI does not install it)."""
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
@@ -24,9 +23,9 @@ STEP = load_benchmark("_torch_train_step")
 def test_full_forward_equals_ours(coupling):
   """z (split-off halves included, in our order) and logdet, on a 3-level
   network whose final 4x4x16 tensor holds the logits at its centre."""
-  cfg = ml_collections.ConfigDict(dict(
-      name="firevnet", levels=3, depth=2, width=16, coupling=coupling,
-      permutation="reverse" if coupling == "additive" else "shuffle"))
+  cfg = {"name": "firevnet", "firevnet": dict(
+      levels=3, depth=2, width=16, coupling=coupling,
+      permutation="reverse" if coupling == "additive" else "shuffle")}
   model = build_model(cfg, (32, 32, 1), 10)
   rng = np.random.default_rng(0)
   x = rng.uniform(size=(4, 32, 32, 1)).astype(np.float32)
@@ -49,8 +48,9 @@ def test_torch_ice_step_equals_ours():
   before and after the k nuisance-classifier updates, its terms, the
   classifier's loss and the gradient norm agree within 1e-4 relative."""
   cfg = mnist_firevnet(loss="ice")
-  cfg.model.update(dict(levels=2, depth=1, width=8, coupling="affine",
-                        batch_chunk=0))
+  cfg.model.firevnet.update(dict(levels=2, depth=1, width=8,
+                                 coupling="affine"))
+  cfg.model.compute.batch_chunk = 0
   cfg.loss.ice.nuisance_hidden = (32,)
   cfg.loss.ice.nuisance_steps = 2
   model = build_model(cfg.model, (8, 8, 1), 10)

@@ -240,7 +240,7 @@ def test_ice_alternating_step_equals_its_definition():
   one network step on CE + NLL - w * CE(updated classifier), written out."""
   from advinv_jax import losses
   cfg = tiny_config("firevnet", "ice")
-  cfg.model.conv3x3_impl = "xla"
+  cfg.model.compute.conv3x3_impl = "xla"
   cfg.optimizer.name = "sgd"   # updates linear in the gradients (Adam-type
   cfg.optimizer.learning_rate = 0.1     # ones amplify rounding in tiny ones)
   model, obj, opt, state, batch = _ice_step_setup(cfg)
@@ -292,9 +292,9 @@ def test_ice_step_runs_one_network_forward_when_scanned():
   counts = {}
   for loss in ("ce", "ice"):
     cfg = tiny_config("firevnet", loss)
-    cfg.model.depth = 2
-    cfg.model.reversible = True
-    cfg.model.reversible_loop = "scan"
+    cfg.model.firevnet.depth = 2
+    cfg.model.compute.reversible = True
+    cfg.model.compute.reversible_loop = "scan"
     model, obj, opt, state, batch = _ice_step_setup(cfg)
     counts[loss] = len(compiled_conv_labels(
         train.make_train_step(model, obj, opt), state, batch,

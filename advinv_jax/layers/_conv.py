@@ -34,7 +34,7 @@ def resolve_conv3x3_impl(impl: str) -> str:
   if impl == "":
     return default_conv3x3_impl()
   if impl not in CONV3X3_IMPLS:
-    raise ValueError(f"config.model.conv3x3_impl={impl!r}; choose one of "
+    raise ValueError(f"config.model.compute.conv3x3_impl={impl!r}; choose one of "
                      f"{list(CONV3X3_IMPLS)} or '' (platform default).")
   return impl
 
@@ -292,7 +292,7 @@ def _conv3x3_stride2_s2d(x, w):
 MATMUL_DTYPES = ("float32", "bfloat16")
 
 # Compute dtypes of a coupling subnet (``Subnet.compute_dtype``,
-# ``config.model.compute_dtype``): which of its products take bfloat16
+# ``config.model.compute.dtype``): which of its products take bfloat16
 # operands -- none, all (3x3 and 1x1 convs) or only the 1x1 conv.
 COMPUTE_DTYPES = ("float32", "bfloat16", "bfloat16_1x1")
 
@@ -307,7 +307,7 @@ def _check_matmul_dtype(matmul_dtype: str) -> str:
 def check_compute_dtype(compute_dtype: str) -> str:
   if compute_dtype not in COMPUTE_DTYPES:
     raise ValueError(f"compute_dtype={compute_dtype!r} "
-                     "(config.model.compute_dtype); choose one of "
+                     "(config.model.compute.dtype); choose one of "
                      f"{list(COMPUTE_DTYPES)}, or '' in the config for the "
                      "platform default.")
   return compute_dtype

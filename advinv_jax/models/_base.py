@@ -50,11 +50,13 @@ def build_model(model_config, input_shape: Tuple[int, int, int],
   """Builds the model named by ``model_config.name``.
 
   Args:
-    model_config: the ``config.model`` section (ConfigDict or mapping, possibly
-      partial: missing fields take their defaults from
+    model_config: the ``config.model`` section (ConfigDict or nested
+      mapping, possibly partial, e.g. ``{"name": "mlp", "mlp": {"hidden":
+      (64,)}}``: missing fields take their defaults from
       ``advinv_jax.config.default_config``, the only place they are set);
-      ``name`` picks the builder. Builders read the completed, validated
-      section only.
+      ``name`` picks the builder, which reads its own sub-section
+      (``config.MODEL_SECTIONS``) and ``compute`` of the completed,
+      validated section only.
     input_shape: ``(H, W, C)`` of one image as the data pipeline yields it.
     num_classes: number of classes C (the logits' width).
 
@@ -84,15 +86,15 @@ def build_model(model_config, input_shape: Tuple[int, int, int],
     raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
   model = _REGISTRY[name](model_config, tuple(int(s) for s in input_shape),
                           int(num_classes))
-  chunk = model_config.batch_chunk
+  chunk = model_config.compute.batch_chunk
   if chunk == -1:
     chunk = default_batch_chunk()
   return batch_chunked(model, chunk) if chunk else model
 
 
 def default_batch_chunk() -> int:
-  """What ``config.model.batch_chunk = -1`` means on the default backend:
-  ``advinv_jax.platform`` (32 on CPU, where fiRevNet train steps at batch
+  """What ``config.model.compute.batch_chunk = -1`` means on the default
+  backend: ``advinv_jax.platform`` (32 on CPU, where fiRevNet train steps at batch
   128 ran 12-17% faster in chunks of 32; 0, off, on GPU/TPU)."""
   return platform.defaults().batch_chunk
 
@@ -198,17 +200,17 @@ class InvertibleModel(Model):
 class BatchChunkedModel(InvertibleModel):
   """``base`` run on chunks of at most ``chunk`` examples (same function).
 
-  Built by :func:`build_model` when ``config.model.batch_chunk > 0``. Every
-  map (``logits``, ``forward``, ``inverse``) gives the base model's result,
+  Built by :func:`build_model` when ``config.model.compute.batch_chunk >
+  0``. Every map (``logits``, ``forward``, ``inverse``) gives the base model's result,
   computed by :func:`map_batch_chunks`; ``init`` (data-dependent ActNorm)
-  sees the whole batch. Why: on 2 CPU cores, XLA runs one large batch's
+  sees the whole batch. Why: on CPU, XLA runs one large batch's
   convolutions with poor core scaling; the authors' fiRevNet iCE train step
   at batch 128 ran 12% / 17% faster in chunks of 32 / 16 (timed interleaved,
   benchmarks/README.md). The cost: compile time and the compiled program's
   resident memory grow with the number of chunks (that step: 37 s and
   ~0.5 GiB unchunked, 117 s and ~1.0 GiB in chunks of 32, ~250 s and
   ~1.7 GiB in chunks of 16; benchmarks/train_step_rss.py). Attribute lookups
-  not defined here (``model.levels`` ...) go to ``base``.
+  not defined here (``model.stages`` ...) go to ``base``.
   """
 
   base: Model = None

@@ -98,26 +98,28 @@ class FlaxClassifier(Model):
 
 @register_model("cnn")
 def build_cnn(cfg, input_shape: Tuple[int, int, int], num_classes: int):
-  """Small CNN. Fields: ``features`` (conv widths; 3x3, the first stride 1,
-  the others stride 2), ``hidden`` (dense widths), ``conv3x3_impl`` (how the
-  convs run, see :func:`advinv_jax.layers.conv3x3`; same function and
-  parameters for every value)."""
-  features, hidden = tuple(cfg.features), tuple(cfg.hidden)
+  """Small CNN. Reads ``config.model.cnn``: ``features`` (conv widths; 3x3,
+  the first stride 1, the others stride 2), ``hidden`` (dense widths); and
+  ``config.model.compute.conv3x3_impl`` (how the convs run, see
+  :func:`advinv_jax.layers.conv3x3`; same function and parameters for every
+  value)."""
+  features, hidden = tuple(cfg.cnn.features), tuple(cfg.cnn.hidden)
   if not features:
-    raise ValueError("config.model.features=() must name at least one conv "
-                     "width for the cnn.")
-  impl = resolve_conv3x3_impl(cfg.conv3x3_impl)
+    raise ValueError("config.model.cnn.features=() must name at least one "
+                     "conv width.")
+  impl = resolve_conv3x3_impl(cfg.compute.conv3x3_impl)
   return FlaxClassifier(input_shape, num_classes,
                         module=_CNN(features, hidden, num_classes, impl))
 
 
 @register_model("mlp")
 def build_mlp(cfg, input_shape: Tuple[int, int, int], num_classes: int):
-  """:class:`MLP` on the flattened input. Fields: ``hidden`` (tuple of
-  widths), ``dropout`` (rate after each hidden ReLU, train mode only)."""
+  """:class:`MLP` on the flattened input. Reads ``config.model.mlp``:
+  ``hidden`` (tuple of widths), ``dropout`` (rate after each hidden ReLU,
+  train mode only)."""
   return FlaxClassifier(input_shape, num_classes,
-                        module=MLP(tuple(cfg.hidden), num_classes,
-                                   float(cfg.dropout)))
+                        module=MLP(tuple(cfg.mlp.hidden), num_classes,
+                                   float(cfg.mlp.dropout)))
 
 
 def mlp_classifier(input_dim: int, hidden: Sequence[int], num_classes: int,

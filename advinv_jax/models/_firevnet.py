@@ -382,21 +382,23 @@ def bn_train(p, x, momentum=0.9, eps=1e-5, axis_name=None):
 
 # -------------------------------------------------------------------- builders
 def _common(cfg):
-  """Step settings shared by both layouts (from the validated section)."""
+  """Step settings shared by both layouts, from the validated ``config.model``
+  (``cfg.firevnet`` and ``cfg.compute``)."""
+  fr, cp = cfg.firevnet, cfg.compute
   s = dict(
-      coupling=cfg.coupling, permutation=cfg.permutation,
-      affine_scale=cfg.affine_scale, scale_floor=float(cfg.scale_floor),
-      conv1x1_as_matmul=bool(cfg.conv1x1_as_matmul),
-      min_std=float(cfg.actnorm_std_floor), reversible=bool(cfg.reversible),
-      reversible_loop=cfg.reversible_loop,
-      conv3x3_impl=resolve_conv3x3_impl(cfg.conv3x3_impl),
-      compute_dtype=resolve_compute_dtype(cfg.compute_dtype),
-      seed=int(cfg.perm_seed),
-      scan_batch_chunk=int(cfg.scan_batch_chunk),
-      # the authors'-code options (module docstring; config.model fields)
-      split_prior=cfg.split_prior, logit_bn=bool(cfg.logit_bn),
-      bn_momentum=float(cfg.logit_bn_momentum), dropout=float(cfg.dropout),
-      actnorm_eps=float(cfg.actnorm_eps))
+      coupling=fr.coupling, permutation=fr.permutation,
+      affine_scale=fr.affine_scale, scale_floor=float(fr.scale_floor),
+      min_std=float(fr.actnorm_std_floor), seed=int(fr.perm_seed),
+      # the authors'-code options (module docstring)
+      split_prior=fr.split_prior, logit_bn=bool(fr.logit_bn),
+      bn_momentum=float(fr.logit_bn_momentum), dropout=float(fr.dropout),
+      actnorm_eps=float(fr.actnorm_eps),
+      # how it runs (same function)
+      conv1x1_as_matmul=bool(cp.conv1x1_as_matmul),
+      reversible=bool(cp.reversible), reversible_loop=cp.reversible_loop,
+      conv3x3_impl=resolve_conv3x3_impl(cp.conv3x3_impl),
+      compute_dtype=resolve_compute_dtype(cp.dtype),
+      scan_batch_chunk=int(cp.scan_batch_chunk))
   if s["reversible_loop"] == "auto":
     s["reversible_loop"] = platform.defaults().reversible_loop
   return s
@@ -433,26 +435,19 @@ def build_firevnet(cfg, input_shape, num_classes):
 
   ``levels`` x [downsample -> ``depth`` steps -> split half off (all but the
   last level)]; step = ActNorm -> permutation -> coupling (subnet width
-  ``width``). Fields (their defaults and meaning: advinv_jax/config.py):
-  levels, depth, width, coupling, permutation, downsample, reversible,
-  reversible_loop ('auto' = the platform's; 'scan' runs each level's
-  steps as lax.scan and stores their params stacked, ``{'stacked': ...}``,
-  with or without reversible), scan_batch_chunk (with 'scan': each loop
-  iteration runs on chunks of at most this many examples, see
-  Chain.batch_chunk), conv1x1_as_matmul, affine_scale, actnorm_std_floor
-  (the ActNorm init floor on the per-channel std), scale_floor, perm_seed,
-  conv3x3_impl ('' = platform default; see advinv_jax.layers.conv3x3),
-  compute_dtype ('' = platform default; float32 | bfloat16 | bfloat16_1x1,
-  see advinv_jax.layers.Subnet; exactly invertible).
-  The authors'-code options (module docstring; advinv_jax/config.py):
-  split_prior, logit_bn, logit_bn_momentum, dropout, actnorm_eps.
+  ``width``). Reads ``config.model.firevnet`` (layout, steps, readout: the
+  authors'-code options split_prior, logit_bn, dropout, actnorm_eps are in
+  the module docstring) and ``config.model.compute`` (how it runs: the same
+  function for every value); each field's default and meaning is in
+  advinv_jax/config.py.
 
   Raises:
     ValueError: H or W not divisible by ``2**levels``, or more classes than
       entries of the final tensor.
   """
-  levels, depth, width = int(cfg.levels), int(cfg.depth), int(cfg.width)
-  down = _DOWNS[cfg.downsample]
+  fr = cfg.firevnet
+  levels, depth, width = int(fr.levels), int(fr.depth), int(fr.width)
+  down = _DOWNS[fr.downsample]
   s = _common(cfg)
   h, w, _ = input_shape
   f = 2 ** levels
@@ -460,7 +455,7 @@ def build_firevnet(cfg, input_shape, num_classes):
     raise ValueError(
         f"input_shape {tuple(input_shape)}: H and W must be divisible by "
         f"2**levels = {f} (levels={levels}); pad the images "
-        f"(config.data.pad_to) or lower config.model.levels.")
+        f"(config.data.pad_to) or lower config.model.firevnet.levels.")
   stages = tuple(
       Stage(down(), _steps(depth, width, s, i * depth), i < levels - 1)
       for i in range(levels))
@@ -483,20 +478,23 @@ def build_firevnet_imagenet(cfg, input_shape, num_classes):
   per stage (empty: all 2). Full config
   (configs/firevnet48_imagenet.py): blocks (6, 16, 72, 6), channels
   (24, 96, 384, 1536), strides 2, init_squeeze 2: 224x224x3 -> 7x7x3072.
-  Step settings as for ``firevnet`` (the config sets coupling 'additive'
-  and permutation 'reverse', i-RevNet's swap).
+  Reads ``config.model.firevnet_imagenet`` (the layout) and the step
+  settings of ``config.model.firevnet`` (all but its levels, depth, width,
+  downsample; the config sets coupling 'additive' and permutation
+  'reverse', i-RevNet's swap) and ``config.model.compute``.
   """
-  blocks = tuple(int(b) for b in cfg.blocks)
-  channels = tuple(int(b) for b in cfg.channels)
-  strides = tuple(int(b) for b in (cfg.strides or (2,) * len(blocks)))
-  init_ds = int(cfg.init_squeeze)
+  fi = cfg.firevnet_imagenet
+  blocks = tuple(int(b) for b in fi.blocks)
+  channels = tuple(int(b) for b in fi.channels)
+  strides = tuple(int(b) for b in (fi.strides or (2,) * len(blocks)))
+  init_ds = int(fi.init_squeeze)
   if not (len(blocks) == len(strides) == len(channels)) or not blocks:
-    raise ValueError(f"config.model.blocks={blocks}, channels={channels} (and "
+    raise ValueError(f"config.model.firevnet_imagenet.blocks={blocks}, channels={channels} (and "
                      f"strides={strides}) must be non-empty and of equal "
                      "length.")
   if (min(blocks) < 0 or min(channels) < 1 or set(strides) - {1, 2}
       or init_ds not in (1, 2, 4)):
-    raise ValueError(f"config.model: blocks={blocks} must be >= 0, channels="
+    raise ValueError(f"config.model.firevnet_imagenet: blocks={blocks} must be >= 0, channels="
                      f"{channels} >= 1, strides={strides} in {{1, 2}}, "
                      f"init_squeeze={init_ds} in {{1, 2, 4}}.")
   s = _common(cfg)
@@ -506,7 +504,7 @@ def build_firevnet_imagenet(cfg, input_shape, num_classes):
     raise ValueError(
         f"input_shape {tuple(input_shape)}: H and W must be divisible by "
         f"init_squeeze * prod(strides) = {f}; resize/pad the images or "
-        "change config.model.blocks/init_squeeze.")
+        "change config.model.firevnet_imagenet.blocks / init_squeeze.")
   stages = []
   for _ in range({1: 0, 2: 1, 4: 2}[init_ds]):
     stages.append(Stage(Psi(), Chain(()), False))

@@ -25,7 +25,7 @@ import numpy as np
 # Re-exported here for the train package; their one home is _files.
 from advinv_jax._files import (DiskFullError, RunError,  # noqa: F401
                                disk_full_error, is_disk_full, write_atomic)
-from advinv_jax.config import migrate_config
+from advinv_jax.config import MODEL_SECTIONS, migrate_config
 
 CONFIG = "config.json"
 HISTORY = "config_history.jsonl"
@@ -41,6 +41,9 @@ _HARMLESS_FIELDS = ("train.progress_bar", "train.log_every",
                     "train.checkpoint_every", "train.keep_checkpoints",
                     "data.data_dir")
 _IGNORED = ("train.resume_mismatch",)  # how to relaunch, not what was run
+# The sub-sections of config.model that belong to one architecture: a
+# change in one the run's model does not read is accepted and recorded.
+_ARCH_SECTIONS = frozenset(s for v in MODEL_SECTIONS.values() for s in v)
 
 
 class WorkdirBusyError(RunError):
@@ -295,13 +298,17 @@ def config_changes(old: Dict[str, Any], new: Dict[str, Any]
           if a.get(k) != b.get(k) and k not in _IGNORED}
 
 
-def _kind(field: str, old, new) -> str:
+def _kind(field: str, old, new, model_name: str = "") -> str:
   if field in EXTEND_FIELDS:
     grows = isinstance(old, int) and isinstance(new, int) and (
         new >= old or new == 0)  # num_steps=0: num_epochs decides
     return "extend" if grows else "compute"
   if field in _HARMLESS_FIELDS or field.startswith(_HARMLESS_PREFIXES):
     return "other"
+  part = field.split(".")
+  if (part[0] == "model" and len(part) > 2 and part[1] in _ARCH_SECTIONS
+      and part[1] not in MODEL_SECTIONS.get(model_name, (part[1],))):
+    return "other"          # another architecture's section: not this model
   return "compute"
 
 
@@ -339,7 +346,8 @@ def _relaunch_plan(config, workdir):
   changes = config_changes(old, new)
   if not changes:
     return None
-  kinds = {f: _kind(f, *v) for f, v in changes.items()}
+  kinds = {f: _kind(f, *v, model_name=config.model.name)
+           for f, v in changes.items()}
   compute = [f for f, k in kinds.items() if k == "compute"]
   if compute and config.train.resume_mismatch != "allow":
     listed = "; ".join(f"config.{f}: {changes[f][0]!r} -> {changes[f][1]!r}"
