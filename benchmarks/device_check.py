@@ -207,10 +207,7 @@ def section_ice_step(args):
     loss = float(jax.device_get(compiled(state1, *call_args[1:])[1]["loss"]))
     out[f"ours_{dtype}"] = dict(row, compile_s=compile_s, loss_step2=loss,
                                 params=model.param_count(),
-                                config={k: cfg.model[k] for k in (
-                                    "conv3x3_impl", "batch_chunk",
-                                    "compute_dtype", "reversible",
-                                    "reversible_loop")})
+                                config=cfg.model.compute.to_dict())
     print(f"  ours {dtype}: {row['median_s'] * 1e3:.1f} ms/step, compile "
           f"{compile_s:.1f} s", flush=True)
   t = _torch()

@@ -54,7 +54,7 @@ def pair_up(labels):
 def measure(name, overrides, num_epochs, root):
   cfg = default_config()
   for k, v in overrides.items():
-    cfg.model[k] = v
+    cfg.model.firevnet[k] = v
   cfg.report.enabled = False
   cfg.train.progress_bar = False
   if num_epochs:

@@ -15,7 +15,7 @@ nuisance-classifier updates)::
   python -m benchmarks.train_step_rss --variants jax-rev-chunk32 \
       --out benchmarks/results/train_step_rss_chunk32.json
   python -m benchmarks.train_step_rss --variants jax-rev-scan16,jax-rev-scan16-bf16 \
-      --out benchmarks/results/train_step_rss_s8.json    # -bf16: compute_dtype
+      --out benchmarks/results/train_step_rss.json    # -bf16: compute_dtype
 
 Per variant: build and compile (JAX) or build (PyTorch); ``malloc_trim``
 returns the heap the compiler freed to the OS; the peak-RSS counter is reset
