@@ -40,10 +40,13 @@ def default_config() -> ml_collections.ConfigDict:
   config.data.sphere_layout = "square"  # square: (sqrt d, sqrt d, 1) | channels: (1, 1, d)
   config.data.crop_fraction = 0.875  # large tfds sets: resize to size/fraction, centre crop
   config.data.test_split = ""   # "" -> "test" (imagenet2012: "validation")
-  # Zero channels put before the image's channels (the authors' MNIST input:
-  # torch.cat((zeros, zeros, x)), train.py ~L47: 2, digit in the last of 3
-  # channels, d = 3072). They carry only the training dequantisation noise:
-  # the "input layout trap" (papers.md), see test_noise.
+  # Zero channels put before the image's channels AS DATA: attacks may
+  # perturb them and data.shift may plant its pixel there (the 3-channel
+  # layout of public shiftMNIST code, channel 0 a zero channel). They carry
+  # only the training dequantisation noise: the "input layout trap"
+  # (papers.md), see test_noise. The authors' MNIST classifier input
+  # (torch.cat((zeros, zeros, x)), train.py ~L47) is a fixed layer of the
+  # model instead, out of an attacker's reach: model.firevnet.zero_channels.
   config.data.zero_channels = 0
   # U(0, test_noise) added to TEST images (all channels; fixed per example,
   # seeded). Remedy of the input layout trap: the same noise model at test
@@ -111,6 +114,16 @@ def default_config() -> ml_collections.ConfigDict:
   # 0.1), train mode only (forward/inverse are eval mode: exact). Needs
   # compute.reversible=False and an unrolled loop.
   fr.dropout = 0.0
+  # Fixed input channels (a layer of the model, not of the data: attacks
+  # perturb the image only): zero_channels channels put before the image's,
+  # U(0, zero_channel_noise) in training (the dequantisation noise of the
+  # authors' zeros: torch.cat((zeros, zeros, x)), train.py ~L47, then noise
+  # on all channels), zero_channel_fill in eval. Authors: 2, 1/256, and
+  # exact zeros at test (their test loader: no noise), the input layout trap
+  # (papers.md); the authors' variant here fills with the noise's mean.
+  fr.zero_channels = 0
+  fr.zero_channel_noise = 0.0
+  fr.zero_channel_fill = 0.0
 
   # The ImageNet layout (firevnet_imagenet): replaces levels / depth /
   # width / downsample; the steps' settings are config.model.firevnet's.
@@ -392,7 +405,8 @@ _FLAT_MODEL_FIELDS = {
     **{f: "firevnet" for f in (
         "levels", "depth", "width", "coupling", "affine_scale", "scale_floor",
         "permutation", "perm_seed", "downsample", "actnorm_std_floor",
-        "actnorm_eps", "split_prior", "logit_bn", "logit_bn_momentum")},
+        "actnorm_eps", "split_prior", "logit_bn", "logit_bn_momentum",
+        "zero_channels", "zero_channel_noise", "zero_channel_fill")},
     **{f: "firevnet_imagenet" for f in (
         "init_squeeze", "blocks", "channels", "strides")},
     "features": "cnn",
@@ -717,6 +731,8 @@ def validate_model_config(model: ml_collections.ConfigDict) -> None:
   at_least("firevnet", "actnorm_std_floor", 0, " (0: no floor, the authors' "
            "init)")
   at_least("firevnet", "actnorm_eps", 0)
+  for field in ("zero_channels", "zero_channel_noise"):
+    at_least("firevnet", field, 0)
   if not 0.0 < fr.logit_bn_momentum <= 1.0:
     raise ConfigError(f"config.model.firevnet.logit_bn_momentum="
                       f"{fr.logit_bn_momentum} must be in (0, 1] (PyTorch's "

@@ -390,6 +390,10 @@ def make_torch_firevnet(model, params, trainable=False, full=False):
         f"make_torch_firevnet needs a fiRevNet ('firevnet' or "
         f"'firevnet_imagenet' from build_model) with readout 'center' or "
         f"'dct', got {type(model).__name__} (readout={readout!r}).")
+  if getattr(model, "zero_channels", 0) or getattr(model, "logit_bn", False):
+    raise ValueError("make_torch_firevnet has no port of the fixed input "
+                     "channels (zero_channels) or the logit BatchNorm; port "
+                     "a model without them.")
   shape = (1,) + tuple(model.input_shape)
   body, shape = _convert(model.pre, {}, shape, trainable, "pre")
   for i, st in enumerate(stages):

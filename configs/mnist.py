@@ -79,9 +79,13 @@ def mnist_firevnet(scale: str = "paper", loss: str = "ce",
 
 def authors_recipe(c):
   """Sets the authors'-code fields on an MNIST fiRevNet config, in place."""
-  c.data.zero_channels = 2               # train.py ~L47 cat((0, 0, x))
-  c.data.test_noise = 1.0 / 256          # our remedy (their test loader: 0)
   fr = c.model.firevnet
+  # train.py ~L47 cat((0, 0, x)) inside the model, with the training noise
+  # U(0, 1/256) on the zeros; at test the noise's mean, our remedy of the
+  # input layout trap (their test loader: exact zeros).
+  fr.zero_channels = 2
+  fr.zero_channel_noise = 1.0 / 256
+  fr.zero_channel_fill = 0.5 / 256
   fr.actnorm_std_floor = 0.0             # invertible_layers.py ActNorm init
   fr.actnorm_eps = 1e-3                  # ... (exp(logs) + 0.001)
   fr.split_prior = "conditional"         # Split.split2d_prior

@@ -6,8 +6,11 @@ test set.
 Shift ``pixel`` (default): ONE pixel whose position encodes the class,
 pixel (c, 0) of channel 0 for class c (public code following the paper's
 final version, ``x[:, 0, i, 0] = 1``; unverified); at test time the pixel
-of a random class (data.shift.test_mode='random'; 'none' removes it). In the
-authors' 3-channel layout channel 0 is a zero channel, as in that code.
+of a random class (data.shift.test_mode='random'; 'none' removes it). With
+the ``authors`` recipe the input is that code's 3-channel layout, the two
+zero channels part of the data (data.zero_channels, U(0, 1/256) test noise
+as the remedy of the input layout trap) and the pixel in channel 0, a zero
+channel.
 Shift ``code``: our former 4-bit binary code of the label (top-left row,
 all channels).
 
@@ -34,4 +37,9 @@ def get_config(variant=None):
   c.data.shift.code_size = 4
   c.data.shift.position = (0, 0)
   c.data.shift.value = 1.0
+  if v["recipe"] == "authors":
+    fr = c.model.firevnet
+    fr.zero_channels, fr.zero_channel_noise, fr.zero_channel_fill = 0, 0.0, 0.0
+    c.data.zero_channels = 2
+    c.data.test_noise = 1.0 / 256
   return c

@@ -44,8 +44,9 @@ def test_authors_variant_param_count_and_level_shapes():
   -> split 6 -> squeeze 24x8x8 -> split 12 -> squeeze 48x4x4."""
   cfg = C.load_config("mnist", "ice,authors")
   validate_config(cfg)
-  m = build_model(cfg.model, (32, 32, 3), 10).base
-  x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+  m = build_model(cfg.model, (32, 32, 1), 10).base   # the digit; + 2 fixed
+  assert m.flow_shape == (32, 32, 3) and m.latent_dim == 3072
+  x = jax.ShapeDtypeStruct((2, 32, 32, 1), jnp.float32)
   p = jax.eval_shape(m.init, jax.random.PRNGKey(0), x)
   count = lambda t: sum(int(np.prod(a.shape))
                         for a in jax.tree_util.tree_leaves(t))
@@ -369,3 +370,68 @@ def test_single_pixel_shift_position_is_the_class():
   assert gone.test.get(np.arange(n))["image"].max() == 0.0
   with pytest.raises(ValueError, match="config.data.shift.position"):
     _derive.shift_dataset(ds, construction="pixel", position=(3, 0))
+
+
+# ------------------------------------------------------------ fixed channels
+def test_zero_channels_are_a_fixed_input_layer():
+  """model.firevnet.zero_channels: the model takes the image; its map is the
+  3-channel flow's on [fill, fill, x] (same params, same logits and z), the
+  inverse returns the image exactly, attacks' gradients have the image's
+  shape, and the train-mode channels are U(0, noise) draws per example."""
+  a = 1.0 / 256
+  kw = dict(actnorm_std_floor=0.0, actnorm_eps=1e-3, width=4, levels=2)
+  m = build_model(_model_cfg(zero_channels=2, zero_channel_noise=a,
+                             zero_channel_fill=a / 2, **kw), (8, 8, 1), 4)
+  flat = build_model(_model_cfg(**kw), (8, 8, 3), 4)
+  assert (m.input_shape, m.flow_shape, m.latent_dim) == ((8, 8, 1),
+                                                         (8, 8, 3), 192)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray((rng.uniform(size=(6, 8, 8, 1)) > 0.6), jnp.float32)
+  p = _perturb(m.init(jax.random.PRNGKey(0), x), jax.random.PRNGKey(1), 0.1)
+  x3 = jnp.concatenate([jnp.full((6, 8, 8, 2), a / 2), x], axis=-1)
+  z, ld = jax.jit(m.forward)(p, x)
+  z3, ld3 = jax.jit(flat.forward)(p, x3)
+  np.testing.assert_array_equal(z, z3)
+  np.testing.assert_array_equal(ld, ld3)
+  np.testing.assert_allclose(jax.jit(m.inverse)(p, z), x, atol=1e-5)
+  g = jax.grad(lambda v: m.logits(p, v)[:, 0].sum())(x)
+  assert g.shape == x.shape                 # the attack surface: the image
+  with pytest.raises(ValueError, match=r"expects images of shape \[B, 8, 8, "
+                     r"1\]"):
+    m.logits(p, x3)
+  padded = m.pad(x, jax.random.PRNGKey(2))
+  np.testing.assert_array_equal(padded[..., 2:], x)
+  noise = np.asarray(padded[..., :2])
+  assert noise.min() >= 0 and noise.max() < a and noise.std() > a / 5
+  assert not np.allclose(noise[0], noise[1])            # per example
+  np.testing.assert_array_equal(m.pad(x)[..., :2], a / 2)  # eval: the fill
+
+
+def test_zero_channels_init_sees_the_training_noise_and_the_fill_remedy():
+  """The data-dependent init pads with the training noise, so the authors'
+  first ActNorm (no std floor) scales each fixed channel by ~443 = 256
+  sqrt(12) / 2, as with zeros in the data. In eval, exact zeros (the
+  authors' test input) put those channels at -sqrt(3) after it (the edge of
+  the training range [-sqrt 3, sqrt 3]); the fill = the noise's mean puts
+  them at its centre, 0."""
+  a, n = 1.0 / 256, 512
+  rng = np.random.default_rng(3)
+  x = jnp.asarray((rng.uniform(size=(n, 8, 8, 1)) > 0.7), jnp.float32)
+  for fill, want in ((0.0, -math.sqrt(3)), (a / 2, 0.0)):
+    m = build_model(_model_cfg(zero_channels=2, zero_channel_noise=a,
+                               zero_channel_fill=fill, actnorm_std_floor=0.0,
+                               actnorm_eps=1e-3), (8, 8, 1), 4)
+    p = m.init(jax.random.PRNGKey(0), x)
+    act, down = m.stages[0].steps.layers[0].layers[0], m.stages[0].down
+    pa = p["stage_0"]["000"]["000"]
+    marker = jnp.concatenate([jnp.ones((1, 8, 8, 2)), jnp.zeros((1, 8, 8, 1))],
+                             axis=-1)
+    is_pad = np.asarray(down.forward({}, marker)[0][0, 0, 0]) == 1
+    assert is_pad.sum() == 8
+    scale = np.exp(np.asarray(pa["s"])) + 1e-3
+    np.testing.assert_allclose(scale[is_pad], 256 * math.sqrt(12) / 2,
+                               rtol=0.05)
+    h = down.forward({}, m.pre.forward({}, m.pad(x[:64]))[0])[0]
+    out = np.asarray(act.forward(pa, h)[0])[..., is_pad]
+    np.testing.assert_allclose(out, want, atol=0.1)
+    assert out.std() < 0.05                   # a constant in eval

@@ -2,7 +2,7 @@
 search, linf and l2, no gradients."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -137,25 +137,85 @@ def square(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
     raise ValueError("rng is None: square is a random search; pass a key, "
                      "e.g. rng=jax.random.PRNGKey(0).")
   bounds = C.as_bounds(bounds)
-  queries = int(queries)
-  shape = x.shape
-  image = x.ndim == 4 and min(shape[1], shape[2]) >= 2
-  xf = x if image else x.reshape((shape[0], -1))
   # Traced invalid inputs (see apgd) are not attacked but flagged.
   invalid = C.invalid_examples(x, logits_fn(x), bounds, eps)
   eps = C.safe_eps(jnp.asarray(eps, x.dtype), invalid)
-  xa, found, qn = _square_run(lambda v: logits_fn(v.reshape(shape)), xf, y,
-                              eps, norm=norm, queries=queries,
-                              p_init=float(p_init), bounds=bounds, rng=rng,
-                              image=image)
-  xa = xa.reshape(shape)
+  st = square_segment(logits_fn, x, y, eps=eps, norm=norm, queries=queries,
+                      p_init=p_init, bounds=bounds, rng=rng)
+  xa = st.x_best
   return C.flag_invalid(C.AttackResult(
-      x_adv=xa, success=found, perturbation_norm=C.batch_norm(xa - x, norm),
-      bad_grad_steps=jnp.zeros((shape[0],), jnp.int32), queries=qn),
+      x_adv=xa, success=st.loss < 0,
+      perturbation_norm=C.batch_norm(xa - x, norm),
+      bad_grad_steps=jnp.zeros((x.shape[0],), jnp.int32), queries=st.queries),
                         x, invalid)
 
 
-def _square_run(f, x, y, eps, *, norm, queries, p_init, bounds, rng, image):
+class SquareState(NamedTuple):
+  """Square's loop state between segments (see :func:`square_segment`).
+
+  Attributes:
+    step: ``int32[]`` iterations done (the next iteration's index).
+    x_best: ``f32[B, ...]`` the lowest-margin point per example.
+    loss: ``f32[B]`` its margin ``z_y - max_{j != y} z_j`` (< 0: success).
+    queries: ``int32[B]`` forwards spent per example, including the start.
+  """
+  step: Array
+  x_best: Array
+  loss: Array
+  queries: Array
+
+
+def square_segment(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
+                   norm: str = "linf", queries: int = 5000,
+                   p_init: float = 0.8,
+                   bounds: Optional[Tuple[float, float]] = (0.0, 1.0),
+                   rng: Array, state: Optional[SquareState] = None,
+                   stop=None, ids: Optional[Array] = None,
+                   num_rows: Optional[int] = None) -> SquareState:
+  """Iterations ``state.step .. stop - 1`` of :func:`square` (no input
+  checks: the caller validated; ``bounds`` as :func:`C.as_bounds` returns).
+
+  ``state=None`` starts (the start point and its query); ``stop=None`` runs
+  to the end (``queries - 1`` iterations). Running ``[0, s)`` and then
+  ``[s, queries - 1)`` from the returned state gives what one run gives,
+  bitwise: iteration ``i`` draws its random numbers from ``fold_in(key,
+  i)`` and uses the schedule at ``i``. Per-example random numbers are drawn
+  for ``num_rows`` rows (default ``B``) and row ``r`` uses those of row
+  ``ids[r]`` (default ``r``), so an example's trajectory does not depend on
+  which other examples share its batch: host-mode AutoAttack drops the
+  finished examples between segments and re-pads the rest (``ids`` = their
+  rows in the full batch) without changing the result of any example. The
+  loop also stops once every row succeeded.
+  """
+  shape = x.shape
+  image = x.ndim == 4 and min(shape[1], shape[2]) >= 2
+  xf = x if image else x.reshape((shape[0], -1))
+  if state is not None:
+    state = state._replace(x_best=state.x_best.reshape(xf.shape))
+  st = _square_run(lambda v: logits_fn(v.reshape(shape)), xf, y,
+                   jnp.asarray(eps, x.dtype), norm=norm, queries=int(queries),
+                   p_init=float(p_init), bounds=bounds, rng=rng, image=image,
+                   state=state, stop=stop, ids=ids,
+                   num_rows=shape[0] if num_rows is None else int(num_rows))
+  return st._replace(x_best=st.x_best.reshape(shape))
+
+
+def _sign_bits(bits, dt):
+  """+-1 from the top bit of ``uint32`` bits (Rademacher signs)."""
+  return jnp.where((bits >> 31) == 1, 1.0, -1.0).astype(dt)
+
+
+def _normal_bits(bits, dt):
+  """Standard normals from ``uint32`` bits: 23 bits to a uniform in [0, 1),
+  then the inverse CDF (the map :func:`jax.random.normal` uses)."""
+  u = jax.lax.bitcast_convert_type((bits >> 9) | np.uint32(0x3F800000),
+                                   jnp.float32) - 1.0
+  v = jnp.maximum(2.0 * u - 1.0, np.nextafter(np.float32(-1), np.float32(0)))
+  return (np.sqrt(2.0) * jax.scipy.special.erfinv(v)).astype(dt)
+
+
+def _square_run(f, x, y, eps, *, norm, queries, p_init, bounds, rng, image,
+                state, stop, ids, num_rows):
   b = x.shape[0]
   dt = x.dtype
   e = C.eps_like(eps, x)
@@ -173,49 +233,65 @@ def _square_run(f, x, y, eps, *, norm, queries, p_init, bounds, rng, image):
     n = jnp.maximum(C.batch_norm(delta, "l2"), 1e-12)
     return delta * C._bcast(eps / n, delta)
 
+  def rows_of(v):
+    """Per-example draws made for ``num_rows`` rows -> this batch's rows."""
+    return v if ids is None else jnp.take(v, ids, axis=0)
+
   if image:
     _, hh, ww, cc = x.shape
     n_feat = hh * ww * cc
     table = jnp.asarray(_ring_table(max(hh, ww) + 2), dt)
     rows = jnp.arange(hh)[:, None]
     cols = jnp.arange(ww)[None, :]
+    # per iteration: 2 + 2 window corners, the l2 transpose bit; then a sign
+    # per example and channel
+    n_shared, row_shape = 5, (1, 1, cc)
   else:
     n_feat = x.shape[1]
+    # per iteration: two random keys per coordinate (the two subsets); then
+    # a sign (linf) or a normal (l2) per example and coordinate
+    n_shared, row_shape = 2 * n_feat, (n_feat,)
+  n_bits = n_shared + num_rows * int(np.prod(row_shape))
 
   k0, key = jax.random.split(rng)
-  # ---- start
-  if image and norm == "linf":
-    s = jax.random.rademacher(k0, (b, 1, ww, cc), dt)
-    x_best = clip(x + e * s)
-  elif image:
-    blk = max(hh // 5, 1)
-    start = max((hh - blk * 5) // 2, 0)
-    nb_h, nb_w = min(hh // blk, 5), min(ww // blk, 5)
-    delta = jnp.zeros_like(x)
-    signs = jax.random.rademacher(k0, (b, nb_h, nb_w, cc), dt)
-    for i in range(nb_h):
-      for j in range(nb_w):
-        vh, vw = start + i * blk, start + j * blk
-        a, bb = rows - vh, cols - vw
-        inwin = (a >= 0) & (a < blk) & (bb >= 0) & (bb < blk)
-        pat = jnp.where(inwin, _eta(a, bb, blk, table, False), 0.0)
-        pat = pat / jnp.sqrt(jnp.maximum(jnp.sum(pat ** 2), 1e-24))
-        delta = delta + pat[None, :, :, None] * signs[:, i, j][:, None,
-                                                               None, :]
-    x_best = clip(x + l2_to_ball(delta))
-  elif norm == "linf":
-    x_best = clip(x + e * jax.random.rademacher(k0, x.shape, dt))
+  if state is None:
+    # ---- start
+    if image and norm == "linf":
+      s = rows_of(jax.random.rademacher(k0, (num_rows, 1, ww, cc), dt))
+      x_best = clip(x + e * s)
+    elif image:
+      blk = max(hh // 5, 1)
+      start = max((hh - blk * 5) // 2, 0)
+      nb_h, nb_w = min(hh // blk, 5), min(ww // blk, 5)
+      delta = jnp.zeros_like(x)
+      signs = rows_of(jax.random.rademacher(k0, (num_rows, nb_h, nb_w, cc),
+                                            dt))
+      for i in range(nb_h):
+        for j in range(nb_w):
+          vh, vw = start + i * blk, start + j * blk
+          a, bb = rows - vh, cols - vw
+          inwin = (a >= 0) & (a < blk) & (bb >= 0) & (bb < blk)
+          pat = jnp.where(inwin, _eta(a, bb, blk, table, False), 0.0)
+          pat = pat / jnp.sqrt(jnp.maximum(jnp.sum(pat ** 2), 1e-24))
+          delta = delta + pat[None, :, :, None] * signs[:, i, j][:, None,
+                                                                 None, :]
+      x_best = clip(x + l2_to_ball(delta))
+    else:
+      s = rows_of(jax.random.rademacher(k0, (num_rows,) + x.shape[1:], dt))
+      x_best = clip(x + (e * s if norm == "linf" else l2_to_ball(s)))
+    state = (jnp.int32(0), x_best, score(x_best), jnp.ones((b,), jnp.int32))
   else:
-    x_best = clip(x + l2_to_ball(jax.random.rademacher(k0, x.shape, dt)))
+    state = (jnp.asarray(state.step, jnp.int32), state.x_best,
+             state.loss, state.queries)
+  stop = queries - 1 if stop is None else jnp.minimum(stop, queries - 1)
 
-  loss = score(x_best)
-  qn = jnp.ones((b,), jnp.int32)
-
-  def windows(key, i):
+  def windows(i):
     """Masks ``[1, ...]`` (shared by the batch) of the changed window(s)
-    and the ``[B, ...]`` pattern in the first."""
+    and the ``[B, ...]`` pattern in the first. One draw of random bits per
+    iteration, from ``fold_in(key, i)``."""
     p = p_schedule(i.astype(jnp.float32), queries, p_init)
-    kp, kq, kr, ks, kt = jax.random.split(key, 5)
+    bits = jax.random.bits(jax.random.fold_in(key, i), (n_bits,), jnp.uint32)
+    per_row = rows_of(bits[n_shared:].reshape((num_rows,) + row_shape))
     if image:
       side = jnp.sqrt(p * n_feat / cc)
       w = jnp.maximum(jnp.round(side), 1.0).astype(jnp.int32)
@@ -223,32 +299,34 @@ def _square_run(f, x, y, eps, *, norm, queries, p_init, bounds, rng, image):
       if norm == "l2":
         w = jnp.maximum(w, min(3, min(hh, ww) - 1))
         w = jnp.where((w % 2 == 0) & (w + 1 <= min(hh, ww) - 1), w + 1, w)
-      vh = jax.random.randint(kp, (2,), 0, hh - w + 1)
-      vw = jax.random.randint(kq, (2,), 0, ww - w + 1)
+      # uniform corners (the modulo's bias is < 2^-24 for these ranges)
+      vh = (bits[0:2] % (hh - w + 1).astype(jnp.uint32)).astype(jnp.int32)
+      vw = (bits[2:4] % (ww - w + 1).astype(jnp.uint32)).astype(jnp.int32)
       a1, b1 = rows - vh[0], cols - vw[0]
       m1 = (a1 >= 0) & (a1 < w) & (b1 >= 0) & (b1 < w)
       a2, b2 = rows - vh[1], cols - vw[1]
       m2 = (a2 >= 0) & (a2 < w) & (b2 >= 0) & (b2 < w)
-      sign = jax.random.rademacher(kr, (b, 1, 1, cc), dt)
+      sign = _sign_bits(per_row, dt)                       # [B, 1, 1, C]
       if norm == "linf":
         pat = jnp.broadcast_to(sign, x.shape)
       else:
-        tr = jax.random.bernoulli(ks)
+        tr = (bits[4] >> 31) == 1
         eta = jnp.where(m1, _eta(a1, b1, w, table, tr), 0.0)
         eta = eta / jnp.sqrt(jnp.maximum(jnp.sum(eta ** 2), 1e-24))
         pat = eta[None, :, :, None] * sign
       return m1[None, :, :, None], m2[None, :, :, None], pat
-    k = jnp.clip(jnp.round(p * n_feat), 1, n_feat)
-    r1 = jax.random.uniform(kp, (n_feat,))
-    r2 = jax.random.uniform(kq, (n_feat,))
-    m1 = jnp.argsort(jnp.argsort(r1)) < k
-    m2 = jnp.argsort(jnp.argsort(r2)) < k
+    # Two random subsets of k coordinates: those whose key is at most the
+    # k-th smallest (one sort for both).
+    k = jnp.clip(jnp.round(p * n_feat), 1, n_feat).astype(jnp.int32)
+    r = bits[:n_shared].reshape((2, n_feat))
+    th = jax.lax.dynamic_index_in_dim(jnp.sort(r, axis=1), k - 1, axis=1)
+    m1, m2 = r[0] <= th[0], r[1] <= th[1]
     if norm == "linf":
-      pat = jax.random.rademacher(kr, x.shape, dt)
+      pat = _sign_bits(per_row, dt)
     else:
       # l2 on vectors: a Gaussian step on the subset, of l2 length
       # sqrt(p) * eps (see the docstring).
-      u = jnp.where(m1[None], jax.random.normal(kr, x.shape, dt), 0.0)
+      u = jnp.where(m1[None], _normal_bits(per_row, dt), 0.0)
       u = u / jnp.maximum(C.batch_norm(u, "l2"), 1e-12)[:, None]
       pat = u * jnp.sqrt(p) * e
     return m1[None], m2[None], pat
@@ -260,8 +338,8 @@ def _square_run(f, x, y, eps, *, norm, queries, p_init, bounds, rng, image):
     return jnp.sqrt(jnp.sum(jnp.where(mask, v, 0.0) ** 2, axis=axes,
                             keepdims=True))
 
-  def propose(key, i, x_best):
-    m1, m2, pat = windows(key, i)
+  def propose(i, x_best):
+    m1, m2, pat = windows(i)
     delta = x_best - x
     if norm == "linf":
       x_new = jnp.where(m1, x + e * pat, x_best)
@@ -271,30 +349,24 @@ def _square_run(f, x, y, eps, *, norm, queries, p_init, bounds, rng, image):
     n1 = chan_norm(delta, m1)
     n_img = C._bcast(C.batch_norm(delta, "l2"), x)
     n_win = chan_norm(delta, m1 | m2)
-    c = cc if image else 1
     new = pat + jnp.where(m1, delta, 0.0) / (n1 + 1e-12)
     new = new / (chan_norm(new, m1) + 1e-12) * jnp.sqrt(
-        jnp.maximum(C.eps_like(eps, x) ** 2 - n_img ** 2, 0.0) / c +
-        n_win ** 2)
+        jnp.maximum(e ** 2 - n_img ** 2, 0.0) / cc + n_win ** 2)
     delta = jnp.where(m2, 0.0, delta)
     delta = jnp.where(m1, new, delta)
     return clip(x + l2_to_ball(delta))
 
   def cond(s):
-    i, _, loss, _, _ = s
-    return (i < queries - 1) & jnp.any(loss >= 0)
+    i, _, loss, _ = s
+    return (i < stop) & jnp.any(loss >= 0)
 
   def body(s):
-    i, x_best, loss, qn, key = s
-    key, sub = jax.random.split(key)
+    i, x_best, loss, qn = s
     active = loss >= 0
-    x_new = propose(sub, i, x_best)
+    x_new = propose(i, x_best)
     new_loss = score(x_new)
     keep = active & (new_loss < loss)
     return (i + 1, C.select(keep, x_new, x_best),
-            jnp.where(keep, new_loss, loss), qn + active.astype(jnp.int32),
-            key)
+            jnp.where(keep, new_loss, loss), qn + active.astype(jnp.int32))
 
-  _, x_best, loss, qn, _ = jax.lax.while_loop(
-      cond, body, (jnp.int32(0), x_best, loss, qn, key))
-  return x_best, loss < 0, qn
+  return SquareState(*jax.lax.while_loop(cond, body, state))

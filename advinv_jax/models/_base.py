@@ -220,6 +220,10 @@ class BatchChunkedModel(InvertibleModel):
   def invertible(self):
     return self.base.invertible
 
+  @property
+  def latent_dim(self):
+    return self.base.latent_dim
+
   def __getattr__(self, name):
     if name.startswith("__") or name in ("base", "chunk"):
       raise AttributeError(name)

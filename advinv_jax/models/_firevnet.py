@@ -44,6 +44,20 @@ Options of the authors' code (train.py, invertible_layers.py, layers.py):
   and inverses stay exact.
 * ``dropout`` in every coupling subnet: only in train mode (a key given to
   :meth:`FiRevNet.forward_train`); ``forward`` / ``inverse`` are eval mode.
+* ``zero_channels = n``: the authors' MNIST input ``torch.cat((zeros, zeros,
+  x))`` (train.py ~L47) as a fixed input layer. The model takes the image
+  ``[B, H, W, C]`` and puts ``n`` channels before its channels: in train
+  mode (and for the data-dependent init) ``U(0, zero_channel_noise)``, the
+  dequantisation noise those zeros carry in the authors' training; in eval
+  mode the constant ``zero_channel_fill``. The flow runs on ``[H, W, C +
+  n]`` (``latent_dim = H W (C + n)``) and :meth:`FiRevNet.inverse` returns
+  the image channels of the flow's preimage. Attacks on ``logits`` perturb
+  the image only, as in the authors' code, where the zeros are concatenated
+  out of an attacker's reach. The test-time trap (papers.md): the authors
+  evaluate with exact zeros (fill 0) where training saw noise, which the
+  first ActNorm amplifies ~443x; a fill inside the noise's support (its
+  mean, ``zero_channel_noise / 2``) keeps test inputs on the training
+  distribution.
 """
 from __future__ import annotations
 
@@ -64,6 +78,7 @@ from advinv_jax.layers import (DCT2D, ActNorm, Chain, Coupling, FixedAffine,
 from advinv_jax.models._base import InvertibleModel, register_model
 
 _PERMS = {"reverse": Reverse, "shuffle": Shuffle, "conv1x1": InvConv1x1}
+_PAD_TAG = 1_000_003   # fold_in tag of the fixed channels' noise key
 _DOWNS = {"squeeze": Squeeze, "psi": Psi}
 
 
@@ -95,13 +110,42 @@ class FiRevNet(InvertibleModel):
   bn_eps: float = 1e-5
   dropout: float = 0.0
   conv3x3_impl: str = "xla"
+  zero_channels: int = 0
+  zero_channel_noise: float = 0.0
+  zero_channel_fill: float = 0.0
+
+  @property
+  def flow_shape(self) -> Tuple[int, int, int]:
+    """``(H, W, C + zero_channels)``: what the flow maps (the image with the
+    fixed channels before its own)."""
+    h, w, c = self.input_shape
+    return (h, w, c + self.zero_channels)
+
+  @property
+  def latent_dim(self) -> int:
+    return int(np.prod(self.flow_shape))
+
+  def pad(self, x, rng=None):
+    """``x: f32[B, H, W, C]`` -> ``f32[B, H, W, C + zero_channels]``: the
+    fixed channels first, ``U(0, zero_channel_noise)`` drawn with ``rng``
+    (train mode) or the constant ``zero_channel_fill`` (``rng=None``: eval
+    mode). The identity when ``zero_channels == 0``."""
+    n = self.zero_channels
+    if n == 0:
+      return x
+    shape = x.shape[:-1] + (n,)
+    if rng is None or self.zero_channel_noise == 0:
+      fixed = jnp.full(shape, self.zero_channel_fill, x.dtype)
+    else:
+      fixed = self.zero_channel_noise * jax.random.uniform(rng, shape, x.dtype)
+    return jnp.concatenate([fixed, x], axis=-1)
 
   # ---------------------------------------------------------------- plan
   @functools.cached_property
   def _plan(self):
     """Static shapes (per example, batch 1): split shapes, final shape, the
     logit / rest index order into the flattened final tensor."""
-    shape = (1,) + tuple(self.input_shape)
+    shape = (1,) + tuple(self.flow_shape)
     splits = []
     for st in self.stages:
       if st.down is not None:
@@ -119,7 +163,7 @@ class FiRevNet(InvertibleModel):
     if k > n:
       raise ValueError(
           f"num_classes={k} exceeds the {n} entries of the final tensor "
-          f"[{h}, {w}, {c}] for input_shape {self.input_shape}; use fewer "
+          f"[{h}, {w}, {c}] for input_shape {self.flow_shape}; use fewer "
           "levels/stages (or a larger input).")
     if self.readout == "center" and c >= k:
       start = ((h // 2) * w + (w // 2)) * c
@@ -137,9 +181,10 @@ class FiRevNet(InvertibleModel):
 
   # ---------------------------------------------------------------- params
   def init(self, rng, x):
-    """Data-dependent init (every ActNorm from the batch ``x``)."""
+    """Data-dependent init (every ActNorm from the batch ``x``, its fixed
+    channels as in training: :meth:`pad` in train mode)."""
     self.check_input(x)
-    h, _ = self.pre.forward({}, x)
+    h, _ = self.pre.forward({}, self.pad(x, jax.random.fold_in(rng, _PAD_TAG)))
     params = {}
     for i, st in enumerate(self.stages):
       rng, sub = jax.random.split(rng)
@@ -171,14 +216,16 @@ class FiRevNet(InvertibleModel):
     return int(np.prod(self._plan["final"][1:]))
 
   # ---------------------------------------------------------------- maps
-  def _flow(self, params, x, rng=None):
+  def _flow(self, params, x, rng=None, pad_rng=None):
     """``x`` -> ``(z, logdet, log_prior)`` before any logit BatchNorm.
 
     ``rng``: train mode (dropout on, plain unrolled loop); ``None``: eval.
+    ``pad_rng``: the fixed channels' train-mode noise (:meth:`pad`).
     ``log_prior: f32[B]`` is the model's own prior density of ``z`` (see
     the module docstring), in nats.
     """
     self.check_input(x)
+    x = self.pad(x, pad_rng)
     plan = self._plan
     b = x.shape[0]
     h, ld = self.pre.forward({}, x)
@@ -225,7 +272,8 @@ class FiRevNet(InvertibleModel):
     """Train-mode flow, per example: ``{"z", "logdet", "log_prior"}`` with
     ``z`` BEFORE the logit BatchNorm (what the likelihood scores, as the
     authors' objective)."""
-    z, ld, lp = self._flow(params, x, rng if self.dropout else None)
+    r_pad = None if rng is None else jax.random.fold_in(rng, _PAD_TAG)
+    z, ld, lp = self._flow(params, x, rng if self.dropout else None, r_pad)
     return {"z": z, "logdet": ld, "log_prior": lp}
 
   def readout_train(self, params, out, axis_name=None):
@@ -245,7 +293,9 @@ class FiRevNet(InvertibleModel):
                               axis_name)
 
   def inverse_with_logdet(self, params, z):
-    """``z: f32[B, d]`` -> ``(x, log|det dx/dz|: f32[B])``."""
+    """``z: f32[B, d]`` -> ``(x, log|det dx/dz|: f32[B])`` (with
+    ``zero_channels``: the image channels of the preimage and the flow's
+    log-det on ``[H, W, C + zero_channels]``)."""
     plan = self._plan
     self._check_z(z)
     b = z.shape[0]
@@ -277,10 +327,12 @@ class FiRevNet(InvertibleModel):
       if st.down is not None:
         h = st.down.inverse({}, h)
     x, l = self.pre.inverse_with_logdet({}, h)
-    return x, ld + l + bn_ld
+    return x[..., self.zero_channels:], ld + l + bn_ld
 
   def inverse(self, params, z):
-    """``z: f32[B, d]`` -> ``x: f32[B, H, W, C]`` (exact inverse)."""
+    """``z: f32[B, d]`` -> ``x: f32[B, H, W, C]`` (exact inverse; with
+    ``zero_channels``: the image channels of the flow's preimage, exact for
+    the ``z`` of an input, whose fixed channels come back as the fill)."""
     return self.inverse_with_logdet(params, z)[0]
 
   def _check_z(self, z):
@@ -393,6 +445,9 @@ def _common(cfg):
       split_prior=fr.split_prior, logit_bn=bool(fr.logit_bn),
       bn_momentum=float(fr.logit_bn_momentum), dropout=float(fr.dropout),
       actnorm_eps=float(fr.actnorm_eps),
+      zero_channels=int(fr.zero_channels),
+      zero_channel_noise=float(fr.zero_channel_noise),
+      zero_channel_fill=float(fr.zero_channel_fill),
       # how it runs (same function)
       conv1x1_as_matmul=bool(cp.conv1x1_as_matmul),
       reversible=bool(cp.reversible), reversible_loop=cp.reversible_loop,
@@ -407,7 +462,10 @@ def _common(cfg):
 def _model_options(s):
   return dict(split_prior=s["split_prior"], logit_bn=s["logit_bn"],
               bn_momentum=s["bn_momentum"], dropout=s["dropout"],
-              conv3x3_impl=s["conv3x3_impl"])
+              conv3x3_impl=s["conv3x3_impl"],
+              zero_channels=s["zero_channels"],
+              zero_channel_noise=s["zero_channel_noise"],
+              zero_channel_fill=s["zero_channel_fill"])
 
 
 def _steps(n, width, s, first_index):

@@ -27,7 +27,6 @@ The pure loss functions themselves live in :mod:`advinv_jax.losses`.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable, Optional
 
 import jax
@@ -173,7 +172,7 @@ def _ice_objective(cfg) -> Objective:
     z_n = model.split(z)[1]
     z_s = out["logits"]          # after the logit BatchNorm, if any
     nc = nc_of(model)
-    dim = math.prod(model.input_shape)
+    dim = model.latent_dim            # the flow's entries (fixed channels too)
     bpd_dim = dim if ice.mle_bits_per_dim else None
     mle = None
     if glow:
