@@ -435,3 +435,31 @@ def test_zero_channels_init_sees_the_training_noise_and_the_fill_remedy():
     out = np.asarray(act.forward(pa, h)[0])[..., is_pad]
     np.testing.assert_allclose(out, want, atol=0.1)
     assert out.std() < 0.05                   # a constant in eval
+
+
+def test_zero_channels_model_is_not_onto_the_latent_space():
+  """With fixed input channels F maps images onto part of the latent space
+  only. The metamer of (A, A) is A and valid; a latent whose flow preimage
+  has other values in the fixed channels (here: a training-noise draw) has
+  no preimage image: the inverse returns its image channels, and
+  metamer_validity fails it, where the same latent passes for the flow on
+  3-channel inputs."""
+  from advinv_jax import invariance as I
+  a = 1.0 / 256
+  m = build_model(_model_cfg(zero_channels=2, zero_channel_noise=a,
+                             zero_channel_fill=a / 2, width=4), (8, 8, 1), 4)
+  rng = np.random.default_rng(5)
+  x = jnp.asarray(rng.uniform(size=(8, 8, 8, 1)), jnp.float32)
+  p = _perturb(m.init(jax.random.PRNGKey(0), x), jax.random.PRNGKey(1), 0.1)
+  same = I.metameric_sample(m, p, x, x)
+  np.testing.assert_allclose(same, x, atol=1e-5)
+  assert np.all(np.asarray(I.metamer_validity(
+      m, p, same, I.metamer_latent(m, p, x, x), bounds=None).valid))
+  flat = build_model(_model_cfg(width=4), (8, 8, 3), 4)
+  x3 = m.pad(x, jax.random.PRNGKey(7))          # fixed channels off the fill
+  z3, _ = flat.forward(p, x3)
+  np.testing.assert_allclose(m.inverse(p, z3), x, atol=1e-5)
+  assert not np.any(np.asarray(I.metamer_validity(
+      m, p, m.inverse(p, z3), z3, bounds=None).valid))
+  assert np.all(np.asarray(I.metamer_validity(
+      flat, p, flat.inverse(p, z3), z3, bounds=None).valid))
