@@ -135,7 +135,8 @@ def default_config() -> ml_collections.ConfigDict:
 
   # Ordinary classifiers.
   config.model.cnn = ml_collections.ConfigDict()
-  config.model.cnn.features = (32, 64, 64)  # 3x3 convs, all but the first stride 2
+  # 3x3 convs, all but the first of stride 2
+  config.model.cnn.features = (32, 64, 64)
   config.model.cnn.hidden = (128,)          # dense widths after the convs
   config.model.mlp = ml_collections.ConfigDict()
   config.model.mlp.hidden = (128,)          # dense widths

@@ -81,10 +81,12 @@ class ActNorm(Layer):
   Attributes:
     min_std: floor on the per-channel std used by the init (our guard: no
       channel is amplified more than ``1 / min_std`` x at init). Models pass
-      ``config.model.firevnet.actnorm_std_floor``; 1e-2 is the layer's own default.
-      0: no floor (the authors' init, ``logs = log(1 / (std + 1e-6))``).
+      ``config.model.firevnet.actnorm_std_floor``; 1e-2 is the layer's own
+      default. 0: no floor (the authors' init, ``logs = log(1 / (std +
+      1e-6))``).
     eps: ``m = exp(s) + eps``; 0 (Glow) or 1e-3 (the authors' code; its
-      log-det drops the ``eps``, ours is exact). config.model.firevnet.actnorm_eps.
+      log-det drops the ``eps``, ours is exact).
+      ``config.model.firevnet.actnorm_eps``.
   """
 
   min_std: float = 1e-2

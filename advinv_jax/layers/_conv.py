@@ -34,8 +34,9 @@ def resolve_conv3x3_impl(impl: str) -> str:
   if impl == "":
     return default_conv3x3_impl()
   if impl not in CONV3X3_IMPLS:
-    raise ValueError(f"config.model.compute.conv3x3_impl={impl!r}; choose one of "
-                     f"{list(CONV3X3_IMPLS)} or '' (platform default).")
+    raise ValueError(f"config.model.compute.conv3x3_impl={impl!r}; choose "
+                     f"one of {list(CONV3X3_IMPLS)} or '' (platform "
+                     "default).")
   return impl
 
 

@@ -9,8 +9,8 @@ Public API::
   z, logdet = model.forward(params, x)       # f32[B, d], f32[B]
   x = model.inverse(params, z)
   z_s, z_n = model.split(z); z = model.merge(z_s, z_n)
-  # config.model.compute.batch_chunk = k > 0: the same model run on chunks of <= k
-  # examples (BatchChunkedModel; faster on CPU for large batches)
+  # config.model.compute.batch_chunk = k > 0: the same model run on chunks
+  # of <= k examples (BatchChunkedModel; faster on CPU for large batches)
 """
 from advinv_jax.models._base import (BatchChunkedModel, InvertibleModel,
                                      Model, batch_chunked, build_model,

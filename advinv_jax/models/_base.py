@@ -94,8 +94,8 @@ def build_model(model_config, input_shape: Tuple[int, int, int],
 
 def default_batch_chunk() -> int:
   """What ``config.model.compute.batch_chunk = -1`` means on the default
-  backend: ``advinv_jax.platform`` (32 on CPU, where fiRevNet train steps at batch
-  128 ran 12-17% faster in chunks of 32; 0, off, on GPU/TPU)."""
+  backend: ``advinv_jax.platform`` (32 on CPU, where fiRevNet train steps at
+  batch 128 ran 12-17% faster in chunks of 32; 0, off, on GPU/TPU)."""
   return platform.defaults().batch_chunk
 
 
@@ -201,9 +201,9 @@ class BatchChunkedModel(InvertibleModel):
   """``base`` run on chunks of at most ``chunk`` examples (same function).
 
   Built by :func:`build_model` when ``config.model.compute.batch_chunk >
-  0``. Every map (``logits``, ``forward``, ``inverse``) gives the base model's result,
-  computed by :func:`map_batch_chunks`; ``init`` (data-dependent ActNorm)
-  sees the whole batch. Why: on CPU, XLA runs one large batch's
+  0``. Every map (``logits``, ``forward``, ``inverse``) gives the base
+  model's result, computed by :func:`map_batch_chunks`; ``init``
+  (data-dependent ActNorm) sees the whole batch. Why: on CPU, XLA runs one large batch's
   convolutions with poor core scaling; the authors' fiRevNet iCE train step
   at batch 128 ran 12% / 17% faster in chunks of 32 / 16 (timed interleaved,
   benchmarks/README.md). The cost: compile time and the compiled program's

@@ -547,13 +547,14 @@ def build_firevnet_imagenet(cfg, input_shape, num_classes):
   strides = tuple(int(b) for b in (fi.strides or (2,) * len(blocks)))
   init_ds = int(fi.init_squeeze)
   if not (len(blocks) == len(strides) == len(channels)) or not blocks:
-    raise ValueError(f"config.model.firevnet_imagenet.blocks={blocks}, channels={channels} (and "
-                     f"strides={strides}) must be non-empty and of equal "
-                     "length.")
+    raise ValueError(f"config.model.firevnet_imagenet.blocks={blocks}, "
+                     f"channels={channels} (and strides={strides}) must be "
+                     "non-empty and of equal length.")
   if (min(blocks) < 0 or min(channels) < 1 or set(strides) - {1, 2}
       or init_ds not in (1, 2, 4)):
-    raise ValueError(f"config.model.firevnet_imagenet: blocks={blocks} must be >= 0, channels="
-                     f"{channels} >= 1, strides={strides} in {{1, 2}}, "
+    raise ValueError(f"config.model.firevnet_imagenet: blocks={blocks} must "
+                     f"be >= 0, channels={channels} >= 1, strides={strides} "
+                     "in {1, 2}, "
                      f"init_squeeze={init_ds} in {{1, 2, 4}}.")
   s = _common(cfg)
   f = init_ds * int(np.prod(strides))
