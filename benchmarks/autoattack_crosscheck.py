@@ -22,7 +22,8 @@ attacks our PyTorch port ``benchmarks/_torch_firevnet.py``).
 Needs the peers of ``benchmarks/requirements-peers.txt`` (torch,
 torchattacks) in the interpreter that runs it. ``--budget-min`` skips the
 remaining torchattacks runs once the script has used that many minutes
-(reported as skipped).
+(reported as skipped). ``--torch-threads`` sets PyTorch's threads (default:
+all cores; with other load on the cores, 1 thread is the faster choice).
 """
 from __future__ import annotations
 
@@ -151,11 +152,16 @@ def main():
   ap.add_argument("--eps-l2", type=float, default=EPS["l2"])
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--budget-min", type=float, default=45.0)
+  ap.add_argument("--torch-threads", type=int, default=None,
+                  help="PyTorch's intra-op threads (default: all cores). "
+                  "Under other load on the cores, 1 can be much faster: "
+                  "OpenMP threads that wait for a descheduled peer spin.")
   ap.add_argument("--out", default=os.path.join(
       HERE, "results", "autoattack_crosscheck.json"))
   args = ap.parse_args()
   import torch
-  torch.set_num_threads(os.cpu_count() or 1)
+  torch_threads = args.torch_threads or os.cpu_count() or 1
+  torch.set_num_threads(torch_threads)
   t_start = time.perf_counter()
   tr, te = load_digits()
   btr = tr.get(np.arange(len(tr)))
@@ -167,7 +173,8 @@ def main():
   meta = {"machine": platform.processor() or platform.machine(),
           "cpus": os.cpu_count(), "n": int(len(y)),
           "train_steps": args.train_steps,
-          "jax": jax.__version__, "torch": torch.__version__}
+          "jax": jax.__version__, "torch": torch.__version__,
+          "torch_threads": torch_threads}
   for name in args.models:
     model, params = train(name, (x_tr, y_tr), args.train_steps, args.seed)
     net = torch_net(name, model, params)

@@ -14,7 +14,8 @@ import numpy as np
 from advinv_jax.attacks import _common as C
 from advinv_jax.attacks._apgd import apgd, validate_apgd
 from advinv_jax.attacks._fmn import fmn
-from advinv_jax.attacks._square import square, validate_square
+from advinv_jax.attacks._square import (SquareState, square,
+                                        square_segment, validate_square)
 
 Array = jax.Array
 
@@ -147,13 +148,19 @@ def autoattack(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
 
   * ``'host'`` (default; not jittable): a Python loop over whole compiled
     attacks, each run on the still-robust inputs gathered into a batch
-    padded (by repeating inputs) to a power of two ``>= min_bucket``, so
-    later attacks cost only what is left and each attack compiles once per
-    padded size (a member's targets share one size).
+    padded (by repeating inputs) to the next size ``{4, 5, 6, 7} * 2^k``
+    (at most 25% padding), at least ``min_bucket``, so later attacks cost
+    only what is left and each attack compiles once per padded size. A
+    member's targets share one size unless the inputs left fit into half
+    of it. Square runs in segments (ending at 2, 10, 20, 40, 60, 80 and
+    100% of ``queries``); after each, the inputs it broke leave the batch
+    and the rest continue from their state (on a smaller padded size once
+    it halves the batch), with the same result per input as one run.
   * ``'masked'``: one program (``jax.jit`` it as a whole): every attack runs
     on the whole batch and its results are kept only where the input was
-    still robust. Same results as host mode up to the random numbers (the
-    padding changes the batch the keys are drawn for); costs every attack on
+    still robust. Same results as host mode up to the random numbers of the
+    APGD members (the padding changes the batch their keys are drawn for;
+    FMN has none, Square draws per input and agrees); costs every attack on
     every input.
 
   ``flags`` (True = the problem is present): ``outside_eps_ball`` /
@@ -408,8 +415,29 @@ def _masked(logits_fn, x, y, eps, attacks, n_t, s, k_clean, k_run):
 
 # -------------------------------------------------------------------- host
 def _bucket(n: int, total: int, min_bucket: int) -> int:
-  b = max(min_bucket, 1 << max(n - 1, 0).bit_length())
+  """The padded batch for ``n`` inputs: the smallest size ``>= n`` of the
+  form ``{4, 5, 6, 7} * 2^k`` (quarter octaves: at most 25% padding; 1, 2,
+  4 below 5), at least ``min_bucket``, at most ``total``."""
+  if n <= 4:
+    b = 1 << max(n - 1, 0).bit_length()
+  else:
+    step = 1 << ((n - 1).bit_length() - 3)
+    b = -(-n // step) * step
+  b = max(min_bucket, b)
   return min(b, total) if n <= total else n
+
+
+def _rebucket(n: int, size: int, total: int, min_bucket: int) -> int:
+  """The size for the next run of a member on ``n`` inputs padded to
+  ``size`` so far: a smaller bucket only once it halves the batch (each
+  new size compiles the member again)."""
+  b = _bucket(n, total, min_bucket)
+  return b if b <= size // 2 else size
+
+
+# Host-mode Square runs in segments ending at these fractions of its query
+# budget; between segments the finished inputs leave the batch.
+_SQUARE_SEGMENTS = (0.02, 0.1, 0.2, 0.4, 0.6, 0.8)
 
 
 def _as_partial(logits_fn):
@@ -435,6 +463,74 @@ def _host_member(fn, xs, ys, ts, eps, key, *, name, s):
   ok, ob, obx, nf = _check_member(_deterministic(fn, s), xs, ys, xa, succ,
                                   eps, s)
   return xa, ok, ob, obx, nf, bad
+
+
+@functools.partial(jax.jit, static_argnames=("s", "num_rows"))
+def _host_square_segment(fn, xs, ys, ids, eps, key, state, stop, *, s,
+                         num_rows):
+  """Square's iterations ``state.step .. stop - 1`` (the start where
+  ``state.step == 0``) on a padded batch plus the member checks."""
+  s = dict(s)
+  st = square_segment(fn, xs, ys, eps=eps, norm=s["norm"],
+                      queries=s["queries"], p_init=s["p_init"],
+                      bounds=s["bounds"], rng=key, state=state, stop=stop,
+                      ids=ids, num_rows=num_rows)
+  ok, ob, obx, nf = _check_member(fn, xs, ys, st.x_best, st.loss < 0, eps, s)
+  return st, ok, ob, obx, nf
+
+
+def _host_square(fn, xn, yn, idx, size, eps, key, s_key, b_total,
+                 min_bucket):
+  """Square on the rows ``idx`` of the batch in segments
+  (``_SQUARE_SEGMENTS``): after each, the rows that succeeded are final and
+  leave; the rest continue from their state, re-padded to a smaller bucket
+  once it halves the batch. Each row draws the random numbers of its row in
+  the full batch (``ids``), so the result per row equals one
+  :func:`square` run on the whole batch (host = masked mode).
+
+  Returns ``(rows, x_adv, ok, off_ball, off_box, nonfinite)``: the rows in
+  the order of the last batch, their final points and checks (``ok``: the
+  confirmed successes) and the flags over all segments."""
+  q = dict(s_key)["queries"]
+  ends = sorted({min(max(int(round(f * q)), 1), q - 1)
+                 for f in _SQUARE_SEGMENTS} | {q - 1})
+  live = idx
+  pidx = np.resize(live, size)
+  st = SquareState(step=np.int32(0), x_best=xn[pidx],
+                   loss=np.zeros((size,), xn.dtype),
+                   queries=np.zeros((size,), np.int32))
+  done_x, done_rows = [], []
+  off_ball = off_box = nonfinite = False
+  for stop in ends:
+    st, ok, ob, obx, nf = _host_square_segment(
+        fn, xn[pidx], yn[pidx], pidx.astype(np.int32), eps, key, st,
+        np.int32(stop), s=s_key, num_rows=b_total)
+    n = live.size
+    loss = np.asarray(st.loss)[:n]
+    ok, ob, obx, nf = (np.asarray(v)[:n] for v in (ok, ob, obx, nf))
+    off_ball |= bool(ob.any())
+    off_box |= bool(obx.any())
+    nonfinite |= bool(nf.any())
+    fin = loss < 0
+    last = stop == ends[-1] or not (~fin).any()
+    if last:
+      fin = np.ones((n,), bool)
+    if fin.any():
+      done_rows.append((live[fin], ok[fin]))
+      done_x.append(np.asarray(st.x_best)[:n][fin])
+    if last:
+      break
+    rest = np.nonzero(~fin)[0]
+    live = live[rest]
+    size = _rebucket(live.size, size, b_total, min_bucket)
+    pos = np.resize(rest, size)
+    pidx = np.resize(live, size)
+    st = SquareState(step=st.step, x_best=np.asarray(st.x_best)[pos],
+                     loss=np.asarray(st.loss)[pos],
+                     queries=np.asarray(st.queries)[pos])
+  rows = np.concatenate([r for r, _ in done_rows])
+  oks = np.concatenate([o for _, o in done_rows])
+  return rows, np.concatenate(done_x), oks, off_ball, off_box, nonfinite
 
 
 def _host(logits_fn, x, y, eps, attacks, n_t, s, k_clean, k_run, min_bucket):
@@ -465,8 +561,21 @@ def _host(logits_fn, x, y, eps, attacks, n_t, s, k_clean, k_run, min_bucket):
       idx = np.nonzero(robust)[0]
       if idx.size == 0:
         break
-      pidx = np.resize(idx, size)                 # cyclic padding
+      size = _rebucket(idx.size, size, b_total, min_bucket)
       key = jax.random.fold_in(jax.random.fold_in(k_run, m), t)
+      if name == "square" and not s["stochastic"]:
+        rows, xa, ok, ob, obx, nf = _host_square(
+            fn, xn, yn, idx, size, eps_a, key, s_key, b_total, min_bucket)
+        off_ball |= ob
+        off_box |= obx
+        nonfinite |= nf
+        hit = rows[ok]
+        x_adv[hit] = xa[ok]
+        index[hit] = m
+        robust[hit] = False
+        flipped += hit.size
+        continue
+      pidx = np.resize(idx, size)                 # cyclic padding
       out = _host_member(fn, xn[pidx], yn[pidx], targets[pidx, t], eps_a,
                          key, name=name, s=s_key)
       xa, ok, ob, obx, nf, bad = (np.asarray(v)[:idx.size] for v in out)

@@ -41,29 +41,48 @@ def _ring_table(n: int) -> np.ndarray:
   return np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 2) ** 2)])
 
 
-def _eta_rect(a, b, rows, cols, table):
+def _eta_rect(a, b, rows, cols, table, xp=jnp):
   """The authors' ``eta_rectangles(rows, cols)`` at cell ``(a, b)``: the sum
   of ``1 / (c + 1)^2`` over the nested rectangles (rings ``c = m ..
   max(rows_c, cols_c) - 1``, ``rows_c = rows // 2 + 1``) that contain the
   cell, ``m`` its Chebyshev distance from the centre. Unnormalised; sizes
   may be traced."""
   rc, cc = rows // 2 + 1, cols // 2 + 1
-  m = jnp.maximum(jnp.abs(a - (rc - 1)), jnp.abs(b - (cc - 1)))
-  top = jnp.maximum(rc, cc)
+  m = xp.maximum(xp.abs(a - (rc - 1)), xp.abs(b - (cc - 1)))
+  top = xp.maximum(rc, cc)
   inside = (a >= 0) & (a < rows) & (b >= 0) & (b < cols)
-  return jnp.where(inside, table[top] - table[jnp.minimum(m, top)], 0.0)
+  return xp.where(inside, table[top] - table[xp.minimum(m, top)], 0.0)
 
 
-def _eta(a, b, s, table, transpose):
+def _eta(a, b, s, table, transpose, xp=jnp):
   """The authors' ``meta_pseudo_gaussian_pert(s)`` at in-window offsets
   ``(a, b)`` (0 <= a, b < s): ``+eta_rect`` on the top ``s // 2`` rows,
   ``-eta_rect`` on the rest, normalised to unit l2 norm over the window;
   transposed when ``transpose``. ``s`` may be traced."""
-  a, b = jnp.where(transpose, b, a), jnp.where(transpose, a, b)
+  a, b = xp.where(transpose, b, a), xp.where(transpose, a, b)
   h1 = s // 2
-  top = _eta_rect(a, b, h1, s, table)
-  bot = -_eta_rect(a - h1, b, s - h1, s, table)
-  return jnp.where(a < h1, top, bot)
+  top = _eta_rect(a, b, h1, s, table, xp)
+  bot = -_eta_rect(a - h1, b, s - h1, s, table, xp)
+  return xp.where(a < h1, top, bot)
+
+
+def _start_patterns(hh: int, ww: int) -> np.ndarray:
+  """The l2 start's blocks, ``f32[nb_h, nb_w, H, W]``: block ``(i, j)`` is
+  ``eta`` of side ``blk = max(H // 5, 1)`` at its place in the centred
+  5x5 tiling, unit l2 norm (static: computed once, in numpy)."""
+  table = _ring_table(max(hh, ww) + 2)
+  blk = max(hh // 5, 1)
+  start = max((hh - blk * 5) // 2, 0)
+  nb_h, nb_w = min(hh // blk, 5), min(ww // blk, 5)
+  rows, cols = np.arange(hh)[:, None], np.arange(ww)[None, :]
+  out = np.zeros((nb_h, nb_w, hh, ww), np.float64)
+  for i in range(nb_h):
+    for j in range(nb_w):
+      a, bb = rows - (start + i * blk), cols - (start + j * blk)
+      inwin = (a >= 0) & (a < blk) & (bb >= 0) & (bb < blk)
+      pat = np.where(inwin, _eta(a, bb, blk, table, False, np), 0.0)
+      out[i, j] = pat / np.sqrt(max(np.sum(pat ** 2), 1e-24))
+  return out.astype(np.float32)
 
 
 def square(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
@@ -104,6 +123,15 @@ def square(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
   windows of mass and cannot refine a direction finer than its window: on
   4x4 images it stalled a few percent short of the exact distance of a
   linear model.)
+
+  Random numbers: iteration ``i`` draws all of its random numbers at once,
+  from ``fold_in(key, i)``, and each example's signs (normals) are those of
+  its row, so an example's trajectory does not depend on the others in its
+  batch, and a run split into segments (:func:`square_segment`, as
+  host-mode :func:`autoattack` runs it, dropping finished examples between
+  segments) gives the same result bitwise. The window corners are uniform
+  (the bits modulo the range; a bias below ``2^-24``), the vector subsets
+  are the coordinates whose random keys are at most the ``k``-th smallest.
 
   Deviations from the authors' code, ours: a linf proposal that changes
   nothing is not resampled (it costs a query); the l2 window is at least
@@ -175,8 +203,10 @@ def square_segment(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
   """Iterations ``state.step .. stop - 1`` of :func:`square` (no input
   checks: the caller validated; ``bounds`` as :func:`C.as_bounds` returns).
 
-  ``state=None`` starts (the start point and its query); ``stop=None`` runs
-  to the end (``queries - 1`` iterations). Running ``[0, s)`` and then
+  ``state=None`` starts (the start point and its query), and so does a
+  ``state`` whose ``step`` is 0 (its arrays are placeholders: one compiled
+  program serves every segment); ``stop=None`` runs to the end (``queries -
+  1`` iterations). Running ``[0, s)`` and then
   ``[s, queries - 1)`` from the returned state gives what one run gives,
   bitwise: iteration ``i`` draws its random numbers from ``fold_in(key,
   i)`` and uses the schedule at ``i``. Per-example random numbers are drawn
@@ -254,35 +284,32 @@ def _square_run(f, x, y, eps, *, norm, queries, p_init, bounds, rng, image,
   n_bits = n_shared + num_rows * int(np.prod(row_shape))
 
   k0, key = jax.random.split(rng)
-  if state is None:
-    # ---- start
+
+  def start():
     if image and norm == "linf":
       s = rows_of(jax.random.rademacher(k0, (num_rows, 1, ww, cc), dt))
       x_best = clip(x + e * s)
     elif image:
-      blk = max(hh // 5, 1)
-      start = max((hh - blk * 5) // 2, 0)
-      nb_h, nb_w = min(hh // blk, 5), min(ww // blk, 5)
-      delta = jnp.zeros_like(x)
-      signs = rows_of(jax.random.rademacher(k0, (num_rows, nb_h, nb_w, cc),
-                                            dt))
-      for i in range(nb_h):
-        for j in range(nb_w):
-          vh, vw = start + i * blk, start + j * blk
-          a, bb = rows - vh, cols - vw
-          inwin = (a >= 0) & (a < blk) & (bb >= 0) & (bb < blk)
-          pat = jnp.where(inwin, _eta(a, bb, blk, table, False), 0.0)
-          pat = pat / jnp.sqrt(jnp.maximum(jnp.sum(pat ** 2), 1e-24))
-          delta = delta + pat[None, :, :, None] * signs[:, i, j][:, None,
-                                                                 None, :]
+      pats = _start_patterns(hh, ww)                  # [nb_h, nb_w, H, W]
+      s = rows_of(jax.random.rademacher(
+          k0, (num_rows,) + pats.shape[:2] + (cc,), dt))
+      delta = jnp.einsum("ijhw,bijc->bhwc", jnp.asarray(pats, dt), s,
+                         precision=jax.lax.Precision.HIGHEST)
       x_best = clip(x + l2_to_ball(delta))
     else:
       s = rows_of(jax.random.rademacher(k0, (num_rows,) + x.shape[1:], dt))
       x_best = clip(x + (e * s if norm == "linf" else l2_to_ball(s)))
-    state = (jnp.int32(0), x_best, score(x_best), jnp.ones((b,), jnp.int32))
+    return (jnp.int32(0), x_best, score(x_best), jnp.ones((b,), jnp.int32))
+
+  if state is None:
+    state = start()
   else:
-    state = (jnp.asarray(state.step, jnp.int32), state.x_best,
-             state.loss, state.queries)
+    # A given state at step 0 (host mode's first segment) is replaced by
+    # the start.
+    step = jnp.asarray(state.step, jnp.int32)
+    state = jax.lax.cond(
+        step == 0, start,
+        lambda: (step, state.x_best, state.loss, state.queries))
   stop = queries - 1 if stop is None else jnp.minimum(stop, queries - 1)
 
   def windows(i):
