@@ -32,13 +32,19 @@ def _eps(norm):
   return 0.06 if norm == "linf" else 0.25
 
 
+def _problem(seed, key, norm, shape, n=24, q=60):
+  """A random linear model's ``(f, x, y)`` on ``n`` inputs of ``shape`` and
+  Square's keywords with ``q`` queries."""
+  f, x, y = linear(seed, 3, n)
+  kw = dict(eps=_eps(norm), norm=norm, queries=q, bounds=(0.0, 1.0),
+            rng=jax.random.PRNGKey(key))
+  return f, x.reshape((n,) + shape), y, kw
+
+
 @pytest.mark.parametrize("norm,shape", CASES)
 def test_segments_equal_one_run_bitwise(norm, shape):
   n, q = 24, 60
-  f, x, y = linear(1, 3, n)
-  x = x.reshape((n,) + shape)
-  kw = dict(eps=_eps(norm), norm=norm, queries=q, bounds=(0.0, 1.0),
-            rng=jax.random.PRNGKey(4))
+  f, x, y, kw = _problem(1, 4, norm, shape, n, q)
   one = jax.jit(lambda x: A.square(f, x, y, **kw))(x)
   seg = jax.jit(lambda x, st, stop: S.square_segment(f, x, y, state=st,
                                                      stop=stop, **kw))
@@ -59,11 +65,8 @@ def test_segments_equal_one_run_bitwise(norm, shape):
 def test_rows_draw_their_own_random_numbers(norm, shape):
   """Rows ``ids`` of a batch of ``num_rows`` run on their own (in another
   order, one of them twice) = the same rows of the whole batch."""
-  n, q = 24, 60
-  f, x, y = linear(2, 3, n)
-  x = x.reshape((n,) + shape)
-  kw = dict(eps=_eps(norm), norm=norm, queries=q, bounds=(0.0, 1.0),
-            rng=jax.random.PRNGKey(5))
+  n = 24
+  f, x, y, kw = _problem(2, 5, norm, shape, n)
   whole = jax.jit(lambda x: S.square_segment(f, x, y, **kw))(x)
   ids = np.array([7, 3, 19, 0, 3, 22])
   part = jax.jit(lambda x, y, ids: S.square_segment(
