@@ -394,14 +394,17 @@ _VALUE_BEFORE_FIELD_EXISTED = {
     "model.compute.dtype": "float32",
 }
 
-# Renamed fields: old path -> (new path, {old value: new value}), applied in
-# order (a field renamed twice goes through both).
-_RENAMED_FIELDS = (
-    ("model.matmul_dtype", "model.compute_dtype", {"bfloat16": "bfloat16_1x1"}),
-)
+# Renamed fields: old path -> (new path, {old value: new value}), in the
+# flat model schema (nest_model_fields then moves the new name).
+_RENAMED_FIELDS = {
+    "model.matmul_dtype": ("model.compute_dtype",
+                           {"bfloat16": "bfloat16_1x1"}),
+}
 
-# The flat config.model of older workdirs: field -> its sub-section now
-# (hidden and dropout: the section of the architecture the run used).
+# The flat config.model of older workdirs (and the flat shorthand of
+# nest_model_fields, which also takes fields added since, such as
+# zero_channels): field -> its sub-section now (hidden and dropout: the
+# section of the architecture the run used).
 _FLAT_MODEL_FIELDS = {
     **{f: "firevnet" for f in (
         "levels", "depth", "width", "coupling", "affine_scale", "scale_floor",
@@ -455,7 +458,7 @@ def migrate_config(raw) -> ml_collections.ConfigDict:
   ``_VALUE_BEFORE_FIELD_EXISTED``), JSON lists become tuples. A field the
   schema does not know raises ConfigError naming it."""
   raw = _nested_copy(raw)
-  for old, new, values in _RENAMED_FIELDS:
+  for old, (new, values) in _RENAMED_FIELDS.items():
     *parents, leaf = old.split(".")
     node = raw
     for part in parents:

@@ -318,22 +318,23 @@ def _invariance_section(model, params, x, y, cfg, rng, bounds, nuisance_data):
   fixed = int(getattr(model, "zero_channels", 0))
   share = summary["valid_share"] or 0.0
   if share < float(cfg["metamer_min_valid"]):
+    if fixed:
+      cause = (f"The model's {fixed} fixed input channels (model.firevnet."
+               "zero_channels) make it map images onto a part of the latent "
+               "space only: merge(z_s(A), z_n(B)) has no exact preimage "
+               "image, and the metamers shown (the image channels of the "
+               "flow's preimage) are not classified as A")
+      fix = ""
+    else:
+      cause = ("The model's inverse is unstable off the data (exploding "
+               "inverse)")
+      fix = "Use additive coupling or a bounded affine scale "
     warns.append(
         f"METAMERS INVALID: only {100 * share:.1f}% of {summary['num']} "
         f"metamers are valid (logits and nuisance round-trip within "
         f"{tol:g}; need >= {100 * float(cfg['metamer_min_valid']):.0f}%); "
-        f"largest logit drift {summary['logit_drift_max']}. "
-        + (f"The model's {fixed} fixed input channels (model.firevnet."
-           "zero_channels) make it map images onto a part of the latent "
-           "space only: merge(z_s(A), z_n(B)) has no exact preimage image, "
-           "and the metamers shown (the image channels of the flow's "
-           "preimage) are not classified as A"
-           if fixed else
-           "The model's inverse is unstable off the data (exploding "
-           "inverse)")
-        + ": the invariance results below do not hold. "
-        + ("" if fixed else "Use additive coupling or a bounded affine "
-           "scale ") + "(docs/report.md).")
+        f"largest logit drift {summary['logit_drift_max']}. {cause}: the "
+        f"invariance results below do not hold. {fix}(docs/report.md).")
   oob = summary["out_of_bounds_share"] or 0.0
   if oob > float(cfg["metamer_max_out_of_bounds"]):
     warns.append(f"metamers: {100 * oob:.1f}% of metamer pixels lie outside "

@@ -203,7 +203,8 @@ class BatchChunkedModel(InvertibleModel):
   Built by :func:`build_model` when ``config.model.compute.batch_chunk >
   0``. Every map (``logits``, ``forward``, ``inverse``) gives the base
   model's result, computed by :func:`map_batch_chunks`; ``init``
-  (data-dependent ActNorm) sees the whole batch. Why: on CPU, XLA runs one large batch's
+  (data-dependent ActNorm) sees the whole batch. Why: on CPU, XLA runs one
+  large batch's
   convolutions with poor core scaling; the authors' fiRevNet iCE train step
   at batch 128 ran 12% / 17% faster in chunks of 32 / 16 (timed interleaved,
   benchmarks/README.md). The cost: compile time and the compiled program's

@@ -163,8 +163,8 @@ class FiRevNet(InvertibleModel):
     if k > n:
       raise ValueError(
           f"num_classes={k} exceeds the {n} entries of the final tensor "
-          f"[{h}, {w}, {c}] for input_shape {self.flow_shape}; use fewer "
-          "levels/stages (or a larger input).")
+          f"[{h}, {w}, {c}] for the flow's input {self.flow_shape}; use "
+          "fewer levels/stages (or a larger input).")
     if self.readout == "center" and c >= k:
       start = ((h // 2) * w + (w // 2)) * c
     else:
