@@ -24,6 +24,10 @@ torchattacks) in the interpreter that runs it. ``--budget-min`` skips the
 remaining torchattacks runs once the script has used that many minutes
 (reported as skipped). ``--torch-threads`` sets PyTorch's threads (default:
 all cores; with other load on the cores, 1 thread is the faster choice).
+``--compilation-cache DIR`` turns on JAX's persistent compilation cache in
+DIR (``JAX_COMPILATION_CACHE_DIR`` does the same): run the script twice and
+the second run's first call is the first call of a new process whose
+programs were compiled before (a report of another checkpoint, a relaunch).
 """
 from __future__ import annotations
 
@@ -156,9 +160,18 @@ def main():
                   help="PyTorch's intra-op threads (default: all cores). "
                   "Under other load on the cores, 1 can be much faster: "
                   "OpenMP threads that wait for a descheduled peer spin.")
+  ap.add_argument("--compilation-cache", default=None, metavar="DIR",
+                  help="JAX's persistent compilation cache directory "
+                  "(every program, however short its compile).")
   ap.add_argument("--out", default=os.path.join(
       HERE, "results", "autoattack_crosscheck.json"))
   args = ap.parse_args()
+  cache = "off"
+  if args.compilation_cache:
+    cache = ("warm" if os.path.isdir(args.compilation_cache)
+             and os.listdir(args.compilation_cache) else "cold")
+    jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   import torch
   torch_threads = args.torch_threads or os.cpu_count() or 1
   torch.set_num_threads(torch_threads)
@@ -174,7 +187,9 @@ def main():
           "cpus": os.cpu_count(), "n": int(len(y)),
           "train_steps": args.train_steps,
           "jax": jax.__version__, "torch": torch.__version__,
-          "torch_threads": torch_threads}
+          "torch_threads": torch_threads,
+          # persistent compilation cache at the start: off | cold | warm
+          "compilation_cache": cache}
   for name in args.models:
     model, params = train(name, (x_tr, y_tr), args.train_steps, args.seed)
     net = torch_net(name, model, params)
