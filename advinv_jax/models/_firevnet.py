@@ -433,58 +433,75 @@ def bn_train(p, x, momentum=0.9, eps=1e-5, axis_name=None):
 
 
 # -------------------------------------------------------------------- builders
-def _common(cfg):
-  """Step settings shared by both layouts, from the validated ``config.model``
-  (``cfg.firevnet`` and ``cfg.compute``)."""
-  fr, cp = cfg.firevnet, cfg.compute
-  s = dict(
-      coupling=fr.coupling, permutation=fr.permutation,
-      affine_scale=fr.affine_scale, scale_floor=float(fr.scale_floor),
-      min_std=float(fr.actnorm_std_floor), seed=int(fr.perm_seed),
-      # the authors'-code options (module docstring)
-      split_prior=fr.split_prior, logit_bn=bool(fr.logit_bn),
-      bn_momentum=float(fr.logit_bn_momentum), dropout=float(fr.dropout),
-      actnorm_eps=float(fr.actnorm_eps),
-      zero_channels=int(fr.zero_channels),
-      zero_channel_noise=float(fr.zero_channel_noise),
-      zero_channel_fill=float(fr.zero_channel_fill),
-      # how it runs (same function)
-      conv1x1_as_matmul=bool(cp.conv1x1_as_matmul),
-      reversible=bool(cp.reversible), reversible_loop=cp.reversible_loop,
-      conv3x3_impl=resolve_conv3x3_impl(cp.conv3x3_impl),
-      compute_dtype=resolve_compute_dtype(cp.dtype),
-      scan_batch_chunk=int(cp.scan_batch_chunk))
-  if s["reversible_loop"] == "auto":
-    s["reversible_loop"] = platform.defaults().reversible_loop
-  return s
+@dataclasses.dataclass(frozen=True)
+class _StepSettings:
+  """What every flow step of both layouts is built from: the step fields of
+  ``config.model.firevnet`` and how they run (``config.model.compute``; the
+  same function for every value)."""
+  coupling: str
+  permutation: str
+  affine_scale: str
+  scale_floor: float
+  min_std: float           # firevnet.actnorm_std_floor
+  actnorm_eps: float
+  dropout: float
+  seed: int                # firevnet.perm_seed
+  conv1x1_as_matmul: bool
+  conv3x3_impl: str        # resolved: never ''
+  compute_dtype: str       # resolved: never ''
+  reversible: bool
+  reversible_loop: str     # resolved: never 'auto'
+  scan_batch_chunk: int
+
+  @classmethod
+  def from_config(cls, cfg) -> "_StepSettings":
+    fr, cp = cfg.firevnet, cfg.compute
+    loop = cp.reversible_loop
+    if loop == "auto":
+      loop = platform.defaults().reversible_loop
+    return cls(
+        coupling=fr.coupling, permutation=fr.permutation,
+        affine_scale=fr.affine_scale, scale_floor=float(fr.scale_floor),
+        min_std=float(fr.actnorm_std_floor),
+        actnorm_eps=float(fr.actnorm_eps), dropout=float(fr.dropout),
+        seed=int(fr.perm_seed),
+        conv1x1_as_matmul=bool(cp.conv1x1_as_matmul),
+        conv3x3_impl=resolve_conv3x3_impl(cp.conv3x3_impl),
+        compute_dtype=resolve_compute_dtype(cp.dtype),
+        reversible=bool(cp.reversible), reversible_loop=loop,
+        scan_batch_chunk=int(cp.scan_batch_chunk))
 
 
-def _model_options(s):
-  return dict(split_prior=s["split_prior"], logit_bn=s["logit_bn"],
-              bn_momentum=s["bn_momentum"], dropout=s["dropout"],
-              conv3x3_impl=s["conv3x3_impl"],
-              zero_channels=s["zero_channels"],
-              zero_channel_noise=s["zero_channel_noise"],
-              zero_channel_fill=s["zero_channel_fill"])
+def _model_options(cfg) -> dict:
+  """The :class:`FiRevNet` fields beyond the layout, from
+  ``config.model.firevnet`` (the authors'-code options, module docstring)."""
+  fr = cfg.firevnet
+  return dict(split_prior=fr.split_prior, logit_bn=bool(fr.logit_bn),
+              bn_momentum=float(fr.logit_bn_momentum),
+              dropout=float(fr.dropout),
+              conv3x3_impl=resolve_conv3x3_impl(cfg.compute.conv3x3_impl),
+              zero_channels=int(fr.zero_channels),
+              zero_channel_noise=float(fr.zero_channel_noise),
+              zero_channel_fill=float(fr.zero_channel_fill))
 
 
-def _steps(n, width, s, first_index):
+def _steps(n, width, s: _StepSettings, first_index):
   steps = []
   for j in range(n):
-    perm = _PERMS[s["permutation"]]
+    perm = _PERMS[s.permutation]
     perm = (perm() if perm is Reverse else
-            perm(seed=s["seed"] * 100003 + first_index + j))
+            perm(seed=s.seed * 100003 + first_index + j))
     steps.append(Chain((
-        ActNorm(s["min_std"], s["actnorm_eps"]), perm,
-        Coupling(width, s["coupling"], s["affine_scale"], s["scale_floor"],
-                 s["conv1x1_as_matmul"], s["min_std"], s["conv3x3_impl"],
-                 s["compute_dtype"], s["actnorm_eps"], s["dropout"]))))
+        ActNorm(s.min_std, s.actnorm_eps), perm,
+        Coupling(width, s.coupling, s.affine_scale, s.scale_floor,
+                 s.conv1x1_as_matmul, s.min_std, s.conv3x3_impl,
+                 s.compute_dtype, s.actnorm_eps, s.dropout))))
   # 'scan' also stores each level's step params stacked (one array per
   # parameter kind: a much smaller optimizer program, see Chain.stacked).
-  return Chain(tuple(steps), reversible=s["reversible"],
-               reversible_loop=s["reversible_loop"],
-               stacked=s["reversible_loop"] == "scan",
-               batch_chunk=s["scan_batch_chunk"])
+  return Chain(tuple(steps), reversible=s.reversible,
+               reversible_loop=s.reversible_loop,
+               stacked=s.reversible_loop == "scan",
+               batch_chunk=s.scan_batch_chunk)
 
 
 @register_model("firevnet")
@@ -506,7 +523,7 @@ def build_firevnet(cfg, input_shape, num_classes):
   fr = cfg.firevnet
   levels, depth, width = int(fr.levels), int(fr.depth), int(fr.width)
   down = _DOWNS[fr.downsample]
-  s = _common(cfg)
+  s = _StepSettings.from_config(cfg)
   h, w, _ = input_shape
   f = 2 ** levels
   if h % f or w % f:
@@ -518,7 +535,7 @@ def build_firevnet(cfg, input_shape, num_classes):
       Stage(down(), _steps(depth, width, s, i * depth), i < levels - 1)
       for i in range(levels))
   model = FiRevNet(tuple(input_shape), num_classes, stages=stages,
-                   readout="center", **_model_options(s))
+                   readout="center", **_model_options(cfg))
   model.validate()
   return model
 
@@ -556,7 +573,7 @@ def build_firevnet_imagenet(cfg, input_shape, num_classes):
                      f"be >= 0, channels={channels} >= 1, strides={strides} "
                      "in {1, 2}, "
                      f"init_squeeze={init_ds} in {{1, 2, 4}}.")
-  s = _common(cfg)
+  s = _StepSettings.from_config(cfg)
   f = init_ds * int(np.prod(strides))
   h, w, _ = input_shape
   if h % f or w % f:
@@ -573,6 +590,6 @@ def build_firevnet_imagenet(cfg, input_shape, num_classes):
                         _steps(b, max(1, ch // 4), s, first), False))
     first += b
   model = FiRevNet(tuple(input_shape), num_classes, stages=tuple(stages),
-                   readout="dct", **_model_options(s))
+                   readout="dct", **_model_options(cfg))
   model.validate()
   return model
