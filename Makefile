@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(PY) -m advinv_jax.main --config=$(CONFIG) --workdir=$(WORKDIR)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 3 --dist loadfile --durations=15 tests $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) workdirs
