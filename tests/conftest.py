@@ -2,8 +2,7 @@
 
 * 4 forced CPU devices for the data-parallel tests; everything else runs on
   device 0 as usual.
-* XLA's backend (LLVM) optimisation level 0 without LLVM's expensive passes
-  (what ``jax_disable_most_optimizations`` sets): the suite is dominated by
+* XLA's backend (LLVM) optimisation level 0: the suite is dominated by
   compilation of small programs, which this roughly halves in CPU time. It
   changes how fast the compiled code runs, not what it computes (results
   agree to float rounding; bitwise comparisons in the tests always compare
@@ -22,8 +21,7 @@ import os
 import shutil
 import tempfile
 
-TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0 "
-                  "--xla_llvm_disable_expensive_passes=true")
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
 
 os.environ.setdefault(
     "XLA_FLAGS", f"--xla_force_host_platform_device_count=4 {TEST_XLA_FLAGS}")
