@@ -58,13 +58,17 @@ def default_config() -> ml_collections.ConfigDict:
   # pixel: ONE pixel whose position encodes the class, pixel (row + c, col)
   # of channel `channel` for class c (public code following the paper's
   # final version: x[:, 0, i, 0] = 1; papers.md, unverified) | code: a
-  # k-bit binary code of the class along a row, on all channels (our own).
+  # k-bit binary code of the class along a row, on all channels (our own) |
+  # texture: a grating per class (one orientation each) shown through the
+  # background of `channel`, max(x, value * t_c) (our own; the paper names
+  # "texture shifts" without saying which).
   config.data.shift.construction = "pixel"
-  config.data.shift.channel = 0        # pixel: the channel of the pixel
+  config.data.shift.channel = 0        # pixel / texture: the channel carrying it
   config.data.shift.code_size = 4      # code: k pixels, 2**k >= C
   config.data.shift.position = (0, 0)  # (row, col) of class 0's pixel / the code
-  config.data.shift.value = 1.0        # pixel value of a planted pixel / 1-bit
-  # random: the pixel / code of a random class, independent of the label |
+  config.data.shift.value = 1.0        # planted pixel / 1-bit / texture peak
+  config.data.shift.texture_frequency = 4.0  # texture: cycles per image side
+  # random: the pixel / code / texture of a random class, independent of the label |
   # none: test images untouched (shortcut removed)
   config.data.shift.test_mode = "random"
 
@@ -661,7 +665,7 @@ def validate_config(config: ml_collections.ConfigDict,
   one_of("loss.ice.minmax", ("alternating", "gradient_reversal"))
   one_of("loss.ice.nuisance_labels", ("true", "shuffled"))
   one_of("loss.ice.likelihood", ("factorial_zn", "glow"))
-  one_of("data.shift.construction", ("pixel", "code"))
+  one_of("data.shift.construction", ("pixel", "code", "texture"))
   if not 0.0 <= config.loss.ice.nuisance_dropout < 1.0:
     raise ConfigError(f"config.loss.ice.nuisance_dropout="
                       f"{config.loss.ice.nuisance_dropout!r} must be in "

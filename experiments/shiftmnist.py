@@ -1,7 +1,8 @@
 """shiftMNIST (Jacobsen et al. 2019, final version): CE vs iCE trained on
 MNIST with a planted label shortcut (configs/shiftmnist.py: by default ONE
 pixel whose position encodes the class; ``--shift=code``: a 4-bit binary
-code of the label), tested where the shortcut points to a random class.
+code of the label; ``--shift=texture``: a grating per class in the
+background), tested where the shortcut points to a random class.
 Below, "code" means the planted shortcut of either construction.
 
 A model that uses the shortcut is right on the training distribution and
@@ -66,7 +67,7 @@ _CONFIG = C.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/shiftmnist", "")
 _LOSSES = C.define_losses_flag()
 _RECIPE = C.define_recipe_flag()
-_SHIFT = flags.DEFINE_enum("shift", "pixel", ["pixel", "code"],
+_SHIFT = flags.DEFINE_enum("shift", "pixel", ["pixel", "code", "texture"],
                            "the planted shortcut (configs/shiftmnist.py)")
 
 # Diagnostics per scale: training examples for the train->test probes (0 =

@@ -372,6 +372,56 @@ def test_single_pixel_shift_position_is_the_class():
     _derive.shift_dataset(ds, construction="pixel", position=(3, 0))
 
 
+def test_texture_shift_is_the_class_grating_behind_the_digit():
+  """construction='texture': t_c is the closed-form grating (one orientation
+  per class, values in [0, 1]); on a blank channel the planted image IS
+  value * t_{class} (so the class decodes by nearest template), strokes at
+  or above the texture are untouched (max blend), other channels are
+  untouched, and test images carry a random class's texture."""
+  n, h, a = 40, 16, 0.5
+  t = _derive.shift_textures((h, h), 10, 4.0)
+  i, j = 3, 5
+  want = 0.5 * (1 + np.cos(2 * np.pi * 4.0 / h * (i * np.cos(np.pi * 0.3) +
+                                                  j * np.sin(np.pi * 0.3))))
+  np.testing.assert_allclose(t[3, i, j], want, atol=1e-6)
+  assert t.shape == (10, h, h) and t.min() >= 0 and t.max() <= 1
+  flat = (t - t.mean((1, 2), keepdims=True)).reshape(10, -1)
+  cos = flat @ flat.T / np.outer(*[np.linalg.norm(flat, axis=1)] * 2)
+  assert np.max(np.abs(cos - np.eye(10))) < 0.5    # distinct textures
+
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 10, n).astype(np.int32)
+  img = np.zeros((n, h, h, 2), np.float32)
+  img[:, 4:12, 6:10, 1] = 1.0                       # a "digit" in channel 1
+  img[:, 4:12, 6:10, 0] = 1.0                       # and strokes in channel 0
+  src = ArraySource(img, labels)
+  ds = Dataset("toy", src, src, 10, (h, h, 2), bounds=(0.0, 1.0))
+  sh = _derive.shift_dataset(ds, construction="texture", position=(0, 0),
+                             channel=0, value=a, seed=0)
+  tr = sh.train.get(np.arange(n))["image"]
+  np.testing.assert_array_equal(tr[..., 1], img[..., 1])
+  np.testing.assert_array_equal(tr[:, 4:12, 6:10, 0], 1.0)
+  bg = np.ones((h, h), bool)
+  bg[4:12, 6:10] = False
+  np.testing.assert_allclose(tr[:, bg, 0], a * t[labels][:, bg], atol=1e-7)
+  dec = np.argmin(((tr[:, None, bg, 0] - a * t[None, :, bg]) ** 2).sum(-1), 1)
+  np.testing.assert_array_equal(dec, labels)
+  te = sh.test.get(np.arange(n))
+  np.testing.assert_allclose(te["image"][:, bg, 0],
+                             a * t[te["code_label"]][:, bg], atol=1e-7)
+  assert np.mean(te["code_label"] == labels) < 0.5
+  gone = _derive.shift_dataset(ds, construction="texture", position=(0, 0),
+                               test_mode="none", value=a)
+  np.testing.assert_array_equal(gone.test.get(np.arange(n))["image"], img)
+  for kw, field in ((dict(texture_frequency=0.0), "texture_frequency"),
+                    (dict(texture_frequency=9.0), "Nyquist"),
+                    (dict(value=1.5), "shift.value"),
+                    (dict(channel=2), "shift.channel")):
+    with pytest.raises(ValueError, match=field):
+      _derive.shift_dataset(ds, construction="texture", position=(0, 0),
+                            **dict(dict(value=a), **kw))
+
+
 # ------------------------------------------------------------ fixed channels
 def test_zero_channels_are_a_fixed_input_layer():
   """model.firevnet.zero_channels: the model takes the image; its map is the

@@ -27,6 +27,21 @@ their batches carry the planted class as an extra key ``"code_label"``
 that follow the digit from predictions that follow the code. Consumers that
 read only ``"image"``/``"label"`` ignore it. ``test_mode="none"`` leaves test
 images (and their batch keys) untouched.
+
+shiftMNIST texture (``construction="texture"``, our own construction: the
+paper's final version names "texture shifts" but no public text or code
+gives the textures): class ``c`` is a sinusoidal grating over the whole
+image, :func:`shift_textures`,
+
+    t_c(i, j) = (1 + cos(2 pi f (i cos a_c + j sin a_c) / S)) / 2,
+    a_c = pi c / C,
+
+with ``f`` cycles per image side ``S = max(H, W)`` and one orientation per
+class (``C`` orientations ``pi / C`` apart), shown through the background
+of channel ``channel``: ``x' = max(x, value * t_c)`` (the digit's strokes,
+where ``x >= value * t_c``, are untouched). Unlike the single pixel it is a
+distributed cue that no one pixel carries. Test images get a random
+class's texture (``code_label``) or none, as above.
 """
 from __future__ import annotations
 
@@ -40,6 +55,9 @@ from advinv_jax.data._sources import Dataset, MapSource, SubsetSource
 # Stream tags: independent numpy streams per use of the same seed.
 (_TAG_TRAIN_SUBSET, _TAG_TEST_SUBSET, _TAG_SHIFT, _TAG_TEST_NOISE,
  _TAG_TRAIN_EVAL_NOISE) = 11, 12, 13, 14, 15
+
+
+SHIFT_CONSTRUCTIONS = ("pixel", "code", "texture")
 
 
 def _rng(seed: int, tag: int) -> np.random.Generator:
@@ -269,6 +287,51 @@ def plant_pixel(images: np.ndarray, classes: np.ndarray,
   return images
 
 
+def shift_textures(image_hw: Tuple[int, int], num_classes: int,
+                   frequency: float) -> np.ndarray:
+  """The class textures of ``construction="texture"`` (module docstring):
+  ``f32[num_classes, H, W]`` in [0, 1], class ``c`` a grating of
+  ``frequency`` cycles per image side at orientation ``pi c / num_classes``."""
+  h, w = (int(v) for v in image_hw)
+  i, j = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+  a = np.pi * np.arange(num_classes) / num_classes
+  phase = (2 * np.pi * float(frequency) / max(h, w)) * (
+      i[None] * np.cos(a)[:, None, None] + j[None] * np.sin(a)[:, None, None])
+  return (0.5 * (1.0 + np.cos(phase))).astype(np.float32)
+
+
+def plant_texture(images: np.ndarray, classes: np.ndarray,
+                  textures: np.ndarray, channel: int,
+                  value: float) -> np.ndarray:
+  """``images[n, ..., channel] = max(images[n, ..., channel], value *
+  textures[classes[n]])``, in place: ``f32[n, H, W, C]``; returns it."""
+  x = images[..., channel]
+  images[..., channel] = np.maximum(
+      x, float(value) * textures[np.asarray(classes)])
+  return images
+
+
+def check_texture_shift(image_shape, num_classes: int, channel: int,
+                        value: float, frequency: float, bounds=None):
+  """Validates texture shift settings."""
+  if not 0 <= int(channel) < image_shape[-1]:
+    raise ValueError(f"config.data.shift.channel={channel} is not a channel "
+                     f"of the {image_shape[-1]}-channel images; use "
+                     f"0..{image_shape[-1] - 1}.")
+  if not float(frequency) > 0:
+    raise ValueError(f"config.data.shift.texture_frequency={frequency} must "
+                     "be > 0 (cycles per image side).")
+  if float(frequency) > max(image_shape[:2]) / 2:
+    raise ValueError(
+        f"config.data.shift.texture_frequency={frequency} exceeds the "
+        f"Nyquist limit {max(image_shape[:2]) / 2} of the "
+        f"{image_shape[0]}x{image_shape[1]} images; use a lower frequency.")
+  if not 0 < float(value) or (bounds is not None and
+                              not bounds[0] <= float(value) <= bounds[1]):
+    raise ValueError(f"config.data.shift.value={value} must be > 0 and inside "
+                     f"the data bounds {bounds} (the texture's peak).")
+
+
 def check_pixel_shift(image_shape, num_classes: int, position, channel: int,
                       value: float, bounds=None) -> Tuple[int, int]:
   """Validates single-pixel shift settings; returns ``(row, col)``."""
@@ -296,22 +359,27 @@ def check_pixel_shift(image_shape, num_classes: int, position, channel: int,
 def shift_dataset(ds: Dataset, *, construction: str,
                   position: Tuple[int, int], code_size: int = 4,
                   value: float = 1.0, seed: int = 0,
-                  test_mode: str = "random", channel: int = 0) -> Dataset:
+                  test_mode: str = "random", channel: int = 0,
+                  texture_frequency: float = 4.0) -> Dataset:
   """shiftMNIST: plants a label code in training images (see module docstring).
 
   Args:
     ds: base dataset (any image shape, any number of channels).
-    construction: ``"code"`` (a k-bit code on all channels) or ``"pixel"``
-      (one pixel at ``(row + class, col)`` of ``channel``); see the module
-      docstring. (config.data.shift.construction, default ``"pixel"``.)
-    channel: ``"pixel"``: the channel of the planted pixel.
+    construction: ``"pixel"`` (one pixel at ``(row + class, col)`` of
+      ``channel``), ``"code"`` (a k-bit code on all channels) or
+      ``"texture"`` (a class grating in the background of ``channel``); see
+      the module docstring. (config.data.shift.construction, default
+      ``"pixel"``.)
+    channel: ``"pixel"`` / ``"texture"``: the channel that carries it.
     code_size: ``k`` bits; needs ``2**k >= num_classes``.
     position: ``(row, col)`` of the first code pixel; the code runs along the
       row to ``col + k - 1``.
-    value: pixel value of a 1-bit (0-bits are 0).
+    value: pixel value of a 1-bit (0-bits are 0) / the planted pixel / the
+      texture's peak.
     seed: seed of the test codes.
     test_mode: ``"random"`` (label-independent random class code per test
       example) or ``"none"`` (test images untouched).
+    texture_frequency: ``"texture"``: cycles per image side.
 
   Returns:
     The shifted Dataset. Training batches are ``{"image", "label"}`` (code
@@ -324,11 +392,20 @@ def shift_dataset(ds: Dataset, *, construction: str,
   if test_mode not in ("random", "none"):
     raise ValueError(f"config.data.shift.test_mode={test_mode!r} must be "
                      "'random' or 'none'.")
-  if construction not in ("code", "pixel"):
+  if construction not in SHIFT_CONSTRUCTIONS:
     raise ValueError(f"config.data.shift.construction={construction!r} must "
-                     "be 'pixel' or 'code'.")
+                     f"be one of {SHIFT_CONSTRUCTIONS}.")
   v = float(value)
-  if construction == "pixel":
+  if construction == "texture":
+    check_texture_shift(ds.image_shape, ds.num_classes, channel, v,
+                        texture_frequency, ds.bounds)
+    textures = shift_textures(ds.image_shape[:2], ds.num_classes,
+                              texture_frequency)
+    k = f"tx{int(channel)}"
+
+    def plant(img, classes):
+      return plant_texture(img, classes, textures, int(channel), v)
+  elif construction == "pixel":
     pos = check_pixel_shift(ds.image_shape, ds.num_classes, position, channel,
                             v, ds.bounds)
     k = f"px{int(channel)}"

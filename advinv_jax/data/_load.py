@@ -86,9 +86,9 @@ def read_data_config(data_config) -> Dict[str, Any]:
     raise ValueError(f"config.data.test_noise={c['test_noise']} must be >= 0.")
   s = c["shift"]
   if s["enabled"]:
-    if s["construction"] not in ("pixel", "code"):
+    if s["construction"] not in _derive.SHIFT_CONSTRUCTIONS:
       raise ValueError(f"config.data.shift.construction={s['construction']!r}"
-                       " must be 'pixel' or 'code'.")
+                       f" must be one of {_derive.SHIFT_CONSTRUCTIONS}.")
     if isinstance(s["code_size"], bool) or int(s["code_size"]) < 1:
       raise ValueError(f"config.data.shift.code_size={s['code_size']} must be "
                        ">= 1.")
@@ -230,7 +230,11 @@ def load_dataset(data_config, *, seed: int = 0) -> Dataset:
   if s["enabled"]:
     final = ((c["pad_to"], c["pad_to"]) if c["pad_to"] else (h, w)) + (
         ch + c["zero_channels"],)
-    if s["construction"] == "pixel":
+    if s["construction"] == "texture":
+      _derive.check_texture_shift(final, num_classes, s["channel"],
+                                  s["value"], s["texture_frequency"],
+                                  base.bounds)
+    elif s["construction"] == "pixel":
       _derive.check_pixel_shift(final, num_classes, s["position"],
                                 s["channel"], s["value"], base.bounds)
     else:
@@ -254,5 +258,7 @@ def load_dataset(data_config, *, seed: int = 0) -> Dataset:
                                value=float(s["value"]), seed=seed,
                                test_mode=s["test_mode"],
                                construction=s["construction"],
-                               channel=int(s["channel"]))
+                               channel=int(s["channel"]),
+                               texture_frequency=float(
+                                   s["texture_frequency"]))
   return _derive.test_noise_dataset(ds, float(c["test_noise"]), seed)
