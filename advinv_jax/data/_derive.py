@@ -311,13 +311,17 @@ def plant_texture(images: np.ndarray, classes: np.ndarray,
   return images
 
 
-def check_texture_shift(image_shape, num_classes: int, channel: int,
-                        value: float, frequency: float, bounds=None):
-  """Validates texture shift settings."""
-  if not 0 <= int(channel) < image_shape[-1]:
+def _check_channel(channel: int, num_channels: int):
+  if not 0 <= int(channel) < num_channels:
     raise ValueError(f"config.data.shift.channel={channel} is not a channel "
-                     f"of the {image_shape[-1]}-channel images; use "
-                     f"0..{image_shape[-1] - 1}.")
+                     f"of the {num_channels}-channel images; use "
+                     f"0..{num_channels - 1}.")
+
+
+def check_texture_shift(image_shape, channel: int, value: float,
+                        frequency: float, bounds=None):
+  """Validates texture shift settings."""
+  _check_channel(channel, image_shape[-1])
   if not float(frequency) > 0:
     raise ValueError(f"config.data.shift.texture_frequency={frequency} must "
                      "be > 0 (cycles per image side).")
@@ -347,9 +351,7 @@ def check_pixel_shift(image_shape, num_classes: int, position, channel: int,
         f"{num_classes} classes, ({r}, {c})..({r + num_classes - 1}, {c}), "
         f"do not fit the {h}x{w} images; use 0 <= row <= "
         f"{h - num_classes} and 0 <= col < {w}.")
-  if not 0 <= int(channel) < ch:
-    raise ValueError(f"config.data.shift.channel={channel} is not a channel "
-                     f"of the {ch}-channel images; use 0..{ch - 1}.")
+  _check_channel(channel, ch)
   if bounds is not None and not bounds[0] <= float(value) <= bounds[1]:
     raise ValueError(f"config.data.shift.value={value} lies outside the "
                      f"data bounds {bounds}; pick a value inside them.")
@@ -397,8 +399,8 @@ def shift_dataset(ds: Dataset, *, construction: str,
                      f"be one of {SHIFT_CONSTRUCTIONS}.")
   v = float(value)
   if construction == "texture":
-    check_texture_shift(ds.image_shape, ds.num_classes, channel, v,
-                        texture_frequency, ds.bounds)
+    check_texture_shift(ds.image_shape, channel, v, texture_frequency,
+                        ds.bounds)
     textures = shift_textures(ds.image_shape[:2], ds.num_classes,
                               texture_frequency)
     k = f"tx{int(channel)}"

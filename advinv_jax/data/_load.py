@@ -231,9 +231,8 @@ def load_dataset(data_config, *, seed: int = 0) -> Dataset:
     final = ((c["pad_to"], c["pad_to"]) if c["pad_to"] else (h, w)) + (
         ch + c["zero_channels"],)
     if s["construction"] == "texture":
-      _derive.check_texture_shift(final, num_classes, s["channel"],
-                                  s["value"], s["texture_frequency"],
-                                  base.bounds)
+      _derive.check_texture_shift(final, s["channel"], s["value"],
+                                  s["texture_frequency"], base.bounds)
     elif s["construction"] == "pixel":
       _derive.check_pixel_shift(final, num_classes, s["position"],
                                 s["channel"], s["value"], base.bounds)
