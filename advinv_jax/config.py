@@ -665,7 +665,8 @@ def validate_config(config: ml_collections.ConfigDict,
   one_of("loss.ice.minmax", ("alternating", "gradient_reversal"))
   one_of("loss.ice.nuisance_labels", ("true", "shuffled"))
   one_of("loss.ice.likelihood", ("factorial_zn", "glow"))
-  one_of("data.shift.construction", ("pixel", "code", "texture"))
+  from advinv_jax.data._derive import SHIFT_CONSTRUCTIONS  # late: light
+  one_of("data.shift.construction", SHIFT_CONSTRUCTIONS)
   if not 0.0 <= config.loss.ice.nuisance_dropout < 1.0:
     raise ConfigError(f"config.loss.ice.nuisance_dropout="
                       f"{config.loss.ice.nuisance_dropout!r} must be in "
