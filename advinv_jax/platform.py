@@ -61,7 +61,8 @@ accelerator choices are not timed in this repository -- run
   float32 at full or TF32 precision, where bfloat16 changes the numerics:
   float32 until measured (``compute_dtype='bfloat16'`` opts in). XLA CPU has
   no fast bfloat16 convolutions: float32 (``'bfloat16_1x1'``, bfloat16 1x1
-  convs only, ran the authors' iCE step 0.80x the time on a CPU with AMX).
+  convs only, ran the authors' iCE step in 0.80x the time on a CPU with
+  bfloat16 matrix instructions: benchmarks/README.md).
 * **reversible loop**: the unrolled chain of coupling steps was the faster
   form measured on CPU (benchmarks/reversible.py); ``'scan'`` compiles a much
   smaller program and is the choice for deep models on any backend.

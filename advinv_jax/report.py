@@ -489,10 +489,6 @@ def robustness_report(model, params, images, labels, report_config,
     eps_values = tuple(float(e) for e in cfg[f"autoattack_{norm}_eps"])
     if not eps_values or n_aa == 0:
       continue
-    if not hasattr(A, "autoattack"):
-      warns.append("autoattack is not available in advinv_jax.attacks: the "
-                   "headline falls back to PGD.")
-      break
     sec, w = _autoattack_section(
         model, params, images[:n_aa], labels[:n_aa], norm, eps_values, cfg,
         jax.random.fold_in(k_aa, len(norm)), bounds, loop,

@@ -12,8 +12,8 @@ Any field can be overridden: ``--config.train.num_epochs=3``;
 ``--config.report.full=True`` gives the paper-grade report settings.
 All fields and their meaning: ``advinv_jax/config.py``.
 
-Expected cost: ~2 minutes on 2 CPU cores, everything included (106 s
-measured on a 2-core AMD EPYC, AutoAttack on 256 inputs ~50 s of it).
+Expected cost: ~2 minutes on 2 CPU cores, everything included (AutoAttack
+on 256 inputs about half of it; docs/report.md gives the measurement).
 """
 from advinv_jax.config import default_config
 

@@ -7,7 +7,7 @@ the test error of the post-hoc classifier on z_n (Table 2's two columns):
 * ``ours``    — configs/mnist.py:ice,<scale>;
 * ``authors`` — configs/mnist.py:ice,<scale>,authors;
 * ``+<diff>`` — ours with ONE of the authors' choices switched on (the
-  field groups of :data:`DIFFERENCES`; issue 19's list).
+  field groups of :data:`DIFFERENCES`).
 
   ADVINV_MNIST_DIR=/path/to/mnist python -m experiments.ice_ablation \
       --scale=cpu --workdir=workdirs/ice_ablation [--variants=ours,+labels]

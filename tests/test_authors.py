@@ -1,4 +1,4 @@
-"""The authors'-code options (issue 19): each against a value computed by
+"""The authors'-code options: each against a value computed by
 hand or by brute force. Small models only; nothing is trained."""
 import math
 import jax

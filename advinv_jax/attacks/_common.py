@@ -8,7 +8,7 @@ treats examples independently (no batch statistics), a batch ``x`` in
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -419,7 +419,3 @@ def as_bounds(bounds) -> Optional[Tuple[float, float]]:
   if bounds is None:
     return None
   return (float(bounds[0]), float(bounds[1]))
-
-
-def tuple_of(values: Sequence[float]) -> Tuple[float, ...]:
-  return tuple(float(v) for v in values)

@@ -354,8 +354,8 @@ def matmul_lowp(x, w, dtype: str = "bfloat16"):
 
   The backward pass casts the incoming cotangent to ``dtype`` too, so all
   three products (``y``, ``dx = g w^T``, ``dw = x^T g``) run as
-  ``dtype`` x ``dtype`` -> float32 matmuls (on CPUs with AMX, e.g. Intel
-  Sapphire Rapids, 3-6x the float32 rate: benchmarks/README.md), and the
+  ``dtype`` x ``dtype`` -> float32 matmuls (on a CPU with bfloat16 matrix
+  instructions, 3-6x the float32 rate: benchmarks/README.md), and the
   saved residuals are ``dtype`` (half the memory of float32). A
   ``custom_vjp``: reverse mode only (``jax.jvp`` raises).
 

@@ -4,7 +4,7 @@ append-only history, atomic file writes, one-line run errors.
 A workdir belongs to one run at a time (:class:`WorkdirLock`). Its
 ``config.json`` is written once, by the run that creates it; a relaunch is
 compared with it (plus the changes recorded in ``config_history.jsonl``) by
-:func:`check_relaunch`, which refuses changes of the computation unless
+:func:`relaunch_plan`, which refuses changes of the computation unless
 ``config.train.resume_mismatch='allow'`` and records every accepted change in
 the history, never by rewriting ``config.json``.
 """
