@@ -44,7 +44,8 @@ def default_config() -> ml_collections.ConfigDict:
   # perturb them and data.shift may plant its pixel there (the 3-channel
   # layout of public shiftMNIST code, channel 0 a zero channel). They carry
   # only the training dequantisation noise: the "input layout trap"
-  # (papers.md), see test_noise. The authors' MNIST classifier input
+  # (docs/papers.md#the-input-layout-trap), see test_noise. The authors'
+  # MNIST classifier input
   # (torch.cat((zeros, zeros, x)), train.py ~L47) is a fixed layer of the
   # model instead, out of an attacker's reach: model.firevnet.zero_channels.
   config.data.zero_channels = 0
@@ -57,7 +58,8 @@ def default_config() -> ml_collections.ConfigDict:
   config.data.shift.enabled = False
   # pixel: ONE pixel whose position encodes the class, pixel (row + c, col)
   # of channel `channel` for class c (public code following the paper's
-  # final version: x[:, 0, i, 0] = 1; papers.md, unverified) | code: a
+  # final version: x[:, 0, i, 0] = 1; unverified: docs/papers.md#shiftmnist)
+  # | code: a
   # k-bit binary code of the class along a row, on all channels (our own) |
   # texture: a grating per class (one orientation each) shown through the
   # background of `channel`, max(x, value * t_c) (our own; the paper names
@@ -124,7 +126,8 @@ def default_config() -> ml_collections.ConfigDict:
   # authors' zeros: torch.cat((zeros, zeros, x)), train.py ~L47, then noise
   # on all channels), zero_channel_fill in eval. Authors: 2, 1/256, and
   # exact zeros at test (their test loader: no noise), the input layout trap
-  # (papers.md); the authors' variant here fills with the noise's mean.
+  # (docs/papers.md#the-input-layout-trap); the authors' variant here fills
+  # with the noise's mean.
   fr.zero_channels = 0
   fr.zero_channel_noise = 0.0
   fr.zero_channel_fill = 0.0

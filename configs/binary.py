@@ -73,7 +73,8 @@ def binary_linear(loss: str, dataset: str = "cifar10"):
 
 
 def nar_precursor(loss: str, dataset: str = "cifar10"):
-  """Nar et al.'s precursor submission (papers.md part C): CIFAR-10 *horse
+  """Nar et al.'s precursor submission (docs/papers.md#the-binary-experiment):
+  CIFAR-10 *horse
   (7) vs airplane (0)* with a LeNet-style network whose penultimate layer
   has 84 features: convs of 6 and 16 channels (3x3, the second stride 2;
   our strided convs stand in for LeNet's 5x5 convs + pooling), dense 120 ->

@@ -9,7 +9,8 @@ shiftMNIST single pixel (:func:`shift_dataset`, ``construction="pixel"``,
 the default): class ``c`` is encoded by the POSITION of one pixel, pixel
 ``(row + c, col)`` of channel ``channel`` set to ``value`` (public code that
 follows the paper's final version: ``x[:, 0, i, 0] = 1`` for class ``i``;
-unverified, see shared papers.md). Test images (``test_mode="random"``)
+unverified, see docs/papers.md#shiftmnist). Test images
+(``test_mode="random"``)
 get the pixel of a random class (``"code_label"`` as below), or none
 (``"none"``: the shortcut removed).
 
@@ -242,7 +243,8 @@ def test_noise_dataset(ds: Dataset, amplitude: float, seed: int = 0) -> Dataset:
 
   The noise of test example ``i`` is fixed: drawn from the numpy stream
   ``(seed, tag, i)``, so any index order gives the same images. The remedy
-  of the input layout trap (papers.md): test images then follow the
+  of the input layout trap (docs/papers.md#the-input-layout-trap): test
+  images then follow the
   training noise model (``amplitude = train.dequant_noise``), so channels
   that carry only that noise in training do not fall off the training
   distribution at test time. Training images are untouched (the train step

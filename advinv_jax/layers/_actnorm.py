@@ -15,7 +15,8 @@ def actnorm_init(x, min_std: float):
 
   ``b = -mean``, ``s = log(1 / (max(std, min_std) + 1e-6))`` per channel, the
   statistics taken over every axis but the last. The ``min_std`` floor is our
-  guard against near-constant channels (papers.md, "input layout trap"): an
+  guard against near-constant channels (the input layout trap,
+  docs/papers.md#the-input-layout-trap): an
   all-zero padded channel, or one carrying only U(0, 1/256) dequantisation
   noise, would otherwise be scaled by up to 1e6 (or ~444), so that test images
   without that noise fall off the training distribution. With the floor, no

@@ -53,7 +53,8 @@ Options of the authors' code (train.py, invertible_layers.py, layers.py):
   n]`` (``latent_dim = H W (C + n)``) and :meth:`FiRevNet.inverse` returns
   the image channels of the flow's preimage. Attacks on ``logits`` perturb
   the image only, as in the authors' code, where the zeros are concatenated
-  out of an attacker's reach. The test-time trap (papers.md): the authors
+  out of an attacker's reach. The test-time trap
+  (docs/papers.md#the-input-layout-trap): the authors
   evaluate with exact zeros (fill 0) where training saw noise, which the
   first ActNorm amplifies ~443x; a fill inside the noise's support (its
   mean, ``zero_channel_noise / 2``) keeps test inputs on the training
