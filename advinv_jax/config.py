@@ -183,9 +183,10 @@ def default_config() -> ml_collections.ConfigDict:
   # operands, float32 accumulation). Parameters, ActNorm, the coupling
   # arithmetic and the log-dets stay float32 and the network exactly
   # invertible (the inverse recomputes the same subnet output); values and
-  # gradients carry bfloat16 rounding (~1e-2 relative on gradients). On CPUs
-  # with AMX bfloat16_1x1 ran the authors' iCE step at batch 128 0.80x the
-  # time of float32 (benchmarks/README.md); bfloat16 is for accelerators.
+  # gradients carry bfloat16 rounding (~1e-2 relative on gradients). On a CPU
+  # with bfloat16 matrix instructions, bfloat16_1x1 ran the authors' iCE step
+  # at batch 128 in 0.80x the time of float32 (benchmarks/README.md);
+  # bfloat16 is for accelerators.
   cp.dtype = ""
 
   # ---------------------------------------------------------------- loss
