@@ -1,9 +1,9 @@
-"""Invariance analysis of bijective classifiers (Jacobsen et al. 2019).
+"""Analytic invariance of bijective classifiers (Jacobsen et al. 2019).
 
 For an :class:`~advinv_jax.models.InvertibleModel` ``F`` with
 ``z = F(x) = (z_s, z_n)`` (logits first, nuisance after), the model's
 decision depends on ``z_s`` only, so everything in ``z_n`` is invisible to
-it. This module holds the analysis built on that, in one place:
+it:
 
 * :func:`metameric_sample` -- ``F^-1(z_s(A), z_n(B))``, classified as A, made
   of B's nuisance; :func:`metamer_validity` checks every metamer numerically
@@ -12,8 +12,6 @@ it. This module holds the analysis built on that, in one place:
   explode (Behrmann et al. 2021), and then the "metamer" is not one;
 * :func:`nuisance_interpolation` -- ``z_s(A)`` fixed, ``z_n`` moved from A's
   to B's;
-* :func:`train_nuisance_classifier` / :func:`nuisance_classifier_logits` --
-  the post-hoc probe of how much label information ``z_n`` carries;
 * :func:`norm_classifier_counterexample` -- the adversarial-spheres
   counter-example (Sec. 5): a perfect classifier that is invariant to a
   direction that changes the label.
@@ -25,20 +23,14 @@ Usage::
                        metamer_latent(model, params, x_a, x_b),
                        bounds=(0.0, 1.0))       # v.valid: bool[B]
   frames = nuisance_interpolation(model, params, x_a, x_b, num_steps=8)
-  train_acc, test_acc, p = train_nuisance_classifier(zn_tr, y_tr, zn_te,
-                                                     y_te, rng=key)
 """
 from __future__ import annotations
 
-import functools
-from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-
-from advinv_jax.models import build_model
 
 Array = jax.Array
 
@@ -97,6 +89,28 @@ def metameric_sample(model, params, x_logits_source: Array,
   """
   z = metamer_latent(model, params, x_logits_source, x_nuisance_source)
   return model.inverse(params, z)
+
+
+def out_of_bounds(x: Array, bounds: Optional[Tuple[float, float]]
+                  ) -> Tuple[Array, Array]:
+  """Per example, the share of entries outside ``bounds`` and the largest
+  distance of one outside them (``max(low - x, x - high, 0)``).
+
+  Args:
+    x: ``f32[B, ...]``.
+    bounds: ``(low, high)``, or None (no bounds: both 0).
+
+  Returns:
+    ``(share f32[B], overshoot f32[B])``.
+  """
+  b = x.shape[0]
+  if bounds is None:
+    return jnp.zeros((b,), jnp.float32), jnp.zeros((b,), jnp.float32)
+  flat = x.reshape((b, -1))
+  lo, hi = float(bounds[0]), float(bounds[1])
+  share = jnp.mean(((flat < lo) | (flat > hi)).astype(jnp.float32), axis=1)
+  over = jnp.max(jnp.maximum(lo - flat, flat - hi), axis=1).clip(0.0)
+  return share, over
 
 
 class MetamerValidity(NamedTuple):
@@ -168,13 +182,7 @@ def metamer_validity(model, params, x_metamer: Array, z_requested: Array, *,
   zn_scale = jnp.maximum(1.0, amax(zn_req))
   drift = amax(model.logits(params, x_metamer) - zs_req)
   flat = x_metamer.reshape((b, -1))
-  if bounds is None:
-    oob = jnp.zeros((b,), jnp.float32)
-    over = jnp.zeros((b,), jnp.float32)
-  else:
-    lo, hi = float(bounds[0]), float(bounds[1])
-    oob = jnp.mean(((flat < lo) | (flat > hi)).astype(jnp.float32), axis=1)
-    over = jnp.max(jnp.maximum(lo - flat, flat - hi), axis=1).clip(0.0)
+  oob, over = out_of_bounds(x_metamer, bounds)
   finite = (jnp.all(jnp.isfinite(flat), axis=1)
             & jnp.all(jnp.isfinite(z), axis=1))
   valid = (finite & (drift <= tol) & (zs_err <= tol)
@@ -234,123 +242,6 @@ def nuisance_interpolation(model, params, x_a: Array, x_b: Array,
   z = model.merge(zs.reshape((num_steps * b, -1)),
                   zn.reshape((num_steps * b, -1)))
   return model.inverse(params, z).reshape((num_steps,) + x_a.shape)
-
-
-# ------------------------------------------------------------ nuisance probe
-def _probe_model(dim: int, hidden: Tuple[int, ...], num_classes: int):
-  """The library's MLP (``models`` name 'mlp') on ``[N, 1, 1, dim]``."""
-  return build_model({"name": "mlp", "mlp": {"hidden": tuple(hidden)}},
-                     (1, 1, dim), num_classes)
-
-
-def _probe_shape(mlp_params) -> Tuple[Tuple[int, ...], int]:
-  """``(hidden, num_classes)`` of an MLP from its parameters' shapes."""
-  widths = [mlp_params[f"Dense_{i}"]["kernel"].shape[1]
-            for i in range(len(mlp_params))]
-  return tuple(widths[:-1]), widths[-1]
-
-
-def nuisance_classifier_logits(params: Dict[str, Any], z_n: Array) -> Array:
-  """Logits ``f32[N, K]`` of a classifier from :func:`train_nuisance_classifier`
-  on ``z_n: f32[N, D]``."""
-  hidden, k = _probe_shape(params["mlp"])
-  h = (z_n - params["mean"]) / params["std"]
-  mlp = _probe_model(z_n.shape[1], hidden, k)
-  return mlp.logits(params["mlp"], h[:, None, None, :])
-
-
-@functools.partial(jax.jit, static_argnames=("num_classes", "hidden", "steps",
-                                             "lr", "batch_size"))
-def _train(z_tr, y_tr, z_te, y_te, key, *, num_classes, hidden, steps, lr,
-           batch_size):
-  mean = jnp.mean(z_tr, axis=0)
-  std = jnp.std(z_tr, axis=0) + 1e-6
-  k_init, k_data = jax.random.split(key)
-  mlp = _probe_model(z_tr.shape[1], hidden, num_classes)
-  weights = mlp.init(k_init, jnp.zeros((1, 1, 1, z_tr.shape[1])))
-  opt = optax.adam(lr)
-  opt_state = opt.init(weights)
-
-  def loss_fn(w, zb, yb):
-    logits = nuisance_classifier_logits(
-        {"mean": mean, "std": std, "mlp": w}, zb)
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits,
-                                                                    yb))
-
-  def step(carry, k):
-    w, opt_state = carry
-    idx = jax.random.randint(k, (batch_size,), 0, z_tr.shape[0])
-    g = jax.grad(loss_fn)(w, z_tr[idx], y_tr[idx])
-    upd, opt_state = opt.update(g, opt_state, w)
-    return (optax.apply_updates(w, upd), opt_state), None
-
-  keys = jax.random.split(k_data, steps)
-  (weights, _), _ = jax.lax.scan(step, (weights, opt_state), keys)
-  params = {"mean": mean, "std": std, "mlp": weights}
-
-  def acc(z, y):
-    return jnp.mean(jnp.argmax(nuisance_classifier_logits(params, z), -1) == y)
-
-  return acc(z_tr, y_tr), acc(z_te, y_te), params
-
-
-def train_nuisance_classifier(z_n_train: Array, y_train: Array,
-                              z_n_test: Array, y_test: Array, *,
-                              hidden: Sequence[int] = (256,),
-                              steps: int = 500, lr: float = 1e-3,
-                              batch_size: int = 128,
-                              rng: Array,
-                              num_classes: Optional[int] = None
-                              ) -> Tuple[Array, Array, Dict[str, Any]]:
-  """Post-hoc classifier of ``y`` from the nuisance ``z_n`` (Jacobsen et al.).
-
-  The library's MLP (``build_model`` name ``'mlp'``: ReLU, ``hidden``
-  widths) on standardised ``z_n`` (train mean/std), trained with Adam on
-  cross-entropy for ``steps`` minibatches (sampled with replacement) in one
-  jitted ``lax.scan``. Its test accuracy lower-bounds how much label
-  information ``z_n`` carries (a Barber-Agakov bound on ``I(y; z_n)``): near
-  chance means ``z_n`` hides little, near the logits' accuracy means the
-  model is invariant to label-relevant content.
-
-  Args:
-    z_n_train: ``f32[N, D]``; y_train: ``int[N]``.
-    z_n_test: ``f32[M, D]``; y_test: ``int[M]``.
-    hidden: hidden layer widths.
-    steps, lr, batch_size: optimisation settings.
-    rng: PRNG key (init and minibatches).
-    num_classes: K; default ``max(y_train, y_test) + 1``.
-
-  Returns:
-    ``(train_acc, test_acc, params)``; f32 scalars and the classifier's
-    parameters (``{'mean', 'std', 'mlp'}``; use with
-    :func:`nuisance_classifier_logits`).
-  """
-  for name, z, yv in (("z_n_train", z_n_train, y_train),
-                      ("z_n_test", z_n_test, y_test)):
-    if z.ndim != 2 or z.shape[0] == 0:
-      raise ValueError(f"{name} must be f32[N, D] with N > 0, got {z.shape}; "
-                       "flatten with model.split(z)[1].")
-    if yv.shape != (z.shape[0],):
-      raise ValueError(f"labels for {name} must have shape ({z.shape[0]},), "
-                       f"got {yv.shape}.")
-  if z_n_train.shape[1] != z_n_test.shape[1]:
-    raise ValueError(f"z_n_train has {z_n_train.shape[1]} features but "
-                     f"z_n_test has {z_n_test.shape[1]}.")
-  if steps < 1 or batch_size < 1 or lr <= 0:
-    raise ValueError(f"steps={steps}, batch_size={batch_size} and lr={lr} "
-                     "must be positive.")
-  if any(int(h) < 1 for h in hidden):
-    raise ValueError(f"hidden={tuple(hidden)} must be positive widths.")
-  if num_classes is None:
-    num_classes = int(max(np.max(np.asarray(y_train)),
-                          np.max(np.asarray(y_test)))) + 1
-  return _train(jnp.asarray(z_n_train, jnp.float32),
-                jnp.asarray(y_train, jnp.int32),
-                jnp.asarray(z_n_test, jnp.float32),
-                jnp.asarray(y_test, jnp.int32), rng,
-                num_classes=int(num_classes),
-                hidden=tuple(int(h) for h in hidden), steps=int(steps),
-                lr=float(lr), batch_size=int(batch_size))
 
 
 # ------------------------------------------------------- spheres (Sec. 5)
