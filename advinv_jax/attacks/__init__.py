@@ -6,6 +6,7 @@ Public API::
   res = fgsm(logits_fn, x, y, eps=0.1, norm="l2")
   res = deepfool(logits_fn, x, y, norm="l2")      # minimal perturbation
   res = fmn(logits_fn, x, y, norm="l2", steps=100)  # minimal, Fast Min-Norm
+  res = fab(logits_fn, x, y, norm="l2", eps=0.5)   # FAB-T, minimal
   res = apgd(logits_fn, x, y, eps=0.1, loss="dlr", targeted=True, rng=key)
   res = square(logits_fn, x, y, eps=0.1, queries=5000, rng=key)  # no grads
   aa = autoattack(logits_fn, x, y, eps=0.1, norm="linf", rng=key)
@@ -30,6 +31,7 @@ from advinv_jax.attacks._autoattack import (AutoAttackResult, autoattack,
 from advinv_jax.attacks._common import (AttackResult, attack_objective,
                                         default_loop, dlr_loss, margin,
                                         top_other_classes)
+from advinv_jax.attacks._fab import fab
 from advinv_jax.attacks._fmn import fmn
 from advinv_jax.attacks._minimal import deepfool
 from advinv_jax.attacks._pgd import fgsm, pgd
@@ -44,7 +46,7 @@ __all__ = [
     "AttackResult", "AutoAttackResult", "apgd", "attack_objective",
     "attack_success_ratio", "autoattack", "autoattack_warnings",
     "check_adversarial", "deepfool", "default_loop", "dlr_loss", "eps_sweep",
-    "fgsm", "fmn", "gradient_warnings", "margin", "monotonicity_warnings",
-    "pgd", "robust_accuracy_curve", "run_attack", "shard_batch_attack",
+    "fab", "fgsm", "fmn", "gradient_warnings", "margin",
+    "monotonicity_warnings", "pgd", "robust_accuracy_curve", "run_attack", "shard_batch_attack",
     "square", "top_other_classes",
 ]
