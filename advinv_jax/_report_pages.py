@@ -38,6 +38,16 @@ def _num(v, fmt=".3g") -> str:
   return "n/a" if v is None else format(v, fmt)
 
 
+def _pct_ci(v, ci, digits=1) -> str:
+  """``'64.1% [58.1, 69.7]'``: an accuracy with its 95% interval."""
+  if v is None:
+    return "n/a"
+  if not ci:
+    return _pct(v, digits)
+  return (f"{100 * v:.{digits}f}% [{100 * ci[0]:.{digits}f}, "
+          f"{100 * ci[1]:.{digits}f}]")
+
+
 def figure_files(report) -> List[str]:
   """The PNG files :func:`draw_figures` makes for this report."""
   out = ["robust_accuracy.png", "minimal_perturbations.png"]
@@ -57,25 +67,31 @@ def _robust_accuracy_fig(report):
   for ax, norm in zip(axes[0], norms):
     sec = report["pgd"][norm]
     eps = [0.0] + list(sec["eps"])
-    ax.plot(eps, [report["clean_accuracy"]] + sec["robust_accuracy"], "o-",
+    ci = np.asarray([report["clean_accuracy_ci"]] + sec["robust_accuracy_ci"])
+    ax.plot(eps, 100 * np.asarray([report["clean_accuracy"]]
+                                  + sec["robust_accuracy"]), "o-",
             label=f"PGD-{sec['steps']} (n={report['num_examples']})")
+    ax.fill_between(eps, 100 * ci[:, 0], 100 * ci[:, 1], color="C0",
+                    alpha=0.15, label="95% interval (Wilson)")
     aa = report.get("autoattack", {}).get(norm)
     if aa:
-      ax.plot(aa["eps"], aa["robust_accuracy"], "s", color="C3",
-              markersize=8,
-              label=f"AutoAttack {aa['settings']['version']} "
-                    f"(n={aa['num_examples']})")
+      aci = 100 * np.asarray(aa["robust_accuracy_ci"])
+      ra = 100 * np.asarray(aa["robust_accuracy"])
+      ax.errorbar(aa["eps"], ra, yerr=[ra - aci[:, 0], aci[:, 1] - ra],
+                  fmt="s", color="C3", markersize=7, capsize=3,
+                  label=f"AutoAttack {aa['settings']['version']} "
+                        f"(n={aa['num_examples']})")
     df = report.get("deepfool", {}).get(norm)
     if df and df["norms"]:
       # Robust accuracy implied by DeepFool's minimal norms: an upper bound.
       grid = np.linspace(0.0, max(eps), 50)
       nrm = np.asarray([np.inf if v is None else v for v in df["norms"]])
-      share = report["clean_accuracy"] * np.asarray(
+      share = 100 * report["clean_accuracy"] * np.asarray(
           [np.mean(nrm > g) for g in grid])
       ax.plot(grid, share, ":", color="C2", label="DeepFool (upper bound)")
     ax.set_xlabel(f"{_NORM[norm]} eps")
-    ax.set_ylabel("robust accuracy")
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
   fig.suptitle("Robust accuracy vs eps", fontsize=9)
@@ -97,8 +113,9 @@ def _minimal_fig(report):
       v = np.asarray([x for x in sec["norms"] if x is not None])
       if v.size:
         ax.hist(v, bins=20, alpha=0.5, color=f"C{i}",
-                label=f"{name} (median {_num(sec['median_norm'])}, "
-                      f"found {_pct(sec['success_rate'], 0)})")
+                label=f"{name} (median of found "
+                      f"{_num(sec.get('median_norm_found'))}, found "
+                      f"{_pct(sec['success_rate'], 0)})")
     ax.set_xlabel(f"minimal {_NORM[norm]} perturbation")
     ax.set_ylabel("inputs")
     if ax.get_legend_handles_labels()[0]:
@@ -121,13 +138,16 @@ def _autoattack_fig(report):
   for ax, (norm, k) in zip(axes[0], cols):
     aa = report["autoattack"][norm]
     counts = aa["per_attack_success"][k]
-    ax.bar(range(len(counts)), counts, color="C3")
+    bars = ax.bar(range(len(counts)), counts, color="C3")
+    ax.bar_label(bars, labels=[str(c) for c in counts], fontsize=7)
+    ax.set_ylim(0, 1.15 * max(1, max(counts)))
     ax.set_xticks(range(len(counts)))
     ax.set_xticklabels(aa["attacks"], rotation=30, fontsize=7)
     ax.set_ylabel("inputs broken first")
     ax.set_title(f"{_NORM[norm]} eps={aa['eps'][k]:g}: robust "
                  f"{_pct(aa['robust_accuracy'][k])}", fontsize=8)
-  fig.suptitle("AutoAttack: which attack broke each input", fontsize=9)
+  fig.suptitle("AutoAttack: inputs each member broke first (0: it broke "
+               "none of those left)", fontsize=9)
   fig.tight_layout()
   return _png(fig)
 
@@ -202,12 +222,14 @@ def draw_figures(report, images: Dict[str, Any], bounds) -> Dict[str, bytes]:
     frames = images["interpolation"]
     steps = frames.shape[0]
     ip = inv["interpolation"]
+    bad_ends = [(p, steps - 1) for p, v in enumerate(ip["valid"]) if not v]
     out["nuisance_interpolation.png"] = _grid_fig(
         [frames[:, p] for p in range(frames.shape[1])],
         [f"pair {p}" for p in range(frames.shape[1])], bounds,
-        "z_s(A) fixed, z_n interpolated A -> B (red: invalid end point)",
+        "Nuisance interpolation: z_s(A) fixed, z_n moved from A's (t=0) to "
+        "B's (t=1)" + (" (red: invalid end point)" if bad_ends else ""),
         col_labels=[f"t={t:.2f}" for t in np.linspace(0, 1, steps)],
-        invalid=[(p, steps - 1) for p, v in enumerate(ip["valid"]) if not v])
+        invalid=bad_ends)
   return out
 
 
@@ -216,9 +238,95 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]):
   return {"header": list(header), "rows": [[str(c) for c in r] for r in rows]}
 
 
+def _card_rows(card) -> List[List[str]]:
+  """The reproducibility card as ``[item, value]`` rows."""
+  def given(v):
+    return "not given" if v is None else str(v)
+
+  def settings(d):
+    return ", ".join(f"{k} {v}" for k, v in d.items()
+                     if not isinstance(v, dict))
+
+  inp = card["inputs"]
+  which = f"{inp['num']} inputs"
+  if inp.get("of") is not None:
+    which += f" of {inp['of']}"
+  which += (f", indices {inp['indices']}" if inp.get("indices") else
+            ", indices not given")
+  if inp.get("indices_note"):
+    which += f" ({inp['indices_note']})"
+  sw, fp = card["software"], card["fingerprints"]
+  rows = [["model", given(card["model"])],
+          ["model config", settings(card["model_config"])
+           if card.get("model_config") else "not given"],
+          ["loss", given(card["loss"])]]
+  if card.get("differential_bias") is not None:
+    rows.append(["decision bias (differential)",
+                 f"{card['differential_bias']:g}"])
+  rows += [
+      ["checkpoint step", given(card["checkpoint_step"])],
+      ["data", f"{given(card['dataset'])}, split {given(card['split'])}"],
+      ["inputs", which],
+      ["seeds", f"training {given(card['seeds']['training'])}, report key "
+                f"{card['seeds']['report_key']}"],
+      ["bounds, eps units", card["eps_units"]]]
+  for name, a in card["attacks"].items():
+    rows.append([f"attack {name}", settings(a)])
+  rows += [
+      ["advinv_jax", f"{given(sw['advinv_jax'])}, commit "
+                     f"{sw['git_commit'] or 'not available'}"],
+      ["jax, jaxlib, XLA", f"{sw['jax']}, {given(sw['jaxlib'])}, "
+                           f"{given(sw['xla'])} ({sw['backend']}"
+                           + (f" {sw['platform_version']}"
+                              if sw.get("platform_version")
+                              and sw["platform_version"] != sw["backend"]
+                              else "") + ")"],
+      ["device", f"{sw['device_count']} x {sw['device_kind']}"
+                 + (f" on {sw['process_count']} processes"
+                    if sw["process_count"] > 1 else "")],
+      ["params sha256", fp["params_sha256"] or fp["params_note"]],
+      ["inputs sha256", fp["inputs_sha256"]]]
+  return rows
+
+
+def _aa_log_table(aa) -> List[Any]:
+  """AutoAttack's log: per eps, each member's running robust accuracy,
+  inputs broken, time and passes; then the largest perturbation, the pixel
+  ranges and the flags."""
+  out = []
+  for k, eps in enumerate(aa["eps"]):
+    log = aa["log"][k]
+    rows = [["clean", "", _pct_ci(log["clean_accuracy"],
+                                  aa["clean_accuracy_ci"]), "", ""]]
+    for m in log["members"]:
+      # Model passes per member: filled in when AutoAttack reports them.
+      passes = ("n/a" if m["passes"] is None else str(m["passes"]))
+      rows.append([m["attack"], str(m["broken"]),
+                   _pct_ci(m["robust_accuracy_after"],
+                           m["robust_accuracy_after_ci"]),
+                   _num(m["seconds"], ".1f"), passes])
+    out.append(_table(
+        [f"{_NORM[aa['norm_name']]} eps={eps:g}: member", "broke",
+         "robust acc. after [95%]", "seconds", "passes"], rows))
+    lp = log["largest_perturbation"]
+    out.append(
+        f"Largest perturbation of an adversarial example "
+        f"{_num(lp, '.4g')} (eps {eps:g}); inputs in "
+        f"[{log['input_range'][0]:.4g}, {log['input_range'][1]:.4g}], "
+        f"returned points in [{log['adversarial_range'][0]:.4g}, "
+        f"{log['adversarial_range'][1]:.4g}]; flags: "
+        f"{', '.join(log['flags_fired']) or 'none fired'}.")
+  return out
+
+
 def _sections(report) -> List[Tuple[str, List[Any]]]:
   """``[(title, [paragraph str | table dict | ('figure', file)])]``."""
   out = []
+  if report.get("card"):
+    out.append(("Reproducibility card", [
+        _table(["item", "value"], _card_rows(report["card"])),
+        "The full config is in report.json (card.config); accuracies are "
+        "given with their Wilson 95% intervals [low, high]."]))
   h = report["headline"] or {}
   if h.get("source"):
     s = h["settings"]
@@ -226,50 +334,74 @@ def _sections(report) -> List[Tuple[str, List[Any]]]:
             f"{s['num_targets']} targets, Square {s['queries']} queries, "
             f"FMN-T {s['fmn_steps']} steps)" if h["source"] == "autoattack"
             else f"PGD-{s['steps']} ({s['restarts']} restart(s))")
-    line = (f"**Robust accuracy {_pct(h['robust_accuracy'])}** at "
-            f"{_NORM[h['norm']]} eps = {h['eps']:g} on {h['num_examples']} "
-            f"test inputs (clean {_pct(h['clean_accuracy'])}), by {what}.")
+    ra = _pct_ci(h["robust_accuracy"], h.get("robust_accuracy_ci"))
+    line = (f"**Robust accuracy {ra}** at {_NORM[h['norm']]} eps = "
+            f"{h['eps']:g} on {h['num_examples']} test inputs (clean "
+            f"{_pct_ci(h['clean_accuracy'], h.get('clean_accuracy_ci'))}), "
+            f"by {what}.")
     if h.get("pgd_robust_accuracy") is not None:
       line += f" PGD on the same inputs: {_pct(h['pgd_robust_accuracy'])}."
     out.append(("Headline", [line]))
-  aa_rows = []
+  aa_rows, aa_logs = [], []
   for norm, aa in report.get("autoattack", {}).items():
     for k, eps in enumerate(aa["eps"]):
-      aa_rows.append([_NORM[norm], f"{eps:g}", _pct(aa["robust_accuracy"][k]),
+      aa_rows.append([_NORM[norm], f"{eps:g}",
+                      _pct_ci(aa["robust_accuracy"][k],
+                              aa["robust_accuracy_ci"][k]),
                       _pct(aa["pgd_robust_accuracy"][k]),
                       ", ".join(f"{a}: {c}" for a, c in zip(
                           aa["attacks"], aa["per_attack_success"][k])),
                       ", ".join(f for f, v in aa["flags"][k].items() if v)
                       or "none"])
+    if aa.get("log"):
+      aa_logs += _aa_log_table(dict(aa, norm_name=norm))
   if aa_rows:
     any_aa = next(iter(report["autoattack"].values()))
     out.append(("AutoAttack", [
         f"Worst case per input over {', '.join(any_aa['attacks'])}, each run "
         f"only on the inputs still robust; {any_aa['num_examples']} inputs.",
-        _table(["norm", "eps", "robust acc.", "PGD same inputs",
+        _table(["norm", "eps", "robust acc. [95%]", "PGD same inputs",
                 "inputs broken first by", "sanity flags"], aa_rows),
         ("figure", "autoattack_per_attack.png")]))
+    if aa_logs:
+      out.append(("AutoAttack log", aa_logs))
   pgd_rows = []
   for norm, sec in report["pgd"].items():
     for k, eps in enumerate(sec["eps"]):
       pgd_rows.append([_NORM[norm], f"{eps:g}",
-                       _pct(sec["robust_accuracy"][k]),
+                       _pct_ci(sec["robust_accuracy"][k],
+                               sec["robust_accuracy_ci"][k]),
                        _pct(sec["attack_success_ratio"][k])])
+  steps = {sec["steps"] for sec in report["pgd"].values()}
   out.append(("Robust accuracy vs eps (PGD sweep)", [
-      f"Clean accuracy {_pct(report['clean_accuracy'])} on "
-      f"{report['num_examples']} inputs.",
-      _table(["norm", "eps", "robust acc.", "attack success (of correct)"],
-             pgd_rows),
-      ("figure", "robust_accuracy.png")]))
+      "Clean accuracy "
+      f"{_pct_ci(report['clean_accuracy'], report.get('clean_accuracy_ci'))}"
+      f" on {report['num_examples']} inputs. The PGD sweep is the fast "
+      "curve: an upper bound on robust accuracy, at most as strong as "
+      "AutoAttack.",
+      _table(["norm", "eps", "robust acc. [95%]",
+              "attack success (of correct)"], pgd_rows),
+      ("figure", "robust_accuracy.png"),
+      f"Robust accuracy (%) vs eps: PGD-{'/'.join(map(str, sorted(steps)))} "
+      "with its 95% band, AutoAttack's points with their intervals, and the "
+      "DeepFool curve (the share of inputs whose minimal perturbation "
+      "exceeds eps: an upper bound that PGD should not exceed)."]))
   min_rows = []
   for name in ("deepfool", "fmn"):
     for norm, sec in report.get(name, {}).items():
-      min_rows.append([name, _NORM[norm], _num(sec["median_norm"]),
+      min_rows.append([name, _NORM[norm], _num(sec.get("median_norm_found")),
                        _num(sec["mean_norm_found"]),
-                       _pct(sec["success_rate"]), sec["num_correct"]])
+                       f"{_pct(sec['success_rate'])} "
+                       f"({sec.get('num_found', '?')} of {sec['num_correct']})",
+                       _num(sec["median_norm"])])
   out.append(("Minimal perturbations", [
-      _table(["attack", "norm", "median", "mean (found)", "found",
-              "inputs"], min_rows),
+      "On the correctly classified inputs. Median and mean over the inputs "
+      "where the attack found a perturbation; the last column is the median "
+      "over all of them with a not-found input counted as an infinite "
+      "perturbation (n/a when more than half were not found).",
+      _table(["attack", "norm", "median (found)", "mean (found)",
+              "found (of correct)", "median (all, not found = inf)"],
+             min_rows),
       ("figure", "minimal_perturbations.png")]))
   inv = report.get("invariance")
   if inv:
@@ -285,16 +417,38 @@ def _sections(report) -> List[Tuple[str, List[Any]]]:
         f"prediction as the logits source: "
         f"{_pct(inv['metamer_same_prediction_as_logits_source'])}.",
         ("figure", "metamers.png"),
-        ("figure", "nuisance_interpolation.png")]))
+        ("figure", "nuisance_interpolation.png"),
+        f"Nuisance interpolation: each row keeps z_s (the logits) of an "
+        f"input A and moves z_n in {inv['interpolation']['steps']} steps "
+        f"from A's (t=0) to that of an input B of another class (t=1); "
+        f"every frame should be classified as A."
+        + ("" if all(inv["interpolation"]["valid"]) else
+           " Red frames: end points whose metamer is invalid.")]))
     nc = inv["nuisance_classifier"]
+    model_acc = ""
+    if nc.get("model_accuracy") is not None:
+      model_acc = (f"; the model itself classifies the same "
+                   f"{nc['num_test']} images with "
+                   + _pct_ci(nc["model_accuracy"],
+                             nc.get("model_accuracy_ci")))
     out.append(("Nuisance classifier", [
         f"An MLP trained on z_n of {nc['num_train']} inputs predicts the "
-        f"label of {nc['num_test']} others with **{_pct(nc['test_accuracy'])}"
-        f"** accuracy (train {_pct(nc['train_accuracy'])}); chance (the "
-        f"majority class) is {_pct(nc['majority_class_accuracy'])}. Far "
-        "above chance: z_n carries label information the logits ignore "
-        "(a lower bound on I(y; z_n))."]))
+        f"label of {nc['num_test']} others with **"
+        f"{_pct_ci(nc['test_accuracy'], nc.get('test_accuracy_ci'))}** "
+        f"accuracy (train {_pct(nc['train_accuracy'])}){model_acc}; chance "
+        f"(the majority class) is {_pct(nc['majority_class_accuracy'])}. "
+        + _chance_text(nc)]))
   return out
+
+
+def _chance_text(nc) -> str:
+  """Whether the nuisance classifier's interval lies above chance."""
+  ci = nc.get("test_accuracy_ci") or [nc["test_accuracy"]] * 2
+  if ci[0] > nc["majority_class_accuracy"]:
+    return ("Above chance (its whole 95% interval): z_n carries label "
+            "information the logits ignore (a lower bound on I(y; z_n)).")
+  return ("Not distinguishable from chance at this sample size (its 95% "
+          "interval reaches the majority-class rate).")
 
 
 def markdown(report) -> str:

@@ -1,39 +1,51 @@
 """Robustness report: sensitivity (PGD, AutoAttack, minimal perturbations)
-and invariance (metamers, checked).
+and invariance (metamers, checked), for any JAX classifier.
 
-``robustness_report`` evaluates a trained model on a batch of test images and
-writes into ``workdir`` (every file atomically: a temporary file, then
-``os.replace``; a failure leaves no partial file):
+Two entries write the same report into ``workdir`` (every file atomically:
+a temporary file, then ``os.replace``; a failure leaves no partial file):
 
-* ``report.json`` -- every number, ``warnings`` first;
-* ``report.html`` (self-contained, figures embedded as base64 PNG) and
-  ``report.md`` (figures as the PNG files beside it) -- what a person opens;
-* PNG figures: robust accuracy vs eps, minimal perturbations, AutoAttack's
-  per-attack success counts, and for invertible models the metamer grid and
-  the nuisance interpolation.
+* :func:`logits_report` takes any pure ``logits_fn`` (a Flax NNX or Linen,
+  Equinox, Haiku or plain-function model), the inputs, labels, bounds and
+  settings;
+* :func:`robustness_report` takes an advinv_jax ``Model`` and its
+  ``params``; for an invertible model it adds the invariance part.
 
-Sections: clean accuracy; AutoAttack robust accuracy (the headline) at
-``autoattack_{linf,l2}_eps`` on the first ``autoattack_num_examples`` inputs,
-with the attack that broke each input and AutoAttack's sanity flags; the PGD
-sweep over ``linf_eps`` / ``l2_eps`` (the fast curve; every adversarial
-example is checked to lie in its ball and in the bounds); DeepFool (and FMN)
-minimal perturbations; gradient-masking warnings; for invertible models
-metamers ``F^-1(z_s(A), z_n(B))`` with their validity
-(:func:`advinv_jax.invariance.metamer_validity`; the report warns when the
-valid share is below ``metamer_min_valid``), a nuisance interpolation strip
-and a post-hoc classifier on ``z_n`` against its chance level. Settings:
-the config's ``report`` fields; ``report.full=True`` switches to the
-paper-grade ``advinv_jax.config.REPORT_FULL``. See docs/report.md.
+Files: ``report.json`` (every number, ``warnings`` first, then the
+reproducibility ``card``), ``report.html`` (self-contained, figures as
+base64 PNG) and ``report.md`` (figures as the PNG files beside it), the PNG
+figures.
+
+Sections: the reproducibility card (model, config, loss, checkpoint step,
+data, split and input indices, seeds, bounds and eps units, every attack's
+settings, versions, device, sha256 fingerprints of parameters and inputs);
+clean accuracy; AutoAttack robust accuracy (the headline) in both norms at
+``autoattack_{linf,l2}_eps`` on the first ``autoattack_num_examples``
+inputs, with its log (robust accuracy after each member, time, largest
+perturbation, pixel range, flags); the PGD sweep over ``linf_eps`` /
+``l2_eps`` (the fast curve; every adversarial example is checked to lie in
+its ball and in the bounds); DeepFool (and FMN) minimal perturbations;
+consistency and gradient-masking warnings; for invertible models metamers
+and the nuisance classifier (:mod:`advinv_jax.invariance`). Every accuracy
+carries its Wilson 95% interval (:func:`wilson_interval`). Settings: the
+config's ``report`` fields (:func:`report_settings`); ``report.full=True``
+switches to the paper-grade ``advinv_jax.config.REPORT_FULL``. See
+docs/report.md.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
+import hashlib
+import importlib.metadata
 import json
+import math
 import os
+import subprocess
+import sys
 import time
 import warnings as _warnings
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -49,22 +61,416 @@ from advinv_jax.losses import add_binary_bias
 # input bounds (which come from the dataset, not the config).
 _DEFAULTS = dict(default_config().report.to_dict(), bounds=(0.0, 1.0))
 
+# The two-sided 95% normal quantile, Phi^-1(0.975).
+Z95 = 1.959963984540054
 
+# What a caller may say about where the report's model and inputs come from
+# (the reproducibility card; everything else the report measures itself).
+PROVENANCE_KEYS = ("model", "model_config", "loss", "checkpoint_step",
+                   "dataset", "split", "split_size", "indices", "seed",
+                   "config")
+
+
+# ------------------------------------------------------------- statistics
+def wilson_interval(successes: int, n: int, z: float = Z95
+                    ) -> Tuple[float, float]:
+  """Wilson score interval of a binomial proportion (Wilson 1927).
+
+  With ``p = successes / n``::
+
+    center = (p + z^2 / (2n)) / (1 + z^2 / n)
+    half   = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / (4 n^2))
+
+  and the interval ``[center - half, center + half]`` (inside [0, 1], with
+  sensible coverage at p near 0 or 1 and small n, unlike the normal
+  approximation). ``z = Z95`` gives the 95% interval.
+
+  Args:
+    successes: int count in ``[0, n]``.
+    n: int number of trials ``>= 0`` (``n = 0``: ``(0, 1)``, nothing known).
+    z: the normal quantile (> 0).
+
+  Returns:
+    ``(low, high)`` floats.
+
+  Raises:
+    ValueError: ``n < 0``, ``successes`` outside ``[0, n]`` or not an
+      integer, ``z <= 0``.
+  """
+  if int(n) != n or n < 0:
+    raise ValueError(f"n={n!r} must be a non-negative integer count.")
+  if int(successes) != successes or not 0 <= successes <= n:
+    raise ValueError(f"successes={successes!r} must be an integer in "
+                     f"[0, n={n}].")
+  if not z > 0:
+    raise ValueError(f"z={z!r} must be > 0 (1.96 for 95%).")
+  if n == 0:
+    return 0.0, 1.0
+  p, z2 = successes / n, z * z
+  d = 1.0 + z2 / n
+  center = (p + z2 / (2 * n)) / d
+  half = z / d * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+  lo = 0.0 if successes == 0 else max(0.0, center - half)
+  hi = 1.0 if successes == n else min(1.0, center + half)
+  return lo, hi
+
+
+def _ci(accuracy: Optional[float], n: int) -> Optional[List[float]]:
+  """Wilson 95% interval of an accuracy measured on ``n`` inputs."""
+  if accuracy is None:
+    return None
+  return list(wilson_interval(int(round(accuracy * n)), int(n)))
+
+
+# --------------------------------------------------------------- settings
 def report_settings(report_config) -> Dict[str, Any]:
   """The report's resolved settings: the schema's defaults, then the fields
   of ``report_config`` (a ConfigDict, dict or None), then -- with
   ``full=True`` -- ``REPORT_FULL`` and AutoAttack at every eps of
-  ``linf_eps`` / ``l2_eps``."""
+  ``linf_eps`` / ``l2_eps``.
+
+  Raises:
+    ValueError: a field the report does not know (with the closest name),
+      or a value out of range (see :func:`validate_settings`).
+  """
   out = dict(_DEFAULTS)
   if report_config is not None:
     items = (report_config.items() if hasattr(report_config, "items") else
              vars(report_config).items())
-    out.update({k: v for k, v in items if v is not None})
+    given = {k: v for k, v in items if v is not None}
+    unknown = sorted(set(given) - set(_DEFAULTS))
+    if unknown:
+      close = difflib.get_close_matches(unknown[0], list(_DEFAULTS), n=1)
+      raise ValueError(
+          f"report settings: unknown field {unknown[0]!r}"
+          + (f"; did you mean {close[0]!r}?" if close else
+             f"; the fields are {sorted(_DEFAULTS)}."))
+    out.update(given)
   if out["full"]:
     out.update(REPORT_FULL)
     out["autoattack_linf_eps"] = tuple(out["linf_eps"])
     out["autoattack_l2_eps"] = tuple(out["l2_eps"])
+  validate_settings(out)
   return out
+
+
+_INT_MIN = dict(num_examples=0, pgd_steps=1, pgd_restarts=1,
+                deepfool_steps=1, deepfool_candidates=1, fmn_steps=0,
+                num_metamers=1, interpolation_steps=2, interpolation_pairs=1,
+                nuisance_classifier_steps=1,
+                nuisance_classifier_batch_size=1,
+                autoattack_num_examples=0, autoattack_steps=1,
+                autoattack_num_targets=1, autoattack_queries=1,
+                autoattack_fmn_steps=1)
+_CHOICES = dict(pgd_loss=("ce", "margin"),
+                attack_loop=("fori", "unrolled", "scan", ""),
+                autoattack_version=("standard", "plus"))
+
+
+def validate_settings(cfg: Dict[str, Any]) -> None:
+  """Checks resolved report settings (:func:`report_settings`) in Python,
+  before anything compiles; raises ONE ``ValueError`` naming the field and
+  the fix."""
+  def bad(k, why):
+    raise ValueError(f"report setting {k}={cfg[k]!r} {why}.")
+
+  for k, lo in _INT_MIN.items():
+    v = cfg[k]
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+      bad(k, f"must be an integer >= {lo}")
+  for k, choices in _CHOICES.items():
+    if cfg[k] not in choices:
+      bad(k, f"must be one of {choices}")
+  for k in ("linf_eps", "l2_eps", "autoattack_linf_eps", "autoattack_l2_eps"):
+    v = cfg[k]
+    if isinstance(v, (str, bytes)) or not hasattr(v, "__len__"):
+      bad(k, "must be a tuple of radii, e.g. (0.05,) (empty: skip the norm)")
+    if not all(isinstance(e, (int, float, np.floating, np.integer))
+               and np.isfinite(e) and e >= 0 for e in v):
+      bad(k, "must hold finite radii >= 0 in the units of the inputs")
+  for k in ("metamer_min_valid", "metamer_max_out_of_bounds"):
+    if not 0.0 <= float(cfg[k]) <= 1.0:
+      bad(k, "is a share: it must be in [0, 1]")
+  for k in ("metamer_tol", "nuisance_classifier_lr"):
+    if not float(cfg[k]) > 0:
+      bad(k, "must be > 0")
+  for k in ("full", "enabled"):
+    if not isinstance(cfg[k], (bool, np.bool_)):
+      bad(k, "must be True or False")
+  _check_bounds(cfg["bounds"], "bounds")
+
+
+def _check_bounds(bounds, name="bounds"):
+  if bounds is None:
+    return None
+  try:
+    lo, hi = (float(b) for b in bounds)
+  except (TypeError, ValueError):
+    raise ValueError(f"{name}={bounds!r} must be (low, high) floats or "
+                     "None.") from None
+  if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+    raise ValueError(f"{name}={bounds!r} must be finite with low < high, "
+                     "e.g. (0.0, 1.0).")
+  return lo, hi
+
+
+@dataclasses.dataclass(frozen=True)
+class PGDSettings:
+  """The PGD of the report's eps sweep: frozen and hashable, so that it is a
+  static argument of the jitted sweep (equal settings reuse one program).
+
+  ``x <- Proj(x + alpha * dir(grad))`` with ``alpha = rel_step_size * eps``
+  (:func:`advinv_jax.attacks.pgd`'s default rule), from a uniform random
+  start in the ball, best iterate over ``restarts`` kept.
+  """
+  norm: str
+  steps: int
+  restarts: int = 1
+  loss: str = "ce"
+  bounds: Optional[Tuple[float, float]] = (0.0, 1.0)
+  loop: Optional[str] = None
+
+  @property
+  def rel_step_size(self) -> float:
+    """The step size over eps: ``2.5 / steps`` (linf), ``max(2.5 / steps,
+    0.25)`` (l2)."""
+    r = 2.5 / self.steps
+    return r if self.norm == "linf" else max(r, 0.25)
+
+  def __call__(self, logits_fn, x, y, eps, rng) -> A.AttackResult:
+    return A.pgd(logits_fn, x, y, eps=eps, norm=self.norm, steps=self.steps,
+                 restarts=self.restarts, loss=self.loss,
+                 rel_step_size=self.rel_step_size, bounds=self.bounds,
+                 loop=self.loop, rng=rng)
+
+
+@dataclasses.dataclass(frozen=True)
+class MinimalSettings:
+  """A minimal-perturbation attack of the report (``'deepfool'`` or
+  ``'fmn'``): frozen and hashable, a static argument of the jitted run."""
+  attack: str
+  norm: str
+  steps: int
+  candidates: int = 9
+  bounds: Optional[Tuple[float, float]] = (0.0, 1.0)
+  loop: Optional[str] = None
+
+  def __call__(self, logits_fn, x, y) -> A.AttackResult:
+    if self.attack == "deepfool":
+      return A.deepfool(logits_fn, x, y, norm=self.norm, steps=self.steps,
+                        candidates=self.candidates, bounds=self.bounds)
+    return A.fmn(logits_fn, x, y, norm=self.norm, steps=self.steps,
+                 bounds=self.bounds, loop=self.loop)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ModelLogits:
+  """``model.logits(params, x)``, plus a differential-training bias ``b`` on
+  class 1 (Nar et al.: the classifier is ``sign(z_1 - z_0 + b)``), as a
+  function equal (and hashing equal) for equal models and biases: inside a
+  ``jax.tree_util.Partial`` with the parameters it keys jit's cache, so a
+  report on another split, seed or parameter value compiles nothing new."""
+  model: Any
+  bias: Optional[float] = None
+
+  def __call__(self, params, x):
+    z = self.model.logits(params, x)
+    return z if self.bias is None else add_binary_bias(z, self.bias)
+
+
+# ----------------------------------------------------------- provenance
+def fingerprint(tree) -> Optional[str]:
+  """sha256 (hex) of a pytree of arrays: every leaf's path, dtype, shape
+  and little-endian bytes, in tree order. Equal values give equal
+  fingerprints on any machine; None for an empty tree."""
+  leaves = jax.tree_util.tree_leaves_with_path(tree)
+  if not leaves:
+    return None
+  h = hashlib.sha256()
+  for path, leaf in leaves:
+    a = np.asarray(leaf)
+    a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+    h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}|"
+             .encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+  return h.hexdigest()
+
+
+def _git_commit() -> Optional[str]:
+  """The advinv_jax checkout's commit (``+dirty`` with tracked changes), or
+  None outside a git checkout."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    run = functools.partial(subprocess.run, cwd=here, capture_output=True,
+                            text=True, timeout=10, check=True)
+    commit = run(["git", "rev-parse", "HEAD"]).stdout.strip()
+    dirty = run(["git", "status", "--porcelain", "--untracked-files=no"]
+                ).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return commit + ("+dirty" if dirty else "") if commit else None
+
+
+def environment() -> Dict[str, Any]:
+  """Versions and hardware the report ran with: advinv_jax (version, git
+  commit), python, jax, jaxlib, XLA (jaxlib's extension version and the
+  backend's platform version), the default backend, device kind and
+  count."""
+  def version(pkg):
+    try:
+      return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+      return None
+
+  try:
+    from jax._src import lib as _lib   # pylint: disable=g-import-not-at-top
+    xla = f"jaxlib extension {_lib.jaxlib_extension_version}"
+  except (ImportError, AttributeError):
+    xla = None
+  dev = jax.devices()
+  try:
+    from jax.extend import backend as _backend
+    backend = _backend.get_backend()
+    platform_version = str(backend.platform_version).replace("\n", " ")
+  except (ImportError, AttributeError, RuntimeError):
+    platform_version = None
+  return {"advinv_jax": version("advinv_jax"), "git_commit": _git_commit(),
+          "python": sys.version.split()[0], "jax": jax.__version__,
+          "jaxlib": version("jaxlib"), "xla": xla,
+          "backend": jax.default_backend(),
+          "platform_version": platform_version,
+          "device_kind": dev[0].device_kind, "device_count": len(dev),
+          "process_count": jax.process_count()}
+
+
+def _index_ranges(indices) -> str:
+  """``[0, 1, 2, 5, 7, 8]`` -> ``'0-2,5,7-8'``."""
+  idx = [int(i) for i in np.asarray(indices).ravel()]
+  out, start = [], None
+  for k, i in enumerate(idx):
+    if start is None:
+      start = i
+    if k + 1 == len(idx) or idx[k + 1] != i + 1:
+      out.append(str(start) if start == i else f"{start}-{i}")
+      start = None
+  return ",".join(out)
+
+
+def provenance_from_config(config, *, checkpoint_step=None, split="test",
+                           indices=None, split_size=None) -> Dict[str, Any]:
+  """The card's provenance for a model trained from an advinv_jax config:
+  the model's name and settings, the loss, the dataset, the seed and the
+  whole config; ``checkpoint_step``, ``split``, ``indices`` (of the split's
+  inputs the report uses) and ``split_size`` from the caller."""
+  c = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+  model = c.get("model", {})
+  name = model.get("name")
+  loss = c.get("loss", {})
+  out = {"model": name,
+         "model_config": {k: v for k, v in model.items()
+                          if not isinstance(v, dict) or k in (name,
+                                                              "compute")},
+         "loss": loss.get("name"), "dataset": c.get("data", {}).get("name"),
+         "seed": c.get("seed"), "config": c, "split": split}
+  if checkpoint_step is not None:
+    out["checkpoint_step"] = int(checkpoint_step)
+  if indices is not None:
+    out["indices"] = [int(i) for i in np.asarray(indices).ravel()]
+  if split_size is not None:
+    out["split_size"] = int(split_size)
+  return out
+
+
+def _check_provenance(provenance) -> Dict[str, Any]:
+  if provenance is None:
+    return {}
+  if not isinstance(provenance, dict):
+    raise ValueError(f"provenance must be a dict with keys from "
+                     f"{PROVENANCE_KEYS}, got {type(provenance).__name__}.")
+  unknown = sorted(set(provenance) - set(PROVENANCE_KEYS))
+  if unknown:
+    raise ValueError(f"provenance has unknown key(s) {unknown}; use "
+                     f"{PROVENANCE_KEYS}.")
+  try:
+    return json.loads(json.dumps(provenance, default=_json_default))
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"provenance must be JSON-serialisable (numbers, "
+                     f"strings, lists, dicts): {e}") from None
+
+
+def _json_default(v):
+  if isinstance(v, (np.integer, np.floating, np.bool_)):
+    return v.item()
+  if isinstance(v, (np.ndarray, jax.Array, tuple)):
+    return np.asarray(v).tolist()
+  raise TypeError(f"{type(v).__name__} is not JSON-serialisable")
+
+
+def _eps_units(bounds, linf_eps=()) -> str:
+  if bounds is None:
+    return "eps in the units of the inputs (unbounded inputs)"
+  lo, hi = bounds
+  s = (f"eps in the units of the inputs, whose box is [{lo:g}, {hi:g}] "
+       f"(width {hi - lo:g})")
+  if linf_eps:
+    s += "; in 8-bit steps of the box: " + ", ".join(
+        f"linf {e:g} = {255 * e / (hi - lo):.3g}/255" for e in linf_eps)
+  return s
+
+
+def _card(cfg, bounds, rng, provenance, fn, images, labels, bias, attacks
+          ) -> Dict[str, Any]:
+  """The reproducibility card (JSON)."""
+  p = dict(provenance)
+  idx = p.pop("indices", None)
+  n = int(images.shape[0])
+  inputs = {"num": n, "of": p.pop("split_size", None),
+            "indices": (_index_ranges(idx) if idx is not None else None)}
+  if idx is not None and len(idx) != n:
+    inputs["indices_note"] = (f"the first {n} of the {len(idx)} indices "
+                              "given")
+  params = jax.tree_util.tree_leaves(fn)
+  return {
+      "model": p.get("model"), "model_config": p.get("model_config"),
+      "loss": p.get("loss"), "differential_bias": bias,
+      "checkpoint_step": p.get("checkpoint_step"),
+      "dataset": p.get("dataset"), "split": p.get("split"),
+      "inputs": inputs,
+      "seeds": {"training": p.get("seed"),
+                "report_key": [int(v) for v in np.asarray(
+                    jax.random.key_data(rng)).ravel()]},
+      "bounds": None if bounds is None else list(bounds),
+      "eps_units": _eps_units(bounds, sorted(
+          set(cfg["linf_eps"]) | set(cfg["autoattack_linf_eps"]))),
+      "attacks": attacks,
+      "software": environment(),
+      "fingerprints": {
+          "params_sha256": fingerprint(params),
+          "params_note": (None if params else
+                          "logits_fn holds no arrays: pass params= (or a "
+                          "jax.tree_util.Partial) to fingerprint them"),
+          "inputs_sha256": fingerprint({"images": images,
+                                        "labels": labels})},
+      "config": p.get("config"),
+  }
+
+
+# ---------------------------------------------------------------- progress
+def print_progress(message: str) -> None:
+  """The report's progress printer: ``report: <message>`` on stderr."""
+  print(f"report: {message}", file=sys.stderr, flush=True)
+
+
+def _progress_fn(progress) -> Callable[[str], None]:
+  if progress is None or progress is False:
+    return lambda msg: None
+  if progress is True:
+    return print_progress
+  if not callable(progress):
+    raise ValueError(f"progress={progress!r} must be None / False (quiet), "
+                     "True (print to stderr) or a callable taking one "
+                     "string, e.g. advinv_jax.report.print_progress.")
+  return progress
 
 
 def _finite_or_none(v):
@@ -84,30 +490,377 @@ def _pair_indices(labels: np.ndarray, m: int) -> Tuple[np.ndarray, np.ndarray]:
   return a, np.asarray(b)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Attack:
-  """An attack with fixed keyword settings, equal (and hashing equal) when
-  its function and settings are: a static argument of the report's jitted
-  functions, so that reports on the same model architecture and input shape
-  (train and test splits, several seeds) reuse one compiled program."""
-  fn: Callable
-  kwargs: Tuple[Tuple[str, Any], ...]
-
-  def partial(self):
-    return functools.partial(self.fn, **dict(self.kwargs))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _jit_eps_sweep(model, attack, eps_values, params, x, y, key):
-  return A.eps_sweep(attack.partial(), functools.partial(model.logits, params),
-                     x, y, eps_values, rng=key, full=True)
-
-
+# --------------------------------------------------------- jitted attacks
+# ``fn`` is a jax.tree_util.Partial: its arrays (the parameters) are traced
+# arguments and its function is part of the cache key, so every report on
+# the same architecture, settings and input shape reuses one program.
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _jit_minimal(model, attack, params, x, y):
-  return attack.partial()(functools.partial(model.logits, params), x, y)
+def _jit_eps_sweep(attack, eps_values, fn, x, y, key):
+  eps = jnp.asarray(eps_values, x.dtype)
+  return jax.vmap(lambda e: attack(fn, x, y, e, key))(eps)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _jit_minimal(attack, fn, x, y):
+  return attack(fn, x, y)
+
+
+@jax.jit
+def _jit_apply(fn, x):
+  return fn(x)
+
+
+def _apply(fn, x, chunk=512):
+  x = jnp.asarray(x)
+  return np.concatenate([np.asarray(_jit_apply(fn, x[i:i + chunk]))
+                         for i in range(0, x.shape[0], chunk)])
+
+
+def _pgd_section(fn, x, y, correct, eps_values, attack, key):
+  """The PGD sweep of one norm: ``(section, warnings, success bool[K, N])``."""
+  t = time.perf_counter()
+  res = jax.block_until_ready(
+      _jit_eps_sweep(attack, eps_values, fn, x, y, key))
+  for k, e in enumerate(eps_values):
+    A.check_adversarial(x, res.x_adv[k], e, attack.norm, attack.bounds)
+  name = f"pgd-{attack.norm}"
+  warns = A.monotonicity_warnings(eps_values, res.success, name=name)
+  warns += A.gradient_warnings(np.asarray(res.bad_grad_steps).max(0),
+                               name=name)
+  n = int(x.shape[0])
+  ra = [float(v) for v in A.robust_accuracy_curve(res.success, correct)]
+  return {
+      "eps": list(eps_values),
+      "steps": attack.steps,
+      "restarts": attack.restarts,
+      "rel_step_size": attack.rel_step_size,
+      "robust_accuracy": ra,
+      "robust_accuracy_ci": [_ci(v, n) for v in ra],
+      "attack_success_ratio": [float(v) for v in
+                               A.attack_success_ratio(res.success, correct)],
+      "attack_success_ratio_all": [
+          float(v) for v in A.attack_success_ratio(res.success, correct,
+                                                   "all")],
+      "seconds": time.perf_counter() - t,
+  }, warns, np.asarray(res.success)
+
+
+def _minimal_section(fn, x, y, correct, attack):
+  """Minimal perturbations on the correctly classified inputs:
+  ``(section, warnings, norm per input f64[N])`` (inf: not found or not
+  correctly classified).
+
+  ``median_norm`` is the median over all correctly classified inputs with a
+  not-found input counted as an infinite perturbation (None when more than
+  half were not found); ``median_norm_found`` and ``mean_norm_found`` are
+  over the found ones, ``success_rate`` is the found share."""
+  t = time.perf_counter()
+  res = jax.block_until_ready(_jit_minimal(attack, fn, x, y))
+  A.check_adversarial(x, res.x_adv, float("inf"), attack.norm, attack.bounds)
+  c = np.asarray(correct)
+  full = np.where(c, np.asarray(res.perturbation_norm, np.float64), np.inf)
+  nrm = full[c]
+  found = np.isfinite(nrm)
+  warns = A.gradient_warnings(np.asarray(res.bad_grad_steps)[c],
+                              name=f"{attack.attack}-{attack.norm}")
+  return {
+      "median_norm": _finite_or_none(np.median(nrm)) if nrm.size else None,
+      "median_norm_found": (_finite_or_none(np.median(nrm[found]))
+                            if found.any() else None),
+      "mean_norm_found": (_finite_or_none(nrm[found].mean())
+                          if found.any() else None),
+      "success_rate": float(found.mean()) if nrm.size else 0.0,
+      "num_found": int(found.sum()),
+      "num_correct": int(c.sum()),
+      "norms": [_finite_or_none(v) for v in nrm],
+      "seconds": time.perf_counter() - t,
+  }, warns, full
+
+
+def _autoattack_settings(cfg) -> Dict[str, Any]:
+  return dict(version=str(cfg["autoattack_version"]),
+              steps=int(cfg["autoattack_steps"]),
+              num_targets=int(cfg["autoattack_num_targets"]),
+              queries=int(cfg["autoattack_queries"]),
+              fmn_steps=int(cfg["autoattack_fmn_steps"]))
+
+
+def _autoattack_log(res, x, norm) -> Dict[str, Any]:
+  """What AutoAttack's verbose log shows, for one run: per member the inputs
+  it broke, the robust accuracy after it (with its interval), its time and
+  model passes; the largest perturbation of a successful adversarial
+  example (in ``norm``); the pixel range of the inputs and of the returned
+  points; the flags that fired."""
+  n = int(x.shape[0])
+  correct = np.asarray(res.clean_correct)
+  per = np.asarray(res.per_attack_success, np.int64)
+  secs = np.asarray(res.seconds, np.float64)
+  # Per-member fields of the AutoAttack result, where it carries them;
+  # else derived here (robust accuracy after a member) or None.
+  passes = getattr(res, "passes", None)
+  left = int(correct.sum()) - np.cumsum(per)
+  members = []
+  for m, name in enumerate(res.attacks):
+    after = float(left[m]) / n
+    members.append({
+        "attack": name, "broken": int(per[m]),
+        "robust_accuracy_after": after,
+        "robust_accuracy_after_ci": _ci(after, n),
+        "seconds": float(secs[m]) if secs.size else None,
+        "passes": (None if passes is None else
+                   np.asarray(passes)[m].tolist())})
+  xa = np.asarray(res.x_adv, np.float64)
+  xn = np.asarray(x, np.float64)
+  adv = np.asarray(res.success) & correct
+  d = (xa - xn).reshape(n, -1)
+  dist = (np.abs(d).max(1) if norm == "linf" else np.sqrt((d * d).sum(1)))
+  return {
+      "clean_accuracy": float(correct.mean()),
+      "members": members,
+      "largest_perturbation": (float(dist[adv].max()) if adv.any()
+                               else None),
+      "input_range": [float(xn.min()), float(xn.max())],
+      "adversarial_range": [float(xa.min()), float(xa.max())],
+      "flags_fired": [f for f, v in res.flags.items() if bool(v)],
+  }
+
+
+def _autoattack_section(fn, x, y, norm, eps_values, cfg, key, bounds, loop,
+                        pgd, progress):
+  """AutoAttack at each eps on ``x`` (the first autoattack_num_examples):
+  ``(section, warnings, {eps: success bool[n]})``. ``pgd``: the same
+  norm's PGD section and success ``bool[K, N]`` (or None)."""
+  settings = _autoattack_settings(cfg)
+  n = int(x.shape[0])
+  out = {"eps": [], "robust_accuracy": [], "robust_accuracy_ci": [],
+         "per_attack_success": [], "attack_seconds": [], "flags": [],
+         "pgd_robust_accuracy": [], "log": [], "num_examples": n,
+         "settings": settings}
+  warns, success = [], {}
+  t = time.perf_counter()
+  for k, eps in enumerate(eps_values):
+    progress(f"autoattack {settings['version']} {norm} eps={eps:g} on {n} "
+             "inputs")
+    res = A.autoattack(fn, x, y, eps=float(eps), norm=norm, bounds=bounds,
+                       loop=loop, rng=jax.random.fold_in(key, k), **settings)
+    A.check_adversarial(x, res.x_adv, float(eps), norm, bounds)
+    ra = float(res.robust_accuracy)
+    log = _autoattack_log(res, x, norm)
+    for mem in log["members"]:
+      progress(f"  {mem['attack']:<9} robust "
+               f"{100 * mem['robust_accuracy_after']:5.1f}% "
+               f"({mem['broken']} broken, {mem['seconds'] or 0:.1f} s)")
+    out["attacks"] = list(res.attacks)
+    out["clean_accuracy"] = float(jnp.mean(res.clean_correct))
+    out["clean_accuracy_ci"] = _ci(out["clean_accuracy"], n)
+    out["eps"].append(float(eps))
+    out["robust_accuracy"].append(ra)
+    out["robust_accuracy_ci"].append(_ci(ra, n))
+    out["per_attack_success"].append(
+        [int(v) for v in np.asarray(res.per_attack_success)])
+    out["attack_seconds"].append(
+        [float(v) for v in np.asarray(res.seconds)])
+    out["flags"].append({f: bool(v) for f, v in res.flags.items()})
+    out["log"].append(log)
+    success[float(eps)] = np.asarray(res.success)
+    reduced = any(settings[k] < REPORT_FULL[f"autoattack_{k}"]
+                  for k in ("steps", "num_targets", "queries", "fmn_steps"))
+    for w in A.autoattack_warnings(res):
+      if reduced and "gradient masking" in w:
+        w += (" With the report's reduced AutoAttack settings (APGD "
+              f"{settings['steps']} steps, {settings['num_targets']} "
+              "targets) weak gradient attacks alone can explain it: rerun "
+              "with report.full=True before concluding masking.")
+      warns.append(f"{w} ({norm} eps={eps:g})")
+    # PGD on the same inputs at the same eps, when the sweep has that eps.
+    pgd_ra = None
+    if pgd is not None and float(eps) in pgd[0]["eps"]:
+      j = pgd[0]["eps"].index(float(eps))
+      ok = np.asarray(res.clean_correct) & ~pgd[1][j][:n]
+      pgd_ra = float(ok.mean())
+      if ra > pgd_ra + 1e-9:
+        warns.append(f"autoattack-{norm} eps={eps:g}: robust accuracy "
+                     f"{ra:.4f} is above PGD's {pgd_ra:.4f} on the same "
+                     "inputs: the ensemble is weaker than one of its members "
+                     "should be (too few AutoAttack steps?).")
+    out["pgd_robust_accuracy"].append(pgd_ra)
+  out["seconds"] = time.perf_counter() - t
+  return out, warns, success
+
+
+def consistency_warnings(minimal: Dict[Tuple[str, str], np.ndarray],
+                         robust: Dict[Tuple[str, str, float], np.ndarray]
+                         ) -> List[str]:
+  """Warnings where an eps-bounded attack is weaker than a minimal one.
+
+  Args:
+    minimal: ``{(attack, norm): f64[N]}`` minimal perturbation norm per
+      input (inf: not found or not attacked).
+    robust: ``{(attack, norm, eps): bool[n]}`` inputs (the first ``n``) the
+      eps-bounded attack left robust (correct and not broken).
+
+  Returns:
+    One sentence per (eps-bounded attack, eps, minimal attack) where the
+    minimal attack found a perturbation ``<= eps`` on inputs the other left
+    robust, with their count: that attack's robust accuracy is then too
+    high by at least ``count / n``.
+  """
+  out = []
+  for (name, norm, eps), rob in robust.items():
+    n = rob.size
+    for (mname, mnorm), nrm in minimal.items():
+      if mnorm != norm:
+        continue
+      hit = rob & (nrm[:n] <= eps)
+      if hit.any():
+        c = int(hit.sum())
+        out.append(
+            f"consistency: {mname} found an {norm} perturbation <= eps="
+            f"{eps:g} on {c} of the {int(rob.sum())} inputs that {name} left "
+            f"robust: {name} is the weaker attack here and its robust "
+            f"accuracy at this eps is too high by at least {100 * c / n:.1f} "
+            "points (more steps or restarts, or report.full=True).")
+  return out
+
+
+def _nuisance_model_accuracy(fn, x, y, nuisance_data):
+  """The classifier's own accuracy on the nuisance classifier's test images
+  (the same selection as the invariance section): ``(accuracy, n)``."""
+  if nuisance_data is not None and isinstance(nuisance_data[0], dict):
+    xt, yt = nuisance_data[1]["image"], nuisance_data[1]["label"]
+  elif nuisance_data is not None:
+    xt, yt = x, y
+  else:
+    h = int(x.shape[0]) // 2
+    xt, yt = x[h:], y[h:]
+  yt = np.asarray(yt)
+  if yt.size == 0:
+    return None, 0
+  pred = np.argmax(_apply(fn, xt), -1)
+  return float(np.mean(pred == yt)), int(yt.size)
+
+
+def _headline(report) -> Dict[str, Any]:
+  """AutoAttack's robust accuracy at its first linf (else l2) eps; PGD's at
+  its first eps when AutoAttack did not run."""
+  for source, sections in (("autoattack", report.get("autoattack", {})),
+                           ("pgd", report["pgd"])):
+    for norm in ("linf", "l2"):
+      sec = sections.get(norm)
+      if not (sec and sec["eps"]):
+        continue
+      aa = source == "autoattack"
+      top = sec if aa else report
+      return {"source": source, "norm": norm, "eps": sec["eps"][0],
+              "robust_accuracy": sec["robust_accuracy"][0],
+              "robust_accuracy_ci": sec["robust_accuracy_ci"][0],
+              "num_examples": top["num_examples"],
+              "clean_accuracy": top["clean_accuracy"],
+              "clean_accuracy_ci": top["clean_accuracy_ci"],
+              "settings": sec["settings"] if aa else {
+                  "steps": sec["steps"], "restarts": sec["restarts"]},
+              "pgd_robust_accuracy": (sec["pgd_robust_accuracy"][0] if aa
+                                      else None)}
+  return {"source": None}
+
+
+def _check_data(fn, images, labels, bounds):
+  """Validates inputs and labels against ``fn``'s output shape (traced
+  abstractly, nothing compiled); returns the number of classes."""
+  x = images
+  if x.ndim < 2 or x.shape[0] < 1 or not jnp.issubdtype(x.dtype,
+                                                         jnp.floating):
+    raise ValueError(f"images must be a float array [N, ...] with N >= 1, "
+                     f"got shape {x.shape} and dtype {x.dtype}.")
+  xn = np.asarray(x)
+  if not np.all(np.isfinite(xn)):
+    raise ValueError(f"images has {int(np.sum(~np.isfinite(xn)))} "
+                     "non-finite entries.")
+  if bounds is not None and (xn.min() < bounds[0] or xn.max() > bounds[1]):
+    raise ValueError(f"images lie in [{xn.min():g}, {xn.max():g}], outside "
+                     f"bounds={bounds}: pass the inputs' own box as bounds.")
+  try:
+    out = jax.eval_shape(fn, jax.ShapeDtypeStruct(x.shape, x.dtype))
+  except Exception as e:  # pylint: disable=broad-except
+    first = str(e).splitlines()[0] if str(e) else ""
+    raise ValueError(f"logits_fn failed on images of shape {x.shape} "
+                     f"({type(e).__name__}: {first}); it must map "
+                     "f32[N, ...] to f32[N, K].") from e
+  if (not hasattr(out, "shape") or len(out.shape) != 2
+      or out.shape[0] != x.shape[0] or out.shape[1] < 2):
+    raise ValueError(f"logits_fn must return logits f32[N={x.shape[0]}, K>=2]"
+                     f", got {getattr(out, 'shape', type(out).__name__)}.")
+  k = int(out.shape[1])
+  ln = np.asarray(labels)
+  if (ln.shape != (x.shape[0],) or not np.issubdtype(ln.dtype, np.integer)
+      or ln.min() < 0 or ln.max() >= k):
+    raise ValueError(f"labels must be int[{x.shape[0]}] in [0, {k}), got "
+                     f"shape {ln.shape}, dtype {ln.dtype} and range "
+                     f"[{ln.min() if ln.size else ''}, "
+                     f"{ln.max() if ln.size else ''}].")
+  return k
+
+
+def logits_report(logits_fn: Callable, images, labels, workdir: str, rng, *,
+                  params=None, settings=None, bounds=(0.0, 1.0),
+                  provenance: Optional[Dict[str, Any]] = None,
+                  progress=None) -> Dict[str, Any]:
+  """The robustness report of any JAX classifier, written into ``workdir``.
+
+  The sensitivity part of :func:`robustness_report` (AutoAttack in both
+  norms, the PGD sweep, DeepFool / FMN minimal perturbations, the
+  consistency warnings, the reproducibility card) for a Flax NNX or Linen,
+  Equinox, Haiku or plain-function model::
+
+    graphdef, state = nnx.split(model)
+    fn = lambda state, x: nnx.merge(graphdef, state)(x)
+    logits_report(fn, x, y, "out", key, params=state, bounds=(0., 1.))
+
+  Args:
+    logits_fn: pure, per-example ``f32[N, ...] -> f32[N, K]`` (``K >= 2``),
+      or with ``params`` given ``logits_fn(params, x)``.
+    images: ``f32[N, ...]`` inputs inside ``bounds``; the first
+      ``settings['num_examples']`` are used (0: all).
+    labels: ``int[N]`` in ``[0, K)``.
+    workdir: output folder (created).
+    rng: PRNG key (PGD random starts, AutoAttack).
+    params: optional pytree passed to ``logits_fn`` as its first argument:
+      traced (a second report with other parameter values of the same
+      shapes compiles nothing new) and fingerprinted on the card.
+    settings: report settings (dict or ConfigDict; the names and defaults of
+      ``config.report``, :func:`report_settings`).
+    bounds: ``(low, high)`` box of the inputs (attacks stay inside it), or
+      None (unbounded).
+    provenance: what the card says about the model and the inputs, keys
+      from ``PROVENANCE_KEYS`` (e.g. ``{"model": "nnx MLP 64-64", "dataset":
+      "digits", "split": "test", "indices": [...], "seed": 0}``).
+    progress: None / False (quiet), True (each section and AutoAttack member
+      on stderr) or a callable taking one line.
+
+  Returns:
+    The report dict (also ``workdir/report.json``), see
+    :func:`robustness_report`.
+
+  Raises:
+    ValueError (before anything compiles): a settings field unknown or out
+      of range, bad ``bounds``, inputs outside them or non-finite, labels
+      not ``int[N]`` in ``[0, K)``, a ``logits_fn`` whose output is not
+      ``[N, K]``, ``provenance`` with unknown keys, a bad ``progress``.
+  """
+  if not callable(logits_fn):
+    raise ValueError(f"logits_fn must be callable (x -> logits, or (params, "
+                     f"x) -> logits with params=), got "
+                     f"{type(logits_fn).__name__}.")
+  fn = (jax.tree_util.Partial(logits_fn) if params is None
+        else jax.tree_util.Partial(logits_fn, params))
+  return _report(fn, images, labels, report_settings(settings), workdir, rng,
+                 bounds=_check_bounds(bounds), provenance=provenance,
+                 progress=progress)
+
+
+# ---------------------------------------------- invariance (advinv_jax models)
 @functools.partial(jax.jit, static_argnums=0)
 def _jit_logits(model, params, x):
   return model.logits(params, x)
@@ -128,120 +881,6 @@ def _jit_metamers(model, bounds, tol, params, xa, xb):
 
 _jit_interpolation = jax.jit(I.nuisance_interpolation, static_argnums=(0, 4))
 
-
-def _pgd_section(model, params, x, y, correct, eps_values, norm, cfg, key,
-                 bounds, loop):
-  steps = int(cfg["pgd_steps"])
-  attack = _Attack(A.pgd, (
-      ("norm", norm), ("steps", steps),
-      ("restarts", int(cfg["pgd_restarts"])),
-      ("loss", str(cfg["pgd_loss"])), ("bounds", bounds),
-      ("loop", loop)))
-  eps_values = tuple(float(e) for e in eps_values)
-
-  t = time.perf_counter()
-  res = jax.block_until_ready(
-      _jit_eps_sweep(model, attack, eps_values, params, x, y, key))
-  for k, e in enumerate(eps_values):
-    A.check_adversarial(x, res.x_adv[k], e, norm, bounds)
-  warns = A.monotonicity_warnings(eps_values, res.success, name=f"pgd-{norm}")
-  warns += A.gradient_warnings(np.asarray(res.bad_grad_steps).max(0),
-                               name=f"pgd-{norm}")
-  return {
-      "eps": list(eps_values),
-      "steps": steps,
-      "restarts": int(cfg["pgd_restarts"]),
-      "robust_accuracy": [float(v) for v in
-                          A.robust_accuracy_curve(res.success, correct)],
-      "attack_success_ratio": [float(v) for v in
-                               A.attack_success_ratio(res.success, correct)],
-      "attack_success_ratio_all": [
-          float(v) for v in A.attack_success_ratio(res.success, correct,
-                                                   "all")],
-      "seconds": time.perf_counter() - t,
-  }, warns, np.asarray(res.success)
-
-
-def _minimal_section(model, params, x, y, correct, norm, attack, name,
-                     bounds):
-  """Minimal perturbations of ``attack`` (deepfool / fmn partial) on the
-  correctly classified inputs: their median and each norm (None: none
-  found)."""
-
-  t = time.perf_counter()
-  res = jax.block_until_ready(_jit_minimal(model, attack, params, x, y))
-  A.check_adversarial(x, res.x_adv, float("inf"), norm, bounds)
-  c = np.asarray(correct)
-  nrm = np.asarray(res.perturbation_norm)[c]
-  found = np.isfinite(nrm)
-  warns = A.gradient_warnings(np.asarray(res.bad_grad_steps)[c],
-                              name=f"{name}-{norm}")
-  return {
-      "median_norm": _finite_or_none(np.median(nrm)) if nrm.size else None,
-      "mean_norm_found": (_finite_or_none(nrm[found].mean())
-                          if found.any() else None),
-      "success_rate": float(found.mean()) if nrm.size else 0.0,
-      "num_correct": int(c.sum()),
-      "norms": [_finite_or_none(v) for v in nrm],
-      "seconds": time.perf_counter() - t,
-  }, warns
-
-
-def _autoattack_section(model, params, x, y, norm, eps_values, cfg, key,
-                        bounds, loop, pgd_eps, pgd_success):
-  """AutoAttack at each eps on ``x`` (the first autoattack_num_examples)."""
-  # A Partial of a hashable function: the parameters are traced, so
-  # AutoAttack's compiled members are reused across eps values and across
-  # reports on equal models (train and test splits, seeds).
-  logits_fn = jax.tree_util.Partial(_ModelLogits(model), params)
-  settings = dict(version=str(cfg["autoattack_version"]),
-                  steps=int(cfg["autoattack_steps"]),
-                  num_targets=int(cfg["autoattack_num_targets"]),
-                  queries=int(cfg["autoattack_queries"]),
-                  fmn_steps=int(cfg["autoattack_fmn_steps"]))
-  out = {"eps": [], "robust_accuracy": [], "per_attack_success": [],
-         "attack_seconds": [], "flags": [], "pgd_robust_accuracy": [],
-         "num_examples": int(x.shape[0]), "settings": settings}
-  warns = []
-  t = time.perf_counter()
-  for k, eps in enumerate(eps_values):
-    res = A.autoattack(logits_fn, x, y, eps=float(eps), norm=norm,
-                       bounds=bounds, loop=loop,
-                       rng=jax.random.fold_in(key, k), **settings)
-    A.check_adversarial(x, res.x_adv, float(eps), norm, bounds)
-    out["attacks"] = list(res.attacks)
-    out["clean_accuracy"] = float(jnp.mean(res.clean_correct))
-    out["eps"].append(float(eps))
-    out["robust_accuracy"].append(float(res.robust_accuracy))
-    out["per_attack_success"].append(
-        [int(v) for v in np.asarray(res.per_attack_success)])
-    out["attack_seconds"].append(
-        [float(v) for v in np.asarray(res.seconds)])
-    out["flags"].append({f: bool(v) for f, v in res.flags.items()})
-    reduced = any(settings[k] < REPORT_FULL[f"autoattack_{k}"]
-                  for k in ("steps", "num_targets", "queries", "fmn_steps"))
-    for w in A.autoattack_warnings(res):
-      if reduced and "gradient masking" in w:
-        w += (" With the report's reduced AutoAttack settings (APGD "
-              f"{settings['steps']} steps, {settings['num_targets']} "
-              "targets) weak gradient attacks alone can explain it: rerun "
-              "with report.full=True before concluding masking.")
-      warns.append(f"{w} ({norm} eps={eps:g})")
-    # PGD on the same inputs at the same eps, when the sweep has that eps.
-    pgd_ra = None
-    if float(eps) in pgd_eps:
-      j = pgd_eps.index(float(eps))
-      ok = np.asarray(res.clean_correct) & ~pgd_success[j][:x.shape[0]]
-      pgd_ra = float(ok.mean())
-      if out["robust_accuracy"][-1] > pgd_ra + 1e-9:
-        warns.append(f"autoattack-{norm} eps={eps}: robust accuracy "
-                     f"{out['robust_accuracy'][-1]:.4f} is above PGD's "
-                     f"{pgd_ra:.4f} on the same inputs: the ensemble is "
-                     "weaker than one of its members should be (too few "
-                     "AutoAttack steps?).")
-    out["pgd_robust_accuracy"].append(pgd_ra)
-  out["seconds"] = time.perf_counter() - t
-  return out, warns
 
 
 def _invariance_section(model, params, x, y, cfg, rng, bounds, nuisance_data):
@@ -344,66 +983,14 @@ def _invariance_section(model, params, x, y, cfg, rng, bounds, nuisance_data):
   return out, warns, images
 
 
-@dataclasses.dataclass(frozen=True)
-class _ModelLogits:
-  """``model.logits`` as a function equal (and hashing equal) for equal
-  models, unlike a bound method (equal only for the same object)."""
-  model: Any
-
-  def __call__(self, params, x):
-    return self.model.logits(params, x)
-
-
-class _BiasedLogits:
-  """A model view whose logits carry a differential-training bias on class 1
-  (everything else delegates to the wrapped model)."""
-
-  def __init__(self, model, bias: float):
-    self._model = model
-    self._bias = float(bias)
-
-  def __getattr__(self, name):
-    return getattr(self._model, name)
-
-  def __hash__(self):
-    return hash((self._model, self._bias))
-
-  def __eq__(self, other):
-    return (isinstance(other, _BiasedLogits) and other._model == self._model
-            and other._bias == self._bias)
-
-  def logits(self, params, x):
-    return add_binary_bias(self._model.logits(params, x), self._bias)
-
-
-def _headline(report) -> Dict[str, Any]:
-  """AutoAttack's robust accuracy at its first linf (else l2) eps; PGD's at
-  its first eps when AutoAttack did not run."""
-  for norm in ("linf", "l2"):
-    aa = report.get("autoattack", {}).get(norm)
-    if aa and aa["eps"]:
-      return {"source": "autoattack", "norm": norm, "eps": aa["eps"][0],
-              "robust_accuracy": aa["robust_accuracy"][0],
-              "num_examples": aa["num_examples"],
-              "clean_accuracy": aa["clean_accuracy"],
-              "settings": aa["settings"],
-              "pgd_robust_accuracy": aa["pgd_robust_accuracy"][0]}
-  for norm in ("linf", "l2"):
-    sec = report["pgd"].get(norm)
-    if sec and sec["eps"]:
-      return {"source": "pgd", "norm": norm, "eps": sec["eps"][0],
-              "robust_accuracy": sec["robust_accuracy"][0],
-              "num_examples": report["num_examples"],
-              "clean_accuracy": report["clean_accuracy"],
-              "settings": {"steps": sec["steps"],
-                           "restarts": sec["restarts"]}}
-  return {"source": None}
 
 
 def robustness_report(model, params, images, labels, report_config,
                       workdir: str, rng, nuisance_data=None, *,
-                      bias=None, bounds=None) -> Dict[str, Any]:
-  """Computes the robustness report and writes it into ``workdir``.
+                      bias=None, bounds=None, provenance=None,
+                      progress=None) -> Dict[str, Any]:
+  """Computes the robustness report of an advinv_jax model and writes it into
+  ``workdir``.
 
   Args:
     model: an advinv_jax Model (InvertibleModel for the invariance part).
@@ -426,49 +1013,86 @@ def robustness_report(model, params, images, labels, report_config,
       attacked logits are ``logits + [0, b]``. Needs 2 classes.
     bounds: ``(low, high)`` of the images; overrides
       ``report_config.bounds`` (default ``(0, 1)``).
+    provenance: the card's model and data provenance (keys
+      ``PROVENANCE_KEYS``; :func:`provenance_from_config` builds it from a
+      config); the model's class name when not given.
+    progress: None / False (quiet), True (stderr) or a callable taking one
+      line: each section as it starts, AutoAttack member by member.
 
   Returns:
     The report dict (also written as ``workdir/report.json``): keys
-    ``warnings, headline, num_examples, clean_accuracy, invertible, bias,
-    settings, pgd: {linf, l2}, autoattack: {linf, l2}, deepfool: {l2, linf},
-    files, seconds``, ``fmn: {l2, linf}`` when ``fmn_steps > 0`` and for
-    invertible models ``invariance`` (with ``metamer_validity``).
+    ``warnings, card, headline, num_examples, clean_accuracy (+ _ci),
+    invertible, bias, settings, pgd: {linf, l2}, autoattack: {linf, l2}
+    (each with its ``log``), deepfool: {l2, linf}, files, seconds``,
+    ``fmn: {l2, linf}`` when ``fmn_steps > 0`` and for invertible models
+    ``invariance`` (with ``metamer_validity``). Every accuracy ``a`` has its
+    Wilson 95% interval as ``a_ci = [low, high]``.
   """
   cfg = report_settings(report_config)
+  model.check_input(jnp.asarray(images))
+  if bias is not None and getattr(model, "num_classes", None) != 2:
+    raise ValueError(f"bias is only meaningful for a binary model (2 "
+                     f"logits), got num_classes="
+                     f"{getattr(model, 'num_classes', None)}.")
+  fn = jax.tree_util.Partial(
+      _ModelLogits(model, None if bias is None else float(bias)), params)
+  bounds = _check_bounds(cfg["bounds"] if bounds is None else bounds)
+  if provenance is None:
+    provenance = {"model": type(model).__name__}
+  invertible = bool(getattr(model, "invertible", False))
+  return _report(fn, images, labels, cfg, workdir, rng, bounds=bounds,
+                 provenance=provenance, progress=progress,
+                 invertible=(model, params) if invertible else None,
+                 nuisance_data=nuisance_data, bias=bias)
+
+
+def _report(fn, images, labels, cfg, workdir, rng, *, bounds, provenance,
+            progress, invertible=None, nuisance_data=None, bias=None):
+  """Runs the sections and writes the report (see :func:`logits_report`)."""
+  progress = _progress_fn(progress)
+  provenance = _check_provenance(provenance)
   n = int(cfg["num_examples"])
   images = jnp.asarray(images)[:n] if n > 0 else jnp.asarray(images)
-  labels = jnp.asarray(labels)[:images.shape[0]].astype(jnp.int32)
-  model.check_input(images)
-  if bounds is None:
-    bounds = cfg["bounds"]
-  bounds = None if bounds is None else (float(bounds[0]), float(bounds[1]))
-  raw_model = model
-  if bias is not None:
-    if model.num_classes != 2:
-      raise ValueError(f"bias is only meaningful for a binary model (2 "
-                       f"logits), got num_classes={model.num_classes}.")
-    model = _BiasedLogits(model, float(bias))
+  labels = jnp.asarray(labels)[:images.shape[0]]
+  if invertible is not None:
+    invertible[0].check_input(images)
+  _check_data(fn, images, labels, bounds)
+  labels = labels.astype(jnp.int32)
   # '' = the platform default (A.default_loop()). The config default is
   # 'fori': at report sizes compilation dominates, and an unrolled PGD-20
   # over a fiRevNet compiles ~4x longer (38 s vs 10 s) for a ~15% faster run.
   loop = str(cfg["attack_loop"]) or None
-  ln = np.asarray(labels)
-  if ln.shape != (images.shape[0],) or ln.min() < 0 or (
-      ln.max() >= model.num_classes):
-    raise ValueError(f"labels must be int[{images.shape[0]}] in [0, "
-                     f"{model.num_classes}), got shape {ln.shape} and range "
-                     f"[{ln.min()}, {ln.max()}].")
+  num = int(images.shape[0])
+  pgd_attacks = {norm: PGDSettings(
+      norm, int(cfg["pgd_steps"]), int(cfg["pgd_restarts"]),
+      str(cfg["pgd_loss"]), bounds, loop) for norm in ("linf", "l2")}
+  minimal_attacks = {("deepfool", norm): MinimalSettings(
+      "deepfool", norm, int(cfg["deepfool_steps"]),
+      int(cfg["deepfool_candidates"]), bounds) for norm in ("l2", "linf")}
+  if int(cfg["fmn_steps"]) > 0:
+    minimal_attacks.update({("fmn", norm): MinimalSettings(
+        "fmn", norm, int(cfg["fmn_steps"]), bounds=bounds, loop=loop)
+                            for norm in ("l2", "linf")})
+  n_aa = min(int(cfg["autoattack_num_examples"]), num)
+  aa_eps = {norm: tuple(float(e) for e in cfg[f"autoattack_{norm}_eps"])
+            for norm in ("linf", "l2")}
+  attacks_card = _attacks_card(cfg, pgd_attacks, minimal_attacks, n_aa,
+                               aa_eps, num)
   os.makedirs(workdir, exist_ok=True)
   t0 = time.perf_counter()
 
-  clean = _jit_logits(model, params, images)
-  correct = jnp.argmax(clean, -1) == labels
+  progress(f"clean accuracy on {num} inputs")
+  correct = jnp.asarray(np.argmax(_apply(fn, images), -1)) == labels
+  clean = float(jnp.mean(correct))
   report: Dict[str, Any] = {
       "warnings": [],
+      "card": _card(cfg, bounds, rng, provenance, fn, images, labels,
+                    None if bias is None else float(bias), attacks_card),
       "headline": None,
-      "num_examples": int(images.shape[0]),
-      "clean_accuracy": float(jnp.mean(correct)),
-      "invertible": bool(getattr(model, "invertible", False)),
+      "num_examples": num,
+      "clean_accuracy": clean,
+      "clean_accuracy_ci": _ci(clean, num),
+      "invertible": invertible is not None,
       "bias": None if bias is None else float(bias),
       "settings": {k: (list(v) if isinstance(v, tuple) else v)
                    for k, v in cfg.items()},
@@ -476,53 +1100,84 @@ def robustness_report(model, params, images, labels, report_config,
   }
   warns: List[str] = []
   k_pgd, k_nc, k_aa = jax.random.split(rng, 3)
-  pgd_success = {}
-  for norm in ("linf", "l2"):
-    sec, w, succ = _pgd_section(
-        model, params, images, labels, correct, cfg[f"{norm}_eps"], norm, cfg,
-        jax.random.fold_in(k_pgd, len(norm)), bounds, loop)
+  pgd_success, robust = {}, {}
+  for norm, attack in pgd_attacks.items():
+    eps_values = tuple(float(e) for e in cfg[f"{norm}_eps"])
+    if not eps_values:
+      continue
+    progress(f"PGD-{attack.steps} sweep {norm} eps={list(eps_values)}")
+    sec, w, succ = _pgd_section(fn, images, labels, correct, eps_values,
+                                attack, jax.random.fold_in(k_pgd, len(norm)))
     report["pgd"][norm] = sec
     pgd_success[norm] = succ
+    for k, e in enumerate(eps_values):
+      robust[(f"PGD-{attack.steps}", norm, e)] = (np.asarray(correct)
+                                                  & ~succ[k])
     warns += w
-  n_aa = min(int(cfg["autoattack_num_examples"]), images.shape[0])
   for norm in ("linf", "l2"):
-    eps_values = tuple(float(e) for e in cfg[f"autoattack_{norm}_eps"])
-    if not eps_values or n_aa == 0:
+    if not aa_eps[norm] or n_aa == 0:
       continue
-    sec, w = _autoattack_section(
-        model, params, images[:n_aa], labels[:n_aa], norm, eps_values, cfg,
-        jax.random.fold_in(k_aa, len(norm)), bounds, loop,
-        report["pgd"][norm]["eps"], pgd_success[norm])
+    pgd = ((report["pgd"][norm], pgd_success[norm])
+           if norm in report["pgd"] else None)
+    sec, w, succ = _autoattack_section(
+        fn, images[:n_aa], labels[:n_aa], norm, aa_eps[norm], cfg,
+        jax.random.fold_in(k_aa, len(norm)), bounds, loop, pgd, progress)
     report["autoattack"][norm] = sec
+    for e, s in succ.items():
+      robust[(f"AutoAttack {sec['settings']['version']}", norm, e)] = (
+          np.asarray(correct)[:n_aa] & ~s)
     warns += w
-  minimal = {"deepfool": lambda norm: _Attack(A.deepfool, (
-      ("norm", norm), ("steps", int(cfg["deepfool_steps"])),
-      ("candidates", int(cfg["deepfool_candidates"])),
-      ("bounds", bounds)))}
-  fmn_steps = int(cfg["fmn_steps"])
-  if fmn_steps > 0:
-    minimal["fmn"] = lambda norm: _Attack(A.fmn, (
-        ("norm", norm), ("steps", fmn_steps), ("bounds", bounds),
-        ("loop", loop)))
-    report["fmn"] = {}
-  for name, make in minimal.items():
-    for norm in ("l2", "linf"):
-      sec, w = _minimal_section(model, params, images, labels, correct,
-                                norm, make(norm), name, bounds)
-      report[name][norm] = sec
-      warns += w
+  minimal = {}
+  for (name, norm), attack in minimal_attacks.items():
+    progress(f"{name} minimal perturbations {norm}")
+    sec, w, minimal[(name, norm)] = _minimal_section(fn, images, labels,
+                                                     correct, attack)
+    report.setdefault(name, {})[norm] = sec
+    warns += w
+  warns += consistency_warnings(minimal, robust)
   images_out = {}
-  if report["invertible"]:
+  if invertible is not None:
+    progress("invariance: metamers, interpolation, nuisance classifier")
+    model, params = invertible
     report["invariance"], w, images_out = _invariance_section(
-        raw_model, params, images, labels, cfg, k_nc, bounds, nuisance_data)
+        model, params, images, labels, cfg, k_nc, bounds, nuisance_data)
+    nc = report["invariance"]["nuisance_classifier"]
+    nc["test_accuracy_ci"] = _ci(nc["test_accuracy"], nc["num_test"])
+    nc["train_accuracy_ci"] = _ci(nc["train_accuracy"], nc["num_train"])
+    acc, m = _nuisance_model_accuracy(fn, images, labels, nuisance_data)
+    nc["model_accuracy"], nc["model_accuracy_ci"] = acc, _ci(acc, m)
     warns = w + warns           # metamer validity first: it voids a section
   report["warnings"] = warns
   report["headline"] = _headline(report)
   for w in warns:
-    _warnings.warn(w, RuntimeWarning, stacklevel=2)
+    _warnings.warn(w, RuntimeWarning, stacklevel=3)
   report["seconds"] = time.perf_counter() - t0
+  progress(f"writing report.html, report.md, report.json ({len(warns)} "
+           f"warning(s)) into {workdir}")
   write_report(report, workdir, images_out, bounds)
   return report
+
+
+def _attacks_card(cfg, pgd_attacks, minimal_attacks, n_aa, aa_eps, num):
+  """Every attack's settings, as the card shows them."""
+  out = {}
+  for norm, a in pgd_attacks.items():
+    if cfg[f"{norm}_eps"]:
+      out[f"pgd_{norm}"] = {
+          "eps": [float(e) for e in cfg[f"{norm}_eps"]], "steps": a.steps,
+          "restarts": a.restarts, "loss": a.loss,
+          "step_size": f"{a.rel_step_size:g} x eps", "random_start": True,
+          "loop": a.loop or "platform default", "inputs": num}
+  if n_aa and any(aa_eps.values()):
+    out["autoattack"] = dict(_autoattack_settings(cfg), inputs=n_aa,
+                             linf_eps=list(aa_eps["linf"]),
+                             l2_eps=list(aa_eps["l2"]))
+  for (name, norm), a in minimal_attacks.items():
+    s = {"steps": a.steps, "inputs": num}
+    if name == "deepfool":
+      s.update(candidates=a.candidates, overshoot=0.02)
+    out[f"{name}_{norm}"] = s
+  return out
 
 
 def write_report(report: Dict[str, Any], workdir: str,
