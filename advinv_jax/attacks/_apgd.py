@@ -95,7 +95,7 @@ def apgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
   Args:
     logits_fn: pure ``f32[B, ...] -> f32[B, K]``, per-example.
     x: ``f32[B, ...]`` clean inputs inside ``bounds`` (any per-example shape).
-    y: ``int[B]`` true labels.
+    y: ``int[B]`` true labels, in ``[0, K)``.
     eps: ball radius, a scalar or per-example ``f32[B]`` (>= 0).
     norm: ``'linf'`` or ``'l2'``.
     loss: ``'ce'`` or ``'dlr'``.
@@ -124,10 +124,12 @@ def apgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
     (``argmax != y`` at ``x_adv``, found during the run), ``perturbation_norm
     f32[B]``, ``bad_grad_steps int32[B]`` (summed over rows) and ``flagged
     bool[B]`` (invalid inputs under ``jit``: non-finite, outside the bounds,
-    a bad per-example eps; not attacked, never successful).
+    a label or ``target`` outside ``[0, K)``, a bad per-example eps; not
+    attacked, never successful).
 
   Raises:
-    ValueError: bad shapes, labels, ``eps < 0``, unknown norm / loss / loop,
+    ValueError: bad shapes, labels (not integers, or outside ``[0, K)``),
+      ``eps < 0``, unknown norm / loss / loop,
       ``steps`` / ``restarts`` / ``num_targets`` < 1, ``rho`` or
       ``momentum`` outside their range, a missing ``rng``.
   """
@@ -136,36 +138,29 @@ def apgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
   if int(eot_iter) != eot_iter or eot_iter < 1:
     raise ValueError(f"eot_iter={eot_iter} must be a positive integer (1 for"
                      " a deterministic logits_fn).")
-  if eot_iter > 1:
-    inner = logits_fn
-    shape_fn = lambda v: inner(v, jax.random.PRNGKey(0))  # noqa: E731
-  else:
-    shape_fn = logits_fn
   if rng is None:
     raise ValueError("rng is None: apgd starts at random points; pass a "
                      "key, e.g. rng=jax.random.PRNGKey(0).")
-  num_classes = C.validate_inputs(shape_fn, x, y, eps=eps, norm=norm,
-                                  bounds=bounds, loop=loop, steps=steps,
-                                  restarts=restarts)
   if target is not None and tuple(jnp.shape(target)) != (x.shape[0],):
     raise ValueError(f"target must be int[B]=({x.shape[0]},) class ids, got "
                      f"shape {tuple(jnp.shape(target))}.")
-  loop = loop or C.default_loop()
-  bounds = C.as_bounds(bounds)
+  # Traced inputs that slipped past the eager checks (non-finite, outside
+  # the bounds, a label outside [0, K), a bad per-example eps) are not
+  # attacked but flagged.
+  p = C.prologue(logits_fn, x, y, eps=eps, norm=norm, bounds=bounds,
+                 loop=loop, steps=steps, restarts=restarts, target=target,
+                 keyed=eot_iter > 1)
+  logits_fn, y, eps, bounds, loop = p.logits_fn, p.y, p.eps, p.bounds, p.loop
+  invalid = p.invalid
   b = x.shape[0]
-  # Traced inputs that slipped past validate_inputs (non-finite, outside
-  # the bounds, a bad per-example eps) are not attacked but flagged.
-  clean0 = shape_fn(x)
-  invalid = C.invalid_examples(x, clean0, bounds, eps)
-  eps = C.safe_eps(jnp.asarray(eps, x.dtype), invalid)
 
   # Rows ordered [restart, target, example].
   if target is not None:
-    tgt, n_t = jnp.asarray(target, jnp.int32), 1
+    tgt, n_t = p.target, 1
   elif targeted:
-    n_t = min(int(num_targets), num_classes - 1)
+    n_t = min(int(num_targets), p.num_classes - 1)
     k_clean, rng = jax.random.split(rng)
-    clean = logits_fn(x, k_clean) if eot_iter > 1 else clean0
+    clean = logits_fn(x, k_clean) if eot_iter > 1 else p.clean
     cand = C.top_other_classes(clean, y, n_t)                 # [B, T]
     tgt = cand.T.reshape(-1)                                   # [T*B]
   else:

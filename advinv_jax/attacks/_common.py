@@ -3,7 +3,9 @@
 Every attack takes a pure ``logits_fn(x: f32[B, ...]) -> f32[B, K]`` that
 treats examples independently (no batch statistics), a batch ``x`` in
 ``bounds`` of any per-example shape (images ``[B, H, W, C]``, vectors
-``[B, D]``, ...) and integer labels ``y: int[B]``.
+``[B, D]``, ...) and integer labels ``y: int[B]`` in ``[0, K)``. Every attack
+starts with :func:`prologue` (validation, the float32 logits, the clean
+forward, the invalid examples).
 """
 from __future__ import annotations
 
@@ -38,11 +40,14 @@ class AttackResult(NamedTuple):
       input gradient for that example (a sign of gradient masking).
     queries: ``int32[B]`` model queries (forwards) spent per example, for
       the score-based :func:`square`; None for the gradient attacks.
-    flagged: ``bool[B]`` the example was not attacked because its input was
-      invalid (:func:`invalid_examples`: non-finite or outside the bounds,
-      non-finite clean logits, a non-finite or negative ``eps``); its
-      ``success`` is False and ``x_adv`` is ``x``. None from attacks that
-      do not check.
+    flagged: ``bool[B]`` the example was not attacked because an input of
+      it was invalid (:func:`invalid_examples`: ``x`` non-finite or outside
+      the bounds, a label outside ``[0, K)``, non-finite clean logits, a
+      non-finite or negative ``eps``; possible only under ``jit``/``vmap``,
+      concrete inputs raise instead). Its ``success`` is False, ``x_adv`` is
+      ``x``, ``perturbation_norm`` 0 (``inf`` from the minimal-perturbation
+      attacks) and ``bad_grad_steps`` 0. None from attacks that do not
+      check.
   """
   x_adv: Array
   success: Array
@@ -68,10 +73,11 @@ def validate_inputs(logits_fn: Optional[LogitsFn], x, y, *, eps=None,
                     rel_step_size=None) -> int:
   """Checks an attack's arguments in Python, before any compilation.
 
-  Shapes and dtypes are checked always; values (``x`` finite and inside
-  ``bounds``, ``eps``, step sizes, label range) only when they are concrete
-  (not tracers inside an outer ``jit``/``vmap``); traced values are checked
-  in the program by :func:`invalid_examples`.
+  Shapes and dtypes are checked always (so non-integer labels are refused
+  under ``jit`` too); values (``x`` finite and inside ``bounds``, ``eps``,
+  step sizes, label range) only when they are concrete (not tracers inside
+  an outer ``jit``/``vmap``); traced values are checked in the program by
+  :func:`invalid_examples`.
 
   Returns:
     The number of classes ``K`` (from ``jax.eval_shape`` of ``logits_fn``),
@@ -158,13 +164,14 @@ def validate_inputs(logits_fn: Optional[LogitsFn], x, y, *, eps=None,
 _BOUNDS_ATOL = 1e-6
 
 
-def invalid_examples(x: Array, clean_logits: Array, bounds, eps=None
-                     ) -> Array:
+def invalid_examples(x: Array, clean_logits: Array, bounds, eps=None,
+                     y: Optional[Array] = None) -> Array:
   """``bool[B]``: examples an attack must not attack (traced check).
 
   An example is invalid when its input has a NaN/Inf or lies outside
-  ``bounds`` (by more than 1e-6), its clean logits are not all finite, or
-  its ``eps`` (scalar or ``[B]``) is non-finite or negative.
+  ``bounds`` (by more than 1e-6), its clean logits ``f32[B, K]`` are not all
+  finite, its ``eps`` (scalar or ``[B]``) is non-finite or negative, or its
+  label ``y: int[B]`` lies outside ``[0, K)``.
   """
   flat = x.reshape((x.shape[0], -1))
   bad = ~jnp.isfinite(batch_norm(x, "l1"))
@@ -175,7 +182,125 @@ def invalid_examples(x: Array, clean_logits: Array, bounds, eps=None
   if eps is not None:
     e = jnp.broadcast_to(jnp.asarray(eps), (x.shape[0],))
     bad |= ~jnp.isfinite(e) | (e < 0)
+  if y is not None:
+    bad |= labels_out_of_range(y, clean_logits.shape[-1])
   return bad
+
+
+def labels_out_of_range(y: Array, num_classes: int) -> Array:
+  """``bool[B]``: ``y < 0`` or ``y >= num_classes``."""
+  return (y < 0) | (y >= num_classes)
+
+
+def _float32_call(fn, *args):
+  out = fn(*args)
+  if jnp.issubdtype(out.dtype, jnp.floating) and jnp.finfo(out.dtype).bits < 32:
+    return out.astype(jnp.float32)
+  return out
+
+
+def float32_logits(logits_fn: Callable) -> jax.tree_util.Partial:
+  """``logits_fn`` with its output cast to float32 where it is a float of
+  fewer bits (bfloat16, float16); float32 and float64 outputs pass through
+  untouched (the same program, bitwise). Attacks compare, sort and
+  differentiate logits in float32, so a low-precision model's rounding
+  affects only its own forward. Arguments pass through (``logits_fn(x)``,
+  or ``logits_fn(x, key)`` for a randomised model).
+
+  Returned as a :class:`jax.tree_util.Partial` over
+  ``Partial(logits_fn)``: equal functions give equal wrappers, and the
+  arrays bound in a ``Partial`` ``logits_fn`` stay pytree leaves (what a
+  ``jit`` cache keyed on the function needs). Idempotent.
+  """
+  if isinstance(logits_fn, jax.tree_util.Partial):
+    if logits_fn.func is _float32_call:
+      return logits_fn
+  else:
+    logits_fn = jax.tree_util.Partial(logits_fn)
+  return jax.tree_util.Partial(_float32_call, logits_fn)
+
+
+class Prologue(NamedTuple):
+  """What :func:`prologue` hands an attack.
+
+  Attributes:
+    logits_fn: the attack's ``logits_fn`` through :func:`float32_logits`.
+    num_classes: ``K``, the logits' width.
+    clean: ``f32[B, K]`` the clean logits ``logits_fn(x)`` (a randomised
+      model's under ``PRNGKey(0)``).
+    invalid: ``bool[B]`` :func:`invalid_examples` of ``x``, the clean
+      logits, ``eps``, ``y`` (and ``target``): not to be attacked, flagged.
+    y: ``int[B]`` the labels, 0 where ``invalid`` (so that no label indexes
+      outside the logits; those rows are discarded).
+    eps: ``eps`` as ``x.dtype``, 0 where ``invalid`` (:func:`safe_eps`);
+      None where the attack takes none.
+    target: ``int32[B]`` the explicit targets, 0 where ``invalid``; None
+      where none were given.
+    bounds: ``(low, high)`` floats, or None.
+    loop: the loop form (``loop``, or :func:`default_loop` for None).
+  """
+  logits_fn: Callable
+  num_classes: int
+  clean: Array
+  invalid: Array
+  y: Array
+  eps: Optional[Array]
+  target: Optional[Array]
+  bounds: Optional[Tuple[float, float]]
+  loop: str
+
+
+def prologue(logits_fn: Callable, x: Array, y: Array, *, eps=None,
+             norm: Optional[str] = None, bounds=(0.0, 1.0),
+             loss: Optional[str] = None, loop: Optional[str] = None,
+             steps: Optional[int] = None, restarts: Optional[int] = None,
+             step_size=None, rel_step_size=None, target=None,
+             keyed: bool = False, min_classes: int = 1,
+             name: str = "the attack") -> Prologue:
+  """The start every attack shares: checks, float32 logits, clean forward.
+
+  1. :func:`validate_inputs` (in Python, before anything is compiled; the
+     arguments as there), and ``K >= min_classes``;
+  2. ``logits_fn`` wrapped by :func:`float32_logits`;
+  3. the clean logits, once;
+  4. the traced check :func:`invalid_examples` with the labels (and
+     ``target: int[B]``, checked like ``y``), and ``eps``, ``y``,
+     ``target`` made safe on the invalid rows.
+
+  Args:
+    keyed: ``logits_fn`` is ``logits_fn(x, key)`` (a randomised model):
+      shapes and clean logits are taken under ``PRNGKey(0)``.
+    min_classes: the fewest classes the attack needs.
+    name: the attack's name for the ``min_classes`` error.
+    Others: as :func:`validate_inputs`.
+
+  Raises:
+    ValueError: from :func:`validate_inputs`, or ``K < min_classes``.
+  """
+  fn = float32_logits(logits_fn)
+  det = fn
+  if keyed:
+    det = lambda v: fn(v, jax.random.PRNGKey(0))  # noqa: E731
+  num_classes = validate_inputs(det, x, y, eps=eps, norm=norm, bounds=bounds,
+                                loss=loss, loop=loop, steps=steps,
+                                restarts=restarts, step_size=step_size,
+                                rel_step_size=rel_step_size)
+  if num_classes < min_classes:
+    raise ValueError(f"logits_fn has {num_classes} output(s); {name} needs "
+                     f"K >= {min_classes} classes.")
+  bounds = as_bounds(bounds)
+  clean = det(x)
+  invalid = invalid_examples(x, clean, bounds, eps, y)
+  if target is not None:
+    target = jnp.asarray(target, jnp.int32)
+    invalid |= labels_out_of_range(target, num_classes)
+    target = jnp.where(invalid, 0, target)
+  if eps is not None:
+    eps = safe_eps(jnp.asarray(eps, x.dtype), invalid)
+  return Prologue(logits_fn=fn, num_classes=num_classes, clean=clean,
+                  invalid=invalid, y=jnp.where(invalid, 0, y).astype(y.dtype),
+                  eps=eps, target=target, bounds=bounds,
+                  loop=loop or default_loop())
 
 
 def safe_eps(eps, invalid: Array):
@@ -188,13 +313,18 @@ def safe_eps(eps, invalid: Array):
 def flag_invalid(res: AttackResult, x: Array, invalid: Array,
                  minimal: bool = False) -> AttackResult:
   """``res`` with the invalid examples marked: ``flagged`` True, ``success``
-  False, ``x_adv = x``, norm 0 (``inf`` for minimal-perturbation attacks)."""
+  False, ``x_adv = x``, norm 0 (``inf`` for minimal-perturbation attacks),
+  no bad gradient steps and no queries."""
+  queries = res.queries
+  if queries is not None:
+    queries = jnp.where(invalid, 0, queries)
   return res._replace(
       x_adv=select(invalid, x, res.x_adv),
       success=res.success & ~invalid,
       perturbation_norm=jnp.where(invalid, jnp.inf if minimal else 0.0,
                                   res.perturbation_norm),
-      flagged=invalid)
+      bad_grad_steps=jnp.where(invalid, 0, res.bad_grad_steps),
+      queries=queries, flagged=invalid)
 
 
 def margin(logits: Array, y: Array) -> Array:

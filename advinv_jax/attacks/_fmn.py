@@ -74,8 +74,8 @@ def fmn(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
   Args:
     logits_fn: pure ``f32[B, ...] -> f32[B, K]``, per-example, K >= 2.
     x: ``f32[B, ...]`` inputs (any per-example shape) inside ``bounds``.
-    y: ``int[B]`` true labels (untargeted) or target labels (targeted).
-      Inputs that already satisfy the goal are returned unchanged with norm
+    y: ``int[B]`` true labels (untargeted) or target labels (targeted), in
+      ``[0, K)``. Inputs that already satisfy the goal are returned unchanged with norm
       0.
     norm: ``'l2'`` or ``'linf'``.
     steps: iterations (each one fwd+bwd).
@@ -104,10 +104,13 @@ def fmn(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
     :class:`AttackResult`: ``x_adv f32[B, ...]`` (the smallest adversarial
     point found; the last iterate where none was), ``success bool[B]``,
     ``perturbation_norm f32[B]`` (``||x_adv - x||`` in ``norm``, ``inf``
-    where ``success`` is False), ``bad_grad_steps int32[B]``.
+    where ``success`` is False), ``bad_grad_steps int32[B]``, ``flagged
+    bool[B]`` (invalid inputs or labels under ``jit``: not attacked,
+    ``success`` False, norm ``inf``).
 
   Raises:
-    ValueError: bad shapes, labels, norm or loop, ``steps < 1``, a step size
+    ValueError: bad shapes, labels (not integers, or outside ``[0, K)``),
+      norm or loop, ``steps < 1``, a step size
       <= 0, gammas outside ``0 < gamma_final <= gamma_init < 1``, or
       ``starting_points`` of another shape.
   """
@@ -123,18 +126,14 @@ def fmn(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
     raise ValueError(f"gamma_init={gamma_init}, gamma_final={gamma_final}: "
                      "need 0 < gamma_final <= gamma_init < 1 (defaults "
                      "0.05 and 0.001).")
-  num_classes = C.validate_inputs(logits_fn, x, y, norm=norm, bounds=bounds,
-                                  loop=loop, steps=steps)
-  if num_classes < 2:
-    raise ValueError("logits_fn has a single output; FMN needs K >= 2 "
-                     "classes.")
   if starting_points is not None and (
       tuple(getattr(starting_points, "shape", ())) != tuple(x.shape)):
     raise ValueError(f"starting_points must have the shape of x "
                      f"{tuple(x.shape)}, got "
                      f"{tuple(getattr(starting_points, 'shape', ()))}.")
-  loop = loop or C.default_loop()
-  bounds = C.as_bounds(bounds)
+  p = C.prologue(logits_fn, x, y, norm=norm, bounds=bounds, loop=loop,
+                 steps=steps, min_classes=2, name="FMN")
+  logits_fn, y, bounds, loop = p.logits_fn, p.y, p.bounds, p.loop
   alpha_final = alpha_init / 100.0 if alpha_final is None else alpha_final
   steps = int(steps)
   n = x.shape[0]
@@ -142,8 +141,7 @@ def fmn(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
   def clip(xx):
     return xx if bounds is None else jnp.clip(xx, bounds[0], bounds[1])
 
-  clean_logits = logits_fn(x)
-  invalid = C.invalid_examples(x, clean_logits, bounds)
+  clean_logits, invalid = p.clean, p.invalid
   clean_done = C.is_success(clean_logits, y, targeted)
 
   if starting_points is None:

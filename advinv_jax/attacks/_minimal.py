@@ -32,8 +32,8 @@ def deepfool(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
   Args:
     logits_fn: pure ``f32[B, ...] -> f32[B, K]``, per-example.
     x: ``f32[B, ...]`` inputs (any per-example shape) inside ``bounds``.
-    y: ``int[B]`` true labels. Already misclassified inputs are returned
-      unchanged with norm 0.
+    y: ``int[B]`` true labels in ``[0, K)``. Already misclassified inputs
+      are returned unchanged with norm 0.
     norm: ``'l2'`` or ``'linf'``.
     steps: maximum linearisation steps (each costs ``candidates`` backward
       passes and one forward).
@@ -49,23 +49,26 @@ def deepfool(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
   Returns:
     :class:`AttackResult`; ``perturbation_norm`` is ``inf`` where no
     adversarial example was found (``success`` False, ``x_adv`` = last
-    iterate).
+    iterate) and where the example is ``flagged`` (invalid inputs or labels
+    under ``jit``: not attacked, ``x_adv = x``).
+
+  Raises:
+    ValueError: bad shapes, labels (not integers, or outside ``[0, K)``),
+      norm, ``x`` outside ``bounds``, ``candidates < 1``, ``overshoot < 0``,
+      ``K < 2``.
   """
-  num_classes = C.validate_inputs(logits_fn, x, y, norm=norm, bounds=bounds,
-                                  steps=steps)
   if candidates < 1:
     raise ValueError(f"candidates={candidates} must be >= 1.")
   if overshoot < 0:
     raise ValueError(f"overshoot={overshoot} must be >= 0.")
-  if num_classes < 2:
-    raise ValueError("logits_fn has a single output; DeepFool needs K >= 2 "
-                     "classes.")
-  bounds = C.as_bounds(bounds)
+  p = C.prologue(logits_fn, x, y, norm=norm, bounds=bounds, steps=steps,
+                 min_classes=2, name="DeepFool")
+  logits_fn, y, bounds, num_classes = (p.logits_fn, p.y, p.bounds,
+                                       p.num_classes)
   m = min(int(candidates), num_classes - 1)
   onehot_y = jax.nn.one_hot(y, num_classes, dtype=x.dtype)
 
-  clean_logits = logits_fn(x)
-  invalid = C.invalid_examples(x, clean_logits, bounds)
+  clean_logits, invalid = p.clean, p.invalid
   ranked = jnp.argsort(-jnp.where(onehot_y > 0, -jnp.inf, clean_logits),
                        axis=-1)
   cand = ranked[:, :m]                                          # [B, m]

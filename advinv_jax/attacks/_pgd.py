@@ -35,7 +35,8 @@ def pgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps, norm: str = "linf",
     logits_fn: pure ``f32[B, ...] -> f32[B, K]``, per-example.
     x: ``f32[B, ...]`` clean inputs inside ``bounds`` (any per-example
       shape: images ``[B, H, W, C]``, vectors ``[B, D]``).
-    y: ``int[B]`` true labels (untargeted) or target labels (targeted).
+    y: ``int[B]`` true labels (untargeted) or target labels (targeted), in
+      ``[0, K)``.
     eps: ball radius, a scalar or per-example ``f32[B]`` (>= 0).
     norm: ``'linf'`` or ``'l2'``.
     steps: gradient steps per restart.
@@ -62,32 +63,28 @@ def pgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps, norm: str = "linf",
   Returns:
     :class:`AttackResult` with ``x_adv f32[B, ...]``, ``success bool[B]``,
     ``perturbation_norm f32[B]`` (in ``norm``), ``bad_grad_steps int32[B]``
-    (summed over restarts and targets).
+    (summed over restarts and targets), ``flagged bool[B]``.
 
   Raises:
-    ValueError: bad shapes, labels, dtype (float32/float64 only), ``eps <
-      0``, step sizes <= 0, ``x`` non-finite or outside ``bounds``, unknown
-      norm/loss/loop (values checked when concrete; traced invalid examples
-      come back ``flagged``, never successful).
+    ValueError: bad shapes, labels (not integers, or outside ``[0, K)``),
+      dtype (float32/float64 only), ``eps < 0``, step sizes <= 0, ``x``
+      non-finite or outside ``bounds``, unknown norm/loss/loop (values
+      checked when concrete; traced invalid examples, labels included, come
+      back ``flagged``, never successful).
   """
-  num_classes = C.validate_inputs(logits_fn, x, y, eps=eps, norm=norm,
-                                  bounds=bounds, loss=loss, loop=loop,
-                                  steps=steps, restarts=restarts,
-                                  step_size=step_size,
-                                  rel_step_size=rel_step_size)
   if random_start and rng is None:
     raise ValueError("rng is None but random_start=True: pass a key, e.g. "
                      "rng=jax.random.PRNGKey(0), or set random_start=False.")
   if num_targets < 0 or (num_targets and targeted):
     raise ValueError(f"num_targets={num_targets} must be >= 0, and 0 for a "
                      "targeted attack.")
-  loop = loop or C.default_loop()
-  bounds = C.as_bounds(bounds)
+  p = C.prologue(logits_fn, x, y, eps=eps, norm=norm, bounds=bounds,
+                 loss=loss, loop=loop, steps=steps, restarts=restarts,
+                 step_size=step_size, rel_step_size=rel_step_size)
+  logits_fn, y, eps, bounds, loop = p.logits_fn, p.y, p.eps, p.bounds, p.loop
   b = x.shape[0]
-  clean = logits_fn(x)
-  invalid = C.invalid_examples(x, clean, bounds, eps)
-  eps = C.safe_eps(jnp.asarray(eps, x.dtype), invalid)
-  n_t = min(int(num_targets), num_classes - 1)
+  clean, invalid = p.clean, p.invalid
+  n_t = min(int(num_targets), p.num_classes - 1)
   reps = restarts * max(1, n_t)
 
   # Rows ordered [restart, target, example].

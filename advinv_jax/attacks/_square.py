@@ -140,7 +140,7 @@ def square(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
   Args:
     logits_fn: pure ``f32[B, ...] -> f32[B, K]``, per-example.
     x: ``f32[B, ...]`` clean inputs inside ``bounds``.
-    y: ``int[B]`` true labels.
+    y: ``int[B]`` true labels, in ``[0, K)``.
     eps: ball radius, a scalar or per-example ``f32[B]`` (>= 0).
     norm: ``'linf'`` or ``'l2'``.
     queries: the query budget per example (AutoAttack: 5000).
@@ -153,23 +153,24 @@ def square(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
     point), ``success bool[B]`` (``argmax != y`` there, from its forward),
     ``perturbation_norm f32[B]``, ``bad_grad_steps`` zeros,
     ``queries int32[B]`` (forwards spent per example, including the start)
-    and ``flagged bool[B]`` (invalid inputs under ``jit``, as :func:`apgd`).
+    and ``flagged bool[B]`` (invalid inputs under ``jit``, as :func:`apgd`;
+    no queries).
 
   Raises:
-    ValueError: bad shapes, labels, ``eps < 0``, unknown norm, ``queries <
+    ValueError: bad shapes, labels (not integers, or outside ``[0, K)``),
+      ``eps < 0``, unknown norm, ``queries <
       1``, ``p_init`` outside (0, 1], a missing ``rng``.
   """
-  C.validate_inputs(logits_fn, x, y, eps=eps, norm=norm, bounds=bounds)
   validate_square(queries, p_init)
   if rng is None:
     raise ValueError("rng is None: square is a random search; pass a key, "
                      "e.g. rng=jax.random.PRNGKey(0).")
-  bounds = C.as_bounds(bounds)
   # Traced invalid inputs (see apgd) are not attacked but flagged.
-  invalid = C.invalid_examples(x, logits_fn(x), bounds, eps)
-  eps = C.safe_eps(jnp.asarray(eps, x.dtype), invalid)
-  st = square_segment(logits_fn, x, y, eps=eps, norm=norm, queries=queries,
-                      p_init=p_init, bounds=bounds, rng=rng)
+  p = C.prologue(logits_fn, x, y, eps=eps, norm=norm, bounds=bounds)
+  invalid = p.invalid
+  st = square_segment(p.logits_fn, x, p.y, eps=p.eps, norm=norm,
+                      queries=queries, p_init=p_init, bounds=p.bounds,
+                      rng=rng)
   xa = st.x_best
   return C.flag_invalid(C.AttackResult(
       x_adv=xa, success=st.loss < 0,
@@ -201,7 +202,8 @@ def square_segment(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
                    stop=None, ids: Optional[Array] = None,
                    num_rows: Optional[int] = None) -> SquareState:
   """Iterations ``state.step .. stop - 1`` of :func:`square` (no input
-  checks: the caller validated; ``bounds`` as :func:`C.as_bounds` returns).
+  checks: the caller validated; ``bounds`` as :func:`C.as_bounds` returns;
+  the logits are taken in float32, :func:`C.float32_logits`).
 
   ``state=None`` starts (the start point and its query), and so does a
   ``state`` whose ``step`` is 0 (its arrays are placeholders: one compiled
@@ -222,6 +224,7 @@ def square_segment(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
   xf = x if image else x.reshape((shape[0], -1))
   if state is not None:
     state = state._replace(x_best=state.x_best.reshape(xf.shape))
+  logits_fn = C.float32_logits(logits_fn)
   st = _square_run(lambda v: logits_fn(v.reshape(shape)), xf, y,
                    jnp.asarray(eps, x.dtype), norm=norm, queries=int(queries),
                    p_init=float(p_init), bounds=bounds, rng=rng, image=image,

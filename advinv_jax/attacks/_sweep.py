@@ -238,7 +238,8 @@ def run_attack(attack: Callable, logits_fn: C.LogitsFn, x: Array, y: Array, *,
   warns = gradient_warnings(result.bad_grad_steps, name=_name(attack))
   if result.flagged is not None and bool(np.any(result.flagged)):
     warns.append(f"{_name(attack)}: {int(np.sum(result.flagged))} inputs "
-                 "were not attacked (non-finite clean logits): they count "
+                 "were not attacked (non-finite clean logits, or an input, "
+                 "label or eps the eager checks could not see): they count "
                  "as failures, see result.flagged.")
   if verify:
     check_adversarial(x, result.x_adv, eps if takes_eps else float("inf"),
