@@ -241,7 +241,8 @@ def test_platform_defaults_per_backend():
     base = getattr(model, "base", model)
     assert (model is not base) == (d.batch_chunk > 0)
     coupling = base.stages[0].steps.layers[0].layers[2]
-    assert (coupling.conv3x3_impl, coupling.compute_dtype) == (
+    compute = coupling.subnet.compute
+    assert (compute.conv3x3_impl, compute.dtype) == (
         d.conv3x3_impl, d.compute_dtype)
   # Explicit values are kept.
   cfg = _config(conv3x3_impl="im2col", compute_dtype="bfloat16_1x1",

@@ -447,7 +447,7 @@ def test_sigterm_saves_at_the_next_step_and_exits_in_one_line(tmp_path):
     ("report.pgd_steps", 0, "pgd_steps=0 must be > 0"),
     ("report.pgd_loss", "hinge", "pgd_loss='hinge' is not one of"),
     ("model.cnn.features", (8, 0), r"features=\(8, 0\) must be a tuple of ints >= 1"),
-    ("loss.ice.nuisance_hidden", (0,), "must hold sizes >= 1"),
+    ("loss.ice.nuisance_hidden", (0,), "must be a tuple of ints >= 1"),
     ("train.resume_mismatch", "yes", "is not one of"),
 ])
 def test_config_ranges_are_checked_before_data_loads(tmp_path, field, value,

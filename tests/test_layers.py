@@ -9,27 +9,36 @@ import numpy as np
 import pytest
 from absl.testing import absltest, parameterized
 
-from advinv_jax.layers import (DCT2D, ActNorm, Chain, Coupling, FixedAffine,
-                               InvConv1x1, Psi, Reverse, Shuffle, Squeeze,
-                               conv3x3, count_params, dct_matrix, matmul_lowp)
+from advinv_jax.layers import (DCT2D, ActNorm, Chain, Compute, Coupling,
+                               FixedAffine, InvConv1x1, Psi, Reverse, Shuffle,
+                               Squeeze, SubnetSettings, conv3x3, count_params,
+                               dct_matrix, matmul_lowp)
 from tests._helpers import (assert_trees_rel_close, compiled_conv_labels,
                             max_rel_err, perturb)
 
 
-def step(i, coupling="affine", perm=None, **kw):
+def coupling(width, kind="additive", affine_scale="sigmoid", scale_floor=1e-3,
+             **compute):
+  """A :class:`Coupling` of subnet ``width`` that runs by ``compute``
+  (:class:`Compute`'s fields)."""
+  return Coupling(SubnetSettings(width, compute=Compute(**compute)), kind,
+                  affine_scale, scale_floor)
+
+
+def step(i, kind="affine", perm=None, **kw):
   perm = Shuffle(seed=i) if perm is None else perm
-  return Chain((ActNorm(), perm, Coupling(4, coupling, **kw)))
+  return Chain((ActNorm(), perm, coupling(4, kind, **kw)))
 
 
 LAYERS = {
     "actnorm": ActNorm(),
-    "additive": Coupling(8, "additive"),
-    "affine_sigmoid": Coupling(8, "affine", "sigmoid"),
-    "affine_exp_tanh": Coupling(8, "affine", "exp_tanh"),
-    "affine_conv_auto": Coupling(8, "affine", conv3x3_impl="auto",
+    "additive": coupling(8, "additive"),
+    "affine_sigmoid": coupling(8, "affine", "sigmoid"),
+    "affine_exp_tanh": coupling(8, "affine", "exp_tanh"),
+    "affine_conv_auto": coupling(8, "affine", conv3x3_impl="auto",
                                  conv1x1_as_matmul=False),
-    "affine_bf16_1x1": Coupling(8, "affine", compute_dtype="bfloat16_1x1"),
-    "affine_bf16": Coupling(8, "affine", compute_dtype="bfloat16"),
+    "affine_bf16_1x1": coupling(8, "affine", dtype="bfloat16_1x1"),
+    "affine_bf16": coupling(8, "affine", dtype="bfloat16"),
     "squeeze": Squeeze(),
     "psi": Psi(),
     "reverse": Reverse(),
@@ -37,7 +46,7 @@ LAYERS = {
     "conv1x1": InvConv1x1(seed=2),
     "dct": DCT2D(),
     "fixed_affine": FixedAffine(2.0, -1.0),
-    "chain": Chain((ActNorm(), Squeeze(), Reverse(), Coupling(4))),
+    "chain": Chain((ActNorm(), Squeeze(), Reverse(), coupling(4))),
     "reversible_chain": Chain((step(0), step(1)), reversible=True),
     "stacked_scan_chain": Chain((step(0), step(1), step(2)), stacked=True,
                                 reversible_loop="scan"),
@@ -217,7 +226,7 @@ class LayerTest(chex.TestCase):
     chex.assert_trees_all_close(*jvps, rtol=1e-6, atol=1e-6)
 
   def test_fresh_coupling_is_identity(self):
-    layer = Coupling(8, "affine")
+    layer = coupling(8, "affine")
     x = jax.random.normal(jax.random.PRNGKey(0), SHAPE)
     p = layer.init(jax.random.PRNGKey(1), x)
     y, ld = layer.forward(p, x)
@@ -229,13 +238,13 @@ class LayerTest(chex.TestCase):
                                 rtol=1e-5)
 
   def test_affine_scale_is_bounded_away_from_zero(self):
-    layer = Coupling(8, "affine", scale_floor=1e-3)
+    layer = coupling(8, "affine", scale_floor=1e-3)
     s = layer._scale(jnp.array([-1e4, 0.0, 1e4]))
     self.assertGreaterEqual(float(s.min()), 1e-3)
     self.assertLess(float(s.max()), 1.0 + 1e-6)
 
   def test_count_params(self):
-    layer = Coupling(8, "additive")
+    layer = coupling(8, "additive")
     p = layer.init(jax.random.PRNGKey(0), jnp.ones(SHAPE))
     # w1 3x3x3x8, a1 2x8, w2 8x8, a2 2x8, w3 3x3x8x3, b3 3, logs3 3.
     self.assertEqual(count_params(p), 216 + 16 + 64 + 16 + 216 + 6)
@@ -244,11 +253,11 @@ class LayerTest(chex.TestCase):
     with self.assertRaisesRegex(ValueError, "even H and W"):
       Squeeze().output_shape((1, 5, 4, 2))
     with self.assertRaisesRegex(ValueError, ">= 2 channels"):
-      Coupling(8).init(jax.random.PRNGKey(0), jnp.ones((1, 4, 4, 1)))
+      coupling(8).init(jax.random.PRNGKey(0), jnp.ones((1, 4, 4, 1)))
     with self.assertRaisesRegex(ValueError, "\\[B, H, W, C\\]"):
       ActNorm().init(jax.random.PRNGKey(0), jnp.ones((4, 4, 1)))
     with self.assertRaisesRegex(ValueError, "coupling="):
-      Coupling(8, "multiplicative")
+      coupling(8, "multiplicative")
     with self.assertRaisesRegex(ValueError, "reversible_loop='scan'"):
       Chain((step(0), Squeeze()), reversible=True, reversible_loop="scan")
     with self.assertRaisesRegex(ValueError, "stacked=True needs layers"):
@@ -279,7 +288,7 @@ class ReversibleTest(chex.TestCase):
     # A reversible chain of bf16 couplings: gradients equal its autodiff
     # (same rounding), and the float32 chain's up to bfloat16 rounding (as a
     # whole: single entries of this tiny random net differ by up to ~10%).
-    mk = lambda dt, rev: Chain(tuple(step(i, compute_dtype=dt)
+    mk = lambda dt, rev: Chain(tuple(step(i, dtype=dt)
                                      for i in range(2)), reversible=rev)
     x, params = _setup(mk("float32", False), (3, 4, 4, 6))
 
@@ -299,8 +308,8 @@ class ReversibleTest(chex.TestCase):
                                jnp.linalg.norm(flat(g_32))), 3e-2)
     self.assertGreater(max_rel_err(g_bf[0]["001"]["002"]["net"]["w2"],
                                    g_32[0]["001"]["002"]["net"]["w2"]), 1e-5)
-    with self.assertRaisesRegex(ValueError, "compute_dtype='float16'"):
-      Coupling(4, compute_dtype="float16")
+    with self.assertRaisesRegex(ValueError, "dtype='float16'"):
+      coupling(4, dtype="float16")
 
   @chex.variants(with_jit=True)
   @parameterized.parameters(("unrolled", "additive-reverse"),

@@ -14,13 +14,12 @@ import dataclasses
 import os
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from advinv_jax import _settings
 from advinv_jax.data import _builtin, _derive, _idx, _tfds
+from advinv_jax.data._settings import DATASETS, TFDS_NAMES, data_defaults
 from advinv_jax.data._sources import Dataset
 
 MNIST_ENV = "ADVINV_MNIST_DIR"
-_BUILTIN = ("digits", "mnist", "mnist_idx", "cifar10", "imagenet2012",
-            "spheres")
-_TFDS_NAMES = {"cifar10": "cifar10", "imagenet2012": "imagenet2012"}
 
 def _int(field: str, v, minimum: int = 0) -> int:
   if isinstance(v, bool) or not isinstance(v, (int,)) and not (
@@ -40,15 +39,15 @@ def read_data_config(data_config) -> Dict[str, Any]:
   Raises:
     ValueError: naming the field and the fix.
   """
-  from advinv_jax.config import config_section  # pylint: disable=g-import-not-at-top
-  # Missing fields take the schema's defaults (the only ones); an unknown
-  # field or a value of the wrong type is a ConfigError (a ValueError).
-  c = config_section("data", data_config).to_dict()
+  # Missing fields take their defaults (data/_settings.py, the only ones);
+  # an unknown field or a value of the wrong type is a ConfigError (a
+  # ValueError).
+  c = _settings.config_section("data", data_config).to_dict()
   name = c["name"]
   if not isinstance(name, str) or not (
-      name in _BUILTIN or (name.startswith("tfds:") and len(name) > 5)):
+      name in DATASETS or (name.startswith("tfds:") and len(name) > 5)):
     raise ValueError(f"config.data.name={name!r} is not a known dataset; use "
-                     f"one of {list(_BUILTIN)} or 'tfds:<tfds name>'.")
+                     f"one of {list(DATASETS)} or 'tfds:<tfds name>'.")
   if not isinstance(c["data_dir"], str):
     raise ValueError(f"config.data.data_dir={c['data_dir']!r} must be a "
                      "string path ('' for the default).")
@@ -85,10 +84,10 @@ def read_data_config(data_config) -> Dict[str, Any]:
   if float(c["test_noise"]) < 0:
     raise ValueError(f"config.data.test_noise={c['test_noise']} must be >= 0.")
   s = c["shift"]
+  if s["construction"] not in _derive.SHIFT_CONSTRUCTIONS:
+    raise ValueError(f"config.data.shift.construction={s['construction']!r}"
+                     f" must be one of {_derive.SHIFT_CONSTRUCTIONS}.")
   if s["enabled"]:
-    if s["construction"] not in _derive.SHIFT_CONSTRUCTIONS:
-      raise ValueError(f"config.data.shift.construction={s['construction']!r}"
-                       f" must be one of {_derive.SHIFT_CONSTRUCTIONS}.")
     if isinstance(s["code_size"], bool) or int(s["code_size"]) < 1:
       raise ValueError(f"config.data.shift.code_size={s['code_size']} must be "
                        ">= 1.")
@@ -99,7 +98,7 @@ def read_data_config(data_config) -> Dict[str, Any]:
     if s["test_mode"] not in ("random", "none"):
       raise ValueError(f"config.data.shift.test_mode={s['test_mode']!r} must "
                        "be 'random' or 'none'.")
-  if c["image_size"] and not (name in _TFDS_NAMES or name.startswith("tfds:")):
+  if c["image_size"] and not (name in TFDS_NAMES or name.startswith("tfds:")):
     raise ValueError(f"config.data.image_size={c['image_size']} only applies "
                      "to tfds datasets (cifar10, imagenet2012, tfds:<name>); "
                      f"for {name!r} set it to 0 (use pad_to to enlarge).")
@@ -178,7 +177,7 @@ def _base(c, seed: int) -> _Base:
         _tfds.not_prepared_message("mnist", tfds_dir, reason) +
         f" No IDX files were found either (looked in config.data.data_dir and "
         f"${MNIST_ENV}).")
-  tfds_name = _TFDS_NAMES.get(name) or name[len("tfds:"):]
+  tfds_name = TFDS_NAMES.get(name) or name[len("tfds:"):]
   return _tfds_base(name, tfds_name, c)
 
 
@@ -187,12 +186,25 @@ def validate_data_config(data_config) -> Dict[str, Any]:
   return read_data_config(data_config)
 
 
+def _validate_section(data_config) -> None:
+  try:
+    read_data_config(data_config)
+  except _settings.ConfigError:
+    raise
+  except ValueError as e:
+    raise _settings.ConfigError(str(e)) from None
+
+
+_settings.register_section(_settings.Section("data", data_defaults,
+                                             _validate_section))
+
+
 def load_dataset(data_config, *, seed: int = 0) -> Dataset:
   """Loads the dataset named by ``data_config.name`` and applies derivations.
 
   Args:
     data_config: the ``config.data`` section (ConfigDict or mapping; missing
-      fields take their defaults from ``advinv_jax.config.default_config``).
+      fields take their defaults, ``data/_settings.py``).
     seed: numpy seed for the seeded derivations (num_train/num_test subsets,
       shiftMNIST test codes) and for sampling spheres. The digits split is
       fixed and does not depend on it.

@@ -17,12 +17,16 @@ from advinv_jax.layers._conv import (COMPUTE_DTYPES, CONV3X3_IMPLS,
                                      default_conv3x3_impl, matmul_lowp,
                                      resolve_compute_dtype,
                                      resolve_conv3x3_impl)
-from advinv_jax.layers._coupling import Coupling, Subnet
+from advinv_jax.layers._compute import (Compute, compute_defaults,
+                                        validate_compute)
+from advinv_jax.layers._coupling import (AFFINE_SCALES, COUPLINGS, Coupling,
+                                         Subnet, SubnetSettings)
 from advinv_jax.layers._dct import DCT2D, FixedAffine, dct_matrix
 from advinv_jax.layers._downsample import Psi, Squeeze
 from advinv_jax.layers._permute import InvConv1x1, Reverse, Shuffle
 
-__all__ = ["COMPUTE_DTYPES", "CONV3X3_IMPLS", "MATMUL_DTYPES", "ActNorm", "Chain", "Coupling", "DCT2D", "FixedAffine",
+__all__ = ["AFFINE_SCALES", "COUPLINGS", "Compute", "SubnetSettings",
+           "compute_defaults", "validate_compute", "COMPUTE_DTYPES", "CONV3X3_IMPLS", "MATMUL_DTYPES", "ActNorm", "Chain", "Coupling", "DCT2D", "FixedAffine",
            "InvConv1x1", "Layer", "Psi", "Reverse", "Shuffle", "Squeeze",
            "Subnet", "actnorm_init", "conv1x1", "conv3x3", "count_params",
            "dct_matrix", "default_conv3x3_impl", "map_batch_chunks",

@@ -123,6 +123,9 @@ def zeros_logdet(x: Array) -> Array:
   return jnp.zeros((x.shape[0],), jnp.float32)
 
 
+# How a Chain loops over its layers (reversible_loop).
+REVERSIBLE_LOOPS = ("unrolled", "scan")
+
 @dataclasses.dataclass(frozen=True)
 class Chain(Layer):
   """A sequence of layers; params are ``{"000": p0, "001": p1, ...}``, or
@@ -178,9 +181,9 @@ class Chain(Layer):
     if int(self.batch_chunk) < 0:
       raise ValueError(f"batch_chunk={self.batch_chunk} must be >= 0.")
     object.__setattr__(self, "layers", tuple(self.layers))
-    if self.reversible_loop not in ("unrolled", "scan"):
+    if self.reversible_loop not in REVERSIBLE_LOOPS:
       raise ValueError(f"reversible_loop={self.reversible_loop!r}; choose "
-                       "'unrolled' or 'scan'.")
+                       f"one of {REVERSIBLE_LOOPS}.")
     if self.stacked:
       need = "stacked=True"
     elif self.reversible and self.reversible_loop == "scan":

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 
 from advinv_jax.layers._actnorm import actnorm_init, actnorm_relu
 from advinv_jax.layers._base import Layer, replicated_cotangent_share
-from advinv_jax.layers._conv import (CONV3X3_IMPLS, check_compute_dtype,
-                                     conv1x1, conv3x3, subnet_operand_dtypes)
+from advinv_jax.layers._compute import Compute
+from advinv_jax.layers._conv import conv1x1, conv3x3, subnet_operand_dtypes
 
 
 def dropout(x, rate: float, rng=None):
@@ -27,68 +27,92 @@ def _he(rng, shape, fan_in):
 
 
 @dataclasses.dataclass(frozen=True)
+class SubnetSettings:
+  """What a coupling's subnet is built from (one object, passed once).
+
+  Attributes:
+    width: hidden channels.
+    min_std: ActNorm init floor of its ActNorms (:func:`actnorm_init`).
+    actnorm_eps: its ActNorms' ``exp(s) + eps`` form (see :class:`ActNorm`;
+      the authors': 1e-3).
+    dropout: rate after the second ReLU, active only with a key (train
+      mode); without one the subnet is deterministic (eval mode).
+    compute: how it runs (:class:`Compute`: the 3x3 conv form, the compute
+      dtype, the 1x1 conv as a matmul).
+  """
+  width: int = 32
+  min_std: float = 1e-2
+  actnorm_eps: float = 0.0
+  dropout: float = 0.0
+  compute: Compute = Compute()
+
+  def __post_init__(self):
+    if self.width < 1:
+      raise ValueError(f"coupling width={self.width} must be >= 1.")
+    if not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"dropout={self.dropout} must be in [0, 1).")
+
+
+@dataclasses.dataclass(frozen=True)
 class Subnet:
   """conv3x3 -> ActNorm -> ReLU -> conv1x1 -> ActNorm -> ReLU -> ZeroConv3x3.
 
   The convolutions feeding an ActNorm have no bias (ActNorm's shift is the
   bias). The last conv is zero-initialised, has a bias, and its output is
   multiplied by ``exp(3 * logs)`` (``logs`` learned, init 0), as in the
-  authors' code (Glow's ``Conv2dZeros``). ``dropout`` (0.1 in the authors'
-  code, layers.py ``NN``: after the second ReLU) acts only when a key is
-  given (train mode, :meth:`Coupling.apply_train`); without one the subnet
-  is deterministic, so the coupling's inverse is exact (eval mode).
-  ``actnorm_eps``: the ActNorms' ``exp(s) + eps`` form (see
-  :class:`ActNorm`).
+  authors' code (Glow's ``Conv2dZeros``). ``settings.dropout`` (0.1 in the
+  authors' code, layers.py ``NN``: after the second ReLU) acts only when a
+  key is given (train mode, :meth:`Coupling.apply_train`); without one the
+  subnet is deterministic, so the coupling's inverse is exact (eval mode).
 
-  ``compute_dtype``: ``'float32'``; ``'bfloat16'`` (mixed precision: the
-  three convolutions take bfloat16 operands, see :func:`conv3x3`, the 1x1
-  conv through :func:`matmul_lowp`; parameters, ActNorm, bias and scale stay
-  float32); ``'bfloat16_1x1'`` (only the 1x1 conv). The output is float32
-  and a deterministic function of ``(p, x)``, so a coupling on it stays
-  exactly invertible (its inverse recomputes the same output) and its
-  log-determinant is float32; only the values (and gradients) carry
-  bfloat16 rounding.
+  ``settings.compute.dtype``: ``'float32'``; ``'bfloat16'`` (mixed
+  precision: the three convolutions take bfloat16 operands, see
+  :func:`conv3x3`, the 1x1 conv through :func:`matmul_lowp`; parameters,
+  ActNorm, bias and scale stay float32); ``'bfloat16_1x1'`` (only the 1x1
+  conv). The output is float32 and a deterministic function of ``(p, x)``,
+  so a coupling on it stays exactly invertible (its inverse recomputes the
+  same output) and its log-determinant is float32; only the values (and
+  gradients) carry bfloat16 rounding.
   """
 
-  width: int
   out_channels: int
-  conv1x1_as_matmul: bool = True
-  min_std: float = 1e-2
-  conv3x3_impl: str = "xla"
-  compute_dtype: str = "float32"
-  actnorm_eps: float = 0.0
-  dropout: float = 0.0
+  settings: SubnetSettings = SubnetSettings()
 
   def _convs(self):
-    d3, d1 = subnet_operand_dtypes(self.compute_dtype)
-    return (lambda x, w: conv3x3(x, w, self.conv3x3_impl, operand_dtype=d3),
-            lambda x, w: conv1x1(x, w, self.conv1x1_as_matmul, d1))
+    cp = self.settings.compute
+    d3, d1 = subnet_operand_dtypes(cp.dtype)
+    return (lambda x, w: conv3x3(x, w, cp.conv3x3_impl, operand_dtype=d3),
+            lambda x, w: conv1x1(x, w, cp.conv1x1_as_matmul, d1))
 
   def init(self, rng, x):
-    c = x.shape[-1]
+    s, c = self.settings, x.shape[-1]
     k1, k2 = jax.random.split(rng)
     c3, c1 = self._convs()
-    p = {"w1": _he(k1, (3, 3, c, self.width), 9 * c)}
+    p = {"w1": _he(k1, (3, 3, c, s.width), 9 * c)}
     h = c3(x, p["w1"])
-    p["a1"] = actnorm_init(h, self.min_std)
-    h = actnorm_relu(p["a1"], h, self.actnorm_eps)
-    p["w2"] = _he(k2, (self.width, self.width), self.width)
+    p["a1"] = actnorm_init(h, s.min_std)
+    h = actnorm_relu(p["a1"], h, s.actnorm_eps)
+    p["w2"] = _he(k2, (s.width, s.width), s.width)
     h = c1(h, p["w2"])
-    p["a2"] = actnorm_init(h, self.min_std)
-    p["w3"] = jnp.zeros((3, 3, self.width, self.out_channels), jnp.float32)
+    p["a2"] = actnorm_init(h, s.min_std)
+    p["w3"] = jnp.zeros((3, 3, s.width, self.out_channels), jnp.float32)
     p["b3"] = jnp.zeros((self.out_channels,), jnp.float32)
     p["logs3"] = jnp.zeros((self.out_channels,), jnp.float32)
     return p
 
   def __call__(self, p, x, rng=None):
     """``rng``: a key turns dropout on (train mode); ``None``: eval mode."""
-    e = self.actnorm_eps
+    e = self.settings.actnorm_eps
     c3, c1 = self._convs()
     h = actnorm_relu(p["a1"], c3(x, p["w1"]), e)
     h = actnorm_relu(p["a2"], c1(h, p["w2"]), e)
-    h = dropout(h, self.dropout, rng)
+    h = dropout(h, self.settings.dropout, rng)
     out = c3(h, p["w3"]) + p["b3"]
     return out * jnp.exp(3.0 * p["logs3"])
+
+
+COUPLINGS = ("additive", "affine")
+AFFINE_SCALES = ("sigmoid", "exp_tanh")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,48 +132,29 @@ class Coupling(Layer):
     (``g(u) = exp(tanh(u))``, in ``[1/e, e]``; our option).
 
   Attributes:
-    width: hidden channels of the subnet.
-    coupling: ``'additive'`` or ``'affine'``.
-    affine_scale: ``'sigmoid'`` or ``'exp_tanh'``.
+    subnet: the subnet's settings (:class:`SubnetSettings`: width, ActNorm
+      floor and eps, dropout, and how it runs, :class:`Compute`). Its
+      dropout acts only in :meth:`apply_train` (with a key); ``apply`` /
+      ``apply_inverse`` are eval mode, an exact bijection. The coupling
+      arithmetic and the logdet stay float32 whatever its compute dtype.
+    coupling: one of ``COUPLINGS``: ``'additive'`` or ``'affine'``.
+    affine_scale: one of ``AFFINE_SCALES``: ``'sigmoid'`` or
+      ``'exp_tanh'``.
     scale_floor: lower bound of the sigmoid scale (default 1e-3).
-    conv1x1_as_matmul: run the subnet's 1x1 conv as an einsum.
-    min_std: ActNorm init floor of the subnet's ActNorms.
-    conv3x3_impl: how the subnet's 3x3 convs run (see :func:`conv3x3`).
-    compute_dtype: the subnet's (:class:`Subnet`): ``'float32'``,
-      ``'bfloat16'`` or ``'bfloat16_1x1'``. The coupling arithmetic and the
-      logdet stay float32 and the coupling exactly invertible.
-    actnorm_eps: the subnet ActNorms' ``exp(s) + eps`` (authors: 1e-3).
-    dropout: the subnet's dropout rate, active only in :meth:`apply_train`
-      (with a key); ``apply`` / ``apply_inverse`` are eval mode, an exact
-      bijection.
   """
 
-  width: int = 32
+  subnet: SubnetSettings = SubnetSettings()
   coupling: str = "additive"
   affine_scale: str = "sigmoid"
   scale_floor: float = 1e-3
-  conv1x1_as_matmul: bool = True
-  min_std: float = 1e-2
-  conv3x3_impl: str = "xla"
-  compute_dtype: str = "float32"
-  actnorm_eps: float = 0.0
-  dropout: float = 0.0
 
   def __post_init__(self):
-    if self.coupling not in ("additive", "affine"):
-      raise ValueError(f"coupling={self.coupling!r}; choose 'additive' or "
-                       "'affine'.")
-    if self.affine_scale not in ("sigmoid", "exp_tanh"):
-      raise ValueError(f"affine_scale={self.affine_scale!r}; choose 'sigmoid' "
-                       "or 'exp_tanh'.")
-    if self.width < 1:
-      raise ValueError(f"coupling width={self.width} must be >= 1.")
-    if self.conv3x3_impl not in CONV3X3_IMPLS:
-      raise ValueError(f"conv3x3_impl={self.conv3x3_impl!r}; choose one of "
-                       f"{CONV3X3_IMPLS}.")
-    check_compute_dtype(self.compute_dtype)
-    if not 0.0 <= self.dropout < 1.0:
-      raise ValueError(f"dropout={self.dropout} must be in [0, 1).")
+    if self.coupling not in COUPLINGS:
+      raise ValueError(f"coupling={self.coupling!r}; choose one of "
+                       f"{COUPLINGS}.")
+    if self.affine_scale not in AFFINE_SCALES:
+      raise ValueError(f"affine_scale={self.affine_scale!r}; choose one of "
+                       f"{AFFINE_SCALES}.")
     if not 0.0 < self.scale_floor < 1.0:
       raise ValueError(f"scale_floor={self.scale_floor} must be in (0, 1).")
 
@@ -163,9 +168,7 @@ class Coupling(Layer):
     ca = c // 2
     cb = c - ca
     out = cb if self.coupling == "additive" else 2 * cb
-    return ca, Subnet(self.width, out, self.conv1x1_as_matmul, self.min_std,
-                      self.conv3x3_impl, self.compute_dtype, self.actnorm_eps,
-                      self.dropout)
+    return ca, Subnet(out, self.subnet)
 
   def init(self, rng, x):
     self.check_shape(tuple(x.shape))

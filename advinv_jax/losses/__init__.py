@@ -29,8 +29,14 @@ from advinv_jax.losses._ice import (factorial_gaussian_nll, glow_nll,
                                     gradient_reversal, ice_network_loss, init_prior_params,
                                     mle_nuisance_term, nuisance_classifier_loss,
                                     nuisance_updates)
+from advinv_jax.losses._settings import (LOSSES, NUISANCE_OPTIMIZERS,
+                                         loss_defaults, validate_loss)
 
 __all__ = [
+    "LOSSES",
+    "NUISANCE_OPTIMIZERS",
+    "loss_defaults",
+    "validate_loss",
     "add_binary_bias",
     "binary_scores",
     "cross_entropy",

@@ -15,13 +15,24 @@ Public API::
 from advinv_jax.models._base import (BatchChunkedModel, InvertibleModel,
                                      Model, batch_chunked, build_model,
                                      default_batch_chunk, map_batch_chunks,
-                                     model_names,
+                                     model_names, model_sections,
                                      register_model)
+from advinv_jax.models._settings import (model_defaults, nest_model_fields,
+                                         register_model_section,
+                                         validate_model_config)
+from advinv_jax.models import _firevnet_settings  # noqa: F401  (their sections)
 from advinv_jax.models import _classifiers  # noqa: F401  (registers cnn, mlp)
 from advinv_jax.models._classifiers import MLP, mlp_classifier
 from advinv_jax.models import _firevnet  # noqa: F401  (registers firevnet, firevnet_imagenet)
 
-__all__ = ["BatchChunkedModel", "InvertibleModel", "MLP", "Model",
+__all__ = ["MODEL_SECTIONS", "BatchChunkedModel", "InvertibleModel", "MLP", "Model",
            "batch_chunked", "mlp_classifier",
            "default_batch_chunk",
-           "build_model", "map_batch_chunks", "model_names", "register_model"]
+           "build_model", "map_batch_chunks", "model_defaults",
+           "model_names", "model_sections", "nest_model_fields",
+           "register_model", "register_model_section",
+           "validate_model_config"]
+
+# {model name: the sub-sections of config.model it reads} (besides
+# config.model.compute, which every model reads).
+MODEL_SECTIONS = model_sections()

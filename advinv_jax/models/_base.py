@@ -20,29 +20,42 @@ from typing import Any, Callable, Dict, Tuple
 import jax
 import jax.numpy as jnp
 
-from advinv_jax import platform
-from advinv_jax.layers import map_batch_chunks
+from advinv_jax import _settings, platform
+from advinv_jax.layers import Compute, map_batch_chunks
 
 Array = jax.Array
 Params = Any
 
 _REGISTRY: Dict[str, Callable[..., "Model"]] = {}
+_SECTIONS_READ: Dict[str, Tuple[str, ...]] = {}
 
 
-def register_model(name: str):
-  """Decorator: registers ``builder(model_config, input_shape, num_classes)``."""
+def register_model(name: str, sections: Tuple[str, ...] = ()):
+  """Decorator: registers ``builder(model_config, input_shape,
+  num_classes)`` as ``config.model.name = name``; ``sections``: the
+  sub-sections of ``config.model`` it reads besides ``compute`` (default:
+  ``(name,)``; each registered with
+  ``models._settings.register_model_section``)."""
 
   def wrap(fn):
     if name in _REGISTRY:
       raise ValueError(f"model {name!r} registered twice")
     _REGISTRY[name] = fn
+    _SECTIONS_READ[name] = tuple(sections) or (name,)
     return fn
 
   return wrap
 
 
 def model_names():
+  """The registered model names (``config.model.name``'s choices)."""
   return sorted(_REGISTRY)
+
+
+def model_sections() -> Dict[str, Tuple[str, ...]]:
+  """``{model name: the sub-sections of config.model it reads}`` (besides
+  ``config.model.compute``, which every model reads)."""
+  return dict(_SECTIONS_READ)
 
 
 def build_model(model_config, input_shape: Tuple[int, int, int],
@@ -52,11 +65,10 @@ def build_model(model_config, input_shape: Tuple[int, int, int],
   Args:
     model_config: the ``config.model`` section (ConfigDict or nested
       mapping, possibly partial, e.g. ``{"name": "mlp", "mlp": {"hidden":
-      (64,)}}``: missing fields take their defaults from
-      ``advinv_jax.config.default_config``, the only place they are set);
-      ``name`` picks the builder, which reads its own sub-section
-      (``config.MODEL_SECTIONS``) and ``compute`` of the completed,
-      validated section only.
+      (64,)}}``: missing fields take their defaults, set next to each
+      builder, the only place they are set); ``name`` picks the builder,
+      which reads its own sub-sections (:func:`model_sections`) and
+      ``compute`` of the completed, validated section only.
     input_shape: ``(H, W, C)`` of one image as the data pipeline yields it.
     num_classes: number of classes C (the logits' width).
 
@@ -67,28 +79,18 @@ def build_model(model_config, input_shape: Tuple[int, int, int],
     ValueError: unknown name, or shapes the model cannot take (raised here,
       before any tracing).
   """
-  from advinv_jax.config import (ConfigError, config_section,  # pylint: disable=g-import-not-at-top
-                                 validate_model_config)
   try:
-    model_config = config_section("model", model_config)
-    validate_model_config(model_config)
-  except ConfigError as e:
+    model_config = _settings.checked_section("model", model_config)
+  except _settings.ConfigError as e:
     raise ValueError(str(e)) from None
-  name = model_config.name
-  if name not in _REGISTRY:
-    raise ValueError(
-        f"config.model.name={name!r} is not a known model; choose one of "
-        f"{model_names()}.")
   if len(tuple(input_shape)) != 3 or min(input_shape) <= 0:
     raise ValueError(f"input_shape must be (H, W, C) with positive sizes, "
                      f"got {tuple(input_shape)}.")
   if num_classes < 1:
     raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
-  model = _REGISTRY[name](model_config, tuple(int(s) for s in input_shape),
-                          int(num_classes))
-  chunk = model_config.compute.batch_chunk
-  if chunk == -1:
-    chunk = default_batch_chunk()
+  model = _REGISTRY[model_config.name](
+      model_config, tuple(int(s) for s in input_shape), int(num_classes))
+  chunk = Compute.from_config(model_config.compute).batch_chunk
   return batch_chunked(model, chunk) if chunk else model
 
 

@@ -11,9 +11,40 @@ from typing import Sequence, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
-from advinv_jax.layers import conv3x3, resolve_conv3x3_impl
+from advinv_jax import _settings as S
+from advinv_jax.layers import Compute, conv3x3
 from advinv_jax.models._base import Model, register_model
+from advinv_jax.models._settings import register_model_section
+
+
+def _cnn_defaults() -> ml_collections.ConfigDict:
+  cnn = ml_collections.ConfigDict()
+  cnn.features = (32, 64, 64)  # 3x3 convs, all but the first of stride 2
+  cnn.hidden = (128,)          # dense widths after the convs
+  return cnn
+
+
+def _validate_cnn(model) -> None:
+  S.check_sizes("model.cnn.features", model.cnn.features)
+  S.check_sizes("model.cnn.hidden", model.cnn.hidden)
+
+
+def _mlp_defaults() -> ml_collections.ConfigDict:
+  mlp = ml_collections.ConfigDict()
+  mlp.hidden = (128,)          # dense widths
+  mlp.dropout = 0.0            # after each hidden ReLU, train mode
+  return mlp
+
+
+def _validate_mlp(model) -> None:
+  S.check_sizes("model.mlp.hidden", model.mlp.hidden)
+  S.check_in("model.mlp.dropout", model.mlp.dropout, 0.0, 1.0)
+
+
+register_model_section("cnn", _cnn_defaults, _validate_cnn)
+register_model_section("mlp", _mlp_defaults, _validate_mlp)
 
 
 class _Conv3x3(nn.Module):
@@ -107,7 +138,7 @@ def build_cnn(cfg, input_shape: Tuple[int, int, int], num_classes: int):
   if not features:
     raise ValueError("config.model.cnn.features=() must name at least one "
                      "conv width.")
-  impl = resolve_conv3x3_impl(cfg.compute.conv3x3_impl)
+  impl = Compute.from_config(cfg.compute).conv3x3_impl
   return FlaxClassifier(input_shape, num_classes,
                         module=_CNN(features, hidden, num_classes, impl))
 

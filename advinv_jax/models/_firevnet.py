@@ -70,17 +70,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from advinv_jax import platform
-from advinv_jax.layers import (DCT2D, ActNorm, Chain, Coupling, FixedAffine,
-                               InvConv1x1, Layer, Psi, Reverse, Shuffle,
-                               Squeeze, conv3x3, count_params,
-                               resolve_compute_dtype,
-                               resolve_conv3x3_impl)
+from advinv_jax.layers import (DCT2D, ActNorm, Chain, Compute, Coupling,
+                               FixedAffine, Layer, Psi, Reverse,
+                               SubnetSettings, conv3x3, count_params)
 from advinv_jax.models._base import InvertibleModel, register_model
+from advinv_jax.models._firevnet_settings import (DOWNSAMPLES, INIT_SQUEEZES,
+                                                  PERMUTATIONS,
+                                                  imagenet_layout)
 
-_PERMS = {"reverse": Reverse, "shuffle": Shuffle, "conv1x1": InvConv1x1}
 _PAD_TAG = 1_000_003   # fold_in tag of the fixed channels' noise key
-_DOWNS = {"squeeze": Squeeze, "psi": Psi}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +108,7 @@ class FiRevNet(InvertibleModel):
   bn_momentum: float = 0.9
   bn_eps: float = 1e-5
   dropout: float = 0.0
-  conv3x3_impl: str = "xla"
+  compute: Compute = Compute()
   zero_channels: int = 0
   zero_channel_noise: float = 0.0
   zero_channel_fill: float = 0.0
@@ -246,7 +244,7 @@ class FiRevNet(InvertibleModel):
         z1, z2 = h[..., :c], h[..., c:]
         if self.split_prior == "conditional":
           lp = lp + split_prior_logp(params[f"split_{i}"], z1, z2,
-                                     self.conv3x3_impl)
+                                     self.compute.conv3x3_impl)
         else:
           lp = lp + std_normal_logp(z2.reshape(b, -1))
         outs.append(z2.reshape(b, -1))
@@ -435,74 +433,64 @@ def bn_train(p, x, momentum=0.9, eps=1e-5, axis_name=None):
 
 # -------------------------------------------------------------------- builders
 @dataclasses.dataclass(frozen=True)
-class _StepSettings:
-  """What every flow step of both layouts is built from: the step fields of
-  ``config.model.firevnet`` and how they run (``config.model.compute``; the
-  same function for every value)."""
+class _Steps:
+  """What every flow step of both layouts is built from: the step fields
+  of ``config.model.firevnet`` and the subnet's settings (with how it all
+  runs, ``config.model.compute`` resolved, :class:`Compute`)."""
   coupling: str
-  permutation: str
   affine_scale: str
   scale_floor: float
-  min_std: float           # firevnet.actnorm_std_floor
-  actnorm_eps: float
-  dropout: float
+  permutation: str
   seed: int                # firevnet.perm_seed
-  conv1x1_as_matmul: bool
-  conv3x3_impl: str        # resolved: never ''
-  compute_dtype: str       # resolved: never ''
-  reversible: bool
-  reversible_loop: str     # resolved: never 'auto'
-  scan_batch_chunk: int
+  subnet: SubnetSettings   # its width: the layout's
 
   @classmethod
-  def from_config(cls, cfg) -> "_StepSettings":
-    fr, cp = cfg.firevnet, cfg.compute
-    loop = cp.reversible_loop
-    if loop == "auto":
-      loop = platform.defaults().reversible_loop
-    return cls(
-        coupling=fr.coupling, permutation=fr.permutation,
-        affine_scale=fr.affine_scale, scale_floor=float(fr.scale_floor),
-        min_std=float(fr.actnorm_std_floor),
+  def from_config(cls, cfg) -> "_Steps":
+    fr = cfg.firevnet
+    subnet = SubnetSettings(
+        width=int(fr.width), min_std=float(fr.actnorm_std_floor),
         actnorm_eps=float(fr.actnorm_eps), dropout=float(fr.dropout),
-        seed=int(fr.perm_seed),
-        conv1x1_as_matmul=bool(cp.conv1x1_as_matmul),
-        conv3x3_impl=resolve_conv3x3_impl(cp.conv3x3_impl),
-        compute_dtype=resolve_compute_dtype(cp.dtype),
-        reversible=bool(cp.reversible), reversible_loop=loop,
-        scan_batch_chunk=int(cp.scan_batch_chunk))
+        compute=Compute.from_config(cfg.compute))
+    return cls(coupling=fr.coupling, affine_scale=fr.affine_scale,
+               scale_floor=float(fr.scale_floor), permutation=fr.permutation,
+               seed=int(fr.perm_seed), subnet=subnet)
+
+  def chain(self, n: int, width: int, first_index: int) -> Chain:
+    """``n`` steps ActNorm -> permutation -> coupling (subnet ``width``);
+    ``first_index``: the first step's index in the network (its
+    permutation's seed)."""
+    subnet = dataclasses.replace(self.subnet, width=width)
+    perm = PERMUTATIONS[self.permutation]
+    steps = tuple(
+        Chain((ActNorm(subnet.min_std, subnet.actnorm_eps),
+               perm() if perm is Reverse else
+               perm(seed=self.seed * 100003 + first_index + j),
+               Coupling(subnet, self.coupling, self.affine_scale,
+                        self.scale_floor)))
+        for j in range(n))
+    cp = subnet.compute
+    # 'scan' also stores each level's step params stacked (one array per
+    # parameter kind: a much smaller optimizer program, see Chain.stacked).
+    return Chain(steps, reversible=cp.reversible,
+                 reversible_loop=cp.reversible_loop,
+                 stacked=cp.reversible_loop == "scan",
+                 batch_chunk=cp.scan_batch_chunk)
 
 
-def _model_options(cfg) -> dict:
-  """The :class:`FiRevNet` fields beyond the layout, from
-  ``config.model.firevnet`` (the authors'-code options, module docstring)."""
+def _firevnet(cfg, input_shape, num_classes, stages, readout, compute):
+  """The :class:`FiRevNet` of ``stages`` with the options of
+  ``config.model.firevnet`` (the authors'-code options, module docstring),
+  shapes checked."""
   fr = cfg.firevnet
-  return dict(split_prior=fr.split_prior, logit_bn=bool(fr.logit_bn),
-              bn_momentum=float(fr.logit_bn_momentum),
-              dropout=float(fr.dropout),
-              conv3x3_impl=resolve_conv3x3_impl(cfg.compute.conv3x3_impl),
-              zero_channels=int(fr.zero_channels),
-              zero_channel_noise=float(fr.zero_channel_noise),
-              zero_channel_fill=float(fr.zero_channel_fill))
-
-
-def _steps(n, width, s: _StepSettings, first_index):
-  steps = []
-  for j in range(n):
-    perm = _PERMS[s.permutation]
-    perm = (perm() if perm is Reverse else
-            perm(seed=s.seed * 100003 + first_index + j))
-    steps.append(Chain((
-        ActNorm(s.min_std, s.actnorm_eps), perm,
-        Coupling(width, s.coupling, s.affine_scale, s.scale_floor,
-                 s.conv1x1_as_matmul, s.min_std, s.conv3x3_impl,
-                 s.compute_dtype, s.actnorm_eps, s.dropout))))
-  # 'scan' also stores each level's step params stacked (one array per
-  # parameter kind: a much smaller optimizer program, see Chain.stacked).
-  return Chain(tuple(steps), reversible=s.reversible,
-               reversible_loop=s.reversible_loop,
-               stacked=s.reversible_loop == "scan",
-               batch_chunk=s.scan_batch_chunk)
+  model = FiRevNet(
+      tuple(input_shape), num_classes, stages=tuple(stages), readout=readout,
+      split_prior=fr.split_prior, logit_bn=bool(fr.logit_bn),
+      bn_momentum=float(fr.logit_bn_momentum), dropout=float(fr.dropout),
+      compute=compute, zero_channels=int(fr.zero_channels),
+      zero_channel_noise=float(fr.zero_channel_noise),
+      zero_channel_fill=float(fr.zero_channel_fill))
+  model.validate()
+  return model
 
 
 @register_model("firevnet")
@@ -515,16 +503,16 @@ def build_firevnet(cfg, input_shape, num_classes):
   authors'-code options split_prior, logit_bn, dropout, actnorm_eps are in
   the module docstring) and ``config.model.compute`` (how it runs: the same
   function for every value); each field's default and meaning is in
-  advinv_jax/config.py.
+  ``_firevnet_settings.py``.
 
   Raises:
     ValueError: H or W not divisible by ``2**levels``, or more classes than
       entries of the final tensor.
   """
   fr = cfg.firevnet
-  levels, depth, width = int(fr.levels), int(fr.depth), int(fr.width)
-  down = _DOWNS[fr.downsample]
-  s = _StepSettings.from_config(cfg)
+  levels, depth = int(fr.levels), int(fr.depth)
+  down = DOWNSAMPLES[fr.downsample]
+  s = _Steps.from_config(cfg)
   h, w, _ = input_shape
   f = 2 ** levels
   if h % f or w % f:
@@ -532,16 +520,13 @@ def build_firevnet(cfg, input_shape, num_classes):
         f"input_shape {tuple(input_shape)}: H and W must be divisible by "
         f"2**levels = {f} (levels={levels}); pad the images "
         f"(config.data.pad_to) or lower config.model.firevnet.levels.")
-  stages = tuple(
-      Stage(down(), _steps(depth, width, s, i * depth), i < levels - 1)
-      for i in range(levels))
-  model = FiRevNet(tuple(input_shape), num_classes, stages=stages,
-                   readout="center", **_model_options(cfg))
-  model.validate()
-  return model
+  stages = [Stage(down(), s.chain(depth, s.subnet.width, i * depth),
+                  i < levels - 1) for i in range(levels)]
+  return _firevnet(cfg, input_shape, num_classes, stages, "center",
+                   s.subnet.compute)
 
 
-@register_model("firevnet_imagenet")
+@register_model("firevnet_imagenet", sections=("firevnet", "firevnet_imagenet"))
 def build_firevnet_imagenet(cfg, input_shape, num_classes):
   """i-RevNet / fiRevNet48-style layout with a DCT readout.
 
@@ -554,27 +539,13 @@ def build_firevnet_imagenet(cfg, input_shape, num_classes):
   per stage (empty: all 2). Full config
   (configs/firevnet48_imagenet.py): blocks (6, 16, 72, 6), channels
   (24, 96, 384, 1536), strides 2, init_squeeze 2: 224x224x3 -> 7x7x3072.
-  Reads ``config.model.firevnet_imagenet`` (the layout) and the step
-  settings of ``config.model.firevnet`` (all but its levels, depth, width,
-  downsample; the config sets coupling 'additive' and permutation
-  'reverse', i-RevNet's swap) and ``config.model.compute``.
+  Reads ``config.model.firevnet_imagenet`` (the layout, checked with its
+  settings) and the step settings of ``config.model.firevnet`` (all but its
+  levels, depth, width, downsample; the config sets coupling 'additive' and
+  permutation 'reverse', i-RevNet's swap) and ``config.model.compute``.
   """
-  fi = cfg.firevnet_imagenet
-  blocks = tuple(int(b) for b in fi.blocks)
-  channels = tuple(int(b) for b in fi.channels)
-  strides = tuple(int(b) for b in (fi.strides or (2,) * len(blocks)))
-  init_ds = int(fi.init_squeeze)
-  if not (len(blocks) == len(strides) == len(channels)) or not blocks:
-    raise ValueError(f"config.model.firevnet_imagenet.blocks={blocks}, "
-                     f"channels={channels} (and strides={strides}) must be "
-                     "non-empty and of equal length.")
-  if (min(blocks) < 0 or min(channels) < 1 or set(strides) - {1, 2}
-      or init_ds not in (1, 2, 4)):
-    raise ValueError(f"config.model.firevnet_imagenet: blocks={blocks} must "
-                     f"be >= 0, channels={channels} >= 1, strides={strides} "
-                     "in {1, 2}, "
-                     f"init_squeeze={init_ds} in {{1, 2, 4}}.")
-  s = _StepSettings.from_config(cfg)
+  blocks, channels, strides, init_ds = imagenet_layout(cfg.firevnet_imagenet)
+  s = _Steps.from_config(cfg)
   f = init_ds * int(np.prod(strides))
   h, w, _ = input_shape
   if h % f or w % f:
@@ -582,15 +553,11 @@ def build_firevnet_imagenet(cfg, input_shape, num_classes):
         f"input_shape {tuple(input_shape)}: H and W must be divisible by "
         f"init_squeeze * prod(strides) = {f}; resize/pad the images or "
         "change config.model.firevnet_imagenet.blocks / init_squeeze.")
-  stages = []
-  for _ in range({1: 0, 2: 1, 4: 2}[init_ds]):
-    stages.append(Stage(Psi(), Chain(()), False))
+  stages = [Stage(Psi(), Chain(()), False)] * INIT_SQUEEZES[init_ds]
   first = 0
   for b, st, ch in zip(blocks, strides, channels):
     stages.append(Stage(Psi() if st == 2 else None,
-                        _steps(b, max(1, ch // 4), s, first), False))
+                        s.chain(b, max(1, ch // 4), first), False))
     first += b
-  model = FiRevNet(tuple(input_shape), num_classes, stages=tuple(stages),
-                   readout="dct", **_model_options(cfg))
-  model.validate()
-  return model
+  return _firevnet(cfg, input_shape, num_classes, stages, "dct",
+                   s.subnet.compute)

@@ -106,12 +106,9 @@ def nuisance_classifier(cfg, model: Model) -> Model:
 
 
 def _nc_optimizer(cfg):
-  lr = float(cfg.loss.ice.nuisance_learning_rate)
-  name = cfg.loss.ice.nuisance_optimizer
-  if name not in ("adam", "adamax", "sgd"):
-    raise ValueError(f"config.loss.ice.nuisance_optimizer={name!r} is not one "
-                     "of adam | adamax | sgd.")
-  return {"adam": optax.adam, "adamax": optax.adamax, "sgd": optax.sgd}[name](lr)
+  # its choices, checked with the rest of the config before any data loads
+  return losses.NUISANCE_OPTIMIZERS[cfg.loss.ice.nuisance_optimizer](
+      float(cfg.loss.ice.nuisance_learning_rate))
 
 
 def _ice_objective(cfg) -> Objective:

@@ -6,6 +6,8 @@ import re
 import jax
 import optax
 
+from advinv_jax.train._settings import OPTIMIZERS, SCHEDULES
+
 
 def make_schedule(opt_cfg, total_steps: int) -> optax.Schedule:
   """Learning-rate schedule: constant | cosine | piecewise, with linear warmup.
@@ -26,7 +28,7 @@ def make_schedule(opt_cfg, total_steps: int) -> optax.Schedule:
                                                        opt_cfg.scales)})
   else:
     raise ValueError(f"config.optimizer.schedule={name!r} is not one of "
-                     "constant | cosine | piecewise.")
+                     f"{list(SCHEDULES)}.")
   if warmup > 0:
     sched = optax.join_schedules(
         [optax.linear_schedule(0.0, lr, warmup), sched], [warmup])
@@ -47,7 +49,7 @@ def make_optimizer(opt_cfg, total_steps: int) -> optax.GradientTransformation:
     opt = optax.sgd(sched, momentum=float(opt_cfg.momentum) or None)
   else:
     raise ValueError(f"config.optimizer.name={name!r} is not one of "
-                     "adam | adamw | adamax | sgd.")
+                     f"{list(OPTIMIZERS)}.")
   chain = []
   if float(opt_cfg.grad_clip_norm) > 0:
     chain.append(optax.clip_by_global_norm(float(opt_cfg.grad_clip_norm)))

@@ -25,7 +25,8 @@ import numpy as np
 # Re-exported here for the train package; their one home is _files.
 from advinv_jax._files import (DiskFullError, RunError,  # noqa: F401
                                disk_full_error, is_disk_full, write_atomic)
-from advinv_jax.config import MODEL_SECTIONS, migrate_config
+from advinv_jax._settings import migrate_config
+from advinv_jax.models import MODEL_SECTIONS
 
 CONFIG = "config.json"
 HISTORY = "config_history.jsonl"
@@ -290,7 +291,7 @@ def read_history(workdir: str) -> List[Dict[str, Any]]:
 def config_changes(old: Dict[str, Any], new: Dict[str, Any]
                    ) -> Dict[str, Tuple[Any, Any]]:
   """``{field: (old, new)}`` for every field that differs (flat names)."""
-  from advinv_jax.config import default_config
+  from advinv_jax._settings import default_config
   defaults = _flat(json.loads(default_config().to_json_best_effort()))
   # Fields newer than the workdir take their default there.
   a, b = {**defaults, **_flat(old)}, _flat(new)
