@@ -1,4 +1,5 @@
-"""Files that appear complete or not at all, and the disk-full error.
+"""Files that appear complete or not at all, the disk-full error, and
+signals that end a run with its cleanups.
 
 Every output of the library (config.json, results.json, checkpoint
 manifests, the report's JSON, figures and pages) is written by
@@ -8,6 +9,7 @@ signal) leaves the old file, or none, and no temporary file.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
@@ -21,6 +23,13 @@ class RunError(RuntimeError):
 
 class DiskFullError(RunError, OSError):
   """No space left on the workdir's device."""
+
+
+def shorten(text: str, keep: int = 160) -> str:
+  """``text`` for a one-line message: at most ~``keep`` characters (a
+  4,000-character path is named by its two ends and its length)."""
+  return text if len(text) <= keep else (
+      f"{text[:keep // 2]}...{text[-keep // 2:]} ({len(text)} characters)")
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -70,3 +79,40 @@ def write_atomic(path: str, data: Union[str, bytes]) -> str:
       raise disk_full_error(path, f"writing {os.path.basename(path)}") from e
     raise
   return path
+
+
+class Interrupted(KeyboardInterrupt):
+  """SIGINT or SIGTERM outside the training loop (loading, evaluation, the
+  report), raised in the main thread so that every cleanup runs (the lock
+  is released, staging folders removed); ``exit_code`` is ``128 +
+  signal``."""
+
+  def __init__(self, signum: int):
+    import signal
+    super().__init__(signal.Signals(signum).name)
+    self.signum = int(signum)
+    self.exit_code = 128 + int(signum)
+
+
+@contextlib.contextmanager
+def signals_raise():
+  """While active (in the main thread; elsewhere it does nothing), SIGINT
+  and SIGTERM raise :class:`Interrupted` instead of ending the process
+  without cleanup (SIGTERM's default). The training loop's
+  :class:`StopOnSignal` takes over inside it and gives it back after."""
+  import signal
+  import threading
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def handle(signum, frame):
+    del frame
+    raise Interrupted(signum)
+
+  old = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    yield
+  finally:
+    for s, h in old.items():
+      signal.signal(s, h)

@@ -9,20 +9,55 @@ config's ``ConfigError``) from ``main`` after parsing ends the same way, so
 scripts validate their configs before any jax work and fail in one line.
 
 Overrides use ``ml_collections.config_flags`` everywhere:
-``--config.<field>=<value>``, typed by the config being overridden.
+``--config.<field>=<value>``, typed by the config being overridden. A field
+given twice takes the last value, tuples included (ml_collections would
+append a repeated tuple override: ``--config.model.cnn.features=(8,8)
+--config.model.cnn.features=(4,)`` would train ``(8, 8, 4)``).
+
+Any other error a script ends with (a refused run, a full disk, an
+unreadable workdir, SIGTERM) is one line too; ``--debug`` (or
+``ADVINV_DEBUG=1``) prints the full traceback instead.
 """
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import traceback
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from absl import app, flags
 import ml_collections
 from ml_collections import config_flags
+from ml_collections.config_flags import tuple_parser
 
 from advinv_jax.config import closest_field
 
 FLAGS = flags.FLAGS
+_DEBUG = flags.DEFINE_bool(
+    "debug", False, "print the full traceback of an error instead of its one "
+    "line (also: ADVINV_DEBUG=1)")
+
+
+class _ReplacingTupleParser(flags.ArgumentParser):
+  """ml_collections' tuple parser, as a plain (single-value) flag parser.
+
+  config_flags gives a tuple field absl's ``MultiFlag`` when its parser is a
+  ``TupleParser``, so a repeated ``--config.<tuple field>=...`` appends; with
+  this parser the field is an ordinary flag and the last value given wins,
+  as for every other type."""
+
+  def __init__(self):
+    self._tuple = tuple_parser.TupleParser()
+
+  def parse(self, argument):
+    return self._tuple.parse(argument)
+
+  def flag_type(self):
+    return "tuple"
+
+
+config_flags.register_flag_parser_for_type(tuple, _ReplacingTupleParser())
 
 
 class UsageError(Exception):
@@ -137,15 +172,26 @@ def define_config(name: str, config, help_string: str):
                           or _one_line(e)))
 
 
+def debug() -> bool:
+  """Whether errors print their full traceback (``--debug`` or
+  ``ADVINV_DEBUG=1``)."""
+  if os.environ.get("ADVINV_DEBUG", "") not in ("", "0"):
+    return True
+  return "--debug" in sys.argv or (FLAGS.is_parsed() and _DEBUG.value)
+
+
 def parse_flags(argv: List[str]) -> List[str]:
-  """absl's flag parsing; a bad flag or config field exits with one line."""
+  """absl's flag parsing; a bad flag or config field, or a config file that
+  raises (its ``get_config`` included), exits with one line."""
   try:
     rest = FLAGS(argv)
     for name in list(FLAGS):
       if _is_config_flag(FLAGS[name]) and FLAGS[name].value is not None:
         getattr(FLAGS[name].value, "keys")  # a file that did not load raises
     return rest
-  except _ERRORS as e:
+  except Exception as e:  # pylint: disable=broad-except
+    if debug():
+      raise
     msg = _explain_config_overrides(argv[1:]) or _one_line(e)
     if isinstance(e, flags.UnrecognizedFlagError):
       msg += " (--helpfull lists the flags)"
@@ -169,19 +215,57 @@ def apply_overrides(config, overrides: Mapping[str, Any]):
     node = config
     for part in parents:
       node = node[part]
-    node[leaf] = value   # an existing key: allowed on a locked config
+    try:
+      node[leaf] = value   # an existing key: allowed on a locked config
+    except (TypeError, ValueError) as e:
+      raise UsageError(f"--config.{path}={value!r}: {_one_line(e)} (the "
+                       f"default is {known[path]!r})") from None
   return config
+
+
+def one_line_error(e: BaseException, workdir: str = "."):
+  """``(line, exit code)`` for the errors a script explains in one line
+  (usage and config errors, workdir ownership, relaunch, checkpoints,
+  interrupts, full disks, files that cannot be read or written); ``(None,
+  None)`` for the others (bugs), which keep their traceback."""
+  from advinv_jax._files import (DiskFullError, Interrupted, RunError,
+                                 disk_full_error, is_disk_full, shorten)
+  from advinv_jax.config import ConfigError
+  if isinstance(e, (UsageError, ConfigError)):
+    return f"error: {e}", 2
+  if isinstance(e, KeyboardInterrupt):   # outside the training loop
+    name = str(e) if isinstance(e, Interrupted) else "SIGINT"
+    return (f"interrupted ({name}) outside training (loading, evaluation or "
+            "the report): checkpoints and completed outputs are intact; "
+            "relaunch the same command to continue (a finished run only "
+            "redoes what is missing)."), getattr(e, "exit_code", 130)
+  if is_disk_full(e) and not isinstance(e, DiskFullError):
+    e = disk_full_error(workdir, "running")
+  if isinstance(e, RunError) or type(e).__name__ == "NonFiniteError":
+    return f"error: {e}", getattr(e, "exit_code", 1)
+  if isinstance(e, OSError):
+    where = f": {shorten(str(e.filename))}" if e.filename else ""
+    return (f"error: {e.strerror or _one_line(e)}{where} (--debug for the "
+            "traceback)"), 1
+  return None, None
 
 
 def run(main: Callable[[List[str]], Any]) -> None:
   """``app.run(main)`` with one-line errors: bad flags or config fields while
-  parsing, and :class:`UsageError` / ``ConfigError`` raised by ``main``."""
-  from advinv_jax.config import ConfigError
+  parsing, and every refusal raised by ``main`` (:func:`one_line_error`);
+  SIGTERM raises in the main thread like SIGINT, so that cleanups run.
+  ``--debug`` / ``ADVINV_DEBUG=1``: full tracebacks."""
+  from advinv_jax._files import signals_raise
 
   def wrapped(argv):
     try:
-      return main(argv)
-    except (UsageError, ConfigError) as e:
-      sys.exit(f"error: {e}")
+      with signals_raise():
+        return main(argv)
+    except (Exception, KeyboardInterrupt) as e:  # pylint: disable=broad-except
+      line, code = one_line_error(e)
+      if line is None or debug():
+        raise
+      print(line, file=sys.stderr, flush=True)
+      sys.exit(code)
 
   app.run(wrapped, flags_parser=parse_flags)

@@ -10,54 +10,80 @@ import jax
 import numpy as np
 
 from advinv_jax.report import robustness_report
-from advinv_jax.train import check_workdir, train_and_evaluate
-from advinv_jax.train._workdir import WorkdirLock, is_disk_full, staged_dir
+from advinv_jax.train import (check_config, check_workdir, make_mesh,
+                              train_and_evaluate)
+from advinv_jax.train._workdir import (WorkdirLock, is_disk_full,
+                                       record_history, remove_if_created,
+                                       signals_raise, staged_dir)
 
 
 def run(config, workdir: str) -> dict:
   """Trains, evaluates and (if enabled) writes the robustness report.
 
-  The workdir stays locked for the whole job. The report is written
-  atomically (:func:`staged_dir`: its files appear complete or not at all);
-  if it fails, the summary says so in ``report_error`` (one line) and the
-  training outputs stay as they are. A finished run whose report exists is
-  not reported again.
+  Everything that can be checked before the data loads is checked first
+  (``train.check_config``); a start that fails leaves the workdir as it was.
+  The workdir stays locked for the whole job, and SIGINT/SIGTERM anywhere
+  in it raise ``train.Interrupted`` (the lock is released, no staging
+  folder stays). The report is written atomically (:func:`staged_dir`: its
+  files appear complete or not at all); if it fails, the summary says so in
+  ``report_error`` (one line) and the training outputs stay as they are. A
+  finished run whose report exists is not reported again, unless a
+  ``report.*`` field changed: then the report is rewritten with it, and
+  the change is recorded in the history only once the report is written.
   """
-  check_workdir(workdir)
-  with WorkdirLock(workdir):
-    result = train_and_evaluate(config, workdir)
-    summary = {"test_accuracy": result["eval"]["accuracy"],
-               "train_accuracy": result["train_eval"]["accuracy"],
-               "steps": result["steps"]}
-    report_path = os.path.join(workdir, "report.json")
-    if not config.report.enabled or (result["finished_before"]
-                                     and os.path.exists(report_path)):
-      return summary
+  check_config(config, make_mesh())
+  with signals_raise():
+    created = check_workdir(workdir)
     try:
-      with staged_dir(workdir) as stage:
-        report = _report(config, result, stage)
-    except Exception as e:  # pylint: disable=broad-except
-      what = ("disk full" if is_disk_full(e) else
-              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-      summary["report_error"] = (
-          f"the robustness report failed ({what}); the training outputs in "
-          f"{workdir} are intact: rerun the report with python "
-          f"-m experiments.robustness_report --workdir={workdir}")
-      return summary
-    summary["report"] = os.path.join(workdir, "report.html")
-    summary["report_json"] = report_path
-    summary["warnings"] = len(report["warnings"])
-    summary.update({k: v for k, v in report.items()
-                    if isinstance(v, (int, float))})
-    h = report["headline"]
-    if h.get("source"):
-      summary["robust_accuracy"] = h["robust_accuracy"]
-      summary["robust_accuracy_by"] = (
-          f"{h['source']} {h['norm']} eps={h['eps']:g} "
-          f"(n={h['num_examples']})")
-    inv = report.get("invariance")
-    if inv:
-      summary["valid_metamers"] = inv["metamer_validity"]["valid_share"]
+      with WorkdirLock(workdir):
+        return _run_locked(config, workdir)
+    except BaseException:
+      remove_if_created(workdir, created)   # a start that failed: no trace
+      raise
+
+
+def _run_locked(config, workdir):
+  result = train_and_evaluate(config, workdir)
+  summary = {"test_accuracy": result["eval"]["accuracy"],
+             "train_accuracy": result["train_eval"]["accuracy"],
+             "steps": result["steps"]}
+  report_path = os.path.join(workdir, "report.json")
+  changed = result.get("report_changes") or {}
+  if not config.report.enabled or (result["finished_before"] and not changed
+                                   and os.path.exists(report_path)):
+    return summary
+  if result["finished_before"] and changed:
+    print("rewriting the report of the finished run: "
+          + "; ".join(f"config.{f}: {a!r} -> {b!r}"
+                      for f, (a, b) in changed.items()))
+  try:
+    with staged_dir(workdir) as stage:
+      report = _report(config, result, stage)
+  except Exception as e:  # pylint: disable=broad-except
+    what = ("disk full" if is_disk_full(e) else
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    summary["report_error"] = (
+        f"the robustness report failed ({what}); the training outputs in "
+        f"{workdir} are intact: rerun the report with python "
+        f"-m experiments.robustness_report --workdir={workdir}")
+    return summary
+  if changed:
+    record_history(workdir, {"event": "report", "changes": changed},
+                   result["steps"])
+  summary["report"] = os.path.join(workdir, "report.html")
+  summary["report_json"] = report_path
+  summary["warnings"] = len(report["warnings"])
+  summary.update({k: v for k, v in report.items()
+                  if isinstance(v, (int, float))})
+  h = report["headline"]
+  if h.get("source"):
+    summary["robust_accuracy"] = h["robust_accuracy"]
+    summary["robust_accuracy_by"] = (
+        f"{h['source']} {h['norm']} eps={h['eps']:g} "
+        f"(n={h['num_examples']})")
+  inv = report.get("invariance")
+  if inv:
+    summary["valid_metamers"] = inv["metamer_validity"]["valid_share"]
   return summary
 
 

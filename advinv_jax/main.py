@@ -30,11 +30,11 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   config = _CONFIG.value
-  if config is None or _WORKDIR.value is None:
+  if config is None or not _WORKDIR.value:
     raise cli.UsageError("usage: python -m advinv_jax.main "
                          "--config=configs/<name>.py --workdir=<dir>")
-  from advinv_jax.config import validate_config
-  validate_config(config)   # a ConfigError: one line (cli.run)
+  from advinv_jax.train import check_config
+  check_config(config)   # a ConfigError: one line (cli.run)
   if _COORD.value:
     import jax
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -43,9 +43,9 @@ def main(argv):
   from advinv_jax.job import run
   try:
     summary = run(config, _WORKDIR.value)
-  except BaseException as e:  # pylint: disable=broad-except
+  except (Exception, KeyboardInterrupt) as e:  # pylint: disable=broad-except
     line, code = one_line_error(e)
-    if line is None:
+    if line is None or cli.debug():
       raise
     print(line, file=sys.stderr, flush=True)
     sys.exit(code)
@@ -59,27 +59,10 @@ def main(argv):
 
 
 def one_line_error(e: BaseException):
-  """``(line, exit code)`` for the errors a run explains in one line (config,
-  workdir ownership, relaunch, checkpoints, interrupts, full disk); ``(None,
-  None)`` for the others, which keep their traceback."""
-  from advinv_jax.config import ConfigError
-  from advinv_jax.train._workdir import (RunError, RunInterrupted,
-                                         disk_full_error, is_disk_full)
-  if isinstance(e, RunInterrupted):
-    return str(e), e.exit_code
-  if isinstance(e, KeyboardInterrupt):   # SIGINT outside the training loop
-    return ("interrupted (SIGINT) outside training (loading, evaluation or "
-            "the report): checkpoints and completed outputs are intact; "
-            "relaunch the same command to continue (a finished run only "
-            "redoes what is missing)."), 130
-  if is_disk_full(e) and not isinstance(e, RunError):
-    e = disk_full_error(_WORKDIR.value or ".", "running")
-  if isinstance(e, ConfigError):
-    return f"config error: {e}", 2
-  from advinv_jax.train import NonFiniteError
-  if isinstance(e, (RunError, NonFiniteError)):
-    return f"error: {e}", 1
-  return None, None
+  """``(line, exit code)`` of ``cli.one_line_error`` for this run's workdir
+  (``(None, None)``: an error that keeps its traceback)."""
+  parsed = flags.FLAGS.is_parsed()
+  return cli.one_line_error(e, (_WORKDIR.value if parsed else None) or ".")
 
 
 if __name__ == "__main__":

@@ -303,14 +303,20 @@ def test_second_run_on_a_workdir_is_refused_naming_the_holder(tmp_path):
   workdir = tmp_path / "run"
   os.makedirs(workdir)
   lock = workdir / ".lock"
-  me = {"pid": os.getpid(), "host": socket.gethostname(), "started": "t0"}
-  lock.write_text(json.dumps(me))  # a live holder (this test's process)
-  with pytest.raises(_workdir.WorkdirBusyError,
-                     match=f"in use by pid {os.getpid()} on host"):
-    train.train_and_evaluate(_small(), str(workdir))
-  lock.write_text(json.dumps({**me, "host": "elsewhere"}))
-  with pytest.raises(_workdir.WorkdirBusyError, match="host elsewhere"):
-    _workdir.WorkdirLock(str(workdir)).acquire()
+  live = subprocess.Popen([sys.executable, "-c", "import time; "
+                           "time.sleep(60)"])
+  try:
+    me = {"pid": live.pid, "host": socket.gethostname(), "started": "t0"}
+    lock.write_text(json.dumps(me))  # a live holder
+    with pytest.raises(_workdir.WorkdirBusyError,
+                       match=f"in use by pid {live.pid} on host"):
+      train.train_and_evaluate(_small(), str(workdir))
+    lock.write_text(json.dumps({**me, "host": "elsewhere"}))
+    with pytest.raises(_workdir.WorkdirBusyError, match="host elsewhere"):
+      _workdir.WorkdirLock(str(workdir)).acquire()
+  finally:
+    live.kill()
+    live.wait()
   gone = subprocess.Popen(["true"])
   gone.wait()
   lock.write_text(json.dumps({**me, "pid": gone.pid}))

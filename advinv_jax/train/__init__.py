@@ -9,7 +9,7 @@ Public API::
 from advinv_jax.train._checkpoint import (Checkpointer,
                                           CheckpointMismatchError)
 from advinv_jax.train._loop import (Experiment, NonFiniteError,
-                                    build_experiment, check_workdir,
+                                    build_experiment, check_config,
                                     load_trained,
                                     differential_bias, evaluate, make_eval_fn,
                                     num_train_steps, train_and_evaluate,
@@ -22,13 +22,16 @@ from advinv_jax.train._parallel import (AXIS, data_parallel, make_mesh,
 from advinv_jax.train._step import (TrainState, init_train_state,
                                     make_train_step)
 from advinv_jax.train._workdir import (ConfigMismatchError, DiskFullError,
+                                       Interrupted, NotAWorkdirError,
                                        RunError, RunInterrupted,
-                                       WorkdirBusyError, WorkdirLock)
+                                       WorkdirBusyError, WorkdirError,
+                                       WorkdirLock, check_workdir)
 
 __all__ = [
     "AXIS", "Checkpointer", "CheckpointMismatchError", "ConfigMismatchError",
-    "DiskFullError", "Experiment", "NonFiniteError", "RunError",
-    "RunInterrupted", "WorkdirBusyError", "WorkdirLock",
+    "DiskFullError", "Experiment", "Interrupted", "NonFiniteError",
+    "NotAWorkdirError", "RunError", "RunInterrupted", "WorkdirBusyError",
+    "WorkdirError", "WorkdirLock", "check_config",
     "build_experiment", "load_trained", "Objective", "TrainState",
     "check_workdir", "data_parallel", "differential_bias", "evaluate",
     "init_train_state", "make_eval_fn", "make_mesh", "make_objective",

@@ -29,11 +29,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from advinv_jax.train._workdir import (RunError, disk_full_error,
-                                       is_disk_full, write_atomic)
+from advinv_jax.train._workdir import (MIN_FREE_BYTES, RunError,
+                                       disk_full_error, is_disk_full,
+                                       write_atomic)
 
 MANIFEST = "checksums.json"
-_MIN_FREE_BYTES = 50 * 2**20
 
 
 class CheckpointMismatchError(RunError):
@@ -119,7 +119,7 @@ class Checkpointer:
         self._write_manifest(step)
     except Exception as e:  # pylint: disable=broad-except
       full = is_disk_full(e) or (
-          shutil.disk_usage(self.directory).free < _MIN_FREE_BYTES)
+          shutil.disk_usage(self.directory).free < MIN_FREE_BYTES)
       if full:
         raise disk_full_error(self.directory,
                               f"saving checkpoint step {step}") from e
@@ -176,8 +176,13 @@ class Checkpointer:
           "--workdir. Nothing was moved.")
     return None
 
-  def restore_latest(self, template: Any) -> Tuple[Optional[int], Any]:
+  def restore_latest(self, template: Any,
+                     attempts: int = 5) -> Tuple[Optional[int], Any]:
     """Restores the newest good step into the structure of ``template``.
+
+    A step that disappears while it is read (a live run's rotation deleted
+    it after it was listed) is not damaged: the steps are listed again and
+    the newest is tried, up to ``attempts`` times.
 
     Returns:
       ``(step, tree)``, or ``(None, None)`` when there is no checkpoint.
@@ -186,25 +191,34 @@ class Checkpointer:
       CheckpointMismatchError: a step's arrays differ from ``template``'s.
     """
     target = _host_tree(template)
-    for step in reversed(self.steps()):
-      problem, verified = self.verify(step)
-      if problem is None:
-        problem = self._check_structure(step, target)
-      if problem is None:
-        try:
-          tree = self._mngr.restore(step,
-                                    args=ocp.args.StandardRestore(target))
-        except Exception as e:  # pylint: disable=broad-except
-          problem = f"it could not be read ({type(e).__name__}: {str(e)[:200]})"
-      if problem is not None:
-        self._skip_damaged(step, problem)
-        continue
-      if not verified:
-        warnings.warn(f"checkpoint step {step} in {self.directory} has no "
-                      f"{MANIFEST} (written by an older version, or the run "
-                      "was killed right after saving it): restored without "
-                      "verifying its bytes.")
-      return step, tree
+    for _ in range(attempts):
+      vanished = False
+      for step in reversed(self.steps()):
+        problem, verified = self.verify(step)
+        if problem is None:
+          problem = self._check_structure(step, target)
+        if problem is None:
+          try:
+            tree = self._mngr.restore(step,
+                                      args=ocp.args.StandardRestore(target))
+          except Exception as e:  # pylint: disable=broad-except
+            problem = (f"it could not be read ({type(e).__name__}: "
+                       f"{str(e)[:200]})")
+        if problem is not None:
+          if not os.path.isdir(os.path.join(self.directory, str(step))):
+            vanished = True   # rotated away meanwhile: list the steps again
+            break
+          self._skip_damaged(step, problem)
+          continue
+        if not verified:
+          warnings.warn(f"checkpoint step {step} in {self.directory} has no "
+                        f"{MANIFEST} (written by an older version, or the "
+                        "run was killed right after saving it): restored "
+                        "without verifying its bytes.")
+        return step, tree
+      if not vanished:
+        return None, None
+      self._mngr.reload()
     return None, None
 
   def _skip_damaged(self, step: int, problem: str) -> None:

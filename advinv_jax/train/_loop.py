@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 import warnings
 from typing import Any, Dict, Iterator, NamedTuple, Optional
@@ -22,7 +21,7 @@ from jax.sharding import PartitionSpec as P
 
 from advinv_jax import data as data_lib
 from advinv_jax import losses
-from advinv_jax._settings import migrate_config, validate_config
+from advinv_jax.config import ConfigError, migrate_config, validate_config
 from advinv_jax.models import build_model
 from advinv_jax.train._checkpoint import Checkpointer
 from advinv_jax.train._objectives import make_objective
@@ -32,34 +31,39 @@ from advinv_jax.train._parallel import (AXIS, check_batch_divisible,
                                         data_parallel, make_mesh, replicate,
                                         shard_batch, to_host)
 from advinv_jax.train._step import init_train_state, make_train_step
-from advinv_jax.train._workdir import (StopOnSignal, WorkdirLock,
-                                       read_config_json, record_history,
-                                       relaunch_plan, write_atomic)
+from advinv_jax.train._workdir import (NotAWorkdirError, StopOnSignal,
+                                       WorkdirLock, check_values,
+                                       check_workdir, clean_stale_staging,
+                                       commit_relaunch, read_config_json,
+                                       read_json_file, relaunch_plan,
+                                       remove_if_created, write_atomic)
 from advinv_jax.train._writers import MetricWriter
-
-_MIN_FREE_BYTES = 50 * 2**20
 
 
 class NonFiniteError(FloatingPointError):
   """Training produced a NaN/Inf; the message names step, term, checkpoint."""
 
 
-def check_workdir(workdir: str) -> None:
-  """Fails at start, with a clear message, on an unwritable or full workdir."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise OSError(f"workdir {workdir!r} is not writable ({e.strerror}); "
-                  "pass a --workdir you can write to.") from e
-  free = shutil.disk_usage(workdir).free
-  if free < _MIN_FREE_BYTES:
-    raise OSError(f"workdir {workdir!r} has only {free / 2**20:.1f} MiB free; "
-                  f"checkpoints need at least {_MIN_FREE_BYTES // 2**20} MiB. "
-                  "Free some space or choose another --workdir.")
+def check_config(config, mesh=None) -> None:
+  """Everything about a config that can be checked before its data loads:
+  tuple element types and finite numbers (:func:`check_values`), the schema
+  (``validate_config``), the batch size against the devices of ``mesh``
+  and the processes, and that ``train.init_from`` names a workdir. Raises
+  one ``ConfigError`` naming the field and the fix."""
+  check_values(config)     # first: the schema's range checks compare them
+  validate_config(config)
+  if mesh is not None:
+    try:
+      check_batch_divisible(config.train.batch_size, mesh,
+                            "config.train.batch_size")
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+  src = config.train.init_from
+  if src and not os.path.isfile(os.path.join(src, "config.json")):
+    raise ConfigError(
+        f"config.train.init_from={src!r}: no trained run there "
+        f"({os.path.join(src, 'config.json')} not found); give the --workdir "
+        "of a finished run, or '' to start from scratch.")
 
 
 def num_train_steps(config, num_train: int) -> int:
@@ -88,7 +92,7 @@ def _first_global_batch(source, config):
   noisy images (train.py ~L80)."""
   bs = config.train.init_batch_size or config.train.batch_size
   if bs > len(source):
-    raise ValueError(f"config.train.init_batch_size={bs} exceeds the "
+    raise ConfigError(f"config.train.init_batch_size={bs} exceeds the "
                      f"{len(source)} training examples; lower it.")
   it = data_lib.iterate_batches(source, bs,
                                 seed=config.seed, epoch=0, shuffle=True,
@@ -168,7 +172,7 @@ def build_experiment(config) -> Experiment:
   """
   dataset = data_lib.load_dataset(config.data, seed=config.seed)
   if len(dataset.train) < config.train.batch_size:
-    raise ValueError(
+    raise ConfigError(
         f"config.train.batch_size={config.train.batch_size} is larger than the "
         f"{len(dataset.train)} training examples; lower it.")
   model = build_model(config.model, dataset.image_shape, dataset.num_classes)
@@ -212,7 +216,7 @@ def _params_from_workdir(config, fresh):
       continue
     if path not in src or np.shape(src[path]) != np.shape(leaf):
       got = "missing" if path not in src else f"shape {np.shape(src[path])}"
-      raise ValueError(
+      raise ConfigError(
           f"config.train.init_from={src_dir!r}: parameter {path!r} "
           f"{np.shape(leaf)} is {got} there; add it to config.train.reinit "
           "to keep it freshly initialised.")
@@ -240,7 +244,7 @@ def load_trained(workdir: str, *, with_extras: bool = True):
   """
   raw = read_config_json(workdir)
   if raw is None:
-    raise FileNotFoundError(
+    raise NotAWorkdirError(
         f"{os.path.join(workdir, 'config.json')} not found: {workdir!r} is "
         "not a workdir of advinv_jax.main (train a model there first).")
   config = migrate_config(raw)   # older workdirs: fields added since
@@ -252,7 +256,9 @@ def load_trained(workdir: str, *, with_extras: bool = True):
   finally:
     ckpt.close()
   if state is None:
-    raise FileNotFoundError(f"no readable checkpoint in {workdir}/checkpoints.")
+    raise NotAWorkdirError(
+        f"no readable checkpoint in {workdir}/checkpoints: the run saved "
+        "none yet (wait for its first checkpoint), or all are damaged.")
   extras = {}
   if with_extras and config.loss.name == "differential":
     extras["differential_bias"] = differential_bias(
@@ -286,29 +292,39 @@ def train_and_evaluate(config, workdir: str, *, mesh=None,
   Returns:
     A dict with ``model``, ``state`` (host numpy), ``dataset``, ``eval``
     (test metrics), ``train_eval``, ``extras`` (e.g. the differential bias),
-    ``steps`` and ``finished_before`` (True: the workdir held the finished
-    run already).
+    ``steps``, ``finished_before`` (True: the workdir held the finished
+    run already) and ``report_changes`` (``{field: [old, new]}`` of the
+    ``report.*`` fields that differ from the recorded config: not recorded
+    here; ``advinv_jax.job.run`` records them once a report is written with
+    them).
   """
-  validate_config(config)
-  check_workdir(workdir)
   mesh = make_mesh() if mesh is None else mesh
-  check_batch_divisible(config.train.batch_size, mesh,
-                        "config.train.batch_size")
-  with WorkdirLock(workdir), StopOnSignal() as stop:
-    plan = relaunch_plan(config, workdir)
-    setup = build_experiment(config)
-    ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints)
-    try:
-      restored_step, restored = ckpt.restore_latest(setup.state)
-      results_path = os.path.join(workdir, "results.json")
-      if plan is not None and os.path.exists(results_path):
-        with open(results_path) as f:  # an extension replaces it at its end
-          plan["previous_results"] = json.load(f)
-      record_history(workdir, plan, restored_step)
-      return _train(config, workdir, mesh, setup, ckpt, restored_step,
-                    restored, stop, stop_after)
-    finally:
-      ckpt.close()
+  check_config(config, mesh)
+  created = check_workdir(workdir)
+  try:
+    with WorkdirLock(workdir), StopOnSignal() as stop:
+      clean_stale_staging(workdir, everyone=True)
+      plan = relaunch_plan(config, workdir)
+      setup = build_experiment(config)
+      ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints)
+      try:
+        restored_step, restored = ckpt.restore_latest(setup.state)
+        if plan is not None and plan["entry"] is not None:
+          # an extension replaces results.json at its end: keep the old one
+          previous = read_json_file(os.path.join(workdir, "results.json"),
+                                    "not kept in the history")
+          if previous is not None:
+            plan["entry"]["previous_results"] = previous
+        commit_relaunch(workdir, plan, restored_step)
+        result = _train(config, workdir, mesh, setup, ckpt, restored_step,
+                        restored, stop, stop_after)
+      finally:
+        ckpt.close()
+  except BaseException:
+    remove_if_created(workdir, created)   # a start that failed: no trace
+    raise
+  result["report_changes"] = plan["report_changes"] if plan else {}
+  return result
 
 
 def _train(config, workdir, mesh, setup, ckpt, restored_step, restored, stop,
@@ -323,11 +339,13 @@ def _train(config, workdir, mesh, setup, ckpt, restored_step, restored, stop,
   results_path = os.path.join(workdir, "results.json")
   result = {"model": model, "dataset": dataset, "objective": objective,
             "extras": {}, "finished_before": False}
-  if start >= total and os.path.exists(results_path):
-    with open(results_path) as f:
-      done = json.load(f)
+  done = None
+  if start >= total:
+    done = read_json_file(results_path, "evaluating the final checkpoint "
+                          "again to rewrite it")
+  if done is not None:
     print(f"{workdir} holds a finished run ({done['steps']} steps, "
-          "results.json): nothing to do; raise config.train.num_steps / "
+          "results.json): nothing to train; raise config.train.num_steps / "
           "num_epochs to extend it, or use a new --workdir.")
     result.update(state=state, steps=start, eval=done["test"],
                   train_eval=done["train"], extras=done.get("extras", {}),
