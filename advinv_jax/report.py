@@ -429,7 +429,7 @@ def _card(cfg, bounds, rng, provenance, fn, images, labels, bias, attacks
   if idx is not None and len(idx) != n:
     inputs["indices_note"] = (f"the first {n} of the {len(idx)} indices "
                               "given")
-  params = jax.tree_util.tree_leaves(fn)
+  params = fn.args[0] if fn.args else None   # Partial(f, params) or (f)
   return {
       "model": p.get("model"), "model_config": p.get("model_config"),
       "loss": p.get("loss"), "differential_bias": bias,
@@ -446,7 +446,7 @@ def _card(cfg, bounds, rng, provenance, fn, images, labels, bias, attacks
       "software": environment(),
       "fingerprints": {
           "params_sha256": fingerprint(params),
-          "params_note": (None if params else
+          "params_note": (None if jax.tree_util.tree_leaves(params) else
                           "logits_fn holds no arrays: pass params= (or a "
                           "jax.tree_util.Partial) to fingerprint them"),
           "inputs_sha256": fingerprint({"images": images,

@@ -1,5 +1,6 @@
 """robustness_report on a tiny CNN and on a tiny invertible model; its pages
-(report.html / report.md), metamer validity in the report, atomic writes."""
+(report.html / report.md), metamer validity in the report, atomic writes;
+logits_report on a flax.nnx model; Wilson intervals; consistency warnings."""
 import base64
 import dataclasses
 import json
@@ -13,13 +14,18 @@ import numpy as np
 import pytest
 
 from advinv_jax.models import build_model
-from advinv_jax.report import robustness_report
+from advinv_jax.report import (consistency_warnings, fingerprint,
+                               logits_report, robustness_report,
+                               wilson_interval)
 from test_attacks import OrthoFlat   # tests/ is on sys.path (rootdir mode)
 
 SHAPE = (8, 8, 1)
 TOP_KEYS = {"num_examples", "clean_accuracy", "invertible", "pgd", "deepfool",
             "warnings", "seconds", "headline", "autoattack", "settings",
-            "files"}
+            "files", "card", "clean_accuracy_ci"}
+CARD_KEYS = {"model", "model_config", "loss", "checkpoint_step", "dataset",
+             "split", "inputs", "seeds", "bounds", "eps_units", "attacks",
+             "software", "fingerprints"}
 PAGES = ("report.json", "report.md", "report.html", "robust_accuracy.png",
          "minimal_perturbations.png")
 
@@ -55,7 +61,7 @@ def _finite_numbers(tree):
     yield tree
 
 
-def check_common(report, workdir, cfg):
+def check_common(report, workdir, cfg, report_inputs):
   with open(os.path.join(workdir, "report.json")) as f:
     on_disk = json.load(f)
   assert on_disk == json.loads(json.dumps(report))
@@ -74,6 +80,22 @@ def check_common(report, workdir, cfg):
   for norm in ("l2", "linf"):
     assert set(report["deepfool"][norm]) >= {"median_norm", "success_rate"}
   assert all(math.isfinite(v) for v in _finite_numbers(report))
+  # Every accuracy carries its Wilson interval, which contains it.
+  n = report["num_examples"]
+  assert report["clean_accuracy_ci"] == list(wilson_interval(
+      round(report["clean_accuracy"] * n), n))
+  for sec in list(report["pgd"].values()) + list(
+      report["autoattack"].values()):
+    for v, (lo, hi) in zip(sec["robust_accuracy"], sec["robust_accuracy_ci"]):
+      assert lo <= v <= hi
+  card = report["card"]
+  assert CARD_KEYS <= set(card) and list(on_disk)[1] == "card"
+  assert card["software"]["jax"] == jax.__version__
+  assert card["software"]["device_count"] == jax.device_count()
+  assert card["attacks"]["pgd_linf"]["steps"] == cfg.pgd_steps
+  assert card["fingerprints"]["inputs_sha256"] == fingerprint(
+      {"images": jnp.asarray(report_inputs[0])[:n],
+       "labels": jnp.asarray(report_inputs[1])[:n]})
   for f in PAGES:
     assert os.path.getsize(os.path.join(workdir, f)) > 0
   assert not [f for f in os.listdir(workdir) if f.endswith(".tmp")]
@@ -90,7 +112,7 @@ def test_report_tiny_cnn(tmp_path):
   y = jnp.argmax(model.logits(params, x), -1).astype(jnp.int32)  # all correct
   report = robustness_report(model, params, x, y, cfg, str(tmp_path),
                              jax.random.PRNGKey(1))
-  check_common(report, str(tmp_path), cfg)
+  check_common(report, str(tmp_path), cfg, (x, y))
   assert report["clean_accuracy"] == 1.0 and not report["invertible"]
   assert "invariance" not in report
   dl2 = report["deepfool"]["l2"]
@@ -99,12 +121,15 @@ def test_report_tiny_cnn(tmp_path):
   # A second report on the same architecture and shapes (another split, a
   # retrained model: new params, images) reuses the compiled attacks.
   from advinv_jax import report as R
-  jitted = (R._jit_eps_sweep, R._jit_minimal, R._jit_logits)
+  jitted = (R._jit_eps_sweep, R._jit_minimal, R._jit_apply)
   sizes = [f._cache_size() for f in jitted]
   params2 = jax.tree_util.tree_map(lambda a: a * 1.1, params)
-  robustness_report(model, params2, x[::-1], y[::-1], cfg,
-                    str(tmp_path / "again"), jax.random.PRNGKey(2))
+  again = robustness_report(model, params2, x[::-1], y[::-1], cfg,
+                            str(tmp_path / "again"), jax.random.PRNGKey(2))
   assert [f._cache_size() for f in jitted] == sizes
+  fp, fp2 = (r["card"]["fingerprints"] for r in (report, again))
+  assert fp["params_sha256"] == fingerprint(params) != fp2["params_sha256"]
+  assert fp["inputs_sha256"] != fp2["inputs_sha256"]
   with pytest.raises(ValueError, match="labels"):
     robustness_report(model, params, x, y + 10, cfg, str(tmp_path),
                       jax.random.PRNGKey(1))
@@ -120,7 +145,7 @@ def test_report_tiny_invertible(tmp_path):
   nd = ({"image": xtr, "label": ytr}, {"image": xte, "label": yte})
   report = robustness_report(model, params, x, y, cfg, str(tmp_path),
                              jax.random.PRNGKey(1), nuisance_data=nd)
-  check_common(report, str(tmp_path), cfg)
+  check_common(report, str(tmp_path), cfg, (x, y))
   inv = report["invariance"]
   assert inv["metamer_logit_max_abs_diff"] <= 1e-4
   assert inv["metamer_same_prediction_as_logits_source"] == 1.0
@@ -131,6 +156,24 @@ def test_report_tiny_invertible(tmp_path):
   assert v["num"] == cfg.num_examples and v["valid_share"] == 1.0
   assert v["logit_drift_max"] <= 1e-4 and inv["grid"]["valid"] == [True] * 4
   assert not any("METAMERS" in w for w in report["warnings"])
+  nc = inv["nuisance_classifier"]
+  assert nc["model_accuracy"] == pytest.approx(np.mean(np.argmax(
+      np.asarray(model.logits(params, xte)), -1) == np.asarray(yte)))
+  # AutoAttack's log: the robust accuracy after each member falls by the
+  # inputs it broke and ends at the ensemble's robust accuracy.
+  aa = report["autoattack"]["linf"]
+  log = aa["log"][0]
+  left = aa["clean_accuracy"] * aa["num_examples"]
+  for m, broke in zip(log["members"], aa["per_attack_success"][0]):
+    left -= broke
+    assert m["broken"] == broke
+    assert m["robust_accuracy_after"] == pytest.approx(
+        left / aa["num_examples"])
+  assert log["members"][-1]["robust_accuracy_after"] == pytest.approx(
+      aa["robust_accuracy"][0])
+  lp = log["largest_perturbation"]
+  assert lp is None or 0 < lp <= aa["eps"][0] * (1 + 1e-6)
+  assert 0.0 <= log["adversarial_range"][0] <= log["adversarial_range"][1] <= 1
   for png in ("metamers.png", "nuisance_interpolation.png"):
     p = tmp_path / png
     assert p.exists() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -272,3 +315,111 @@ def test_report_fmn_section_matches_deepfool_on_a_linear_model(tmp_path):
   report = robustness_report(model, params, x, y, cfg, str(tmp_path),
                              jax.random.PRNGKey(1))
   assert "fmn" not in report
+
+
+def test_wilson_interval_known_values():
+  """Known values of the Wilson 95% interval: 5/10 -> [0.2366, 0.7634] and
+  0/10 -> [0, z^2 / (n + z^2)] = [0, 0.2775] (textbook cases), 10/10
+  mirrors 0/10, 81/263 -> [0.2553, 0.3662] (worked by hand from the
+  formula); bad counts raise."""
+  assert wilson_interval(5, 10) == pytest.approx((0.236593, 0.763407),
+                                                 abs=1e-6)
+  assert wilson_interval(0, 10) == pytest.approx((0.0, 0.277533), abs=1e-6)
+  assert wilson_interval(10, 10) == pytest.approx((0.722467, 1.0), abs=1e-6)
+  assert wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662),
+                                                   abs=1e-4)
+  assert wilson_interval(0, 0) == (0.0, 1.0)
+  for bad in ((11, 10), (-1, 10), (1.5, 10), (0, -1)):
+    with pytest.raises(ValueError, match="successes|n="):
+      wilson_interval(*bad)
+
+
+def test_consistency_warnings_count_the_inputs_a_weaker_attack_missed():
+  """A minimal perturbation <= eps on an input PGD left robust is counted
+  (per norm and eps); larger ones, not-found ones and other norms are not."""
+  nrm = np.asarray([0.05, 0.2, np.inf, 0.01])
+  robust = {("PGD-20", "l2", 0.1): np.asarray([True, True, True, False]),
+            ("PGD-20", "l2", 0.5): np.asarray([False, False, True, True]),
+            ("PGD-20", "linf", 0.1): np.ones(4, bool)}
+  w = consistency_warnings({("deepfool", "l2"): nrm}, robust)
+  assert len(w) == 2
+  assert "deepfool" in w[0] and "PGD-20" in w[0]
+  assert "eps=0.1 on 1 of the 3" in w[0]
+  assert "eps=0.5 on 1 of the 2" in w[1]
+  assert consistency_warnings({("fmn", "l2"): np.full(4, np.inf)},
+                              robust) == []
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_logits_report_for_a_flax_nnx_model(tmp_path):
+  """The README's snippet: a flax.nnx model's report through logits_report.
+  On a linear model without bounds DeepFool's minimal l2 perturbation is the
+  closed-form distance to the nearest boundary, min_j (z_y - z_j) /
+  ||w_y - w_j||, up to its documented 2^-12 line-search tolerance; the
+  card fingerprints the nnx state; progress names every section; bad
+  arguments raise before compilation."""
+  from flax import nnx
+
+  class Linear(nnx.Module):
+    def __init__(self, rngs):
+      self.lin = nnx.Linear(64, 10, rngs=rngs)
+
+    def __call__(self, x):
+      return self.lin(x.reshape((x.shape[0], -1)))
+
+  model = Linear(nnx.Rngs(0))
+  graphdef, state = nnx.split(model)
+
+  def logits_fn(state, x):
+    return nnx.merge(graphdef, state)(x)
+
+  x, _ = data(24)
+  y = jnp.argmax(model(x), -1).astype(jnp.int32)
+  settings = {"num_examples": 24, "linf_eps": (0.05,), "l2_eps": (),
+              "pgd_steps": 2, "deepfool_steps": 5,
+              "autoattack_num_examples": 0}
+  msgs = []
+  report = logits_report(logits_fn, x, y, str(tmp_path),
+                         jax.random.PRNGKey(0), params=state,
+                         settings=settings, bounds=None,
+                         provenance={"model": "nnx Linear", "seed": 0},
+                         progress=msgs.append)
+  w = np.asarray(model.lin.kernel[...], np.float64)
+  z = np.asarray(x, np.float64).reshape(24, -1) @ w + np.asarray(
+      model.lin.bias[...], np.float64)
+  yy = np.asarray(y)
+  exact = np.asarray([min((z[i, yy[i]] - z[i, j]) / np.linalg.norm(
+      w[:, yy[i]] - w[:, j]) for j in range(10) if j != yy[i])
+                      for i in range(24)])
+  got = np.asarray(report["deepfool"]["l2"]["norms"])
+  assert np.all(got >= exact * (1 - 1e-5))
+  assert np.all(got <= exact * (1 + 2.0**-12) + 1e-5)
+  assert report["clean_accuracy"] == 1.0 and not report["invertible"]
+  card = report["card"]
+  assert card["fingerprints"]["params_sha256"] == fingerprint(state)
+  assert card["model"] == "nnx Linear" and card["bounds"] is None
+  assert [m.split()[0] for m in msgs] == ["clean", "PGD-2", "deepfool",
+                                          "deepfool", "writing"]
+  assert (tmp_path / "report.html").exists()
+  bad = [(dict(settings=dict(settings, pgd_stpes=3)),
+          "did you mean 'pgd_steps'"),
+         (dict(settings=dict(settings, linf_eps=(-0.1,))), "linf_eps"),
+         (dict(settings=dict(settings, autoattack_version="fast")),
+          "autoattack_version"),
+         (dict(bounds=(1.0, 0.0)), "bounds"),
+         (dict(progress="yes"), "progress"),
+         (dict(provenance={"modle": "x"}), "provenance"),
+         (dict(params=None), "logits_fn")]
+  for kw, match in bad:
+    args = dict(params=state, settings=settings, bounds=(0.0, 1.0))
+    args.update(kw)
+    with pytest.raises(ValueError, match=match):
+      logits_report(logits_fn, x, y, str(tmp_path / "bad"),
+                    jax.random.PRNGKey(0), **args)
+  with pytest.raises(ValueError, match="bounds"):
+    logits_report(logits_fn, x + 1.0, y, str(tmp_path / "bad"),
+                  jax.random.PRNGKey(0), params=state, settings=settings)
+  with pytest.raises(ValueError, match="labels"):
+    logits_report(logits_fn, x, y + 10, str(tmp_path / "bad"),
+                  jax.random.PRNGKey(0), params=state, settings=settings)
+  assert not (tmp_path / "bad").exists()
