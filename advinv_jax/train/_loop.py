@@ -21,7 +21,7 @@ from jax.sharding import PartitionSpec as P
 
 from advinv_jax import data as data_lib
 from advinv_jax import losses
-from advinv_jax.config import ConfigError, migrate_config, validate_config
+from advinv_jax._settings import ConfigError, migrate_config, validate_config
 from advinv_jax.models import build_model
 from advinv_jax.train._checkpoint import Checkpointer
 from advinv_jax.train._objectives import make_objective

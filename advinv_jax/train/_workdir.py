@@ -26,7 +26,8 @@ import numpy as np
 from advinv_jax._files import (DiskFullError, Interrupted,  # noqa: F401
                                RunError, disk_full_error, is_disk_full,
                                shorten, signals_raise, write_atomic)
-from advinv_jax.config import MODEL_SECTIONS, migrate_config
+from advinv_jax._settings import migrate_config
+from advinv_jax.models import MODEL_SECTIONS
 
 MIN_FREE_BYTES = 50 * 2**20  # what a run needs free to start and checkpoint
 CONFIG = "config.json"
@@ -112,7 +113,7 @@ def check_values(config: ml_collections.ConfigDict) -> None:
   have the type of the default's elements (numbers, or strings), and every
   number is finite (``learning_rate=nan`` is refused here, not after
   compiling). Raises one ``ConfigError`` naming the field and the fix."""
-  from advinv_jax.config import ConfigError, default_config
+  from advinv_jax._settings import ConfigError, default_config
   ref = dict(_leaves(default_config()))
   for path, value in _leaves(config):
     values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
@@ -517,7 +518,7 @@ def read_history(workdir: str) -> List[Dict[str, Any]]:
 def config_changes(old: Dict[str, Any], new: Dict[str, Any]
                    ) -> Dict[str, Tuple[Any, Any]]:
   """``{field: (old, new)}`` for every field that differs (flat names)."""
-  from advinv_jax.config import default_config
+  from advinv_jax._settings import default_config
   defaults = _flat(json.loads(default_config().to_json_best_effort()))
   # Fields newer than the workdir take their default there.
   a, b = {**defaults, **_flat(old)}, _flat(new)
