@@ -66,11 +66,18 @@ accelerator choices are not timed in this repository -- run
 * **reversible loop**: the unrolled chain of coupling steps was the faster
   form measured on CPU (benchmarks/reversible.py); ``'scan'`` compiles a much
   smaller program and is the choice for deep models on any backend.
+
+Also here: :func:`enable_compilation_cache`, JAX's persistent compilation
+cache in a user cache folder (``~/.cache/advinv_jax/jax``; opt out with
+``ADVINV_JAX_COMPILATION_CACHE=off``), on for the main job and the
+experiments.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import warnings
 from typing import Optional
 
 import jax
@@ -168,6 +175,52 @@ def resolve_config(config, platform: Optional[str] = None):
   if report is not None and report.get("attack_loop", "") == "":
     report.attack_loop = d.attack_loop
   return out
+
+
+# ------------------------------------------------ persistent compile cache
+CACHE_ENV = "ADVINV_JAX_COMPILATION_CACHE"
+
+
+def default_cache_dir() -> str:
+  """``$XDG_CACHE_HOME/advinv_jax/jax``, else ``~/.cache/advinv_jax/jax``."""
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+      os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "advinv_jax", "jax")
+
+
+def enable_compilation_cache() -> Optional[str]:
+  """Turns on JAX's persistent compilation cache; returns its folder (None:
+  off).
+
+  Compiled programs (the train step, every attack of the report) are kept
+  on disk, so a second run of the same model and settings loads them
+  instead of compiling again. The folder, in order:
+  ``JAX_COMPILATION_CACHE_DIR`` when set (JAX's own variable, left as it
+  is), else
+  ``$ADVINV_JAX_COMPILATION_CACHE`` when it names a folder, else
+  :func:`default_cache_dir`. ``ADVINV_JAX_COMPILATION_CACHE=off`` (or
+  ``0``, ``false``, ``no``, empty) turns it off. A folder that cannot be
+  created leaves it off with a warning. Called by ``advinv_jax.cli.run``
+  (the main job and the experiments), before anything compiles.
+  """
+  own = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+  if own:
+    return own
+  env = os.environ.get(CACHE_ENV)
+  if env is not None and env.strip().lower() in ("", "0", "off", "false",
+                                                  "no"):
+    return None
+  folder = os.path.expanduser(env) if env else default_cache_dir()
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as e:
+    warnings.warn(f"the compilation cache folder {folder} cannot be created "
+                  f"({e}); compiling without a persistent cache (set "
+                  f"{CACHE_ENV} to a writable folder, or to off).",
+                  RuntimeWarning, stacklevel=2)
+    return None
+  jax.config.update("jax_compilation_cache_dir", folder)
+  return folder
 
 
 class LoweringError(RuntimeError):

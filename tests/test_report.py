@@ -423,3 +423,31 @@ def test_logits_report_for_a_flax_nnx_model(tmp_path):
     logits_report(logits_fn, x, y + 10, str(tmp_path / "bad"),
                   jax.random.PRNGKey(0), params=state, settings=settings)
   assert not (tmp_path / "bad").exists()
+
+
+def test_compilation_cache_folder_and_opt_out(tmp_path, monkeypatch):
+  """advinv_jax.platform.enable_compilation_cache: JAX's own variable wins
+  (the tests' cache stays in place), else the user cache folder under
+  XDG_CACHE_HOME or the folder ADVINV_JAX_COMPILATION_CACHE names; 'off'
+  turns it off."""
+  from advinv_jax import platform
+  updates = []
+  monkeypatch.setattr(platform.jax.config, "update",
+                      lambda k, v: updates.append((k, v)))
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax"))
+  assert platform.enable_compilation_cache() == str(tmp_path / "jax")
+  assert updates == []
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+  monkeypatch.delenv(platform.CACHE_ENV, raising=False)
+  want = str(tmp_path / "xdg" / "advinv_jax" / "jax")
+  assert platform.enable_compilation_cache() == want
+  assert os.path.isdir(want)
+  monkeypatch.setenv(platform.CACHE_ENV, str(tmp_path / "mine"))
+  assert platform.enable_compilation_cache() == str(tmp_path / "mine")
+  assert updates == [("jax_compilation_cache_dir", want),
+                     ("jax_compilation_cache_dir", str(tmp_path / "mine"))]
+  for off in ("off", "0", ""):
+    monkeypatch.setenv(platform.CACHE_ENV, off)
+    assert platform.enable_compilation_cache() is None
+  assert len(updates) == 2
