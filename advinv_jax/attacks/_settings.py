@@ -48,7 +48,7 @@ def report_defaults() -> ml_collections.ConfigDict:
   r.autoattack_version = "standard"  # standard | plus
   r.autoattack_num_examples = 256
   r.autoattack_linf_eps = (0.05,)
-  r.autoattack_l2_eps = ()
+  r.autoattack_l2_eps = (0.5,)
   r.autoattack_steps = 100     # APGD iterations
   r.autoattack_num_targets = 9  # APGD-T / FMN-T targets
   r.autoattack_queries = 5000   # Square's budget
@@ -59,10 +59,9 @@ def report_defaults() -> ml_collections.ConfigDict:
   # metamer_max_out_of_bounds of the metamer pixels outside the bounds.
   r.metamer_tol = 1e-3
   r.metamer_min_valid = 0.99
-  # (the default model's valid metamers have ~61% of pixels out of [0, 1]:
-  # a CE-trained z_n does not confine them to the box; 94% with the old
-  # affine-sigmoid coupling)
-  r.metamer_max_out_of_bounds = 0.75
+  # A metamer is an image of the data's box: any pixel outside it warns
+  # (with the share outside and the largest overshoot).
+  r.metamer_max_out_of_bounds = 0.0
   r.full = False
   return r
 
