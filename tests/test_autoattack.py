@@ -1,5 +1,8 @@
 """APGD, Square and AutoAttack: closed forms on linear models, sanity flags,
 bad input, any per-example shape, masked AutoAttack = its members by hand."""
+import functools
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -149,11 +152,17 @@ def test_bad_input_errors_before_compilation():
       (dict(eps=0.1, norm="l3"), "norm"), (dict(eps=0.1, queries=0),
                                            "queries"),
       (dict(eps=0.1, steps=0), "steps"), (dict(eps=0.1, mode="jit"), "mode"),
-      (dict(eps=0.1, attacks=("fab",)), "attacks"),
-      (dict(eps=0.1, num_targets=0), "num_targets")]
+      (dict(eps=0.1, attacks=("fab-x",)), "attacks"),
+      (dict(eps=0.1, num_targets=0), "num_targets"),
+      (dict(eps=0.1, version="custom"), "attacks"),
+      (dict(eps=0.1, fab_steps=0), "fab_steps"),
+      (dict(eps=0.1, verbose=3), "verbose"),
+      (dict(eps=0.1, verbose=True, mode="masked"), "verbose")]
   for kw, match in cases:
     with pytest.raises(ValueError, match=match):
       A.autoattack(f, x, y, rng=key, **kw)
+  with pytest.raises(ValueError, match="labels"):
+    A.autoattack(f, x, y + 7, eps=0.1, rng=key)
   with pytest.raises(ValueError, match="queries"):
     A.square(f, x, y, eps=0.1, queries=-5, rng=key)
   with pytest.raises(ValueError, match="eps"):
@@ -202,14 +211,14 @@ def test_every_attack_takes_vectors_and_matches_images():
 
 # ------------------------------------------------ masked = members by hand
 def test_masked_autoattack_equals_its_members_by_hand():
-  """jax.jit(autoattack(mode='masked')) = running APGD-T (2 targets) and
-  Square by hand on the inputs still robust, with the keys autoattack
-  documents."""
+  """jax.jit(autoattack(mode='masked')) = running APGD-T, FAB-T (2 targets
+  each) and Square by hand on the inputs still robust, with the keys
+  autoattack documents."""
   n = 12
   f, x, y, dist = linear(13, 4, n)
   eps = float(np.median(dist["linf"]))
-  kw = dict(attacks=("apgd-t", "square"), steps=8, num_targets=2,
-            queries=40, bounds=None)
+  kw = dict(attacks=("apgd-t", "fab-t", "square"), steps=8, num_targets=2,
+            fab_steps=8, queries=40, bounds=None)
   rng = jax.random.PRNGKey(3)
   res = jax.jit(lambda x, y, k: A.autoattack(f, x, y, eps=eps, rng=k,
                                              mode="masked", **kw))(x, y, rng)
@@ -227,8 +236,10 @@ def test_masked_autoattack_equals_its_members_by_hand():
     runs = [(0, A.apgd(f, x, y, eps=eps, loss="dlr", target=targets[:, t],
                        steps=8, bounds=None, rng=key(0, t)))
             for t in range(2)]
-    runs += [(1, A.square(f, x, y, eps=eps, queries=40, bounds=None,
-                          rng=key(1, 0)))]
+    runs += [(1, A.fab(f, x, y, norm="linf", eps=eps, target=targets[:, t],
+                       steps=8, bounds=None)) for t in range(2)]
+    runs += [(2, A.square(f, x, y, eps=eps, queries=40, bounds=None,
+                          rng=key(2, 0)))]
     return [(m, r, jnp.argmax(f(r.x_adv), -1) != y) for m, r in runs]
 
   x_adv = np.asarray(x).copy()
@@ -278,3 +289,66 @@ def test_host_mode_compiles_each_member_once_across_eps_and_params():
   np.testing.assert_array_equal(got.attack_index, want.attack_index)
   np.testing.assert_allclose(got.x_adv, want.x_adv, atol=1e-5)
   assert 0 < int(np.sum(np.asarray(got.attack_index) >= 0))
+
+
+# ------------------------------------------------ the log: passes, accuracy
+def test_log_counts_the_passes_the_model_sees():
+  """Host mode, APGD-T, FAB-T, FMN-T and Square: the forward and backward
+  passes counted by a wrapper around the model (in examples, padding
+  included) equal ``passes``; the robust accuracy after each member, the
+  largest perturbation and the pixel range agree with the returned
+  points; ``verbose`` prints what ``autoattack_log`` gives afterwards."""
+  n = 10
+  f, x, y, dist = linear(17, 4, n)
+  eps = float(np.median(dist["l2"]))
+  seen = {"f": 0, "b": 0}
+
+  def add(kind, rows):
+    seen[kind] += rows
+
+  @jax.custom_vjp
+  def counted(v):
+    jax.debug.callback(functools.partial(add, "f", v.shape[0]))
+    return f(v)
+
+  def fwd(v):
+    jax.debug.callback(functools.partial(add, "f", v.shape[0]))
+    out, vjp = jax.vjp(f, v)
+    return out, vjp
+
+  def bwd(vjp, g):
+    jax.debug.callback(functools.partial(add, "b", g.shape[0]))
+    return vjp(g)
+
+  counted.defvjp(fwd, bwd)
+  lines, snaps = [], []
+
+  def log(line):                    # the counts at each line of the log
+    jax.effects_barrier()
+    lines.append(line)
+    snaps.append((seen["f"], seen["b"]))
+
+  members = ("apgd-t", "fab-t", "fmn-t", "square")
+  res = A.autoattack(counted, x, y, eps=eps, norm="l2", version="custom",
+                     attacks=members, steps=3, num_targets=2, fab_steps=3,
+                     fmn_steps=3, queries=30, bounds=None,
+                     rng=jax.random.PRNGKey(2), verbose=log)
+  passes = np.asarray(res.passes)
+  assert snaps[0] == (2 * n, 0)                   # the two clean forwards
+  np.testing.assert_array_equal(np.diff(np.asarray(snaps[1:2 + len(
+      members)]), axis=0), passes)
+  assert passes[1, 1] > 0 and passes[3, 1] == 0
+  per = np.asarray(res.per_attack_success)
+  correct = int(np.sum(res.clean_correct))
+  np.testing.assert_allclose(res.robust_accuracy_after,
+                             (correct - np.cumsum(per)) / n)
+  assert 0 < per.sum() < correct
+  d = np.linalg.norm(np.asarray(res.x_adv - x), axis=-1)
+  assert float(res.max_perturbation[-1]) == pytest.approx(d.max(), rel=1e-6)
+  assert d.max() <= eps * (1 + 1e-6)
+  xa = np.asarray(res.x_adv)
+  np.testing.assert_allclose(res.x_adv_range[-1], [xa.min(), xa.max()])
+  strip = lambda s: re.sub(r"[\d.]+ s", "", s)  # noqa: E731
+  assert [strip(s) for s in lines] == [strip(s)
+                                       for s in A.autoattack_log(res)]
+  assert any("robust accuracy after FAB-T" in s for s in lines)

@@ -12,6 +12,7 @@ Public API::
   aa = autoattack(logits_fn, x, y, eps=0.1, norm="linf", rng=key)
   aa.robust_accuracy, aa.success, aa.attack_index, aa.attacks, aa.flags
   autoattack_warnings(aa)                       # the flags as sentences
+  autoattack_log(aa)         # AutoAttack's log: per member accuracy, passes
   res.x_adv, res.success, res.perturbation_norm, res.bad_grad_steps
   success = eps_sweep(functools.partial(pgd, steps=20), logits_fn, x, y,
                       [0.01, 0.02], rng=key)       # bool[K, N], one jit
@@ -27,6 +28,7 @@ The invariance side (metamers, nuisance probe) is :mod:`advinv_jax.invariance`.
 """
 from advinv_jax.attacks._apgd import apgd
 from advinv_jax.attacks._autoattack import (AutoAttackResult, autoattack,
+                                            autoattack_log,
                                             autoattack_warnings)
 from advinv_jax.attacks._common import (AttackResult, attack_objective,
                                         default_loop, dlr_loss, margin,
@@ -44,9 +46,9 @@ from advinv_jax.attacks._sweep import (attack_success_ratio, check_adversarial,
 
 __all__ = [
     "AttackResult", "AutoAttackResult", "apgd", "attack_objective",
-    "attack_success_ratio", "autoattack", "autoattack_warnings",
-    "check_adversarial", "deepfool", "default_loop", "dlr_loss", "eps_sweep",
-    "fab", "fgsm", "fmn", "gradient_warnings", "margin",
-    "monotonicity_warnings", "pgd", "robust_accuracy_curve", "run_attack", "shard_batch_attack",
-    "square", "top_other_classes",
+    "attack_success_ratio", "autoattack", "autoattack_log",
+    "autoattack_warnings", "check_adversarial", "deepfool", "default_loop",
+    "dlr_loss", "eps_sweep", "fab", "fgsm", "fmn", "gradient_warnings",
+    "margin", "monotonicity_warnings", "pgd", "robust_accuracy_curve",
+    "run_attack", "shard_batch_attack", "square", "top_other_classes",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -13,19 +13,21 @@ import numpy as np
 
 from advinv_jax.attacks import _common as C
 from advinv_jax.attacks._apgd import apgd, validate_apgd
+from advinv_jax.attacks._fab import fab
 from advinv_jax.attacks._fmn import fmn
 from advinv_jax.attacks._square import (SquareState, square,
                                         square_segment, validate_square)
 
 Array = jax.Array
 
-VERSIONS = ("standard", "plus", "rand")
+VERSIONS = ("standard", "plus", "rand", "custom")
 MODES = ("host", "masked")
-MEMBERS = ("apgd-ce", "apgd-dlr", "apgd-t", "fmn", "fmn-t", "square")
-# AutoAttack's run order per version (``fab`` -> ``fmn``, see autoattack()).
+MEMBERS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "fmn", "fmn-t",
+           "square")
+# AutoAttack's run order per version ('custom': the ``attacks`` given).
 VERSION_ATTACKS = {
-    "standard": ("apgd-ce", "apgd-t", "fmn-t", "square"),
-    "plus": ("apgd-ce", "apgd-dlr", "fmn", "square", "apgd-t", "fmn-t"),
+    "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
+    "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
     "rand": ("apgd-ce", "apgd-dlr"),
 }
 _GRADIENT_FREE = ("square",)
@@ -36,25 +38,51 @@ FLAG_NAMES = ("outside_eps_ball", "out_of_bounds", "nonfinite", "randomized",
 
 @dataclasses.dataclass(frozen=True)
 class AutoAttackResult:
-  """What :func:`autoattack` returns (a pytree; ``attacks`` is static).
+  """What :func:`autoattack` returns (a pytree; ``attacks``, ``norm`` and
+  ``version`` are static).
 
   Attributes:
     x_adv: ``f32[B, ...]`` (the shape of ``x``): the adversarial example of
       the first attack that succeeded, else ``x``.
     success: ``bool[B]``: not robust -- misclassified clean, or an
       adversarial example inside the ``eps``-ball and the bounds was found
-      (confirmed by a fresh forward).
+      (confirmed by a fresh forward); False where ``flagged``.
     attack_index: ``int32[B]``: index into ``attacks`` of the attack that
       succeeded, ``-1`` where none did (robust inputs and clean errors).
-    clean_correct: ``bool[B]``: clean prediction equals ``y``.
-    robust_accuracy: ``f32[]``: ``mean(clean_correct & ~success)``.
-    per_attack_success: ``int32[len(attacks)]``: inputs each attack flipped
-      (each runs only on inputs still robust).
-    seconds: ``f32[len(attacks)]``: wall time per attack (host mode; zeros
-      in masked mode).
+    clean_correct: ``bool[B]``: clean prediction equals ``y`` (False where
+      ``flagged``).
+    robust_accuracy: ``f32[]``: ``mean(clean_correct & ~success)`` over the
+      rows not ``flagged`` (flagged rows count neither as robust nor as
+      broken; NaN if every row is flagged).
+    per_attack_success: ``int32[M]`` (``M = len(attacks)``): inputs each
+      attack flipped (each runs only on inputs still robust).
+    seconds: ``f32[M]``: wall time per attack (host mode; zeros in masked
+      mode).
     flags: ``{name: bool[]}`` AutoAttack's sanity checks, True = the problem
       is present (see :func:`autoattack`).
+    robust_accuracy_after: ``f32[M]``: the robust accuracy after each
+      member (AutoAttack's log line "robust accuracy after ...").
+    passes: ``int32[M, 2]``: per member the model's forward and backward
+      passes, counted in examples (a batch of ``n`` rows is ``n`` passes),
+      as the member's program computes them: padding rows of host mode and
+      rows that already succeeded but share the batch included, the
+      clean forwards and the confirming forward included. A Jacobian of
+      ``K`` logits (FAB) is ``K`` backwards.
+    max_perturbation: ``f32[M]``: after each member, the largest
+      ``||x_adv - x||`` (in ``norm``) over the batch (0 where nothing was
+      broken yet); the last entry is the final ``x_adv``'s.
+    x_adv_range: ``f32[M, 2]``: after each member, ``(min, max)`` of
+      ``x_adv``'s entries (the pixel range).
+    eps: ``f32[]`` the radius.
+    flagged: ``bool[B]``: rows no member attacked because an input of them
+      was invalid (:func:`advinv_jax.attacks._common.invalid_examples`: ``x``
+      non-finite or outside the bounds, a label outside ``[0, K)``,
+      non-finite clean logits); only non-finite clean logits are possible
+      in host mode, where everything else raises before the run.
     attacks: tuple of attack names in run order.
+    norm: ``'linf'`` or ``'l2'``.
+    version: the ``version`` argument (``attacks`` may have replaced its
+      members).
   """
   x_adv: Array
   success: Array
@@ -64,14 +92,74 @@ class AutoAttackResult:
   per_attack_success: Array
   seconds: Array
   flags: Dict[str, Array]
+  robust_accuracy_after: Array = None
+  passes: Array = None
+  max_perturbation: Array = None
+  x_adv_range: Array = None
+  eps: Array = None
+  flagged: Array = None
   attacks: Tuple[str, ...] = ()
+  norm: str = ""
+  version: str = ""
 
 
 jax.tree_util.register_dataclass(
     AutoAttackResult,
     data_fields=["x_adv", "success", "attack_index", "clean_correct",
-                 "robust_accuracy", "per_attack_success", "seconds", "flags"],
-    meta_fields=["attacks"])
+                 "robust_accuracy", "per_attack_success", "seconds", "flags",
+                 "robust_accuracy_after", "passes", "max_perturbation",
+                 "x_adv_range", "eps", "flagged"],
+    meta_fields=["attacks", "norm", "version"])
+
+
+def autoattack_log(result: AutoAttackResult) -> List[str]:
+  """AutoAttack's verbose log for a finished run, as lines (host side): the
+  header, the clean accuracy, per member the inputs it broke, the robust
+  accuracy after it, its time and passes, then the largest perturbation,
+  the non-finite entries and the pixel range of ``x_adv``, and the robust
+  accuracy. ``autoattack(..., verbose=True)`` prints the same lines while
+  it runs."""
+  n = int(np.asarray(result.success).shape[0])
+  correct = int(np.sum(np.asarray(result.clean_correct)))
+  lines = [_header_line(result.version, result.attacks, result.norm,
+                        float(result.eps), n), _clean_line(correct, n)]
+  left = correct
+  per = np.asarray(result.per_attack_success)
+  total = 0.0
+  for m, name in enumerate(result.attacks):
+    total += float(result.seconds[m])
+    lines.append(_member_line(
+        name, int(per[m]), left, float(result.robust_accuracy_after[m]),
+        float(result.seconds[m]), total, np.asarray(result.passes[m])))
+    left -= int(per[m])
+  lines += _final_lines(result.norm, result.x_adv,
+                        float(result.max_perturbation[-1]),
+                        float(result.robust_accuracy))
+  return lines
+
+
+def _header_line(version, attacks, norm, eps, n):
+  return (f"autoattack {version}: {', '.join(attacks)}; {norm} eps="
+          f"{eps:g}; {n} inputs")
+
+
+def _clean_line(correct, n):
+  return f"initial accuracy: {correct / n:.2%} ({correct} of {n})"
+
+
+def _member_line(name, broken, attacked, after, secs, total, passes):
+  return (f"{name}: {broken} of {attacked} inputs broken; robust accuracy "
+          f"after {name.upper()}: {after:.2%} ({secs:.1f} s, total "
+          f"{total:.1f} s; {int(passes[0])} forwards, {int(passes[1])} "
+          "backwards)")
+
+
+def _final_lines(norm, x_adv, max_pert, robust):
+  xa = np.asarray(x_adv)
+  return [f"max {norm} perturbation: {max_pert:.5f}, nan in x_adv: "
+          f"{int(np.sum(np.isnan(xa)))}, max: {float(np.nanmax(xa)):.5f}, "
+          f"min: {float(np.nanmin(xa)):.5f}",
+          f"robust accuracy: {robust:.2%}"]
 
 
 def autoattack_warnings(result: AutoAttackResult) -> list:
@@ -98,10 +186,12 @@ def autoattack_warnings(result: AutoAttackResult) -> list:
                              "the softmax",
       "few_classes": "fewer than 4 classes: the (targeted) DLR loss falls "
                      "back to the unscaled margin",
-      "invalid_inputs": "some inputs were non-finite or outside the bounds "
-                        "(possible only under jit, where they cannot be "
-                        "checked before the run): no member attacked them, "
-                        "so where clean-correct they count as robust; fix "
+      "invalid_inputs": "some rows were invalid (an input non-finite or "
+                        "outside the bounds or a label outside [0, K), "
+                        "possible only under jit where they cannot be "
+                        "checked before the run, or non-finite clean "
+                        "logits): no member attacked them and the robust "
+                        "accuracy leaves them out (result.flagged); fix "
                         "the inputs",
   }
   return [f"autoattack: {text[k]}." for k in FLAG_NAMES
@@ -113,38 +203,45 @@ def autoattack(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
                attacks: Optional[Tuple[str, ...]] = None, steps: int = 100,
                restarts: Optional[int] = None, num_targets: int = 9,
                queries: int = 5000, p_init: float = 0.8,
-               fmn_steps: int = 100, eot_iter: int = 20,
+               fab_steps: int = 100, fmn_steps: int = 100,
+               eot_iter: int = 20,
                bounds: Optional[Tuple[float, float]] = (0.0, 1.0),
                mode: str = "host", min_bucket: int = 8,
                loop: Optional[str] = None,
+               verbose: Union[bool, Callable[[str], None]] = False,
                rng: Optional[Array] = None) -> AutoAttackResult:
-  """AutoAttack: APGD-CE, APGD-T, a minimal-norm attack and Square, worst
-  case per input (Croce & Hein 2020).
+  """AutoAttack: APGD-CE, APGD-T, FAB-T and Square, worst case per input
+  (Croce & Hein, ICML 2020), as the authors' code runs it.
 
   The attacks run in AutoAttack's order, each only on the inputs still
   robust after the previous ones; an input counts as broken at the first
   attack whose output lies in the ``eps``-ball and the bounds and is
-  misclassified by a fresh forward. Versions (``attacks`` overrides the
-  list):
+  misclassified by a fresh forward. Versions (the authors' settings for
+  linf and l2):
 
-  * ``'standard'``: APGD-CE (``steps``, 1 restart), APGD-T (targeted DLR,
-    ``num_targets`` = 9 targets, 1 restart each), FMN-T (9 targets) and
-    Square (``queries`` = 5000, ``p_init`` = 0.8);
-  * ``'plus'``: APGD-CE and APGD-DLR with 5 restarts, FMN, Square, APGD-T,
-    FMN-T;
+  * ``'standard'``: APGD-CE (``steps`` = 100, 1 restart), APGD-T (targeted
+    DLR, ``num_targets`` = 9 targets, 1 restart each), FAB-T (:func:`fab`,
+    9 targets, ``fab_steps`` = 100, 1 restart each, starting at ``x``) and
+    Square (``queries`` = 5000, ``p_init`` = 0.8, 1 restart);
+  * ``'plus'``: APGD-CE and APGD-DLR with 5 restarts, FAB (untargeted, 5
+    restarts), Square, APGD-T, FAB-T;
   * ``'rand'`` (randomised defences): APGD-CE and APGD-DLR with EOT over
-    ``eot_iter`` = 20 draws; ``logits_fn`` is then ``logits_fn(x, key)``.
+    ``eot_iter`` = 20 draws; ``logits_fn`` is then ``logits_fn(x, key)``;
+  * ``'custom'``: the members named in ``attacks`` (required), e.g.
+    ``('apgd-ce', 'apgd-t', 'fmn-t', 'square')``. ``attacks`` given with
+    another version replaces its list too.
 
-  The minimal-norm member is FMN (:func:`fmn`, Pintor et al. 2021) in place
-  of AutoAttack's FAB-T: both find the smallest adversarial perturbation
-  from a linearisation of the boundary, FMN with one fwd+bwd per step where
-  FAB needs the Jacobian of all targeted logit differences per step, and
-  FMN matched or beat FAB in its paper's evaluations. A targeted member
-  (``'apgd-t'``, ``'fmn-t'``) runs once per target (the classes with the
-  highest clean logits other than ``y``), each run on the inputs still
-  robust. FMN's point counts when its norm is ``<= eps``.
+  Members: ``'apgd-ce'``, ``'apgd-dlr'``, ``'apgd-t'`` (:func:`apgd`),
+  ``'fab'``, ``'fab-t'`` (:func:`fab`; a point counts when its norm is
+  ``<= eps``), ``'fmn'``, ``'fmn-t'`` (:func:`fmn`, Pintor et al. 2021: one
+  fwd+bwd per step where FAB-T spends one fwd+bwd and one forward, FAB a
+  Jacobian; its point counts when its norm is ``<= eps``) and ``'square'``
+  (:func:`square`). A targeted member (``'apgd-t'``, ``'fab-t'``,
+  ``'fmn-t'``) runs once per target (the classes with the highest clean
+  logits other than ``y``), each run on the inputs still robust; success
+  is untargeted (``argmax != y``) for every member.
 
-  Modes:
+  Modes (one member loop serves both):
 
   * ``'host'`` (default; not jittable): a Python loop over whole compiled
     attacks, each run on the still-robust inputs gathered into a batch
@@ -160,8 +257,8 @@ def autoattack(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
     on the whole batch and its results are kept only where the input was
     still robust. Same results as host mode up to the random numbers of the
     APGD members (the padding changes the batch their keys are drawn for;
-    FMN has none, Square draws per input and agrees); costs every attack on
-    every input.
+    FAB-T and FMN draw none, Square draws per input and agrees); costs
+    every attack on every input.
 
   ``flags`` (True = the problem is present): ``outside_eps_ball`` /
   ``out_of_bounds`` (an attack returned a successful point outside the ball
@@ -174,10 +271,14 @@ def autoattack(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
   attacked inputs saw all-zero or non-finite gradients in an APGD run),
   ``probability_outputs`` (the outputs are rows of probabilities;
   AutoAttack's ``check_range``), ``few_classes`` (K < 4, the DLR fallback),
-  ``invalid_inputs`` (masked mode under ``jit``: an input was non-finite or
-  outside the bounds, so no member attacked it; concrete inputs are checked
-  before anything runs and raise instead).
-  :func:`autoattack_warnings` turns them into sentences.
+  ``invalid_inputs`` (some rows are ``flagged``: in masked mode under
+  ``jit`` an input non-finite or outside the bounds or a label outside
+  ``[0, K)``, in both modes non-finite clean logits; no member attacks a
+  flagged row, it is neither robust nor broken and the robust accuracy is
+  taken over the other rows; concrete inputs and labels are checked before
+  anything runs and raise instead).
+  :func:`autoattack_warnings` turns them into sentences, and
+  :func:`autoattack_log` the per-member numbers into AutoAttack's log.
 
   Args:
     logits_fn: pure ``f32[B, ...] -> f32[B, K]``, per-example (version
@@ -188,23 +289,29 @@ def autoattack(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
       same shapes (a closure over ``params`` compiles again for each new
       closure).
     x: ``f32[B, ...]`` clean inputs inside ``bounds`` (any per-example shape).
-    y: ``int[B]`` true labels.
+    y: ``int[B]`` true labels, in ``[0, K)``.
     eps: the ball radius (scalar, >= 0).
     norm: ``'linf'`` or ``'l2'``.
-    version: ``'standard'``, ``'plus'`` or ``'rand'``.
-    attacks: optional tuple of member names from ``MEMBERS`` (run order).
+    version: ``'standard'``, ``'plus'``, ``'rand'`` or ``'custom'``.
+    attacks: tuple of member names from ``MEMBERS`` (run order); required
+      for ``'custom'``.
     steps: APGD iterations (AutoAttack: 100).
-    restarts: APGD restarts for ``'apgd-ce'`` / ``'apgd-dlr'`` (default: 1;
-      ``'plus'``: 5).
-    num_targets: targets of ``'apgd-t'`` / ``'fmn-t'`` (capped at K - 1).
+    restarts: restarts of ``'apgd-ce'`` / ``'apgd-dlr'`` / ``'fab'``
+      (default: 1; ``'plus'``: 5). Targeted members run 1 per target.
+    num_targets: targets of ``'apgd-t'`` / ``'fab-t'`` / ``'fmn-t'``
+      (capped at K - 1; AutoAttack: 9).
     queries: Square's query budget (AutoAttack: 5000).
     p_init: Square's initial fraction (AutoAttack: 0.8).
+    fab_steps: FAB / FAB-T iterations (AutoAttack: 100).
     fmn_steps: FMN iterations.
     eot_iter: EOT draws for version ``'rand'``.
     bounds: ``(low, high)`` box, or None.
     mode: ``'host'`` or ``'masked'``.
     min_bucket: smallest padded batch in host mode.
-    loop: APGD / FMN loop form (default ``'fori'``).
+    loop: APGD / FAB / FMN loop form (default ``'fori'``).
+    verbose: host mode: True prints AutoAttack's log member by member
+      while it runs (:func:`autoattack_log`'s lines); a callable receives
+      each line instead; False (default) is quiet.
     rng: PRNG key (required).
 
   Returns:
@@ -213,8 +320,10 @@ def autoattack(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
   Raises:
     ValueError (before any compilation): bad shapes or labels, ``eps < 0``
       or not a scalar, unknown ``norm`` / ``version`` / ``mode`` / attack
-      name, ``steps`` / ``queries`` / ``num_targets`` / ``restarts`` /
-      ``fmn_steps`` / ``eot_iter`` < 1, a missing ``rng``.
+      name, ``'custom'`` without ``attacks``, ``steps`` / ``queries`` /
+      ``num_targets`` / ``restarts`` / ``fab_steps`` / ``fmn_steps`` /
+      ``eot_iter`` < 1, ``verbose`` in masked mode or neither a bool nor
+      a callable, a missing ``rng``.
   """
   if version not in VERSIONS:
     raise ValueError(f"version={version!r} is unknown; use one of "
@@ -222,6 +331,9 @@ def autoattack(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
   if mode not in MODES:
     raise ValueError(f"mode={mode!r} is unknown; use one of {MODES}.")
   if attacks is None:
+    if version == "custom":
+      raise ValueError("version='custom' runs the members named in attacks;"
+                       f" pass attacks=(...) with names from {MEMBERS}.")
     attacks = VERSION_ATTACKS[version]
   attacks = tuple(attacks)
   bad = [a for a in attacks if a not in MEMBERS]
@@ -233,22 +345,26 @@ def autoattack(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
                      f"{jnp.shape(eps)}.")
   if restarts is None:
     restarts = 5 if version == "plus" else 1
-  stochastic = version == "rand"
-  if stochastic and any(not a.startswith("apgd") for a in attacks):
+  if version == "rand" and any(not a.startswith("apgd") for a in attacks):
     raise ValueError(f"version='rand' runs only APGD members (EOT); got "
                      f"attacks={attacks}.")
-  if int(eot_iter) != eot_iter or eot_iter < 1:
-    raise ValueError(f"eot_iter={eot_iter} must be a positive integer.")
-  if int(fmn_steps) != fmn_steps or fmn_steps < 1:
-    raise ValueError(f"fmn_steps={fmn_steps} must be a positive integer.")
-  if int(min_bucket) != min_bucket or min_bucket < 1:
-    raise ValueError(f"min_bucket={min_bucket} must be a positive integer.")
+  for name, v in (("eot_iter", eot_iter), ("fab_steps", fab_steps),
+                  ("fmn_steps", fmn_steps), ("min_bucket", min_bucket)):
+    if isinstance(v, bool) or int(v) != v or v < 1:
+      raise ValueError(f"{name}={v} must be a positive integer.")
+  if not (isinstance(verbose, bool) or callable(verbose)):
+    raise ValueError(f"verbose={verbose!r} must be True, False or a "
+                     "callable taking each log line.")
+  if verbose is not False and mode == "masked":
+    raise ValueError("verbose works in mode='host' only (masked mode is one "
+                     "program); use autoattack_log(result) afterwards.")
   validate_apgd(loss="ce", steps=steps, restarts=restarts, rho=0.75,
                 momentum=0.75, num_targets=num_targets)
   validate_square(queries, p_init)
   if rng is None:
     raise ValueError("rng is None: autoattack's members start at random "
                      "points; pass a key, e.g. rng=jax.random.PRNGKey(0).")
+  stochastic = version == "rand"
   if stochastic:
     det_fn = lambda v: logits_fn(v, jax.random.PRNGKey(0))  # noqa: E731
   else:
@@ -257,17 +373,23 @@ def autoattack(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
                                   bounds=bounds, loop=loop, steps=steps,
                                   restarts=restarts)
   bounds = C.as_bounds(bounds)
+  logits_fn = C.float32_logits(logits_fn)     # bf16 / f16 models too
   n_t = max(1, min(int(num_targets), num_classes - 1))
   settings = dict(norm=norm, steps=int(steps), restarts=int(restarts),
                   queries=int(queries), p_init=float(p_init),
-                  fmn_steps=int(fmn_steps), eot_iter=int(eot_iter),
-                  bounds=bounds, loop=loop, stochastic=stochastic)
+                  fab_steps=int(fab_steps), fmn_steps=int(fmn_steps),
+                  eot_iter=int(eot_iter), bounds=bounds, loop=loop,
+                  stochastic=stochastic)
   k_clean, k_run = jax.random.split(rng)
   if mode == "masked":
-    return _masked(logits_fn, x, y, eps, attacks, n_t, settings, k_clean,
-                   k_run)
-  return _host(logits_fn, x, y, eps, attacks, n_t, settings, k_clean, k_run,
-               int(min_bucket))
+    runner = _Masked(logits_fn, x, y, eps, settings, k_clean, k_run, n_t)
+  else:
+    say = (print if verbose is True else verbose) or None
+    if say is not None and say is print:
+      say = functools.partial(print, flush=True)
+    runner = _Host(logits_fn, x, y, eps, settings, k_clean, k_run, n_t,
+                   int(min_bucket), say)
+  return _ensemble(runner, attacks, n_t, version, num_classes)
 
 
 # ------------------------------------------------------------------ members
@@ -276,8 +398,9 @@ def _member_runs(name: str, n_t: int) -> int:
 
 
 def _run_member(logits_fn, name, x, y, target, eps, key, s):
-  """One run of a member on a batch. Returns ``(x_adv, success, bad)``:
-  ``success`` is the member's own (before the ball / fresh-forward check)."""
+  """One run of a member on a batch. Returns ``(x_adv, success, bad,
+  queries)``: ``success`` is the member's own (before the ball /
+  fresh-forward check); ``queries`` Square's per-row forwards, else None."""
   norm, bounds = s["norm"], s["bounds"]
   if name.startswith("apgd"):
     kw = dict(eps=eps, norm=norm, steps=s["steps"], bounds=bounds,
@@ -288,6 +411,12 @@ def _run_member(logits_fn, name, x, y, target, eps, key, s):
     else:
       res = apgd(logits_fn, x, y, loss="ce" if name == "apgd-ce" else "dlr",
                  restarts=s["restarts"], **kw)
+  elif name.startswith("fab"):
+    t = name == "fab-t"
+    res = fab(logits_fn, x, y, norm=norm, eps=eps, targeted=t,
+              target=target if t else None, steps=s["fab_steps"],
+              restarts=1 if t else s["restarts"], bounds=bounds,
+              loop=s["loop"], rng=key)
   elif name.startswith("fmn"):
     t = name == "fmn-t"
     res = fmn(logits_fn, x, target if t else y, norm=norm,
@@ -297,7 +426,22 @@ def _run_member(logits_fn, name, x, y, target, eps, key, s):
   else:
     res = square(logits_fn, x, y, eps=eps, norm=norm, queries=s["queries"],
                  p_init=s["p_init"], bounds=bounds, rng=key)
-  return res.x_adv, res.success, res.bad_grad_steps
+  return res.x_adv, res.success, res.bad_grad_steps, res.queries
+
+
+def _member_passes(name: str, s, num_classes: int) -> Tuple[int, int]:
+  """``(forwards, backwards)`` per batch row of one run of a gradient
+  member, the confirming forward of :func:`_check_member` included (Square
+  is counted from its queries)."""
+  eot = s["eot_iter"] if s["stochastic"] else 1
+  if name.startswith("apgd"):
+    grads = (1 if name == "apgd-t" else s["restarts"]) * (s["steps"] + 1)
+    return 1 + grads * eot + 1, grads * eot        # clean, steps, check
+  if name.startswith("fab"):
+    r = 1 if name == "fab-t" else s["restarts"]
+    back = 1 if name == "fab-t" else num_classes   # a Jacobian per step
+    return 1 + 2 * r * s["fab_steps"] + 1, r * s["fab_steps"] * back
+  return 1 + s["fmn_steps"] + 2 + 1, s["fmn_steps"]
 
 
 def _check_member(logits_fn, x, y, x_adv, success, eps, s):
@@ -347,18 +491,6 @@ def _deterministic(logits_fn, s):
   return logits_fn
 
 
-def _finish(x_adv, success, index, correct, per, secs, flags, attacks, K):
-  flags = dict(flags)
-  flags["few_classes"] = jnp.asarray(
-      K < 4 and any(a in ("apgd-dlr", "apgd-t") for a in attacks))
-  return AutoAttackResult(
-      x_adv=x_adv, success=success, attack_index=index, clean_correct=correct,
-      robust_accuracy=jnp.mean(correct & ~success),
-      per_attack_success=per, seconds=secs,
-      flags={k: jnp.asarray(flags[k], bool) for k in FLAG_NAMES},
-      attacks=attacks)
-
-
 def _masking_flags(attacks, per, bad_share):
   grad_before = np.zeros(len(attacks), bool)
   seen = False
@@ -370,47 +502,143 @@ def _masking_flags(attacks, per, bad_share):
   return jnp.any(gf & (per > 0)), bad_share > 0.01
 
 
-# ------------------------------------------------------------------ masked
-def _masked(logits_fn, x, y, eps, attacks, n_t, s, k_clean, k_run):
-  eps = jnp.asarray(eps, x.dtype)
-  det = _deterministic(logits_fn, s)
-  z1, z2 = _clean_checks(logits_fn, x, k_clean, s)
-  correct, randomized, nonfinite, prob = _clean_flags(z1, z2, y)
-  invalid = jnp.any(C.invalid_examples(x, z1, s["bounds"], eps))
-  targets = C.top_other_classes(z1, y, n_t)
+# --------------------------------------------------------- the member loop
+def _ensemble(runner, attacks, n_t, version, num_classes):
+  """AutoAttack's member loop, for both modes. ``runner`` (:class:`_Masked`
+  or :class:`_Host`) runs one member on the still-robust inputs and hands
+  back full-batch arrays; ``xp`` is its array module (``jnp`` traced,
+  ``np`` on the host)."""
+  xp, s = runner.xp, runner.s
+  correct = runner.correct
+  b = correct.shape[0]
+  n_valid = jnp.sum(jnp.asarray(~runner.flagged))   # NaN ratios if 0
   robust = correct
-  x_adv = x
-  index = jnp.full(y.shape, -1, jnp.int32)
-  per, off_ball, off_box = [], jnp.bool_(False), jnp.bool_(False)
-  bad_cnt, attacked = jnp.int32(0), jnp.int32(0)
+  x_adv = runner.x
+  index = xp.full((b,), -1, xp.int32)
+  per, secs, after, passes, max_pert, ranges = [], [], [], [], [], []
+  off_ball = off_box = False
+  nonfinite = runner.nonfinite
+  bad_cnt = attacked = 0
+  total = 0.0
+  runner.say(_header_line(version, attacks, s["norm"], float(runner.eps_f),
+                          b) if runner.verbose else None)
+  runner.say(_clean_line(int(np.sum(correct)), b) if runner.verbose
+             else None)
   for m, name in enumerate(attacks):
-    flipped = jnp.zeros(y.shape, bool)
+    t0 = time.perf_counter()
+    flipped, fwd, bwd = 0, 0, 0
+    left = xp.sum(robust)
+    runner.begin(robust)
     for t in range(_member_runs(name, n_t)):
-      key = jax.random.fold_in(jax.random.fold_in(k_run, m), t)
-      xa, succ, bad = _run_member(logits_fn, name, x, y, targets[:, t], eps,
-                                  key, s)
-      ok, ob, obx, nf = _check_member(det, x, y, xa, succ, eps, s)
+      out = runner.run(m, name, t, robust)
+      if out is None:                     # host: nothing left to attack
+        break
+      xa, ok, ob, obx, nf, bad, rows, queries = out
       take = robust & ok
-      x_adv = C.select(take, xa, x_adv)
-      index = jnp.where(take, m, index)
-      flipped = flipped | take
-      off_ball = off_ball | jnp.any(robust & ob)
-      off_box = off_box | jnp.any(robust & obx)
-      nonfinite = nonfinite | jnp.any(robust & nf)
+      x_adv = _select(xp, take, xa, x_adv)
+      index = xp.where(take, m, index)
+      flipped = flipped + xp.sum(take)
+      off_ball = off_ball | xp.any(robust & ob)
+      off_box = off_box | xp.any(robust & obx)
+      nonfinite = nonfinite | xp.any(robust & nf)
       if name.startswith("apgd"):
-        bad_cnt = bad_cnt + jnp.sum(robust & (bad > 0))
-        attacked = attacked + jnp.sum(robust)
+        bad_cnt = bad_cnt + xp.sum(robust & (bad > 0))
+        attacked = attacked + xp.sum(robust)
+      if queries is None:
+        f, g = _member_passes(name, s, num_classes)
+        fwd, bwd = fwd + rows * f, bwd + rows * g
+      else:
+        fwd = fwd + queries
       robust = robust & ~take
-    per.append(jnp.sum(flipped).astype(jnp.int32))
-  per = jnp.stack(per)
-  gm, zg = _masking_flags(attacks, per, bad_cnt / jnp.maximum(attacked, 1))
+    per.append(flipped)
+    secs.append(time.perf_counter() - t0 if xp is np else 0.0)
+    total += secs[-1]
+    after.append(jnp.sum(jnp.asarray(robust)) / n_valid)
+    passes.append((fwd, bwd))
+    max_pert.append(xp.max(_batch_norm(xp, x_adv - runner.x, s["norm"])))
+    ranges.append((xp.min(x_adv), xp.max(x_adv)))
+    if runner.verbose:
+      runner.say(_member_line(name, int(flipped), int(left), float(after[-1]),
+                              secs[-1], total, passes[-1]))
+  per = jnp.asarray(xp.stack([xp.asarray(p) for p in per]), jnp.int32)
+  gm, zg = _masking_flags(attacks, per, bad_cnt / xp.maximum(attacked, 1))
   flags = dict(outside_eps_ball=off_ball, out_of_bounds=off_box,
-               nonfinite=nonfinite, randomized=randomized,
+               nonfinite=nonfinite, randomized=runner.randomized,
                gradient_masking=gm, zero_gradients=zg,
-               probability_outputs=prob, invalid_inputs=invalid)
-  return _finish(x_adv, ~robust, index, correct, per,
-                 jnp.zeros((len(attacks),), jnp.float32), flags, attacks,
-                 z1.shape[-1])
+               probability_outputs=runner.prob, invalid_inputs=runner.invalid,
+               few_classes=num_classes < 4 and any(
+                   a in ("apgd-dlr", "apgd-t") for a in attacks))
+  success = ~robust & ~runner.flagged
+  ra = jnp.sum(jnp.asarray(correct & ~success)) / n_valid
+  if runner.verbose:
+    for line in _final_lines(s["norm"], x_adv, float(max_pert[-1]),
+                             float(ra)):
+      runner.say(line)
+  return AutoAttackResult(
+      x_adv=jnp.asarray(x_adv), success=jnp.asarray(success),
+      attack_index=jnp.asarray(index), clean_correct=jnp.asarray(correct),
+      robust_accuracy=ra, per_attack_success=per,
+      seconds=jnp.asarray(secs, jnp.float32),
+      flags={k: jnp.asarray(flags[k], bool) for k in FLAG_NAMES},
+      robust_accuracy_after=jnp.asarray(xp.stack(
+          [xp.asarray(a, xp.float32) for a in after])),
+      passes=jnp.asarray(xp.stack([xp.stack([xp.asarray(f), xp.asarray(g)])
+                                   for f, g in passes]), jnp.int32),
+      max_perturbation=jnp.asarray(xp.stack(max_pert), jnp.float32),
+      x_adv_range=jnp.asarray(xp.stack([xp.stack(r) for r in ranges]),
+                              jnp.float32),
+      eps=jnp.asarray(runner.eps_f, jnp.float32),
+      flagged=jnp.asarray(runner.flagged), attacks=attacks,
+      norm=s["norm"], version=version)
+
+
+def _select(xp, mask, a, b):
+  return xp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+
+
+def _batch_norm(xp, d, norm):
+  flat = d.reshape((d.shape[0], -1))
+  if norm == "linf":
+    return xp.max(xp.abs(flat), axis=-1)
+  return xp.sqrt(xp.sum(flat * flat, axis=-1))
+
+
+# ------------------------------------------------------------------ masked
+class _Masked:
+  """Masked mode: every member run on the whole batch (one program)."""
+  xp = jnp
+  verbose = False
+
+  def __init__(self, logits_fn, x, y, eps, s, k_clean, k_run, n_t):
+    self.fn, self.x, self.y, self.s, self.k_run = logits_fn, x, y, s, k_run
+    self.eps = self.eps_f = jnp.asarray(eps, x.dtype)
+    self.det = _deterministic(logits_fn, s)
+    z1, z2 = _clean_checks(logits_fn, x, k_clean, s)
+    (self.correct, self.randomized, self.nonfinite,
+     self.prob) = _clean_flags(z1, z2, y)
+    self.flagged = C.invalid_examples(x, z1, s["bounds"], self.eps, y)
+    self.correct = self.correct & ~self.flagged
+    self.invalid = jnp.any(self.flagged)
+    self.targets = C.top_other_classes(z1, y, n_t)
+
+  def say(self, line):
+    del line
+
+  def begin(self, robust):
+    del robust
+
+  def run(self, m, name, t, robust):
+    del robust
+    key = jax.random.fold_in(jax.random.fold_in(self.k_run, m), t)
+    xa, succ, bad, queries = _run_member(
+        self.fn, name, self.x, self.y, self.targets[:, t], self.eps, key,
+        self.s)
+    ok, ob, obx, nf = _check_member(self.det, self.x, self.y, xa, succ,
+                                    self.eps, self.s)
+    b = self.x.shape[0]
+    if queries is not None:     # every row computes to the last iteration
+      queries = b * (jnp.max(queries) + 2)    # + the clean and the check
+    return xa, ok, ob, obx, nf, bad, b, queries
 
 
 # -------------------------------------------------------------------- host
@@ -450,16 +678,17 @@ def _as_partial(logits_fn):
   return jax.tree_util.Partial(logits_fn)
 
 
-@functools.partial(jax.jit, static_argnames=("s",))
-def _host_clean(fn, x, key, s):
-  return _clean_checks(fn, x, key, dict(s))
+@functools.partial(jax.jit, static_argnames=("stochastic",))
+def _host_clean(fn, x, key, *, stochastic):
+  """One clean forward (under ``key`` for a randomised model)."""
+  return fn(x, key) if stochastic else fn(x)
 
 
 @functools.partial(jax.jit, static_argnames=("name", "s"))
 def _host_member(fn, xs, ys, ts, eps, key, *, name, s):
   """One member run on a padded batch plus its checks (host mode)."""
   s = dict(s)
-  xa, succ, bad = _run_member(fn, name, xs, ys, ts, eps, key, s)
+  xa, succ, bad, _ = _run_member(fn, name, xs, ys, ts, eps, key, s)
   ok, ob, obx, nf = _check_member(_deterministic(fn, s), xs, ys, xa, succ,
                                   eps, s)
   return xa, ok, ob, obx, nf, bad
@@ -488,9 +717,10 @@ def _host_square(fn, xn, yn, idx, size, eps, key, s_key, b_total,
   the full batch (``ids``), so the result per row equals one
   :func:`square` run on the whole batch (host = masked mode).
 
-  Returns ``(rows, x_adv, ok, off_ball, off_box, nonfinite)``: the rows in
-  the order of the last batch, their final points and checks (``ok``: the
-  confirmed successes) and the flags over all segments."""
+  Returns ``(rows, x_adv, ok, off_ball, off_box, nonfinite, forwards)``:
+  the rows in the order of the last batch, their final points and checks
+  (``ok``: the confirmed successes), the flags over all segments and the
+  rows the model evaluated (padding included)."""
   q = dict(s_key)["queries"]
   ends = sorted({min(max(int(round(f * q)), 1), q - 1)
                  for f in _SQUARE_SEGMENTS} | {q - 1})
@@ -501,10 +731,14 @@ def _host_square(fn, xn, yn, idx, size, eps, key, s_key, b_total,
                    queries=np.zeros((size,), np.int32))
   done_x, done_rows = [], []
   off_ball = off_box = nonfinite = False
+  forwards = 0
   for stop in ends:
+    step0 = int(st.step)
     st, ok, ob, obx, nf = _host_square_segment(
         fn, xn[pidx], yn[pidx], pidx.astype(np.int32), eps, key, st,
         np.int32(stop), s=s_key, num_rows=b_total)
+    # The iterations run, the start (first segment) and the check.
+    forwards += size * (int(st.step) - step0 + (step0 == 0) + 1)
     n = live.size
     loss = np.asarray(st.loss)[:n]
     ok, ob, obx, nf = (np.asarray(v)[:n] for v in (ok, ob, obx, nf))
@@ -530,76 +764,73 @@ def _host_square(fn, xn, yn, idx, size, eps, key, s_key, b_total,
                      queries=np.asarray(st.queries)[pos])
   rows = np.concatenate([r for r, _ in done_rows])
   oks = np.concatenate([o for _, o in done_rows])
-  return rows, np.concatenate(done_x), oks, off_ball, off_box, nonfinite
+  return (rows, np.concatenate(done_x), oks, off_ball, off_box, nonfinite,
+          forwards)
 
 
-def _host(logits_fn, x, y, eps, attacks, n_t, s, k_clean, k_run, min_bucket):
-  fn = _as_partial(logits_fn)
-  s_key = tuple(sorted(s.items()))
-  z1, z2 = _host_clean(fn, x, k_clean, s=s_key)
-  if not s["stochastic"]:
-    z2 = _host_clean(fn, x, k_clean, s=s_key)[0]   # a second execution
-  correct, randomized, nonfinite, prob = (np.asarray(v) for v in
-                                          _clean_flags(z1, z2, y))
-  targets = np.asarray(C.top_other_classes(z1, y, n_t))
-  xn, yn = np.asarray(x), np.asarray(y)
-  eps_a = jnp.asarray(eps, x.dtype)
-  robust = correct.copy()
-  x_adv = xn.copy()
-  index = np.full(yn.shape, -1, np.int32)
-  per, secs = [], []
-  off_ball = off_box = False
-  nonfinite = bool(nonfinite)
-  bad_cnt = attacked = 0
-  b_total = xn.shape[0]
+class _Host:
+  """Host mode: each member compiled once per padded size, run on the
+  still-robust inputs only."""
+  xp = np
 
-  for m, name in enumerate(attacks):
-    t0 = time.perf_counter()
-    flipped = 0
-    size = _bucket(int(robust.sum()), b_total, min_bucket)
-    for t in range(_member_runs(name, n_t)):
-      idx = np.nonzero(robust)[0]
-      if idx.size == 0:
-        break
-      size = _rebucket(idx.size, size, b_total, min_bucket)
-      key = jax.random.fold_in(jax.random.fold_in(k_run, m), t)
-      if name == "square" and not s["stochastic"]:
-        rows, xa, ok, ob, obx, nf = _host_square(
-            fn, xn, yn, idx, size, eps_a, key, s_key, b_total, min_bucket)
-        off_ball |= ob
-        off_box |= obx
-        nonfinite |= nf
-        hit = rows[ok]
-        x_adv[hit] = xa[ok]
-        index[hit] = m
-        robust[hit] = False
-        flipped += hit.size
-        continue
-      pidx = np.resize(idx, size)                 # cyclic padding
-      out = _host_member(fn, xn[pidx], yn[pidx], targets[pidx, t], eps_a,
-                         key, name=name, s=s_key)
-      xa, ok, ob, obx, nf, bad = (np.asarray(v)[:idx.size] for v in out)
-      off_ball |= bool(ob.any())
-      off_box |= bool(obx.any())
-      nonfinite |= bool(nf.any())
-      if name.startswith("apgd"):
-        bad_cnt += int((bad > 0).sum())
-        attacked += idx.size
-      hit = idx[ok]
-      x_adv[hit] = xa[ok]
-      index[hit] = m
-      robust[hit] = False
-      flipped += hit.size
-    per.append(flipped)
-    secs.append(time.perf_counter() - t0)
-  per = jnp.asarray(per, jnp.int32)
-  gm, zg = _masking_flags(attacks, per, bad_cnt / max(attacked, 1))
-  flags = dict(outside_eps_ball=off_ball, out_of_bounds=off_box,
-               nonfinite=nonfinite, randomized=randomized,
-               gradient_masking=gm, zero_gradients=zg,
-               probability_outputs=prob,
-               invalid_inputs=False)       # concrete inputs were validated
-  return _finish(jnp.asarray(x_adv), jnp.asarray(~robust),
-                 jnp.asarray(index), jnp.asarray(correct), per,
-                 jnp.asarray(secs, jnp.float32), flags, attacks,
-                 z1.shape[-1])
+  def __init__(self, logits_fn, x, y, eps, s, k_clean, k_run, n_t,
+               min_bucket, say):
+    self.fn = _as_partial(logits_fn)
+    self.s, self.k_run, self.min_bucket = s, k_run, min_bucket
+    self.s_key = tuple(sorted(s.items()))
+    self.verbose, self._say = say is not None, say
+    # Two separate executions (under two keys for a randomised model).
+    z1, z2 = (_host_clean(self.fn, x, k, stochastic=s["stochastic"])
+              for k in jax.random.split(k_clean))
+    (self.correct, self.randomized, self.nonfinite, self.prob) = (
+        np.asarray(v) for v in _clean_flags(z1, z2, y))
+    self.nonfinite = bool(self.nonfinite)
+    # Concrete inputs were validated: only non-finite clean logits remain.
+    self.flagged = np.asarray(C.invalid_examples(x, z1, s["bounds"], eps, y))
+    self.correct = self.correct & ~self.flagged
+    self.invalid = bool(self.flagged.any())
+    self.targets = np.asarray(C.top_other_classes(z1, y, n_t))
+    self.x, self.yn = np.asarray(x), np.asarray(y)
+    self.eps = jnp.asarray(eps, x.dtype)
+    self.eps_f = float(eps)
+    self.size = 0
+
+  def say(self, line):
+    if line is not None:
+      self._say(line)
+
+  def begin(self, robust):
+    self.size = _bucket(int(robust.sum()), self.x.shape[0], self.min_bucket)
+
+  def run(self, m, name, t, robust):
+    idx = np.nonzero(robust)[0]
+    if idx.size == 0:
+      return None
+    b_total = self.x.shape[0]
+    self.size = _rebucket(idx.size, self.size, b_total, self.min_bucket)
+    key = jax.random.fold_in(jax.random.fold_in(self.k_run, m), t)
+    full = np.zeros((b_total,), bool)
+    xa = self.x.copy()
+    if name == "square" and not self.s["stochastic"]:
+      rows, pts, ok, ob, obx, nf, forwards = _host_square(
+          self.fn, self.x, self.yn, idx, self.size, self.eps, key,
+          self.s_key, b_total, self.min_bucket)
+      xa[rows] = pts
+      okf = full.copy()
+      okf[rows] = ok
+      return (xa, okf, full | ob, full | obx, full | nf, None, self.size,
+              forwards)
+    pidx = np.resize(idx, self.size)                 # cyclic padding
+    out = _host_member(self.fn, self.x[pidx], self.yn[pidx],
+                       self.targets[pidx, t], self.eps, key, name=name,
+                       s=self.s_key)
+    pts, ok, ob, obx, nf, bad = (np.asarray(v)[:idx.size] for v in out)
+    xa[idx] = pts
+    res = []
+    for v in (ok, ob, obx, nf):
+      f = full.copy()
+      f[idx] = v
+      res.append(f)
+    badf = np.zeros((b_total,), np.int64)
+    badf[idx] = bad
+    return (xa, *res, badf, self.size, None)
