@@ -9,7 +9,8 @@ import os
 import jax
 import numpy as np
 
-from advinv_jax.report import robustness_report
+from advinv_jax.report import (print_progress, provenance_from_config,
+                               robustness_report)
 from advinv_jax.train import (check_config, check_workdir, make_mesh,
                               train_and_evaluate)
 from advinv_jax.train._workdir import (WorkdirLock, is_disk_full,
@@ -92,12 +93,16 @@ def _report(config, result, out_dir):
   n = min(config.report.num_examples, len(ds.test))
   test = ds.test.get(np.arange(n))
   model, params = result["model"], result["state"].params
+  quiet = not config.train.progress_bar or jax.process_index() != 0
   return robustness_report(
       model, params, test["image"], test["label"], config.report, out_dir,
       jax.random.PRNGKey(config.seed + 1),
       nuisance_data=_nuisance_data(ds, config) if model.invertible else None,
       bias=result["extras"].get("differential_bias"),
-      bounds=ds.bounds)
+      bounds=ds.bounds, progress=None if quiet else print_progress,
+      provenance=provenance_from_config(
+          config, checkpoint_step=result["steps"], split="test",
+          indices=np.arange(n), split_size=len(ds.test)))
 
 
 def _nuisance_data(ds, config):

@@ -5,7 +5,7 @@ metamer grid with its validity, nuisance interpolations and the post-hoc
 z_n classifier.
 
   python -m experiments.robustness_report --workdir=workdirs/demo \
-      [--split=test --num_examples=512] [--full] [--out=DIR]
+      [--split=test --num_examples=512] [--full] [--out=DIR] [--quiet]
 Writes report.html, report.md, report.json, source.json (which checkpoint
 step of which run, and whether the run had finished) and PNGs into --out,
 by default <workdir>/report_<split>; with --out nothing is written into the
@@ -32,6 +32,7 @@ _SPLIT = flags.DEFINE_string("split", "test", "train | test")
 _NUM = flags.DEFINE_integer("num_examples", 0, "0: config.report.num_examples")
 _FULL = flags.DEFINE_bool("full", False, "paper-grade settings "
                           "(config.report.full=True)")
+_QUIET = flags.DEFINE_bool("quiet", False, "no progress lines on stderr")
 _OUT = flags.DEFINE_string("out", "", "folder for the report (default: "
                            "<workdir>/report_<split>; otherwise nothing is "
                            "written into the workdir)")
@@ -66,12 +67,13 @@ def _prepare_out(out_dir: str, given: bool) -> bool:
 
 
 def run(workdir: str, split: str = "test", num_examples: int = 0,
-        full: bool = False, out: str = ""):
+        full: bool = False, out: str = "", quiet: bool = False):
   if split not in ("train", "test"):
     raise cli.UsageError(f"--split={split!r} must be train or test.")
   _check_workdir(workdir)
   import jax  # pylint: disable=g-import-not-at-top  (after the flags parse)
-  from advinv_jax.report import report_settings, robustness_report
+  from advinv_jax.report import (print_progress, provenance_from_config,
+                                 report_settings, robustness_report)
   from advinv_jax.train import load_trained
   from advinv_jax.train._workdir import (clean_stale_staging, read_json_file,
                                          remove_if_created, staged_dir,
@@ -112,7 +114,11 @@ def run(workdir: str, split: str = "test", num_examples: int = 0,
     rep = robustness_report(
         exp.model, state.params, got["image"], got["label"], rcfg, stage,
         jax.random.PRNGKey(1), nuisance_data=nuisance,
-        bias=extras.get("differential_bias"), bounds=exp.dataset.bounds)
+        bias=extras.get("differential_bias"), bounds=exp.dataset.bounds,
+        progress=None if quiet else print_progress,
+        provenance=provenance_from_config(
+            cfg, checkpoint_step=step, split=split, indices=idx,
+            split_size=len(src)))
     write_atomic(os.path.join(stage, "source.json"),
                  json.dumps(source, indent=1))
   print(json.dumps({"source": source, **{
@@ -127,7 +133,8 @@ def main(argv):
   del argv
   if not _WORKDIR.value:
     raise cli.UsageError("--workdir=<a workdir of advinv_jax.main> is required.")
-  run(_WORKDIR.value, _SPLIT.value, _NUM.value, _FULL.value, _OUT.value)
+  run(_WORKDIR.value, _SPLIT.value, _NUM.value, _FULL.value, _OUT.value,
+      _QUIET.value)
 
 
 if __name__ == "__main__":
