@@ -31,7 +31,7 @@ import ml_collections
 from ml_collections import config_flags
 from ml_collections.config_flags import tuple_parser
 
-from advinv_jax.config import closest_field
+from advinv_jax._settings import closest_field
 
 FLAGS = flags.FLAGS
 _DEBUG = flags.DEFINE_bool(
@@ -230,7 +230,7 @@ def one_line_error(e: BaseException, workdir: str = "."):
   None)`` for the others (bugs), which keep their traceback."""
   from advinv_jax._files import (DiskFullError, Interrupted, RunError,
                                  disk_full_error, is_disk_full, shorten)
-  from advinv_jax.config import ConfigError
+  from advinv_jax._settings import ConfigError
   if isinstance(e, (UsageError, ConfigError)):
     return f"error: {e}", 2
   if isinstance(e, KeyboardInterrupt):   # outside the training loop
@@ -256,8 +256,10 @@ def run(main: Callable[[List[str]], Any]) -> None:
   SIGTERM raises in the main thread like SIGINT, so that cleanups run.
   ``--debug`` / ``ADVINV_DEBUG=1``: full tracebacks."""
   from advinv_jax._files import signals_raise
+  from advinv_jax.platform import enable_compilation_cache
 
   def wrapped(argv):
+    enable_compilation_cache()   # on unless ADVINV_JAX_COMPILATION_CACHE=off
     try:
       with signals_raise():
         return main(argv)

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from absl import flags, logging
 
 from advinv_jax import cli
-from advinv_jax.config import default_config, validate_config
+from advinv_jax.config import default_config
 
 logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
 
@@ -89,12 +89,14 @@ def overrides() -> Dict[str, Any]:
 
 
 def prepare(configs: Mapping[str, Any], overrides: Mapping[str, Any]):
-  """Applies ``overrides`` to each config and validates it, all before any
-  training (a bad value is one line naming the field, not a failure after
-  the first model has trained). Returns ``configs``."""
+  """Applies ``overrides`` to each config and checks it
+  (``train.check_config``: types, finite numbers, ranges, ``init_from``),
+  all before any training (a bad value is one line naming the field, not a
+  failure after the first model has trained). Returns ``configs``."""
+  from advinv_jax.train import check_config  # after the flags: imports jax
   for c in configs.values():
     cli.apply_overrides(c, overrides)
-    validate_config(c)
+    check_config(c)
   return configs
 
 
@@ -136,9 +138,11 @@ def tiny(config, *, model=True):
   c.report.l2_eps = tuple(c.report.l2_eps)[:2]
   c.report.nuisance_classifier_steps = 20
   c.report.autoattack_num_examples = 16
+  c.report.autoattack_l2_eps = ()       # one norm: the tests' compile time
   c.report.autoattack_steps = 3
   c.report.autoattack_num_targets = 1
   c.report.autoattack_queries = 20
+  c.report.autoattack_fab_steps = 3
   c.report.autoattack_fmn_steps = 3
   return c
 

@@ -72,6 +72,10 @@ def test_wrong_element_types_and_non_finite_numbers_are_one_line():
   with pytest.raises(cli.UsageError, match=r"--config.report.linf_eps='0.1'"
                      ".*cannot be casted"):
     cli.apply_overrides(_small(), {"report.linf_eps": "0.1"})
+  from experiments import _common
+  with pytest.raises(ConfigError, match="learning_rate=nan must be a finite"):
+    _common.prepare({"a": _small(), "b": _small()},
+                    {"optimizer.learning_rate": float("nan")})
 
 
 # -------------------------------------------------------- validation up front
