@@ -158,24 +158,18 @@ def fab(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str, eps=None,
                n_target_classes=n_target_classes, steps=steps,
                restarts=restarts, alpha_max=alpha_max, eta=eta, beta=beta,
                rng=rng)
-  num_classes = C.validate_inputs(logits_fn, x, y, eps=eps, bounds=bounds,
-                                  loop=loop)
-  if num_classes < 2:
-    raise ValueError("logits_fn has a single output; FAB needs K >= 2 "
-                     "classes.")
   if target is not None and (
       tuple(jnp.shape(target)) != (x.shape[0],) or
       not jnp.issubdtype(jnp.asarray(target).dtype, jnp.integer)):
     raise ValueError(f"target must be int[B]=({x.shape[0]},) class ids, got "
                      f"shape {tuple(jnp.shape(target))}.")
-  loop = loop or C.default_loop()
-  bounds = C.as_bounds(bounds)
+  p = C.prologue(logits_fn, x, y, eps=eps, bounds=bounds, loop=loop,
+                 target=target, min_classes=2, name="fab")
+  logits_fn, num_classes, clean, invalid = (p.logits_fn, p.num_classes,
+                                            p.clean, p.invalid)
+  y, eps, target, bounds, loop = p.y, p.eps, p.target, p.bounds, p.loop
   b = x.shape[0]
   dt = x.dtype
-  clean = logits_fn(x).astype(dt)
-  invalid = C.invalid_examples(x, clean, bounds, eps)
-  if eps is not None:
-    eps = C.safe_eps(jnp.asarray(eps, dt), invalid)
 
   # Rows ordered [restart, target, example].
   if target is not None:
@@ -326,8 +320,7 @@ def _fab_rows(logits_fn, x0, y0, tgt, starts, eps, *, norm, steps,
   flat0 = x0.reshape((n, -1))
   rows = jnp.arange(n)
 
-  def fn(v):
-    return logits_fn(v).astype(dt)
+  fn = logits_fn
 
   if tgt is not None:
     def diff(v):
