@@ -299,15 +299,15 @@ def _aa_log_table(aa) -> List[Any]:
     rows = [["clean", "", _pct_ci(log["clean_accuracy"],
                                   aa["clean_accuracy_ci"]), "", ""]]
     for m in log["members"]:
-      # Model passes per member: filled in when AutoAttack reports them.
-      passes = ("n/a" if m["passes"] is None else str(m["passes"]))
       rows.append([m["attack"], str(m["broken"]),
                    _pct_ci(m["robust_accuracy_after"],
                            m["robust_accuracy_after_ci"]),
-                   _num(m["seconds"], ".1f"), passes])
+                   _num(m["seconds"], ".1f"),
+                   f"{m['forward_passes']} / {m['backward_passes']}"])
     out.append(_table(
         [f"{_NORM[aa['norm_name']]} eps={eps:g}: member", "broke",
-         "robust acc. after [95%]", "seconds", "passes"], rows))
+         "robust acc. after [95%]", "seconds",
+         "passes fwd / bwd (examples)"], rows))
     lp = log["largest_perturbation"]
     out.append(
         f"Largest perturbation of an adversarial example "
@@ -332,7 +332,8 @@ def _sections(report) -> List[Tuple[str, List[Any]]]:
     s = h["settings"]
     what = (f"AutoAttack ({s['version']}; APGD {s['steps']} steps, "
             f"{s['num_targets']} targets, Square {s['queries']} queries, "
-            f"FMN-T {s['fmn_steps']} steps)" if h["source"] == "autoattack"
+            f"FAB-T {s.get('fab_steps', '?')} steps)"
+            if h["source"] == "autoattack"
             else f"PGD-{s['steps']} ({s['restarts']} restart(s))")
     ra = _pct_ci(h["robust_accuracy"], h.get("robust_accuracy_ci"))
     line = (f"**Robust accuracy {ra}** at {_NORM[h['norm']]} eps = "

@@ -161,7 +161,7 @@ _INT_MIN = dict(num_examples=0, pgd_steps=1, pgd_restarts=1,
                 nuisance_classifier_batch_size=1,
                 autoattack_num_examples=0, autoattack_steps=1,
                 autoattack_num_targets=1, autoattack_queries=1,
-                autoattack_fmn_steps=1)
+                autoattack_fab_steps=1, autoattack_fmn_steps=1)
 _CHOICES = dict(pgd_loss=("ce", "margin"),
                 attack_loop=("fori", "unrolled", "scan", ""),
                 autoattack_version=("standard", "plus"))
@@ -461,9 +461,13 @@ def print_progress(message: str) -> None:
   print(f"report: {message}", file=sys.stderr, flush=True)
 
 
+def _quiet(message: str) -> None:
+  del message
+
+
 def _progress_fn(progress) -> Callable[[str], None]:
   if progress is None or progress is False:
-    return lambda msg: None
+    return _quiet
   if progress is True:
     return print_progress
   if not callable(progress):
@@ -584,45 +588,33 @@ def _autoattack_settings(cfg) -> Dict[str, Any]:
               steps=int(cfg["autoattack_steps"]),
               num_targets=int(cfg["autoattack_num_targets"]),
               queries=int(cfg["autoattack_queries"]),
+              fab_steps=int(cfg["autoattack_fab_steps"]),
               fmn_steps=int(cfg["autoattack_fmn_steps"]))
 
 
-def _autoattack_log(res, x, norm) -> Dict[str, Any]:
-  """What AutoAttack's verbose log shows, for one run: per member the inputs
-  it broke, the robust accuracy after it (with its interval), its time and
-  model passes; the largest perturbation of a successful adversarial
-  example (in ``norm``); the pixel range of the inputs and of the returned
-  points; the flags that fired."""
-  n = int(x.shape[0])
-  correct = np.asarray(res.clean_correct)
-  per = np.asarray(res.per_attack_success, np.int64)
-  secs = np.asarray(res.seconds, np.float64)
-  # Per-member fields of the AutoAttack result, where it carries them;
-  # else derived here (robust accuracy after a member) or None.
-  passes = getattr(res, "passes", None)
-  left = int(correct.sum()) - np.cumsum(per)
+def _autoattack_log(res) -> Dict[str, Any]:
+  """AutoAttack's log of one run (:class:`advinv_jax.attacks.AutoAttackResult`'s
+  per-member fields): per member the inputs it broke, the robust accuracy
+  after it (with its interval), its time and its forward / backward passes;
+  the largest perturbation of the returned points (in the run's norm), the
+  pixel range of the inputs' adversarial examples, the flags that fired."""
+  n = int(np.asarray(res.success).shape[0])
   members = []
   for m, name in enumerate(res.attacks):
-    after = float(left[m]) / n
+    after = float(res.robust_accuracy_after[m])
+    fwd, bwd = (int(v) for v in np.asarray(res.passes[m]))
     members.append({
-        "attack": name, "broken": int(per[m]),
+        "attack": name, "broken": int(res.per_attack_success[m]),
         "robust_accuracy_after": after,
         "robust_accuracy_after_ci": _ci(after, n),
-        "seconds": float(secs[m]) if secs.size else None,
-        "passes": (None if passes is None else
-                   np.asarray(passes)[m].tolist())})
-  xa = np.asarray(res.x_adv, np.float64)
-  xn = np.asarray(x, np.float64)
-  adv = np.asarray(res.success) & correct
-  d = (xa - xn).reshape(n, -1)
-  dist = (np.abs(d).max(1) if norm == "linf" else np.sqrt((d * d).sum(1)))
+        "seconds": float(res.seconds[m]),
+        "forward_passes": fwd, "backward_passes": bwd})
   return {
-      "clean_accuracy": float(correct.mean()),
+      "clean_accuracy": float(np.mean(np.asarray(res.clean_correct))),
       "members": members,
-      "largest_perturbation": (float(dist[adv].max()) if adv.any()
-                               else None),
-      "input_range": [float(xn.min()), float(xn.max())],
-      "adversarial_range": [float(xa.min()), float(xa.max())],
+      "largest_perturbation": float(res.max_perturbation[-1]),
+      "adversarial_range": [float(v) for v in np.asarray(
+          res.x_adv_range[-1])],
       "flags_fired": [f for f, v in res.flags.items() if bool(v)],
   }
 
@@ -641,17 +633,15 @@ def _autoattack_section(fn, x, y, norm, eps_values, cfg, key, bounds, loop,
   warns, success = [], {}
   t = time.perf_counter()
   for k, eps in enumerate(eps_values):
-    progress(f"autoattack {settings['version']} {norm} eps={eps:g} on {n} "
-             "inputs")
+    verbose = (False if progress is _quiet else
+               lambda line: progress(f"  {line}"))
     res = A.autoattack(fn, x, y, eps=float(eps), norm=norm, bounds=bounds,
-                       loop=loop, rng=jax.random.fold_in(key, k), **settings)
+                       loop=loop, rng=jax.random.fold_in(key, k),
+                       verbose=verbose, **settings)
     A.check_adversarial(x, res.x_adv, float(eps), norm, bounds)
     ra = float(res.robust_accuracy)
-    log = _autoattack_log(res, x, norm)
-    for mem in log["members"]:
-      progress(f"  {mem['attack']:<9} robust "
-               f"{100 * mem['robust_accuracy_after']:5.1f}% "
-               f"({mem['broken']} broken, {mem['seconds'] or 0:.1f} s)")
+    log = _autoattack_log(res)
+    log["input_range"] = [float(jnp.min(x)), float(jnp.max(x))]
     out["attacks"] = list(res.attacks)
     out["clean_accuracy"] = float(jnp.mean(res.clean_correct))
     out["clean_accuracy_ci"] = _ci(out["clean_accuracy"], n)
@@ -666,7 +656,7 @@ def _autoattack_section(fn, x, y, norm, eps_values, cfg, key, bounds, loop,
     out["log"].append(log)
     success[float(eps)] = np.asarray(res.success)
     reduced = any(settings[k] < REPORT_FULL[f"autoattack_{k}"]
-                  for k in ("steps", "num_targets", "queries", "fmn_steps"))
+                  for k in ("steps", "num_targets", "queries", "fab_steps"))
     for w in A.autoattack_warnings(res):
       if reduced and "gradient masking" in w:
         w += (" With the report's reduced AutoAttack settings (APGD "

@@ -43,6 +43,7 @@ def test_robustness_report_from_checkpoint(tmp_path):
        "--config.report.autoattack_steps=2",
        "--config.report.autoattack_num_targets=1",
        "--config.report.autoattack_queries=10",
+       "--config.report.autoattack_fab_steps=2",
        "--config.report.autoattack_fmn_steps=2"],
       cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
   proc = subprocess.run(

@@ -41,7 +41,7 @@ def tiny_report_config():
       "autoattack_num_examples": 16, "autoattack_linf_eps": (0.1,),
       "autoattack_l2_eps": (), "autoattack_steps": 3,
       "autoattack_num_targets": 1, "autoattack_queries": 10,
-      "autoattack_fmn_steps": 3})
+      "autoattack_fab_steps": 3, "autoattack_fmn_steps": 3})
 
 
 def data(n=40, k=10):
@@ -174,6 +174,7 @@ def test_report_tiny_invertible(tmp_path):
   lp = log["largest_perturbation"]
   assert lp is None or 0 < lp <= aa["eps"][0] * (1 + 1e-6)
   assert 0.0 <= log["adversarial_range"][0] <= log["adversarial_range"][1] <= 1
+  assert log["members"][0]["forward_passes"] >= aa["num_examples"]
   for png in ("metamers.png", "nuisance_interpolation.png"):
     p = tmp_path / png
     assert p.exists() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

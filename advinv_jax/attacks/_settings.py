@@ -50,9 +50,10 @@ def report_defaults() -> ml_collections.ConfigDict:
   r.autoattack_linf_eps = (0.05,)
   r.autoattack_l2_eps = (0.5,)
   r.autoattack_steps = 100     # APGD iterations
-  r.autoattack_num_targets = 9  # APGD-T / FMN-T targets
+  r.autoattack_num_targets = 9  # APGD-T / FAB-T targets
   r.autoattack_queries = 5000   # Square's budget
-  r.autoattack_fmn_steps = 100  # FMN-T iterations
+  r.autoattack_fab_steps = 100  # FAB-T iterations
+  r.autoattack_fmn_steps = 100  # FMN(-T) iterations (members by name only)
   # Metamer validity: a metamer is valid when finite and its logits (and,
   # relative to |z_n|, its nuisance) round-trip within metamer_tol; the
   # report warns below metamer_min_valid valid or above
@@ -73,7 +74,7 @@ REPORT_FULL = dict(
     fmn_steps=100, num_metamers=16, nuisance_classifier_steps=2000,
     autoattack_num_examples=1000, autoattack_steps=100,
     autoattack_num_targets=9, autoattack_queries=5000,
-    autoattack_fmn_steps=100)
+    autoattack_fab_steps=100, autoattack_fmn_steps=100)
 
 
 def validate_report(r) -> None:
@@ -81,8 +82,9 @@ def validate_report(r) -> None:
   for f in ("pgd_restarts", "deepfool_candidates", "nuisance_classifier_lr",
             "nuisance_classifier_batch_size", "autoattack_steps",
             "autoattack_num_targets", "autoattack_queries",
-            "autoattack_fmn_steps", "metamer_tol", "num_metamers",
-            "interpolation_pairs", "nuisance_classifier_steps"):
+            "autoattack_fab_steps", "autoattack_fmn_steps", "metamer_tol",
+            "num_metamers", "interpolation_pairs",
+            "nuisance_classifier_steps"):
     S.check_positive(f"report.{f}", r[f])
   for f in ("num_examples", "pgd_steps", "fmn_steps",
             "autoattack_num_examples"):
