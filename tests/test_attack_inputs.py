@@ -112,3 +112,107 @@ def test_eps_sweep_flags_under_its_own_jit():
   # The attack's own bounds decide (here: unbounded inputs are fine).
   A.eps_sweep(functools.partial(A.pgd, steps=2, bounds=None), linear, X + 2.0,
               Y, [0.1], rng=KEY)
+
+
+# --------------------------------------------------------------- labels
+# Every input correct with a logit margin of about 5 (>> what eps = 0.02
+# can move): robust, so a success on a row with a bad label is a misreport.
+# Rows 0-2 carry labels 10, -1 and 99 on a 10-class model.
+NK = 10
+WL = 10.0 * jnp.eye(NK) + 0.1 * jax.random.normal(jax.random.PRNGKey(2),
+                                                   (NK, NK))
+YL = jnp.arange(5, dtype=jnp.int32)
+XL = 0.25 + 0.5 * jax.nn.one_hot(YL, NK)
+YBAD = YL.at[:3].set(jnp.array([10, -1, 99], jnp.int32))
+FLAG = np.array([True, True, True, False, False])
+
+
+def linear_l(x):
+  return x @ WL
+
+
+LABEL_ATTACKS = {
+    "pgd": lambda y: A.pgd(linear_l, XL, y, eps=0.02, steps=2, rng=KEY),
+    "fgsm": lambda y: A.fgsm(linear_l, XL, y, eps=0.02),
+    "apgd": lambda y: A.apgd(linear_l, XL, y, eps=0.02, steps=2, rng=KEY),
+    "apgd-t": lambda y: A.apgd(linear_l, XL, y, eps=0.02, steps=2,
+                               loss="dlr", targeted=True, num_targets=2,
+                               rng=KEY),
+    "square": lambda y: A.square(linear_l, XL, y, eps=0.02, queries=8,
+                                 rng=KEY),
+    "fmn": lambda y: A.fmn(linear_l, XL, y, steps=3),
+    # the labels are the targets (a valid one is met at x: norm 0)
+    "fmn-t": lambda y: A.fmn(linear_l, XL, y, steps=3, targeted=True),
+    "deepfool": lambda y: A.deepfool(linear_l, XL, y, steps=3),
+    "fab-t": lambda y: A.fab(linear_l, XL, y, norm="l2", steps=3,
+                             n_target_classes=2),
+    "eps_sweep": lambda y: A.eps_sweep(
+        functools.partial(A.pgd, steps=2), linear_l, XL, y, [0.0, 0.02],
+        rng=KEY, full=True),
+}
+MINIMAL = ("fmn", "fmn-t", "deepfool", "fab-t")
+
+
+@pytest.mark.parametrize("name", sorted(LABEL_ATTACKS))
+def test_labels_outside_the_classes_are_flagged_under_jit(name):
+  run = jax.jit(LABEL_ATTACKS[name])
+  res, ref = run(YBAD), run(YL)
+
+  def rows(a):      # batch axis first (eps_sweep: [budgets, B, ...])
+    a = np.asarray(a)
+    return np.moveaxis(a, 1, 0) if name == "eps_sweep" else a
+
+  flagged = rows(res.flagged)
+  assert (flagged.T == FLAG).all() and not rows(res.success)[:3].any()
+  np.testing.assert_array_equal(
+      rows(res.x_adv)[:3], np.broadcast_to(
+          np.asarray(XL)[:3, None] if name == "eps_sweep"
+          else np.asarray(XL)[:3], rows(res.x_adv)[:3].shape))
+  np.testing.assert_array_equal(rows(res.perturbation_norm)[:3],
+                                np.inf if name in MINIMAL else 0.0)
+  np.testing.assert_array_equal(rows(res.bad_grad_steps)[:3], 0)
+  # The valid rows come out as with valid labels everywhere, bitwise.
+  for a, b in zip(jax.tree_util.tree_leaves(res),
+                  jax.tree_util.tree_leaves(ref)):
+    np.testing.assert_array_equal(rows(a)[3:], rows(b)[3:])
+  if name not in MINIMAL:   # robust: nothing broken at eps 0.02
+    assert not np.asarray(ref.success).any()
+
+
+def test_labels_outside_the_classes_in_autoattack_and_the_runners():
+  run = jax.jit(lambda y: A.autoattack(
+      linear_l, XL, y, eps=0.02, mode="masked", attacks=("apgd-ce", "square"),
+      steps=2, queries=8, rng=KEY))
+  res, ref = run(YBAD), run(YL)
+  assert float(ref.robust_accuracy) == 1.0 and not np.any(ref.flagged)
+  # The flagged rows are neither robust nor broken: the accuracy over the
+  # two valid rows stays 1.
+  assert float(res.robust_accuracy) == 1.0
+  np.testing.assert_array_equal(res.flagged, FLAG)
+  assert not np.asarray(res.success).any()
+  assert not np.asarray(res.clean_correct)[:3].any()
+  np.testing.assert_array_equal(np.asarray(res.attack_index)[:3], -1)
+  np.testing.assert_array_equal(res.x_adv, XL)
+  assert bool(res.flags["invalid_inputs"])
+  assert any("label outside [0, K)" in w for w in A.autoattack_warnings(res))
+  # A data-parallel attack flags them too (labels are sharded, traced).
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("b",))
+  sharded = A.shard_batch_attack(
+      lambda x, y: A.pgd(linear_l, x, y, eps=0.02, steps=2, rng=KEY), mesh)
+  out = sharded(XL, YBAD)
+  np.testing.assert_array_equal(out.flagged, FLAG)
+  assert not np.asarray(out.success).any()
+  # Concrete labels are refused before anything is compiled.
+  match = r"labels y must lie in \[0, 10\)"
+  for call in (
+      lambda: A.autoattack(linear_l, XL, YBAD, eps=0.02, rng=KEY),
+      lambda: A.autoattack(linear_l, XL, YBAD, eps=0.02, mode="masked",
+                           rng=KEY),
+      lambda: A.run_attack(A.pgd, linear_l, XL, YBAD, eps=0.02),
+      lambda: A.eps_sweep(A.pgd, linear_l, XL, YBAD, [0.02]),
+      *(functools.partial(f, YBAD) for f in LABEL_ATTACKS.values())):
+    with pytest.raises(ValueError, match=match):
+      call()
+  with pytest.raises(ValueError, match="labels y must be integers"):
+    jax.jit(lambda y: A.pgd(linear_l, XL, y, eps=0.02, rng=KEY))(
+        YL.astype(jnp.float32))
