@@ -34,8 +34,10 @@ class Compute:
     reversible_loop: ``'unrolled'`` | ``'scan'`` (:class:`Chain`).
     scan_batch_chunk: with ``'scan'``, each scanned step on chunks of at
       most this many examples (0: whole batch).
-    batch_chunk: the whole model on chunks of at most this many examples (0:
-      whole batch; :class:`BatchChunkedModel`).
+
+  (``config.model.compute.batch_chunk``, the whole model on batch chunks,
+  is the model's: ``models.build_model`` wraps it, its layers are the
+  same.)
   """
   conv3x3_impl: str = "xla"
   dtype: str = "float32"
@@ -43,7 +45,6 @@ class Compute:
   reversible: bool = False
   reversible_loop: str = "unrolled"
   scan_batch_chunk: int = 0
-  batch_chunk: int = 0
 
   def __post_init__(self):
     if self.conv3x3_impl not in CONV3X3_IMPLS:
@@ -56,18 +57,16 @@ class Compute:
 
   @classmethod
   def from_config(cls, cp) -> "Compute":
-    """``config.model.compute`` with its platform defaults (``''``,
-    ``'auto'``, ``-1``) resolved for the default backend."""
-    d = platform.defaults()
-    loop = d.reversible_loop if cp.reversible_loop == "auto" else (
-        cp.reversible_loop)
-    chunk = d.batch_chunk if cp.batch_chunk == -1 else cp.batch_chunk
+    """``config.model.compute`` (but ``batch_chunk``) with its platform
+    defaults (``''``, ``'auto'``) resolved for the default backend."""
+    loop = cp.reversible_loop
+    if loop == "auto":
+      loop = platform.defaults().reversible_loop
     return cls(conv3x3_impl=resolve_conv3x3_impl(cp.conv3x3_impl),
                dtype=resolve_compute_dtype(cp.dtype),
                conv1x1_as_matmul=bool(cp.conv1x1_as_matmul),
                reversible=bool(cp.reversible), reversible_loop=loop,
-               scan_batch_chunk=int(cp.scan_batch_chunk),
-               batch_chunk=int(chunk))
+               scan_batch_chunk=int(cp.scan_batch_chunk))
 
 
 def compute_defaults() -> ml_collections.ConfigDict:

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from advinv_jax import _settings, platform
-from advinv_jax.layers import Compute, map_batch_chunks
+from advinv_jax.layers import map_batch_chunks
 
 Array = jax.Array
 Params = Any
@@ -90,7 +90,9 @@ def build_model(model_config, input_shape: Tuple[int, int, int],
     raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
   model = _REGISTRY[model_config.name](
       model_config, tuple(int(s) for s in input_shape), int(num_classes))
-  chunk = Compute.from_config(model_config.compute).batch_chunk
+  chunk = model_config.compute.batch_chunk
+  if chunk == -1:
+    chunk = default_batch_chunk()
   return batch_chunked(model, chunk) if chunk else model
 
 

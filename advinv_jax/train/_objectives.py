@@ -111,6 +111,31 @@ def _nc_optimizer(cfg):
       float(cfg.loss.ice.nuisance_learning_rate))
 
 
+def _ice_keys(rng, axis_name, dropout_nc: bool):
+  """The iCE loss's keys ``(model, classifier steps, classifier logits,
+  label permutation)`` from the step's ``rng``: all None without one (eval),
+  the classifier's None without its dropout; per device where the draw is
+  per example."""
+  if rng is None:
+    return None, None, None, None
+  r_model, r_steps, r_nc, r_perm = jax.random.split(rng, 4)
+  r_model = local_key(r_model, axis_name)
+  r_steps = local_key(r_steps, axis_name) if dropout_nc else None
+  r_nc = local_key(r_nc, axis_name) if dropout_nc else None
+  return r_model, r_steps, r_nc, r_perm
+
+
+def _ice_nuisance_labels(y, shuffled: bool, r_perm, axis_name):
+  """``y'`` of the network's nuisance term: ``y`` or, with
+  ``loss.ice.nuisance_labels='shuffled'``, ``y`` permuted in the batch."""
+  if not shuffled:
+    return y
+  if r_perm is None:
+    raise ValueError("loss.ice.nuisance_labels='shuffled' needs the step's "
+                     "rng (pass rng to the objective's loss).")
+  return shuffled_labels(y, r_perm, axis_name)
+
+
 def _ice_objective(cfg) -> Objective:
   ice = cfg.loss.ice
   alternating = ice.minmax == "alternating"
@@ -157,13 +182,7 @@ def _ice_objective(cfg) -> Objective:
     # aux: the whole state {"params", "opt_state"} when alternating (the
     # classifier steps run here, on this forward's z_n), else its params.
     x, y = batch["image"], batch["label"]
-    if rng is None:
-      r_model = r_steps = r_nc = r_perm = None
-    else:
-      r_model, r_steps, r_nc, r_perm = jax.random.split(rng, 4)
-      r_model = local_key(r_model, axis_name)
-      r_steps = local_key(r_steps, axis_name) if dropout_nc else None
-      r_nc = local_key(r_nc, axis_name) if dropout_nc else None
+    r_model, r_steps, r_nc, r_perm = _ice_keys(rng, axis_name, dropout_nc)
     out = model.forward_train(params, x, r_model, axis_name)
     z, logdet = out["z"], out["logdet"]
     z_n = model.split(z)[1]
@@ -175,13 +194,7 @@ def _ice_objective(cfg) -> Objective:
     if glow:
       mle = losses.glow_nll(logdet, out["log_prior"], dim, n_bins,
                             bits_per_dim=ice.mle_bits_per_dim)
-    if shuffled:
-      if r_perm is None:
-        raise ValueError("loss.ice.nuisance_labels='shuffled' needs the "
-                         "step's rng (pass rng to the objective's loss).")
-      y_nuis = shuffled_labels(y, r_perm, axis_name)
-    else:
-      y_nuis = y
+    y_nuis = _ice_nuisance_labels(y, shuffled, r_perm, axis_name)
     if alternating:
       nc_params, nc_opt_state, nc_loss = nuisance_steps(model, aux, z_n, y,
                                                         axis_name, r_steps)
