@@ -25,6 +25,31 @@ def test_invariance_mnist_tiny(tmp_path):
     assert os.path.exists(r["metamer_png"])
 
 
+def test_invariance_architectures_tiny(tmp_path):
+  """An MLP and a CNN-judged fiRevNet: one oracle per architecture, trained
+  for the first model and loaded for the second; the box-only search never
+  leaves the box; each rate is bounded by what it requires."""
+  res = _run("invariance_architectures", tmp_path, "--scale=tiny",
+             "--losses=mlp,firevnet_ce")
+  assert set(res) >= {"mlp", "firevnet_ce"} and "cnn" not in res
+  mlp, rev = res["mlp"], res["firevnet_ce"]
+  assert mlp["oracle"]["architecture"] == rev["oracle"]["architecture"] == "cnn"
+  assert not mlp["oracle"]["loaded"] and rev["oracle"]["loaded"]
+  assert len(os.listdir(tmp_path / "oracle")) == 2   # its .msgpack, .json
+  for r in (mlp, rev):
+    assert r["box_metamers"]["in_bounds_share"] == 1.0
+    assert r["box_metamers"]["overshoot_max"] == 0.0
+    for norm in ("linf", "l2"):
+      sec = r[norm]
+      for k, rate in enumerate(sec["invariance_rate"]):
+        assert rate <= min(sec["matched"][k],
+                           sec["oracle_reads_nuisance_source"][k])
+      for ra in sec["robust_accuracy"]:
+        assert 0.0 <= ra <= r["clean_accuracy"]
+  assert rev["analytic_metamers"]["valid_share"] == 1.0
+  assert "analytic_metamers" not in mlp
+
+
 def test_spheres_tiny(tmp_path):
   res = _run("spheres", tmp_path, "--scale=tiny")
   nc = res["norm_classifier"]
@@ -106,8 +131,8 @@ def test_losses_flag_selects_models_and_rejects_unknown_names():
 COMMANDS = {"main": ["advinv_jax.main", "--config=configs/default.py",
                      "--workdir=unused"],
             **{name: [f"experiments.{name}", "--workdir=unused"]
-               for name in ("differential_binary", "invariance_mnist",
-                            "lowrank_margin", "robustness_report",
+               for name in ("differential_binary", "invariance_architectures",
+                            "invariance_mnist", "lowrank_margin", "robustness_report",
                             "shiftmnist", "spheres")}}
 
 

@@ -204,7 +204,13 @@ def _validate(features_fn, target_features, x_init, *, steps, lr, bounds,
                        f"{np.nanmax(xv):.4g}], not inside bounds={bounds}; "
                        "start from an image in the box (noise_like), or "
                        "pass bounds=None.")
-  out = jax.eval_shape(features_fn, jax.ShapeDtypeStruct(shape, x_init.dtype))
+  try:
+    out = jax.eval_shape(features_fn,
+                         jax.ShapeDtypeStruct(shape, x_init.dtype))
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"features_fn cannot take x_init of shape {shape} "
+                     f"({type(e).__name__}: {str(e).splitlines()[0]}); pass "
+                     "inputs of the shape the model takes.") from None
   if len(out.shape) != 2 or out.shape[0] != shape[0]:
     raise ValueError(f"features_fn must map f32{list(shape)} to features "
                      f"f32[B={shape[0]}, D], got shape {out.shape}; flatten "
@@ -217,7 +223,7 @@ def _validate(features_fn, target_features, x_init, *, steps, lr, bounds,
 
 
 def match_features(features_fn: FeaturesFn, target_features: Array,
-                   x_init: Array, *, steps: int = 500, lr: float = 0.01,
+                   x_init: Array, *, steps: int = 500, lr: float = 0.03,
                    bounds: Optional[Tuple[float, float]] = (0.0, 1.0),
                    tol: float = DEFAULT_MATCH_TOL, eps=None,
                    norm: str = "l2", optimizer: str = "adam"
@@ -325,7 +331,7 @@ class InvarianceAttackResult(NamedTuple):
 def invariance_attack(logits_fn: Callable[[Array], Array],
                       x_logits_source: Array, x_nuisance_source: Array, *,
                       eps=None, norm: str = "l2", steps: int = 500,
-                      lr: float = 0.01,
+                      lr: float = 0.03,
                       bounds: Optional[Tuple[float, float]] = (0.0, 1.0),
                       tol: float = DEFAULT_MATCH_TOL,
                       optimizer: str = "adam") -> InvarianceAttackResult:
@@ -366,7 +372,7 @@ def invariance_rate(logits_fn: Callable[[Array], Array],
                     oracle_logits_fn: Callable[[Array], Array],
                     x_logits_source: Array, x_nuisance_source: Array,
                     y_nuisance_source: Array, eps_values: Sequence[float], *,
-                    norm: str = "l2", steps: int = 500, lr: float = 0.01,
+                    norm: str = "l2", steps: int = 500, lr: float = 0.03,
                     bounds: Optional[Tuple[float, float]] = (0.0, 1.0),
                     tol: float = DEFAULT_MATCH_TOL,
                     optimizer: str = "adam") -> Dict[str, list]:
