@@ -403,3 +403,56 @@ def test_run_refusals_are_one_line(tmp_path):
     assert code in (1, 2) and "\n" not in line and len(line) < 600, line
     assert re.search(match, line), line
   assert not os.path.exists(long_path[:600])
+
+
+# ---------------------------------------------------------------- determinism
+
+
+def test_one_step_gradient_agrees_across_device_counts():
+  """Bitwise at one device count; across 1 and 4 devices the gradient of one
+  step (the pmean-ed gradient the optimiser sees) agrees to float32
+  reduction-order error, not bitwise.
+
+  The tolerance is set from the arithmetic, not from a run: splitting the
+  batch over devices reorders the sums over the batch, the largest being a
+  convolution kernel's gradient, K = B * H * W = 32 * 8 * 8 = 2048 terms.
+  Rounding errors of a reordered float32 sum grow like sqrt(K) u
+  (u = 2^-24: 2.7e-6 relative to the sum of magnitudes; the worst case,
+  K u = 1.2e-4, needs every rounding to go the same way); 1e-5 per leaf,
+  relative to the leaf's largest entry, allows ~4 times the typical error.
+  A device-dependent random number or a missing pmean errs by O(1). Many
+  steps amplify such rounding differences (README, Determinism), so whole
+  training runs are not compared here.
+  """
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  from jax.sharding import PartitionSpec as P
+  from tests._helpers import assert_trees_rel_close, tiny_config
+  # The "optimiser" keeps the gradient as its state and applies nothing.
+  keep = optax.GradientTransformation(
+      init=lambda p: jax.tree_util.tree_map(jnp.zeros_like, p),
+      update=lambda g, s, p=None: (jax.tree_util.tree_map(jnp.zeros_like, g),
+                                   g))
+  cfg = tiny_config("cnn", "ce")
+  exp = train.build_experiment(cfg)
+  step = train.make_train_step(exp.model, exp.objective, keep,
+                               axis_name=train.AXIS)
+  state = exp.state.replace(opt_state=keep.init(
+      {"model": exp.state.params, "loss": exp.state.loss_params}))
+  batch = exp.dataset.train.get(np.arange(cfg.train.batch_size))
+  grads = {}
+  for n in (1, 4, 4):
+    mesh = train.make_mesh(jax.devices()[:n])
+    fn = train.data_parallel(step, mesh, in_specs=(P(), P(train.AXIS), P()),
+                             out_specs=(P(), P()))
+    out, _ = fn(train.replicate(state, mesh), train.shard_batch(batch, mesh),
+                jax.random.PRNGKey(0))
+    got = train.to_host(out.opt_state)["model"]
+    if n in grads:    # the same device count again: bitwise
+      for a, b in zip(jax.tree_util.tree_leaves(got),
+                      jax.tree_util.tree_leaves(grads[n])):
+        np.testing.assert_array_equal(a, b)
+    grads[n] = got
+  assert_trees_rel_close(grads[4], grads[1], tol=1e-5)
