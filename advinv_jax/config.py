@@ -4,19 +4,16 @@ Each component owns its settings next to its builder -- defaults (the only
 place a field's default is set), choices and checks -- and registers them
 (``advinv_jax/_settings.py``):
 
-==================  ==========================================================
-``config.seed``     ``advinv_jax/train/_settings.py``
-``config.data``     ``advinv_jax/data/_settings.py`` (checks: ``data/_load.py``)
-``config.model``    ``advinv_jax/models/_settings.py``; each architecture's
-                    sub-section next to its builder
-                    (``models/_firevnet_settings.py``,
-                    ``models/_classifiers.py``); ``config.model.compute``:
-                    ``advinv_jax/layers/_compute.py``
-``config.loss``     ``advinv_jax/losses/_settings.py``
-``config.optimizer``, ``config.train``, ``config.eval``:
-                    ``advinv_jax/train/_settings.py``
-``config.report``   ``advinv_jax/attacks/_settings.py``
-==================  ==========================================================
+* ``config.seed``, ``config.optimizer``, ``config.train``, ``config.eval``:
+  ``advinv_jax/train/_settings.py``;
+* ``config.data``: ``advinv_jax/data/_settings.py`` (its checks:
+  ``data/_load.py``);
+* ``config.model``: ``advinv_jax/models/_settings.py``, each architecture's
+  sub-section next to its builder (``models/_firevnet_settings.py``,
+  ``models/_classifiers.py``), ``config.model.compute`` in
+  ``advinv_jax/layers/_compute.py``;
+* ``config.loss``: ``advinv_jax/losses/_settings.py``;
+* ``config.report``: ``advinv_jax/attacks/_settings.py``.
 
 ``default_config()`` is the schema of the project: every experiment config
 in ``configs/`` starts from it and only changes values. A field that is not

@@ -116,7 +116,8 @@ def test_builders_read_only_their_schema_sections(name, shape):
 
 def test_partial_sections_take_the_schema_defaults():
   """One default per field: a partial model or data section is completed from
-  advinv_jax/config.py (e.g. the MLP's hidden widths, the ActNorm floor)."""
+  its component's settings (e.g. the MLP's hidden widths, the ActNorm
+  floor)."""
   from advinv_jax.config import ConfigError, config_section, default_config
   from advinv_jax.models import build_model
   schema = default_config()
