@@ -237,10 +237,12 @@ def _ice_step_setup(cfg):
 
 def test_ice_alternating_step_equals_its_definition():
   """k classifier steps on stop_gradient(z_n) of the current network, then
-  one network step on CE + NLL - w * CE(updated classifier), written out."""
+  one network step on CE + NLL - w * CE(updated classifier), written out
+  (label smoothing on the semantic CE, as config.loss.label_smoothing says)."""
   from advinv_jax import losses
   cfg = tiny_config("firevnet", "ice")
   cfg.model.compute.conv3x3_impl = "xla"
+  cfg.loss.label_smoothing = 0.1
   cfg.optimizer.name = "sgd"   # updates linear in the gradients (Adam-type
   cfg.optimizer.learning_rate = 0.1     # ones amplify rounding in tiny ones)
   model, obj, opt, state, batch = _ice_step_setup(cfg)
@@ -268,7 +270,7 @@ def test_ice_alternating_step_equals_its_definition():
         z_s, z_n, logdet, batch["label"], apply(nc_params, z_n),
         trainable["loss"]["prior"],
         weights=(ice.semantic_weight, ice.nuisance_weight, ice.mle_weight),
-        bits_per_dim_dim=64)[0]
+        bits_per_dim_dim=64, label_smoothing=0.1)[0]
 
   trainable = {"model": state.params, "loss": state.loss_params}
   value, grads = jax.jit(jax.value_and_grad(ref_loss))(trainable)

@@ -147,6 +147,7 @@ def _ice_objective(cfg) -> Objective:
   shuffled = ice.nuisance_labels == "shuffled"
   n_bins = int(ice.n_bins)
   dropout_nc = float(ice.nuisance_dropout) > 0
+  smoothing = float(cfg.loss.label_smoothing)   # on the semantic CE only
 
   def nc_of(model):
     return nuisance_classifier(cfg, model)
@@ -205,7 +206,7 @@ def _ice_objective(cfg) -> Objective:
       value, metrics = losses.ice_network_loss(
           z_s, z_n, logdet, y, nc_logits, loss_params.get("prior"),
           weights=weights, bits_per_dim_dim=bpd_dim, mle=mle,
-          nuisance_labels=y_nuis)
+          nuisance_labels=y_nuis, label_smoothing=smoothing)
       metrics = dict(metrics, nuisance_classifier_loss=nc_loss)
       new_aux = {"params": nc_params, "opt_state": nc_opt_state}
     else:
@@ -216,7 +217,7 @@ def _ice_objective(cfg) -> Objective:
       value, metrics = losses.ice_network_loss(
           z_s, z_n, logdet, y, nc_logits, loss_params.get("prior"),
           weights=(weights[0], 0.0, weights[2]), bits_per_dim_dim=bpd_dim,
-          mle=mle)
+          mle=mle, label_smoothing=smoothing)
       nc_ce = losses.nuisance_classifier_loss(nc_logits, y)
       value = value + nc_ce
       metrics = dict(metrics, nuisance_ce=nc_ce)
