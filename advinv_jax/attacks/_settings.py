@@ -12,9 +12,10 @@ from __future__ import annotations
 import ml_collections
 
 from advinv_jax import _settings as S
+from advinv_jax.attacks._common import LOOPS, LOSSES
 
-PGD_LOSSES = ("ce", "margin")
-ATTACK_LOOPS = ("fori", "unrolled", "scan")   # "": the platform default
+# The AutoAttack versions the report runs (of autoattack's: the standard
+# headline, or it with the extra members).
 AUTOATTACK_VERSIONS = ("standard", "plus")
 
 
@@ -98,8 +99,8 @@ def validate_report(r) -> None:
     if any(e < 0 for e in r[f]):
       raise S.ConfigError(f"config.report.{f}={r[f]} has a negative eps; "
                           "attack budgets must be >= 0.")
-  S.check_one_of("report.pgd_loss", r.pgd_loss, PGD_LOSSES)
-  S.check_one_of("report.attack_loop", r.attack_loop, ATTACK_LOOPS + ("",))
+  S.check_one_of("report.pgd_loss", r.pgd_loss, LOSSES)
+  S.check_one_of("report.attack_loop", r.attack_loop, LOOPS + ("",))
   S.check_one_of("report.autoattack_version", r.autoattack_version,
                  AUTOATTACK_VERSIONS)
   if r.enabled:
