@@ -216,3 +216,82 @@ def test_labels_outside_the_classes_in_autoattack_and_the_runners():
   with pytest.raises(ValueError, match="labels y must be integers"):
     jax.jit(lambda y: A.pgd(linear_l, XL, y, eps=0.02, rng=KEY))(
         YL.astype(jnp.float32))
+
+
+# ---------------------------------------------------------- low precision
+WB = jax.random.normal(jax.random.PRNGKey(4), (16, NK))
+BB = jax.random.normal(jax.random.PRNGKey(5), (NK,))
+XB = jax.random.uniform(jax.random.PRNGKey(6), (6, 4, 4, 1), minval=0.3,
+                        maxval=0.7)
+
+
+def low_precision(dtype, internal=True):
+  """A linear model whose logits come out in ``dtype``: computed in it
+  (``internal``) or in float32 and rounded at the end."""
+  def fn(x):
+    v = x.reshape(x.shape[0], -1)
+    if internal:
+      return v.astype(dtype) @ WB.astype(dtype) + BB.astype(dtype)
+    return (v @ WB + BB).astype(dtype)
+  return fn
+
+
+LP_ATTACKS = {
+    "pgd": lambda f, y: A.pgd(f, XB, y, eps=0.05, steps=3, rng=KEY),
+    "square": lambda f, y: A.square(f, XB, y, eps=0.05, queries=10, rng=KEY),
+    "fmn": lambda f, y: A.fmn(f, XB, y, steps=5),
+    "deepfool": lambda f, y: A.deepfool(f, XB, y, steps=5),
+    "apgd-t": lambda f, y: A.apgd(f, XB, y, eps=0.05, steps=2, loss="dlr",
+                                  targeted=True, num_targets=2, rng=KEY),
+    # Square in host mode runs in segments (where bfloat16 used to fail).
+    "autoattack-host": lambda f, y: A.autoattack(
+        f, XB, y, eps=0.05, attacks=("square",), queries=10, rng=KEY),
+    "autoattack-masked": lambda f, y: A.autoattack(
+        f, XB, y, eps=0.05, mode="masked", attacks=("apgd-ce",), steps=2,
+        rng=KEY),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LP_ATTACKS))
+def test_low_precision_logits_are_attacked_in_float32(name):
+  """bfloat16 logits: every attack gives, bitwise, what it gives on the
+  same model with its logits cast to float32 (the attacks compute on the
+  logits in float32, so the model's own rounding is the only difference;
+  DeepFool's VJP and Square's state used to fail on bfloat16)."""
+  lp = low_precision(jnp.bfloat16)
+  as_f32 = lambda v: lp(v).astype(jnp.float32)  # noqa: E731
+  y = jnp.argmax(as_f32(XB), -1)
+  attack = LP_ATTACKS[name]
+  run = attack if name == "autoattack-host" else jax.jit(attack,
+                                                          static_argnums=0)
+  res, ref = run(lp, y), run(as_f32, y)
+  leaves = lambda r: [l for p, l in jax.tree_util.tree_flatten_with_path(  # noqa
+      r)[0] if "seconds" not in jax.tree_util.keystr(p)]
+  for a, b in zip(leaves(res), leaves(ref), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype,u", [(jnp.bfloat16, 2.0 ** -8),
+                                     (jnp.float16, 2.0 ** -11)])
+def test_low_precision_deepfool_matches_float32_within_rounding(dtype, u):
+  """Logits rounded to ``dtype`` (unit roundoff ``u``: 8 and 11 significand
+  bits) move each margin ``z_y - z_k`` by at most ``u (|z_y| + |z_k|)``, so
+  on a linear model the boundary, and DeepFool's exact distance to it, by
+  at most ``2 u max|z| / min_k ||w_y - w_k||_2``; each run's bisection adds
+  ``2^-12`` of its ``(1 + overshoot)`` step."""
+  f32 = lambda v: v.reshape(v.shape[0], -1) @ WB + BB  # noqa: E731
+  lp = low_precision(dtype, internal=False)
+  y = jnp.argmax(f32(XB), -1)
+  assert (jnp.argmax(lp(XB), -1) == y).all()
+  ref = jax.jit(lambda v: A.deepfool(f32, v, y, steps=10))(XB)
+  res = jax.jit(lambda v: A.deepfool(lp, v, y, steps=10))(XB)
+  assert np.asarray(ref.success).all() and np.asarray(res.success).all()
+  z = np.abs(np.concatenate([np.asarray(f32(v)) for v in
+                             (XB, ref.x_adv, res.x_adv)], 1)).max(1)
+  w, yn = np.asarray(WB, np.float64), np.asarray(y)
+  gap = np.array([np.linalg.norm(w[:, [c]] - np.delete(w, c, 1), axis=0).min()
+                  for c in yn])
+  n32, nlp = np.asarray(ref.perturbation_norm), np.asarray(
+      res.perturbation_norm)
+  tol = 2 * u * z / gap + 2.0 ** -12 * 1.02 * (n32 + nlp)
+  assert np.all(np.abs(nlp - n32) <= tol), (nlp - n32, tol)
