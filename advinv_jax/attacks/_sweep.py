@@ -52,7 +52,10 @@ def eps_sweep(attack: Callable, logits_fn: C.LogitsFn, x: Array, y: Array,
 
   Returns:
     ``bool[K, N]``: success of the attack per budget and example (or the
-    stacked result when ``full``).
+    stacked result when ``full``). Rows the attack flags (traced invalid
+    inputs or labels, when ``eps_sweep`` runs inside an outer ``jit``;
+    non-finite clean logits) are never successful; ``full`` returns
+    ``flagged bool[K, N]``.
   """
   e = _check_eps_values(eps_values)
   if method not in ("vmap", "map"):
