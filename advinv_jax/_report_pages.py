@@ -55,6 +55,8 @@ def figure_files(report) -> List[str]:
     out.append("autoattack_per_attack.png")
   if report.get("invariance"):
     out += ["metamers.png", "nuisance_interpolation.png"]
+  if report.get("invariance_search"):
+    out.append("model_metamers.png")
   return out
 
 
@@ -230,7 +232,26 @@ def draw_figures(report, images: Dict[str, Any], bounds) -> Dict[str, bytes]:
         "B's (t=1)" + (" (red: invalid end point)" if bad_ends else ""),
         col_labels=[f"t={t:.2f}" for t in np.linspace(0, 1, steps)],
         invalid=bad_ends)
+  search = report.get("invariance_search")
+  if search and "model_metamers" in images:
+    out["model_metamers.png"] = _model_metamer_fig(search, images, bounds)
   return out
+
+
+def _model_metamer_fig(search, images, bounds):
+  """The optimised metamers' grid: A, B, and x (A's logits, from B)."""
+  g = search["grid"]
+  xa, xb, met = images["model_metamers"]
+  oracle = g["oracle_label"] or [None] * len(g["metamer_prediction"])
+  return _grid_fig(
+      [xa, xb, met], ["logits src (A)", "start (B)", "model metamer"],
+      bounds, f"Model metamers: x from B, in the box, whose logits match A's "
+              f"({search['steps']} Adam steps); columns y(A)|y(B) -> model's "
+              "class / oracle's class of x",
+      col_labels=[f"{a}|{b}->{p}/{'?' if o is None else o}"
+                  for a, b, p, o in zip(g["logits_source_label"],
+                                        g["nuisance_source_label"],
+                                        g["metamer_prediction"], oracle)])
 
 
 # ----------------------------------------------------------------- text
@@ -243,9 +264,10 @@ def _card_rows(card) -> List[List[str]]:
   def given(v):
     return "not given" if v is None else str(v)
 
-  def settings(d):
-    return ", ".join(f"{k} {v}" for k, v in d.items()
-                     if not isinstance(v, dict))
+  def settings(d, prefix=""):
+    return ", ".join(settings(v, f"{prefix}{k}.") if isinstance(v, dict)
+                     else f"{prefix}{k} {v!r}" if isinstance(v, str)
+                     else f"{prefix}{k} {v}" for k, v in d.items())
 
   inp = card["inputs"]
   which = f"{inp['num']} inputs"
@@ -417,6 +439,8 @@ def _sections(report) -> List[Tuple[str, List[Any]]]:
         f"bounds (largest overshoot {_num(v['overshoot_max'])}). Same "
         f"prediction as the logits source: "
         f"{_pct(inv['metamer_same_prediction_as_logits_source'])}.",
+        _oracle_text(inv.get("oracle_judgement"),
+                     (report.get("invariance_search") or {}).get("oracle")),
         ("figure", "metamers.png"),
         ("figure", "nuisance_interpolation.png"),
         f"Nuisance interpolation: each row keeps z_s (the logits) of an "
@@ -439,7 +463,57 @@ def _sections(report) -> List[Tuple[str, List[Any]]]:
         f"accuracy (train {_pct(nc['train_accuracy'])}){model_acc}; chance "
         f"(the majority class) is {_pct(nc['majority_class_accuracy'])}. "
         + _chance_text(nc)]))
+  if report.get("invariance_search"):
+    out.append(("Invariance vs sensitivity (any model)",
+                _search_section(report["invariance_search"])))
   return out
+
+
+def _oracle_text(j, oracle) -> str:
+  """The oracle's reading of metamers (its summary ``j``), one paragraph."""
+  if not j:
+    return ("Oracle: none (the report had no training images to train one): "
+            "what the metamers look like is judged by eye only.")
+  who = ""
+  if oracle and oracle.get("available"):
+    who = (f" ({oracle['architecture']}, test accuracy "
+           f"{_pct(oracle['test_accuracy'])}, trained apart, never attacked)")
+  return (f"**The oracle**{who} reads {_pct(j['as_nuisance_source'])} of "
+          f"them as the nuisance source B's class, "
+          f"{_pct(j['as_logits_source'])} as the logits source A's, "
+          f"{_pct(j['as_other'])} as another class; "
+          f"{_pct(j['in_bounds_share'])} of their pixels lie in the box "
+          f"(largest overshoot {_num(j['overshoot_max'])}); median l2 "
+          f"distance to A {_num(j['l2_to_logits_source_median'])}, to B "
+          f"{_num(j['l2_to_nuisance_source_median'])}.")
+
+
+def _search_section(search) -> List[Any]:
+  """Invariance by optimisation: the oracle, model metamers, and the
+  invariance-vs-sensitivity table."""
+  rows = []
+  for r in search["rows"]:
+    rows.append([_NORM[r["norm"]] if r["eps"] is not None else "box only",
+                 "∞" if r["eps"] is None else f"{r['eps']:g}",
+                 _pct(r["autoattack_robust_accuracy"]),
+                 _pct(r["invariance_rate"]), _pct(r["matched"]),
+                 _pct(r["same_class_as_logits_source"]),
+                 _pct(r["oracle_reads_nuisance_source"]),
+                 _num(r["median_distance"])])
+  return [
+      f"For {search['num_pairs']} report pairs (A, B) of different classes, "
+      f"projected Adam ({search['steps']} steps, lr {search['lr']:g}) finds "
+      "an x within eps of B whose logits match A's (relative l2 error <= "
+      f"{search['tol']:g}). The model cannot tell x from A; an invariance "
+      "success is an x the oracle still reads as B's class. At small eps a "
+      "success is also a targeted sensitivity example; in the whole box "
+      "(the model metamers of A started at B) only the oracle separates a "
+      "real change of class from an invariance of the model.",
+      _oracle_text(search.get("box_metamers"), search["oracle"]),
+      _table(["norm", "eps", "AutoAttack robust acc.", "invariance rate",
+              "logits matched", "model reads A's class", "oracle reads B",
+              "median distance to B"], rows),
+      ("figure", "model_metamers.png")]
 
 
 def _chance_text(nc) -> str:
