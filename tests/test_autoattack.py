@@ -163,6 +163,10 @@ def test_bad_input_errors_before_compilation():
       A.autoattack(f, x, y, rng=key, **kw)
   with pytest.raises(ValueError, match="labels"):
     A.autoattack(f, x, y + 7, eps=0.1, rng=key)
+  with pytest.raises(ValueError, match="target"):
+    A.fmn(f, x, y, target=y, targeted=True)
+  with pytest.raises(ValueError, match="target"):
+    A.fmn(f, x, y, target=y[:2])
   with pytest.raises(ValueError, match="queries"):
     A.square(f, x, y, eps=0.1, queries=-5, rng=key)
   with pytest.raises(ValueError, match="eps"):
@@ -352,3 +356,27 @@ def test_log_counts_the_passes_the_model_sees():
   assert [strip(s) for s in lines] == [strip(s)
                                        for s in A.autoattack_log(res)]
   assert any("robust accuracy after FAB-T" in s for s in lines)
+
+
+def test_fmn_t_member_reaches_the_pairwise_boundary():
+  """AutoAttack's FMN-T member, fmn(target=t): on a linear 5-class model
+  its point lies within 1% of the closed-form distance to the boundary
+  between y and t, (z_y - z_t) / ||w_y - w_t||_2 (or nearer, where another
+  class wins first), and is adversarial. fmn(targeted=True), which demands
+  argmax == t, is farther on some inputs: the goal FMN-T had before."""
+  n = 48
+  f, x, y, dist = linear(27, 5, n)
+  z = np.asarray(f(x), np.float64)
+  w = np.asarray(jax.jacobian(lambda v: f(v[None])[0])(x[0]))    # [K, D]
+  t = np.asarray(A.top_other_classes(f(x), y, 4))[:, 2]           # 3rd
+  yn = np.asarray(y)
+  d_t = (z[np.arange(n), yn] - z[np.arange(n), t]) / np.linalg.norm(
+      w[yn] - w[t], axis=-1)
+  run = jax.jit(lambda x, y, t: (
+      A.fmn(f, x, y, norm="l2", target=t, bounds=None),
+      A.fmn(f, x, t, norm="l2", targeted=True, bounds=None)))
+  pair, exact = run(x, y, jnp.asarray(t))
+  pn = np.asarray(pair.perturbation_norm)
+  assert np.all(np.asarray(pair.success))
+  assert np.all(pn <= 1.01 * d_t) and np.all(pn >= dist["l2"] * (1 - 1e-5))
+  assert np.mean(np.asarray(exact.perturbation_norm) > 1.05 * d_t) > 0.1

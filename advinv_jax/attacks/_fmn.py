@@ -25,7 +25,7 @@ def fmn(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
         steps: int = 100, alpha_init: float = 1.0,
         alpha_final: Optional[float] = None, gamma_init: float = 0.05,
         gamma_final: float = 0.001, starting_points: Optional[Array] = None,
-        targeted: bool = False,
+        targeted: bool = False, target: Optional[Array] = None,
         bounds: Optional[Tuple[float, float]] = (0.0, 1.0),
         loop: Optional[str] = None) -> C.AttackResult:
   """Fast Minimum-Norm attack (Pintor et al., NeurIPS 2021), l2 or linf.
@@ -96,6 +96,12 @@ def fmn(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
       step, so a start ``r`` times farther than the boundary needs about
       ``ln(r) / gamma`` steps (on a linear model, r = 35..190 needed ~100).
     targeted: make the prediction equal ``y`` instead of different from it.
+    target: optional ``int[B]``: steer towards these classes (``L = z_y -
+      z_target``, the boundary between ``y`` and the target) while success
+      stays untargeted (``argmax != y``), as for AutoAttack's targeted
+      members (APGD-T, FAB-T). ``targeted=True`` instead requires the
+      prediction to become the target, a farther goal near points where
+      three classes meet. Not with ``targeted``.
     bounds: ``(low, high)`` box for inputs, or None for unbounded.
     loop: ``'fori'``, ``'unrolled'`` or ``'scan'``; None picks
       :func:`default_loop` for the backend.
@@ -131,9 +137,15 @@ def fmn(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
     raise ValueError(f"starting_points must have the shape of x "
                      f"{tuple(x.shape)}, got "
                      f"{tuple(getattr(starting_points, 'shape', ()))}.")
+  if target is not None and (targeted or tuple(jnp.shape(target)) !=
+                             tuple(jnp.shape(y))):
+    raise ValueError(f"target must be int[B] (the shape of y) and is not "
+                     f"used with targeted=True; got targeted={targeted}, "
+                     f"shape {tuple(jnp.shape(target))}.")
   p = C.prologue(logits_fn, x, y, norm=norm, bounds=bounds, loop=loop,
-                 steps=steps, min_classes=2, name="FMN")
+                 steps=steps, target=target, min_classes=2, name="FMN")
   logits_fn, y, bounds, loop = p.logits_fn, p.y, p.bounds, p.loop
+  target = p.target
   alpha_final = alpha_init / 100.0 if alpha_final is None else alpha_final
   steps = int(steps)
   n = x.shape[0]
@@ -170,7 +182,7 @@ def fmn(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
   def loss_fn(xx):
     logits = logits_fn(xx)
     # attack_objective's margin is the objective to maximise: -L.
-    obj = C.attack_objective(logits, y, "margin", targeted)
+    obj = C.attack_objective(logits, y, "margin", targeted, target=target)
     return -jnp.sum(obj), (-obj, logits)
 
   grad_fn = jax.grad(loss_fn, has_aux=True)
