@@ -1,40 +1,48 @@
-"""Cross-check: our AutoAttack vs torchattacks' AutoAttack (the reference).
+"""Cross-check: our AutoAttack against the original AutoAttack code.
 
 Not a test. Trains small models on the built-in digits (8x8, offline) in
-JAX, copies their weights into PyTorch, runs torchattacks 3.5.1
-``AutoAttack(version='standard')`` and ours (``advinv_jax.attacks.
-autoattack``, standard, host mode) on the same test inputs and eps, and
-prints both robust accuracies, the per-input agreement and both wall times
-(ours twice: the first call including compilation, and a second call with
-the compiled members reused). Writes ``benchmarks/results/
-autoattack_crosscheck.json`` after every run, so an interrupted run keeps
-what finished::
+JAX, copies their weights into PyTorch and runs, on the same test inputs
+and eps, per model, norm and seed:
 
-  python -m benchmarks.autoattack_crosscheck              # 256 inputs
-  python -m benchmarks.autoattack_crosscheck --n 64 --models mlp --norms linf
-  python -m benchmarks.autoattack_crosscheck --models firevnet --n 64 \
-      --norms linf --out benchmarks/results/autoattack_crosscheck_firevnet.json
+* ours: ``advinv_jax.attacks.autoattack(version='standard')`` (APGD-CE,
+  APGD-T, FAB-T, Square; host mode), the first call (compiling every
+  member) and, with ``--compiled``, a second call with another key
+  (compiled members reused);
+* the original: ``AutoAttack(version='standard')`` of Croce & Hein's code
+  (``fra31/auto-attack``), imported from ``--original DIR``, a local copy
+  of its source kept outside this repository (it is not on PyPI);
+* torchattacks 3.5.1 ``AutoAttack(version='standard')`` (its own ports of
+  the four members), a second reference (``--no-torchattacks`` skips it).
+
+Records per input who broke it (our member / the original's member, found
+by wrapping the original's member attacks), per-member counts, the
+agreement (both robust / both broken / only ours / only the original), the
+wall times and the model's forward and backward passes on every side,
+counted in examples: ours from ``AutoAttackResult.passes`` (checked
+against a counting wrapper in ``tests/test_autoattack.py``), the PyTorch
+sides by a wrapper module that counts the rows of every forward and, by a
+hook on the output, of every backward. Writes the JSON after every row::
+
+  python -m benchmarks.autoattack_crosscheck --original DIR
+  python -m benchmarks.autoattack_crosscheck --original DIR \
+      --models firevnet --n 128 --eps-linf 0.04 --eps-l2 0.4
 
 Models: ``mlp`` (256-256), ``cnn`` (32-64-64 / 128) and ``firevnet`` (the
-demo's fiRevNet, 3 levels x 4 additive couplings, width 32; torchattacks
-attacks our PyTorch port ``benchmarks/_torch_firevnet.py``).
-
-Needs the peers of ``benchmarks/requirements-peers.txt`` (torch,
-torchattacks) in the interpreter that runs it. ``--budget-min`` skips the
-remaining torchattacks runs once the script has used that many minutes
-(reported as skipped). ``--torch-threads`` sets PyTorch's threads (default:
-all cores; with other load on the cores, 1 thread is the faster choice).
-``--compilation-cache DIR`` turns on JAX's persistent compilation cache in
-DIR (``JAX_COMPILATION_CACHE_DIR`` does the same): run the script twice and
-the second run's first call is the first call of a new process whose
-programs were compiled before (a report of another checkpoint, a relaunch).
+demo's fiRevNet, 3 levels x 4 additive couplings, width 32; the PyTorch
+sides attack our port ``benchmarks/_torch_firevnet.py``). Needs torch and
+torchattacks (``benchmarks/requirements-peers.txt``). PyTorch runs with
+``--torch-threads`` (default 1: on cores shared with other work its
+spinning OpenMP threads were much slower than one thread).
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 
 import jax
@@ -50,13 +58,15 @@ from advinv_jax.models import build_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-EPS = {"linf": 0.1, "l2": 0.5}
+EPS = {"linf": 0.08, "l2": 0.6}
 MODELS = {"cnn": {"name": "cnn", "cnn": {"features": (32, 64, 64),
                                          "hidden": (128,)}},
           "mlp": {"name": "mlp", "mlp": {"hidden": (256, 256)}},
           # the demo's model (configs/default.py): 3 levels x 4 additive
-          # couplings, width 32; torchattacks runs our PyTorch port of it
+          # couplings, width 32; the PyTorch sides run our port of it
           "firevnet": None}
+# The original's member attack objects -> AutoAttack's member names.
+STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
 
 
 def train(name, train_set, steps, seed=0):
@@ -110,14 +120,40 @@ def torch_net(name, model, params):
   return TorchMLP().eval()
 
 
-def run_ours(model, params, x, y, norm, eps, seed):
-  """Ours twice: the first call (compiling every member) and a second one
-  on the same inputs with another key (compiled members reused, as in a
-  report's later eps values or checkpoints). Returns the first call's
-  result and both wall times."""
+def counted(net):
+  """``net`` wrapped to count the examples of every forward and backward."""
+  import torch
+
+  class Counted(torch.nn.Module):
+
+    def __init__(self):
+      super().__init__()
+      self.net = net
+      self.fwd = self.bwd = 0
+      self.on = True
+
+    def _back(self, n):
+      self.bwd += n
+
+    def forward(self, x):
+      out = self.net(x)
+      if self.on:
+        n = int(x.shape[0])
+        self.fwd += n
+        if out.requires_grad:
+          out.register_hook(lambda g, n=n: self._back(n))
+      return out
+
+  return Counted().eval()
+
+
+def run_ours(model, params, x, y, norm, eps, seed, compiled):
+  """Ours once (``compiled``: twice, the second call with another key and
+  the compiled members reused). Returns the first call's result and the
+  wall times."""
   fn = jax.tree_util.Partial(model.logits, params)
-  walls = []
-  for k in (seed, seed + 1):
+  walls, first = [], None
+  for k in ((seed, seed + 1000) if compiled else (seed,)):
     t = time.perf_counter()
     res = attacks.autoattack(fn, jnp.asarray(x), jnp.asarray(y), eps=eps,
                              norm=norm, version="standard",
@@ -125,57 +161,145 @@ def run_ours(model, params, x, y, norm, eps, seed):
     jax.block_until_ready(res.x_adv)
     walls.append(time.perf_counter() - t)
     attacks.check_adversarial(x, res.x_adv, eps, norm)
-    if k == seed:
-      first = res
-  return first, walls[0], walls[1]
+    first = first or res
+  return first, walls
 
 
-def run_theirs(net, x, y, norm, eps, seed):
+def run_original(module, net, x, y, norm, eps, seed):
+  """The original AutoAttack, its member attacks wrapped to record who
+  broke each input, the time and the passes spent inside each."""
   import torch
-  import torchattacks
+  cnet = counted(net)
   xt = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2).copy())
   yt = torch.tensor(np.asarray(y), dtype=torch.long)
-  atk = torchattacks.AutoAttack(net, norm="Linf" if norm == "linf" else "L2",
+  aa = module.AutoAttack(cnet, norm="Linf" if norm == "linf" else "L2",
+                         eps=eps, version="standard", seed=seed,
+                         device="cpu", verbose=False)
+  row_of = {xt[i].numpy().tobytes(): i for i in range(len(y))}
+  member = np.full(len(y), -1)
+  per = {m: {"broken": 0, "seconds": 0.0, "forwards": 0, "backwards": 0}
+         for m in STANDARD}
+
+  def wrap(obj, name_of):
+    inner = obj.perturb
+
+    def perturb(xb, yb, *a, **k):
+      name = name_of()
+      f0, b0, t0 = cnet.fwd, cnet.bwd, time.perf_counter()
+      adv = inner(xb, yb, *a, **k)
+      rec = per[name]
+      rec["seconds"] += time.perf_counter() - t0
+      rec["forwards"] += cnet.fwd - f0
+      rec["backwards"] += cnet.bwd - b0
+      with torch.no_grad():
+        broken = (net(adv).argmax(1) != yb).numpy()
+      for i in np.nonzero(broken)[0]:
+        g = row_of[xb[i].numpy().tobytes()]
+        if member[g] < 0:
+          member[g] = STANDARD.index(name)
+          rec["broken"] += 1
+      return adv
+    obj.perturb = perturb
+
+  wrap(aa.apgd, lambda: "apgd-ce")
+  wrap(aa.apgd_targeted, lambda: "apgd-t")
+  wrap(aa.fab, lambda: "fab-t")
+  wrap(aa.square, lambda: "square")
+  t = time.perf_counter()
+  adv = aa.run_standard_evaluation(xt, yt, bs=len(y))
+  wall = time.perf_counter() - t
+  cnet.on = False
+  with torch.no_grad():
+    robust = (net(adv).argmax(1) == yt).numpy()
+    d = (adv - xt).reshape(len(y), -1)
+    dist = (d.abs().max(1)[0] if norm == "linf" else d.norm(dim=1)).numpy()
+  assert np.all(dist[~robust] <= eps * (1 + 1e-5)), dist.max()
+  return dict(robust=robust, member=member, per_member=per, wall=wall,
+              forwards=cnet.fwd, backwards=cnet.bwd)
+
+
+def run_torchattacks(net, x, y, norm, eps, seed):
+  import torch
+  import torchattacks
+  cnet = counted(net)
+  xt = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2).copy())
+  yt = torch.tensor(np.asarray(y), dtype=torch.long)
+  atk = torchattacks.AutoAttack(cnet, norm="Linf" if norm == "linf" else "L2",
                                 eps=eps, version="standard", n_classes=10,
                                 seed=seed)
   t = time.perf_counter()
   adv = atk(xt, yt)
   wall = time.perf_counter() - t
+  cnet.on = False
   with torch.no_grad():
     robust = (net(adv).argmax(1) == yt).numpy()
-  return robust, wall
+  return dict(robust=robust, wall=wall, forwards=cnet.fwd,
+              backwards=cnet.bwd)
+
+
+def agreement(ours_rob, ref_rob):
+  return {"both_robust": int(np.sum(ours_rob & ref_rob)),
+          "both_broken": int(np.sum(~ours_rob & ~ref_rob)),
+          "only_ours_broke": int(np.sum(~ours_rob & ref_rob)),
+          "only_reference_broke": int(np.sum(ours_rob & ~ref_rob)),
+          "agreement": float(np.mean(ours_rob == ref_rob))}
+
+
+def cpu_name():
+  try:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+      if line.startswith("Model name:"):
+        return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def load_original(path):
+  """The ``autoattack`` package of the original code at ``path``."""
+  if not os.path.isfile(os.path.join(path, "autoattack", "autoattack.py")):
+    raise SystemExit(f"--original {path}: expected a copy of "
+                     "fra31/auto-attack (with autoattack/autoattack.py).")
+  sys.path.insert(0, os.path.abspath(path))
+  module = importlib.import_module("autoattack")
+  if not os.path.abspath(module.__file__).startswith(os.path.abspath(path)):
+    raise SystemExit(f"imported autoattack from {module.__file__}, not from "
+                     f"{path}: remove the other copy from sys.path.")
+  return module
 
 
 def main():
   ap = argparse.ArgumentParser()
+  ap.add_argument("--original", metavar="DIR",
+                  help="a local copy of fra31/auto-attack's source")
   ap.add_argument("--models", nargs="+", default=["mlp", "cnn"])
   ap.add_argument("--norms", nargs="+", default=["linf", "l2"])
+  ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
   ap.add_argument("--n", type=int, default=256)
   ap.add_argument("--train-steps", type=int, default=400)
   ap.add_argument("--eps-linf", type=float, default=EPS["linf"])
   ap.add_argument("--eps-l2", type=float, default=EPS["l2"])
-  ap.add_argument("--seed", type=int, default=0)
-  ap.add_argument("--budget-min", type=float, default=45.0)
-  ap.add_argument("--torch-threads", type=int, default=None,
-                  help="PyTorch's intra-op threads (default: all cores). "
-                  "Under other load on the cores, 1 can be much faster: "
-                  "OpenMP threads that wait for a descheduled peer spin.")
-  ap.add_argument("--compilation-cache", default=None, metavar="DIR",
-                  help="JAX's persistent compilation cache directory "
-                  "(every program, however short its compile).")
+  ap.add_argument("--compiled", action="store_true",
+                  help="time a second call of ours (members compiled)")
+  ap.add_argument("--no-torchattacks", action="store_true")
+  ap.add_argument("--torch-threads", type=int, default=1)
   ap.add_argument("--out", default=os.path.join(
       HERE, "results", "autoattack_crosscheck.json"))
+  ap.add_argument("--table", action="store_true",
+                  help="print the markdown table of --out and exit")
   args = ap.parse_args()
-  cache = "off"
-  if args.compilation_cache:
-    cache = ("warm" if os.path.isdir(args.compilation_cache)
-             and os.listdir(args.compilation_cache) else "cold")
-    jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  if args.table:
+    with open(args.out) as fh:
+      data = json.load(fh)
+    print(table(data["meta"], data["rows"]))
+    return
   import torch
-  torch_threads = args.torch_threads or os.cpu_count() or 1
-  torch.set_num_threads(torch_threads)
-  t_start = time.perf_counter()
+  torch.set_num_threads(args.torch_threads)
+  if not args.original:
+    raise SystemExit("--original DIR is required: a local copy of "
+                     "fra31/auto-attack's source.")
+  original = load_original(args.original)
   tr, te = load_digits()
   btr = tr.get(np.arange(len(tr)))
   bte = te.get(np.arange(min(args.n, len(te))))
@@ -183,72 +307,114 @@ def main():
   x, y = np.asarray(bte["image"]), np.asarray(bte["label"])
   eps_of = {"linf": args.eps_linf, "l2": args.eps_l2}
   rows = []
-  meta = {"machine": platform.processor() or platform.machine(),
-          "cpus": os.cpu_count(), "n": int(len(y)),
-          "train_steps": args.train_steps,
-          "jax": jax.__version__, "torch": torch.__version__,
-          "torch_threads": torch_threads,
-          # persistent compilation cache at the start: off | cold | warm
-          "compilation_cache": cache}
+  if os.path.exists(args.out):        # keep the rows of other runs
+    with open(args.out) as fh:
+      old = json.load(fh)
+    rows = [r for r in old.get("rows", [])
+            if not (r["model"] in args.models and r["norm"] in args.norms
+                    and r["seed"] in args.seeds and r["n"] == len(y))]
+  meta = {"cpu": cpu_name(), "cpus": os.cpu_count(),
+          "train_steps": args.train_steps, "jax": jax.__version__,
+          "torch": torch.__version__, "torch_threads": args.torch_threads}
   for name in args.models:
-    model, params = train(name, (x_tr, y_tr), args.train_steps, args.seed)
-    net = torch_net(name, model, params)
-    with torch.no_grad():
-      zt = net(torch.tensor(x.transpose(0, 3, 1, 2).copy())).numpy()
-    zj = np.asarray(model.logits(params, jnp.asarray(x)))
-    port_diff = float(np.max(np.abs(zt - zj)))
-    for norm in args.norms:
-      eps = eps_of[norm]
-      res, t_ours, t_warm = run_ours(model, params, x, y, norm, eps,
-                                     args.seed)
-      ours_rob = np.asarray(res.clean_correct & ~res.success)
-      row = {"model": name, "norm": norm, "eps": eps,
-             "clean_accuracy": float(np.mean(res.clean_correct)),
-             "ours_robust_accuracy": float(res.robust_accuracy),
-             "ours_s": t_ours, "ours_warm_s": t_warm,
-             "ours_per_attack": dict(zip(res.attacks, np.asarray(
-                 res.per_attack_success).tolist())),
-             "ours_attack_s": dict(zip(res.attacks, np.asarray(
-                 res.seconds).round(2).tolist())),
-             "ours_flags": {k: bool(v) for k, v in res.flags.items()},
-             "port_logits_max_abs_diff": port_diff}
-      print(f"{name:4s} {norm:4s} ours: robust {row['ours_robust_accuracy']:.3f}"
-            f" in {t_ours:.1f} s (per attack {row['ours_per_attack']}); "
-            "torchattacks running...", flush=True)
-      rows.append(row)
-      _write(args.out, meta, rows)
-      used = (time.perf_counter() - t_start) / 60.0
-      if used > args.budget_min:
-        row["theirs"] = f"skipped: budget of {args.budget_min} min used"
-      else:
-        theirs_rob, t_theirs = run_theirs(net, x, y, norm, eps, args.seed)
-        row.update({
-            "theirs_robust_accuracy": float(np.mean(theirs_rob)),
-            "theirs_s": t_theirs, "speedup": t_theirs / t_ours,
-            "speedup_warm": t_theirs / t_warm,
-            "both_robust": int(np.sum(ours_rob & theirs_rob)),
-            "both_broken": int(np.sum(~ours_rob & ~theirs_rob)),
-            "only_ours_broke": int(np.sum(~ours_rob & theirs_rob)),
-            "only_theirs_broke": int(np.sum(ours_rob & ~theirs_rob)),
-            "agreement": float(np.mean(ours_rob == theirs_rob))})
-      th = row.get("theirs_robust_accuracy")
-      print(f"{name:4s} {norm:4s} eps={eps:<5g} clean {row['clean_accuracy']:.3f}"
-            f"  ours {row['ours_robust_accuracy']:.3f} ({t_ours:6.1f} s, "
-            f"compiled {t_warm:5.1f} s)  "
-            + (f"torchattacks {th:.3f} ({row['theirs_s']:6.1f} s)  "
-               f"agree {row['agreement']:.3f}  only-ours "
-               f"{row['only_ours_broke']}  only-theirs "
-               f"{row['only_theirs_broke']}  speedup {row['speedup']:.1f}x "
-               f"(compiled: {row['speedup_warm']:.1f}x)"
-               if th is not None else row["theirs"]), flush=True)
-      _write(args.out, meta, rows)
+    for seed in args.seeds:
+      model, params = train(name, (x_tr, y_tr), args.train_steps, seed)
+      net = torch_net(name, model, params)
+      with torch.no_grad():
+        zt = net(torch.tensor(x.transpose(0, 3, 1, 2).copy())).numpy()
+      zj = np.asarray(model.logits(params, jnp.asarray(x)))
+      for norm in args.norms:
+        eps = eps_of[norm]
+        res, walls = run_ours(model, params, x, y, norm, eps, seed,
+                              args.compiled)
+        ours_rob = np.asarray(res.clean_correct & ~res.success)
+        passes = np.asarray(res.passes)
+        row = {"model": name, "seed": seed, "norm": norm, "eps": eps,
+               "n": int(len(y)),
+               "port_logits_max_abs_diff": float(np.max(np.abs(zt - zj))),
+               "clean_accuracy": float(np.mean(res.clean_correct)),
+               "ours": {
+                   "robust_accuracy": float(res.robust_accuracy),
+                   "s": walls[0], "compiled_s": walls[1:] or None,
+                   "forwards": int(passes[:, 0].sum()) + 2 * len(y),
+                   "backwards": int(passes[:, 1].sum()),
+                   "per_member": {
+                       m: {"broken": int(res.per_attack_success[i]),
+                           "seconds": float(res.seconds[i]),
+                           "forwards": int(passes[i, 0]),
+                           "backwards": int(passes[i, 1])}
+                       for i, m in enumerate(res.attacks)},
+                   "flags": [k for k, v in res.flags.items() if bool(v)],
+                   "log": attacks.autoattack_log(res),
+                   "member": np.asarray(res.attack_index).tolist(),
+                   "robust": ours_rob.astype(int).tolist()}}
+        print(f"{name} seed {seed} {norm} eps={eps:g}: ours robust "
+              f"{row['ours']['robust_accuracy']:.4f} in {walls[0]:.1f} s "
+              f"{row['ours']['per_member']}", flush=True)
+        orig = run_original(original, net, x, y, norm, eps, seed)
+        row["original"] = {
+            "robust_accuracy": float(np.mean(orig["robust"])),
+            "s": orig["wall"], "forwards": orig["forwards"],
+            "backwards": orig["backwards"], "per_member": orig["per_member"],
+            "member": orig["member"].tolist(),
+            "robust": orig["robust"].astype(int).tolist(),
+            **agreement(ours_rob, orig["robust"])}
+        # who broke what: [our member][the original's member], -1 = none
+        both = np.zeros((5, 5), int)
+        for a, b in zip(np.asarray(res.attack_index), orig["member"]):
+          both[a + 1, b + 1] += 1
+        row["member_table"] = both.tolist()
+        print(f"  original robust {row['original']['robust_accuracy']:.4f}"
+              f" in {orig['wall']:.1f} s; only ours "
+              f"{row['original']['only_ours_broke']}, only original "
+              f"{row['original']['only_reference_broke']}", flush=True)
+        if not args.no_torchattacks:
+          ta = run_torchattacks(net, x, y, norm, eps, seed)
+          row["torchattacks"] = {
+              "robust_accuracy": float(np.mean(ta["robust"])),
+              "s": ta["wall"], "forwards": ta["forwards"],
+              "backwards": ta["backwards"],
+              **agreement(ours_rob, ta["robust"])}
+          print(f"  torchattacks robust "
+                f"{row['torchattacks']['robust_accuracy']:.4f} in "
+                f"{ta['wall']:.1f} s", flush=True)
+        rows.append(row)
+        _write(args.out, meta, rows)
+  print(table(meta, rows))
   print("wrote", args.out)
+
+
+def table(meta, rows):
+  """The markdown table of docs/attacks.md from the JSON rows."""
+  out = ["| model | seed | norm, eps | inputs | clean | robust: ours / "
+         "original / torchattacks | only ours broke / only the original | "
+         "broken per member, ours (original) | passes fwd / bwd, ours "
+         "(original), thousands | original s / ours s: first (compiled) |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    o, g, t = r["ours"], r["original"], r.get("torchattacks")
+    per = " / ".join(
+        f"{o['per_member'][m]['broken']} ({g['per_member'][m]['broken']})"
+        for m in STANDARD)
+    sym = "∞" if r["norm"] == "linf" else "2"
+    ta = f"{100 * t['robust_accuracy']:.1f}%" if t else "-"
+    comp = (f" ({g['s'] / o['compiled_s'][0]:.1f}x)" if o["compiled_s"]
+            else "")
+    out.append(
+        f"| {r['model']} | {r['seed']} | ℓ{sym} {r['eps']:g} | {r['n']} | "
+        f"{100 * r['clean_accuracy']:.1f}% | {100 * o['robust_accuracy']:.1f}%"
+        f" / {100 * g['robust_accuracy']:.1f}% / {ta} | "
+        f"{g['only_ours_broke']} / {g['only_reference_broke']} | {per} | "
+        f"{o['forwards'] / 1e3:.0f} / {o['backwards'] / 1e3:.0f} "
+        f"({g['forwards'] / 1e3:.0f} / {g['backwards'] / 1e3:.0f}) | "
+        f"{g['s'] / o['s']:.1f}x{comp} |")
+  return "\n".join(out) + f"\n\nCPU: {meta['cpu']} ({meta['cpus']} cores)"
 
 
 def _write(path, meta, rows):
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "w") as fh:
-    json.dump({"meta": meta, "rows": rows}, fh, indent=1)
+    json.dump({"meta": meta, "rows": rows}, fh, indent=None)
 
 
 if __name__ == "__main__":
