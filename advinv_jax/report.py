@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from advinv_jax import attacks as A
+from advinv_jax import _report_invariance as IR
 from advinv_jax import invariance as I
 from advinv_jax._files import write_atomic
 from advinv_jax.config import REPORT_FULL, default_config
@@ -482,16 +483,6 @@ def _finite_or_none(v):
   return v if np.isfinite(v) else None
 
 
-def _pair_indices(labels: np.ndarray, m: int) -> Tuple[np.ndarray, np.ndarray]:
-  """``m`` pairs (A, B) with different labels where possible."""
-  n = len(labels)
-  a = np.arange(min(m, n))
-  b = []
-  for i in a:
-    others = np.nonzero(labels != labels[i])[0]
-    others = others[others > i] if np.any(others > i) else others
-    b.append(int(others[0]) if len(others) else (i + 1) % n)
-  return a, np.asarray(b)
 
 
 
@@ -796,7 +787,7 @@ def _check_data(fn, images, labels, bounds):
 def logits_report(logits_fn: Callable, images, labels, workdir: str, rng, *,
                   params=None, settings=None, bounds=(0.0, 1.0),
                   provenance: Optional[Dict[str, Any]] = None,
-                  progress=None) -> Dict[str, Any]:
+                  progress=None, oracle=None) -> Dict[str, Any]:
   """The robustness report of any JAX classifier, written into ``workdir``.
 
   The sensitivity part of :func:`robustness_report` (AutoAttack in both
@@ -828,6 +819,11 @@ def logits_report(logits_fn: Callable, images, labels, workdir: str, rng, *,
       "digits", "split": "test", "indices": [...], "seed": 0}``).
     progress: None / False (quiet), True (each section and AutoAttack member
       on stderr) or a callable taking one line.
+    oracle: an :class:`advinv_jax.invariance.Oracle`
+      (:func:`advinv_jax.invariance.train_oracle`, of another architecture
+      than the model); given, the report adds ``invariance_search``: model
+      metamers (A's logits from B, in the box) judged by it, and the
+      invariance rate beside AutoAttack's robust accuracy.
 
   Returns:
     The report dict (also ``workdir/report.json``), see
@@ -847,7 +843,7 @@ def logits_report(logits_fn: Callable, images, labels, workdir: str, rng, *,
         else jax.tree_util.Partial(logits_fn, params))
   return _report(fn, images, labels, report_settings(settings), workdir, rng,
                  bounds=_check_bounds(bounds), provenance=provenance,
-                 progress=progress)
+                 progress=progress, oracle=oracle)
 
 
 # ---------------------------------------------- invariance (advinv_jax models)
@@ -873,15 +869,19 @@ _jit_interpolation = jax.jit(I.nuisance_interpolation, static_argnums=(0, 4))
 
 
 
-def _invariance_section(model, params, x, y, cfg, rng, bounds, nuisance_data):
+def _invariance_section(model, params, x, y, cfg, rng, bounds, nuisance_data,
+                        oracle=None):
   out = {}
   yn = np.asarray(y)
   tol = float(cfg["metamer_tol"])
   # Validity over a metamer for every report image; the grid shows the
   # first num_metamers of them.
-  ia, ib = _pair_indices(yn, len(yn))
+  ia, ib = IR.pair_indices(yn, len(yn))
   met, v = _jit_metamers(model, bounds, tol, params, x[ia], x[ib])
   summary = I.summarize_validity(v)
+  # What the metamers look like to the oracle (None without one).
+  out["oracle_judgement"] = IR.judge(oracle, met, x[ia], x[ib], yn[ia],
+                                     yn[ib], bounds)
   m = min(int(cfg["num_metamers"]), len(ia))
   valid = np.asarray(v.valid)
   la, lm = (np.asarray(_jit_logits(model, params, t)) for t in (x[ia], met))
@@ -1033,11 +1033,12 @@ def robustness_report(model, params, images, labels, report_config,
   return _report(fn, images, labels, cfg, workdir, rng, bounds=bounds,
                  provenance=provenance, progress=progress,
                  invertible=(model, params) if invertible else None,
-                 nuisance_data=nuisance_data, bias=bias)
+                 nuisance_data=nuisance_data, bias=bias, model=model)
 
 
 def _report(fn, images, labels, cfg, workdir, rng, *, bounds, provenance,
-            progress, invertible=None, nuisance_data=None, bias=None):
+            progress, invertible=None, nuisance_data=None, bias=None,
+            model=None, oracle=None):
   """Runs the sections and writes the report (see :func:`logits_report`)."""
   progress = _progress_fn(progress)
   provenance = _check_provenance(provenance)
@@ -1126,17 +1127,31 @@ def _report(fn, images, labels, cfg, workdir, rng, *, bounds, provenance,
     warns += w
   warns += consistency_warnings(minimal, robust)
   images_out = {}
+  why = "no oracle was given to the report"
+  if oracle is None and nuisance_data is not None:
+    progress("invariance: the oracle (trained once, cached in the workdir)")
+    oracle, why = IR.oracle_for(model, nuisance_data, workdir,
+                                int(np.max(np.asarray(labels))) + 1
+                                if model is None else model.num_classes)
   if invertible is not None:
     progress("invariance: metamers, interpolation, nuisance classifier")
     model, params = invertible
     report["invariance"], w, images_out = _invariance_section(
-        model, params, images, labels, cfg, k_nc, bounds, nuisance_data)
+        model, params, images, labels, cfg, k_nc, bounds, nuisance_data,
+        oracle)
     nc = report["invariance"]["nuisance_classifier"]
     nc["test_accuracy_ci"] = _ci(nc["test_accuracy"], nc["num_test"])
     nc["train_accuracy_ci"] = _ci(nc["train_accuracy"], nc["num_train"])
     acc, m = _nuisance_model_accuracy(fn, images, labels, nuisance_data)
     nc["model_accuracy"], nc["model_accuracy_ci"] = acc, _ci(acc, m)
     warns = w + warns           # metamer validity first: it voids a section
+  if oracle is not None:
+    progress("invariance by optimisation: model metamers, invariance vs "
+             "sensitivity")
+    report["invariance_search"], w, found = IR.search_section(
+        fn, images, labels, cfg, bounds, oracle, why, report["autoattack"])
+    images_out.update(found)
+    warns += w
   report["warnings"] = warns
   report["headline"] = _headline(report)
   for w in warns:

@@ -53,12 +53,12 @@ SETTINGS = {
                  oracle_steps=150, oracle_train=1000,
                  autoattack=dict(version="custom", attacks=("apgd-ce",),
                                  steps=3)),
-    "cpu": dict(num_pairs=32, steps=500, linf_eps=(0.1,), l2_eps=(1.0,),
-                oracle_steps=2000, oracle_train=60000,
+    "cpu": dict(num_pairs=16, steps=500, linf_eps=(0.1,), l2_eps=(),
+                oracle_steps=1000, oracle_train=60000,
                 autoattack=dict(version="custom",
                                 attacks=("apgd-ce", "apgd-t", "fmn-t",
                                          "square"),
-                                steps=50, num_targets=3, queries=1000,
+                                steps=50, num_targets=3, queries=300,
                                 fmn_steps=50)),
 }
 

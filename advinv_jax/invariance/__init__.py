@@ -40,7 +40,8 @@ from advinv_jax.invariance._optimize import (DEFAULT_MATCH_TOL,
                                              invariance_rate, match_features,
                                              model_features, model_metamer,
                                              noise_like)
-from advinv_jax.invariance._oracle import (ORACLE_MODELS, Oracle,
+from advinv_jax.invariance._oracle import (ORACLE_BATCH_SIZE, ORACLE_MODELS,
+                                           ORACLE_STEPS, Oracle,
                                            OracleJudgement, judge_metamers,
                                            oracle_architecture,
                                            summarize_judgement, train_oracle)
@@ -49,7 +50,8 @@ from advinv_jax.invariance._probe import (nuisance_classifier_logits,
 
 __all__ = [
     "DEFAULT_MATCH_TOL", "DEFAULT_METAMER_TOL", "InvarianceAttackResult",
-    "MetamerSearch", "MetamerValidity", "ORACLE_MODELS", "Oracle",
+    "MetamerSearch", "MetamerValidity", "ORACLE_BATCH_SIZE", "ORACLE_MODELS",
+    "ORACLE_STEPS", "Oracle",
     "OracleJudgement", "feature_layers", "invariance_attack",
     "invariance_rate", "judge_metamers", "match_features", "metamer_latent",
     "metamer_validity", "metameric_sample", "model_features",

@@ -35,7 +35,7 @@ import optax
 from flax import serialization
 
 from advinv_jax import losses
-from advinv_jax._files import write_atomic
+from advinv_jax.runs import write_atomic
 from advinv_jax.invariance._analytic import out_of_bounds
 from advinv_jax.models import build_model
 
@@ -43,10 +43,10 @@ Array = jax.Array
 
 # The oracle's architectures (small, fast to train on CPU) and settings.
 ORACLE_MODELS = {
-    "cnn": {"name": "cnn", "cnn": {"features": (32, 64), "hidden": (128,)}},
+    "cnn": {"name": "cnn", "cnn": {"features": (16, 32), "hidden": (64,)}},
     "mlp": {"name": "mlp", "mlp": {"hidden": (512, 256)}},
 }
-ORACLE_STEPS = 2000
+ORACLE_STEPS = 1000
 ORACLE_BATCH_SIZE = 128
 ORACLE_LR = 1e-3
 
