@@ -21,9 +21,7 @@ unreadable workdir, SIGTERM) is one line too; ``--debug`` (or
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import traceback
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from absl import app, flags
@@ -31,7 +29,7 @@ import ml_collections
 from ml_collections import config_flags
 from ml_collections.config_flags import tuple_parser
 
-from advinv_jax._settings import closest_field
+from advinv_jax._settings import closest_field, walk
 
 FLAGS = flags.FLAGS
 _DEBUG = flags.DEFINE_bool(
@@ -66,14 +64,7 @@ class UsageError(Exception):
 
 def fields(config) -> Dict[str, Any]:
   """``{dotted path: value}`` of the leaves of a ConfigDict."""
-  out = {}
-  for key in config.keys():
-    value = config[key]
-    if isinstance(value, ml_collections.ConfigDict):
-      out.update({f"{key}.{k}": v for k, v in fields(value).items()})
-    else:
-      out[key] = value
-  return out
+  return dict(walk(config))
 
 
 def unknown_field_message(path: str, known, flag: str = "config") -> str:
@@ -228,8 +219,8 @@ def one_line_error(e: BaseException, workdir: str = "."):
   (usage and config errors, workdir ownership, relaunch, checkpoints,
   interrupts, full disks, files that cannot be read or written); ``(None,
   None)`` for the others (bugs), which keep their traceback."""
-  from advinv_jax._files import (DiskFullError, Interrupted, RunError,
-                                 disk_full_error, is_disk_full, shorten)
+  from advinv_jax.runs import (DiskFullError, Interrupted, RunError,
+                               disk_full_error, is_disk_full, shorten)
   from advinv_jax._settings import ConfigError
   if isinstance(e, (UsageError, ConfigError)):
     return f"error: {e}", 2
@@ -255,10 +246,10 @@ def run(main: Callable[[List[str]], Any]) -> None:
   parsing, and every refusal raised by ``main`` (:func:`one_line_error`);
   SIGTERM raises in the main thread like SIGINT, so that cleanups run.
   ``--debug`` / ``ADVINV_DEBUG=1``: full tracebacks."""
-  from advinv_jax._files import signals_raise
   from advinv_jax.platform import enable_compilation_cache
 
   def wrapped(argv):
+    from advinv_jax.runs import signals_raise  # after parsing: imports jax
     enable_compilation_cache()   # on unless ADVINV_JAX_COMPILATION_CACHE=off
     try:
       with signals_raise():

@@ -9,13 +9,10 @@ import os
 import jax
 import numpy as np
 
+from advinv_jax import runs
 from advinv_jax.report import (print_progress, provenance_from_config,
                                robustness_report)
-from advinv_jax.train import (check_config, check_workdir, make_mesh,
-                              train_and_evaluate)
-from advinv_jax.train._workdir import (WorkdirLock, is_disk_full,
-                                       record_history, remove_if_created,
-                                       signals_raise, staged_dir)
+from advinv_jax.train import check_config, make_mesh, train_and_evaluate
 
 
 def run(config, workdir: str) -> dict:
@@ -23,9 +20,10 @@ def run(config, workdir: str) -> dict:
 
   Everything that can be checked before the data loads is checked first
   (``train.check_config``); a start that fails leaves the workdir as it was.
-  The workdir stays locked for the whole job, and SIGINT/SIGTERM anywhere
-  in it raise ``train.Interrupted`` (the lock is released, no staging
-  folder stays). The report is written atomically (:func:`staged_dir`: its
+  The job holds the workdir once, for training and the report
+  (``runs.Run``: its lock; SIGINT/SIGTERM anywhere raise
+  ``runs.Interrupted``, the lock is released, no staging folder stays). The
+  report is written atomically (``runs.staged_dir``: its
   files appear complete or not at all); if it fails, the summary says so in
   ``report_error`` (one line) and the training outputs stay as they are. A
   finished run whose report exists is not reported again, unless a
@@ -33,18 +31,13 @@ def run(config, workdir: str) -> dict:
   the change is recorded in the history only once the report is written.
   """
   check_config(config, make_mesh())
-  with signals_raise():
-    created = check_workdir(workdir)
-    try:
-      with WorkdirLock(workdir):
-        return _run_locked(config, workdir)
-    except BaseException:
-      remove_if_created(workdir, created)   # a start that failed: no trace
-      raise
+  with runs.Run(workdir) as held:
+    return _run_held(config, held)
 
 
-def _run_locked(config, workdir):
-  result = train_and_evaluate(config, workdir)
+def _run_held(config, held: runs.Run):
+  workdir = held.workdir
+  result = train_and_evaluate(config, workdir, run=held)
   summary = {"test_accuracy": result["eval"]["accuracy"],
              "train_accuracy": result["train_eval"]["accuracy"],
              "steps": result["steps"]}
@@ -58,10 +51,10 @@ def _run_locked(config, workdir):
           + "; ".join(f"config.{f}: {a!r} -> {b!r}"
                       for f, (a, b) in changed.items()))
   try:
-    with staged_dir(workdir) as stage:
+    with runs.staged_dir(workdir) as stage:
       report = _report(config, result, stage)
   except Exception as e:  # pylint: disable=broad-except
-    what = ("disk full" if is_disk_full(e) else
+    what = ("disk full" if runs.is_disk_full(e) else
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     summary["report_error"] = (
         f"the robustness report failed ({what}); the training outputs in "
@@ -69,8 +62,8 @@ def _run_locked(config, workdir):
         f"-m experiments.robustness_report --workdir={workdir}")
     return summary
   if changed:
-    record_history(workdir, {"event": "report", "changes": changed},
-                   result["steps"])
+    runs.record_history(workdir, {"event": "report", "changes": changed},
+                        result["steps"])
   summary["report"] = os.path.join(workdir, "report.html")
   summary["report_json"] = report_path
   summary["warnings"] = len(report["warnings"])
@@ -97,7 +90,7 @@ def _report(config, result, out_dir):
   return robustness_report(
       model, params, test["image"], test["label"], config.report, out_dir,
       jax.random.PRNGKey(config.seed + 1),
-      nuisance_data=_nuisance_data(ds, config) if model.invertible else None,
+      nuisance_data=_nuisance_data(ds, config),   # also the oracle's
       bias=result["extras"].get("differential_bias"),
       bounds=ds.bounds, progress=None if quiet else print_progress,
       provenance=provenance_from_config(

@@ -54,7 +54,7 @@ import numpy as np
 from advinv_jax import attacks as A
 from advinv_jax import _report_invariance as IR
 from advinv_jax import invariance as I
-from advinv_jax._files import write_atomic
+from advinv_jax.runs import write_atomic
 from advinv_jax.config import REPORT_FULL, default_config
 from advinv_jax.losses import add_binary_bias
 

@@ -74,10 +74,9 @@ def run(workdir: str, split: str = "test", num_examples: int = 0,
   import jax  # pylint: disable=g-import-not-at-top  (after the flags parse)
   from advinv_jax.report import (print_progress, provenance_from_config,
                                  report_settings, robustness_report)
+  from advinv_jax.runs import (clean_stale_staging, read_json_file,
+                               remove_if_created, staged_dir, write_atomic)
   from advinv_jax.train import load_trained
-  from advinv_jax.train._workdir import (clean_stale_staging, read_json_file,
-                                         remove_if_created, staged_dir,
-                                         write_atomic)
   out_dir = out or os.path.join(workdir, f"report_{split}")
   created = _prepare_out(out_dir, bool(out))
   try:

@@ -17,8 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from advinv_jax import job, train
-from advinv_jax.train import _workdir
+from advinv_jax import job, runs, train
 from tests._helpers import subprocess_env, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -228,12 +227,12 @@ def test_other_model_is_refused_and_nothing_moves(finished, tmp_path):
   before = _snapshot(workdir)
   cfg = _small()
   cfg.model.cnn.features = (8, 16)
-  with pytest.raises(_workdir.ConfigMismatchError,
+  with pytest.raises(runs.ConfigMismatchError,
                      match=r"config.model.cnn.features: \[8, 8\] -> \[8, 16\].*"
                      "resume_mismatch=allow"):
     train.train_and_evaluate(cfg, str(workdir))
   cfg.train.resume_mismatch = "allow"
-  with pytest.raises(train.CheckpointMismatchError,
+  with pytest.raises(runs.CheckpointMismatchError,
                      match="step 6 .* does not match the model.*Nothing was "
                      "moved"):
     train.train_and_evaluate(cfg, str(workdir))
@@ -244,7 +243,7 @@ def test_other_model_is_refused_and_nothing_moves(finished, tmp_path):
   with open(workdir / "config.json", "w") as f:
     json.dump(raw, f)
   before = _snapshot(workdir)
-  with pytest.raises(train.CheckpointMismatchError):
+  with pytest.raises(runs.CheckpointMismatchError):
     train.load_trained(str(workdir), with_extras=False)
   assert _snapshot(workdir) == before
 
@@ -259,7 +258,7 @@ def test_relaunch_with_other_computation_is_refused(finished, tmp_path,
   cfg = _small()
   *parents, leaf = field.split(".")
   (cfg[parents[0]] if parents else cfg)[leaf] = value
-  with pytest.raises(_workdir.ConfigMismatchError, match=f"config.{field}: "):
+  with pytest.raises(runs.ConfigMismatchError, match=f"config.{field}: "):
     train.train_and_evaluate(cfg, str(workdir))
   assert _snapshot(workdir) == before
 
@@ -277,7 +276,7 @@ def test_finished_run_is_kept_and_extension_is_recorded(finished, tmp_path):
   assert res["steps"] == 8
   with open(workdir / "config.json", "rb") as f:
     assert hashlib.sha256(f.read()).hexdigest() == before["config.json"]
-  (entry,) = _workdir.read_history(str(workdir))
+  (entry,) = runs.read_history(str(workdir))
   assert entry["event"] == "extend" and entry["resumed_at_step"] == 6
   assert entry["changes"] == {"train.num_steps": [6, 8]}
   assert entry["previous_results"]["steps"] == 6
@@ -294,7 +293,7 @@ def test_relaunch_changing_another_architectures_section_is_accepted(
   other.model.firevnet.width = 64
   res = train.train_and_evaluate(other, str(workdir))
   assert res["steps"] == 6
-  (entry,) = _workdir.read_history(str(workdir))
+  (entry,) = runs.read_history(str(workdir))
   assert entry["event"] == "change"
   assert entry["changes"] == {"model.firevnet.width": [8, 64]}
 
@@ -308,12 +307,12 @@ def test_second_run_on_a_workdir_is_refused_naming_the_holder(tmp_path):
   try:
     me = {"pid": live.pid, "host": socket.gethostname(), "started": "t0"}
     lock.write_text(json.dumps(me))  # a live holder
-    with pytest.raises(_workdir.WorkdirBusyError,
+    with pytest.raises(runs.WorkdirBusyError,
                        match=f"in use by pid {live.pid} on host"):
       train.train_and_evaluate(_small(), str(workdir))
     lock.write_text(json.dumps({**me, "host": "elsewhere"}))
-    with pytest.raises(_workdir.WorkdirBusyError, match="host elsewhere"):
-      _workdir.WorkdirLock(str(workdir)).acquire()
+    with pytest.raises(runs.WorkdirBusyError, match="host elsewhere"):
+      runs.WorkdirLock(str(workdir)).acquire()
   finally:
     live.kill()
     live.wait()
@@ -321,7 +320,7 @@ def test_second_run_on_a_workdir_is_refused_naming_the_holder(tmp_path):
   gone.wait()
   lock.write_text(json.dumps({**me, "pid": gone.pid}))
   with pytest.warns(UserWarning, match="stale lock"):
-    with _workdir.WorkdirLock(str(workdir)):
+    with runs.WorkdirLock(str(workdir)):
       assert json.loads(lock.read_text())["pid"] == os.getpid()
   assert not lock.exists()
 
@@ -331,7 +330,7 @@ def test_corrupt_config_json_names_the_file(finished, tmp_path):
   (workdir / "config.json").write_text('{"model": {"width": 3')
   for call in (lambda: train.train_and_evaluate(_small(), str(workdir)),
                lambda: train.load_trained(str(workdir))):
-    with pytest.raises(_workdir.RunError,
+    with pytest.raises(runs.RunError,
                        match=f"{workdir}/config.json is not valid JSON.*"
                        "new --workdir"):
       call()
@@ -344,9 +343,9 @@ def test_full_disk_is_one_line(tmp_path, monkeypatch):
     raise RuntimeError("handle is closed") from OSError(
         errno.ENOSPC, "No space left on device")
 
-  ckpt = train.Checkpointer(str(tmp_path))
+  ckpt = runs.Checkpointer(str(tmp_path))
   monkeypatch.setattr(ocp.CheckpointManager, "save", full)
-  with pytest.raises(_workdir.DiskFullError) as e:
+  with pytest.raises(runs.DiskFullError) as e:
     ckpt.save(1, {"a": np.zeros(3, np.float32)})
   from advinv_jax import main
   line, code = main.one_line_error(e.value)
@@ -373,7 +372,7 @@ def test_failed_report_keeps_training_outputs(finished, tmp_path,
   assert "disk full" in summary["report_error"]
   assert "-m experiments.robustness_report" in summary["report_error"]
   after = _snapshot(workdir)
-  assert {k: v for k, v in after.items() if k != _workdir.HISTORY} == before
+  assert {k: v for k, v in after.items() if k != runs.HISTORY} == before
   assert summary["steps"] == 6
 
 
@@ -393,7 +392,7 @@ def test_sigint_during_the_report_is_one_line_and_keeps_outputs(
   with pytest.raises(KeyboardInterrupt) as e:
     job.run(cfg, str(workdir))
   after = _snapshot(workdir)
-  assert {k: v for k, v in after.items() if k != _workdir.HISTORY} == before
+  assert {k: v for k, v in after.items() if k != runs.HISTORY} == before
   assert not [p for p in os.listdir(workdir) if p.startswith(".staging")]
   from advinv_jax import main
   line, code = main.one_line_error(e.value)
@@ -402,14 +401,14 @@ def test_sigint_during_the_report_is_one_line_and_keeps_outputs(
 
 def test_second_signal_exits_at_once():
   exits = []
-  stop = _workdir.StopOnSignal(grace_s=60)
+  stop = runs.StopOnSignal(grace_s=60)
   stop._exit = exits.append
   stop._handle(signal.SIGINT, None)
   assert stop.signum == signal.SIGINT and not exits
   stop._handle(signal.SIGINT, None)
   assert exits == [128 + signal.SIGINT]
   stop.__exit__()
-  late = _workdir.StopOnSignal(grace_s=0.01)
+  late = runs.StopOnSignal(grace_s=0.01)
   late._exit = exits.append
   late._handle(signal.SIGTERM, None)
   time.sleep(0.5)

@@ -241,7 +241,7 @@ def test_write_atomic_leaves_no_partial_file(tmp_path, monkeypatch):
   """A write that fails midway (disk full, say) leaves neither a truncated
   target nor a temporary file; an existing file keeps its old content; the
   error names the file and the fix."""
-  from advinv_jax import _files as F
+  from advinv_jax.runs import _files as F
   target = tmp_path / "report.json"
   F.write_atomic(str(target), "old")
   real_fdopen = os.fdopen

@@ -16,9 +16,9 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from advinv_jax import cli, job, train
+from advinv_jax import cli, job, runs, train
 from advinv_jax.config import ConfigError, default_config
-from advinv_jax.train import _workdir
+from advinv_jax.models import MODEL_SECTIONS
 from tests._helpers import ROOT, subprocess_env
 from tests.test_faults import _copy, _small, _snapshot, finished  # noqa: F401
 
@@ -101,7 +101,7 @@ def test_a_failed_start_leaves_the_workdir_as_found(tmp_path, field, value,
       train.train_and_evaluate(cfg, str(workdir))
     assert (os.listdir(workdir) == [] if workdir.name == "empty"
             else not workdir.exists())
-  plan = _workdir._relaunch_plan(_small(), str(tmp_path / "empty"))
+  plan = runs.relaunch_plan(_small(), str(tmp_path / "empty"), MODEL_SECTIONS)
   assert plan["config_json"] is not None and plan["entry"] is None
 
 
@@ -119,23 +119,23 @@ def test_lock_holder_identity_survives_pid_reuse(tmp_path):
   PID namespace) or a live process started at another time is gone; a
   reboot on the same host is gone; a live holder, or one on another
   machine, is not."""
-  me = _workdir._identity()
+  me = runs._lock._identity()
   live = _sleeper()
   try:
-    ticks = _workdir._start_ticks(live.pid)
+    ticks = runs._lock._start_ticks(live.pid)
     assert ticks is not None
     holder = {**me, "pid": live.pid, "start_ticks": ticks}
-    assert not _workdir.holder_is_gone(holder)
-    assert _workdir.holder_is_gone({**holder, "start_ticks": ticks - 1})
-    assert _workdir.holder_is_gone({**me})            # this process's PID
-    assert _workdir.holder_is_gone({**holder, "boot_id": "another-boot"})
-    assert not _workdir.holder_is_gone(
+    assert not runs.holder_is_gone(holder)
+    assert runs.holder_is_gone({**holder, "start_ticks": ticks - 1})
+    assert runs.holder_is_gone({**me})            # this process's PID
+    assert runs.holder_is_gone({**holder, "boot_id": "another-boot"})
+    assert not runs.holder_is_gone(
         {**holder, "boot_id": "another-boot", "host": "elsewhere"})
-    assert _workdir.holder_is_gone({})               # unreadable lock file
+    assert runs.holder_is_gone({})               # unreadable lock file
     lock = tmp_path / ".lock"
     lock.write_text(json.dumps({**me, "started": "t0"}))   # our PID, reused
     with pytest.warns(UserWarning, match="took over the stale lock"):
-      with _workdir.WorkdirLock(str(tmp_path)):
+      with runs.WorkdirLock(str(tmp_path)):
         assert json.loads(lock.read_text())["start_ticks"] == me[
             "start_ticks"]
     assert not lock.exists()
@@ -145,14 +145,14 @@ def test_lock_holder_identity_survives_pid_reuse(tmp_path):
 
 
 def _race(workdir, barrier, results):
-  lock = _workdir.WorkdirLock(workdir)
+  lock = runs.WorkdirLock(workdir)
   barrier.wait()
   try:
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")
       lock._acquire()     # process 0's part (no jax in the forked child)
     won = True
-  except _workdir.WorkdirBusyError:
+  except runs.WorkdirBusyError:
     won = False
   results.put(won)
   barrier.wait()          # winners hold the lock until all have tried
@@ -222,19 +222,19 @@ def test_a_changed_report_field_reruns_the_report_and_is_recorded_after(
                       _stub_report(calls, disk_full))
   summary = job.run(changed, str(workdir))
   assert "disk full" in summary["report_error"]
-  assert [e["changes"] for e in _workdir.read_history(str(workdir))] == [
+  assert [e["changes"] for e in runs.read_history(str(workdir))] == [
       {"report.enabled": [False, True]}]
   monkeypatch.setattr(job, "robustness_report", _stub_report(calls))
   job.run(changed, str(workdir))
   assert calls[-1] == (0.2,)
   with open(workdir / "report.json") as f:
     assert json.load(f)["linf_eps"] == [0.2]
-  last = _workdir.read_history(str(workdir))[-1]
+  last = runs.read_history(str(workdir))[-1]
   assert last["event"] == "report"
   assert last["changes"]["report.linf_eps"][1] == [0.2]
   n = len(calls)
   job.run(changed, str(workdir))                   # nothing left to do
-  assert len(calls) == n and len(_workdir.read_history(str(workdir))) == 2
+  assert len(calls) == n and len(runs.read_history(str(workdir))) == 2
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -286,13 +286,13 @@ def test_a_damaged_results_json_is_named_and_rewritten(finished, tmp_path):  # n
 
 def test_a_cut_history_line_is_skipped_and_the_next_starts_a_new_line(
     tmp_path):
-  hist = tmp_path / _workdir.HISTORY
+  hist = tmp_path / runs.HISTORY
   first = {"event": "change", "changes": {"eval.batch_size": [128, 64]}}
   hist.write_text(json.dumps(first) + "\n" + '{"event": "ext')   # cut line
-  _workdir.record_history(str(tmp_path), {
+  runs.record_history(str(tmp_path), {
       "event": "extend", "changes": {"train.num_steps": [6, 8]}}, 6)
   with pytest.warns(UserWarning, match=f"{hist}:2 is damaged"):
-    entries = _workdir.read_history(str(tmp_path))
+    entries = runs.read_history(str(tmp_path))
   assert [e["event"] for e in entries] == ["change", "extend"]
   assert hist.read_text().count("\n") == 3
 
@@ -312,14 +312,14 @@ def test_the_report_tool_names_its_step_writes_only_to_out_and_retries(
   (workdir / "results.json").unlink()             # as if still training
   before = _snapshot(workdir)
   monkeypatch.setattr(report_lib, "robustness_report", _stub_report([]))
-  real_steps = train.Checkpointer.steps
+  real_steps = runs.Checkpointer.steps
   listed = []
 
   def steps(self):
     listed.append(1)
     return real_steps(self) + ([9] if len(listed) == 1 else [])  # rotated
 
-  monkeypatch.setattr(train.Checkpointer, "steps", steps)
+  monkeypatch.setattr(runs.Checkpointer, "steps", steps)
   with warnings.catch_warnings():
     warnings.simplefilter("error")                # no "damaged" warning
     tool.run(str(workdir), num_examples=8, out=str(tmp_path / "out"))

@@ -1,13 +1,16 @@
-"""Training: objectives, the pure train step, data parallelism, checkpoints.
+"""Training: objectives, the pure train step, data parallelism, the loop.
 
 Public API::
 
   result = train_and_evaluate(config, workdir)      # the whole job
   step = make_train_step(model, objective, optimizer, axis_name=AXIS)
   state = init_train_state(model, objective, optimizer, rng, x)
+
+Workdirs, their lock, relaunches and checkpoints are ``advinv_jax.runs``
+(its checkpointer and the errors a training run raises are re-exported).
 """
-from advinv_jax.train._checkpoint import (Checkpointer,
-                                          CheckpointMismatchError)
+from advinv_jax.runs import (Checkpointer, CheckpointMismatchError,
+                             ConfigMismatchError, check_workdir)
 from advinv_jax.train._loop import (Experiment, NonFiniteError,
                                     build_experiment, check_config,
                                     load_trained,
@@ -21,17 +24,10 @@ from advinv_jax.train._parallel import (AXIS, data_parallel, make_mesh,
                                         replicate, shard_batch, to_host)
 from advinv_jax.train._step import (TrainState, init_train_state,
                                     make_train_step)
-from advinv_jax.train._workdir import (ConfigMismatchError, DiskFullError,
-                                       Interrupted, NotAWorkdirError,
-                                       RunError, RunInterrupted,
-                                       WorkdirBusyError, WorkdirError,
-                                       WorkdirLock, check_workdir)
 
 __all__ = [
     "AXIS", "Checkpointer", "CheckpointMismatchError", "ConfigMismatchError",
-    "DiskFullError", "Experiment", "Interrupted", "NonFiniteError",
-    "NotAWorkdirError", "RunError", "RunInterrupted", "WorkdirBusyError",
-    "WorkdirError", "WorkdirLock", "check_config",
+    "Experiment", "NonFiniteError", "check_config",
     "build_experiment", "load_trained", "Objective", "TrainState",
     "check_workdir", "data_parallel", "differential_bias", "evaluate",
     "init_train_state", "make_eval_fn", "make_mesh", "make_objective",

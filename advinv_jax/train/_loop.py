@@ -22,8 +22,10 @@ from jax.sharding import PartitionSpec as P
 from advinv_jax import data as data_lib
 from advinv_jax import losses
 from advinv_jax._settings import ConfigError, migrate_config, validate_config
-from advinv_jax.models import build_model
-from advinv_jax.train._checkpoint import Checkpointer
+from advinv_jax.models import MODEL_SECTIONS, build_model
+from advinv_jax.runs import (Checkpointer, NotAWorkdirError, Run,
+                             StopOnSignal, check_values, read_config_json,
+                             read_json_file, write_atomic)
 from advinv_jax.train._objectives import make_objective
 from advinv_jax.train._optim import (freeze_model_params, make_optimizer,
                                      param_paths)
@@ -31,12 +33,6 @@ from advinv_jax.train._parallel import (AXIS, check_batch_divisible,
                                         data_parallel, make_mesh, replicate,
                                         shard_batch, to_host)
 from advinv_jax.train._step import init_train_state, make_train_step
-from advinv_jax.train._workdir import (NotAWorkdirError, StopOnSignal,
-                                       WorkdirLock, check_values,
-                                       check_workdir, clean_stale_staging,
-                                       commit_relaunch, read_config_json,
-                                       read_json_file, relaunch_plan,
-                                       remove_if_created, write_atomic)
 from advinv_jax.train._writers import MetricWriter
 
 
@@ -268,10 +264,12 @@ def load_trained(workdir: str, *, with_extras: bool = True):
 
 
 def train_and_evaluate(config, workdir: str, *, mesh=None,
-                       stop_after: Optional[int] = None) -> Dict[str, Any]:
+                       stop_after: Optional[int] = None,
+                       run: Optional[Run] = None) -> Dict[str, Any]:
   """Trains and evaluates the model described by ``config`` in ``workdir``.
 
-  The run holds ``workdir``'s lock (:class:`WorkdirLock`) throughout. A
+  The run holds ``workdir`` throughout (``advinv_jax.runs.Run``: its lock,
+  taken once; given as ``run`` by a caller that holds it already). A
   relaunch resumes from the newest good checkpoint after its config is
   checked against the workdir's (:func:`relaunch_plan`); a finished run
   (``results.json`` written, all steps done) is returned as it is, nothing
@@ -288,6 +286,8 @@ def train_and_evaluate(config, workdir: str, *, mesh=None,
     mesh: device mesh (default: all devices).
     stop_after: stop (after checkpointing) once this many steps are done in
       this call; for tests of resumption.
+    run: the ``advinv_jax.runs.Run`` holding ``workdir`` (``job.run``'s);
+      None: this call holds it.
 
   Returns:
     A dict with ``model``, ``state`` (host numpy), ``dataset``, ``eval``
@@ -300,29 +300,35 @@ def train_and_evaluate(config, workdir: str, *, mesh=None,
   """
   mesh = make_mesh() if mesh is None else mesh
   check_config(config, mesh)
-  created = check_workdir(workdir)
-  try:
-    with WorkdirLock(workdir), StopOnSignal() as stop:
-      clean_stale_staging(workdir, everyone=True)
-      plan = relaunch_plan(config, workdir)
-      setup = build_experiment(config)
-      ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints)
-      try:
-        restored_step, restored = ckpt.restore_latest(setup.state)
-        if plan is not None and plan["entry"] is not None:
-          # an extension replaces results.json at its end: keep the old one
-          previous = read_json_file(os.path.join(workdir, "results.json"),
-                                    "not kept in the history")
-          if previous is not None:
-            plan["entry"]["previous_results"] = previous
-        commit_relaunch(workdir, plan, restored_step)
-        result = _train(config, workdir, mesh, setup, ckpt, restored_step,
-                        restored, stop, stop_after)
-      finally:
-        ckpt.close()
-  except BaseException:
-    remove_if_created(workdir, created)   # a start that failed: no trace
-    raise
+  if run is None:
+    with Run(workdir) as run:
+      return _start(config, run, mesh, stop_after)
+  if os.path.abspath(run.workdir) != os.path.abspath(workdir):
+    raise ValueError(f"run holds {run.workdir!r}, not the workdir {workdir!r}.")
+  return _start(config, run, mesh, stop_after)
+
+
+def _start(config, run: Run, mesh, stop_after):
+  """The relaunch check, the data and model, the newest checkpoint, then
+  training: nothing is recorded in the workdir before all of them worked."""
+  workdir = run.workdir
+  with StopOnSignal() as stop:
+    plan = run.plan(config, MODEL_SECTIONS)
+    setup = build_experiment(config)
+    ckpt = Checkpointer(workdir, keep=config.train.keep_checkpoints)
+    try:
+      restored_step, restored = ckpt.restore_latest(setup.state)
+      if plan is not None and plan["entry"] is not None:
+        # an extension replaces results.json at its end: keep the old one
+        previous = read_json_file(os.path.join(workdir, "results.json"),
+                                  "not kept in the history")
+        if previous is not None:
+          plan["entry"]["previous_results"] = previous
+      run.start(plan, restored_step)
+      result = _train(config, workdir, mesh, setup, ckpt, restored_step,
+                      restored, stop, stop_after)
+    finally:
+      ckpt.close()
   result["report_changes"] = plan["report_changes"] if plan else {}
   return result
 

@@ -29,15 +29,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from advinv_jax.train._workdir import (MIN_FREE_BYTES, RunError,
-                                       disk_full_error, is_disk_full,
-                                       write_atomic)
+from advinv_jax.runs._errors import (CheckpointMismatchError,
+                                     disk_full_error, is_disk_full)
+from advinv_jax.runs._files import MIN_FREE_BYTES, write_atomic
 
 MANIFEST = "checksums.json"
-
-
-class CheckpointMismatchError(RunError):
-  """A checkpoint's arrays do not match the model/optimiser being restored."""
 
 
 def _host_tree(tree):
