@@ -22,7 +22,7 @@ _HELD: Set[str] = set()  # lock paths this process holds (a second is refused)
 
 
 def pid_alive(pid: int) -> bool:
-  """Whether a process ``pid`` exists (on this machine, in this PID
+  """Whether a process ``pid`` exists (on the calling host, in its PID
   namespace)."""
   try:
     os.kill(pid, 0)
