@@ -176,3 +176,28 @@ def test_citations_of_papers_md_name_an_existing_section(top):
                                                    anchor not in anchors):
         bad.append(f"{path.relative_to(ROOT)}: {m[0]}")
   assert not bad, f"citations of docs/papers.md without a section it has: {bad}"
+
+
+def test_contributing_layout_names_every_module_and_only_existing_files():
+  text = (ROOT / "CONTRIBUTING.md").read_text()
+  block = text.split("## Layout", 1)[1].split("```", 2)[1]
+  named, package = set(), None
+  for line in block.splitlines():
+    if m := re.match(r"^(  )?(\w[\w.]*/?)\s", line + " "):
+      entry = m[2]
+      if m[1] is None:
+        package = entry if entry.endswith("/") else None
+        named.add(entry)
+      else:
+        named.add(package + entry)
+  named.update(f"advinv_jax/{f}" for f in re.findall(r"\b(_\w+\.py)\b", block)
+               if (ROOT / "advinv_jax" / f).is_file())
+  missing = sorted(n for n in named if not (ROOT / n).exists())
+  assert not missing, f"CONTRIBUTING.md's layout names what does not exist: {missing}"
+  modules = {f"advinv_jax/{p.name}" + ("/" if p.is_dir() else "")
+             for p in (ROOT / "advinv_jax").iterdir()
+             if p.name not in ("__init__.py", "__pycache__")
+             and (p.suffix == ".py" or (p / "__init__.py").is_file())}
+  mains = {"advinv_jax/main.py"}   # named with job.py
+  left_out = sorted(modules - named - mains)
+  assert not left_out, f"CONTRIBUTING.md's layout leaves out: {left_out}"
