@@ -2,6 +2,7 @@
 things that exist, and every citation of it in the code names a section it
 has. Plain file reads and ``ast`` only: nothing is imported or compiled."""
 import ast
+import functools
 import pathlib
 import re
 
@@ -42,10 +43,15 @@ def _module_file(parts):
   return None
 
 
+@functools.lru_cache(maxsize=None)
+def _parse(path: pathlib.Path) -> ast.Module:
+  return ast.parse(path.read_text())
+
+
 def _defines(path: pathlib.Path, names) -> bool:
   """Whether ``names[0]`` is defined (or imported) at the top of ``path``,
   ``names[1]`` inside it, and so on; imports are followed into the repo."""
-  body = ast.parse(path.read_text()).body
+  body = _parse(path).body
   for i, name in enumerate(names):
     found = None
     for node in body:
@@ -78,12 +84,17 @@ def _dotted_exists(name: str) -> bool:
   return False
 
 
+@functools.lru_cache(maxsize=None)
+def _package_lines() -> tuple:
+  return tuple(line for p in (ROOT / "advinv_jax").rglob("*.py")
+               for line in p.read_text().splitlines())
+
+
 def _field_exists(field: str) -> bool:
   """A config field: its last name is set somewhere in the package."""
-  leaf = re.escape(field.rsplit(".", 1)[1])
+  leaf = field.rsplit(".", 1)[1]
   pattern = re.compile(rf"\.{leaf}\s*=|\b{leaf}\s*:|[\"']{leaf}[\"']")
-  return any(pattern.search(p.read_text())
-             for p in (ROOT / "advinv_jax").rglob("*.py"))
+  return any(pattern.search(line) for line in _package_lines() if leaf in line)
 
 
 def _variant_exists(path: str, tokens: str) -> bool:
