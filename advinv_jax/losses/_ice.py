@@ -23,6 +23,11 @@ Two ways to run the min-max:
   w_n CE(D(gradient_reversal(z_n)), y)`` differentiated w.r.t. both parameter
   sets at once gives ``D`` the descent direction of its CE and the network the
   gradient of ``-w_n CE``, exactly as in :func:`ice_network_loss`.
+
+The training objective that runs these terms is ``_ice_objective`` in
+``advinv_jax/train/_objectives.py``; every place iCE lives (settings,
+configs, tests, experiments) and what the authors' recipe changes:
+docs/papers.md#independence-cross-entropy-ice.
 """
 from __future__ import annotations
 

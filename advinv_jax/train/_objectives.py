@@ -137,6 +137,8 @@ def _ice_nuisance_labels(y, shuffled: bool, r_perm, axis_name):
 
 
 def _ice_objective(cfg) -> Objective:
+  # iCE's terms are in losses/_ice.py; a map of all its parts:
+  # docs/papers.md#independence-cross-entropy-ice.
   ice = cfg.loss.ice
   alternating = ice.minmax == "alternating"
   k = int(ice.nuisance_steps)
