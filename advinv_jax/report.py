@@ -299,11 +299,15 @@ def fingerprint(tree) -> Optional[str]:
 
 def _git_commit() -> Optional[str]:
   """The advinv_jax checkout's commit (``+dirty`` with tracked changes), or
-  None outside a git checkout."""
+  None where advinv_jax is not a git checkout of its own (an installed
+  copy, even inside another repository)."""
   here = os.path.dirname(os.path.abspath(__file__))
   try:
     run = functools.partial(subprocess.run, cwd=here, capture_output=True,
                             text=True, timeout=10, check=True)
+    top = run(["git", "rev-parse", "--show-toplevel"]).stdout.strip()
+    if os.path.realpath(top) != os.path.realpath(os.path.dirname(here)):
+      return None
     commit = run(["git", "rev-parse", "HEAD"]).stdout.strip()
     dirty = run(["git", "status", "--porcelain", "--untracked-files=no"]
                 ).stdout.strip()
