@@ -4,7 +4,9 @@
       [--config.train.num_epochs=3 ...]
 
 Several hosts: start one process per host with ``--coordinator=HOST:PORT
---num_processes=N --process_id=i`` (CPU hosts use gloo collectives).
+--num_processes=N --process_id=i`` (CPU hosts use gloo collectives). If a
+process dies, the others stop within ``--peer_timeout_s`` with one line
+naming it (``runs.watch_peers``); relaunch all of them.
 """
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ _COORD = flags.DEFINE_string("coordinator", None,
                              "host:port of process 0 for jax.distributed.")
 _NPROC = flags.DEFINE_integer("num_processes", 1, "Number of processes.")
 _PID = flags.DEFINE_integer("process_id", 0, "This process's id.")
+_PEER_TIMEOUT = flags.DEFINE_float(
+    "peer_timeout_s", 30.0, "several processes: a peer silent this long is "
+    "dead; the others stop with one line saying how to relaunch")
 
 
 def main(argv):
@@ -35,11 +40,14 @@ def main(argv):
                          "--config=configs/<name>.py --workdir=<dir>")
   from advinv_jax.train import check_config
   check_config(config)   # a ConfigError: one line (cli.run)
+  from advinv_jax import runs
   if _COORD.value:
     import jax
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(_COORD.value, num_processes=_NPROC.value,
-                               process_id=_PID.value)
+    jax.distributed.initialize(
+        _COORD.value, num_processes=_NPROC.value, process_id=_PID.value,
+        heartbeat_timeout_seconds=int(max(100, 2 * _PEER_TIMEOUT.value)))
+    runs.watch_peers(_PEER_TIMEOUT.value)   # a dead peer: one line, bounded
   from advinv_jax.job import run
   try:
     summary = run(config, _WORKDIR.value)
@@ -48,7 +56,9 @@ def main(argv):
     if line is None or cli.debug():
       raise
     print(line, file=sys.stderr, flush=True)
+    runs.peer_done()
     sys.exit(code)
+  runs.peer_done()     # done: this process's silence is not a death
   print(json.dumps(summary, indent=1, default=str))
   if "warnings" in summary:
     print(f"report: {os.path.abspath(summary['report'])} "

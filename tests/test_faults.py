@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from advinv_jax import job, runs, train
+from advinv_jax import cli, job, runs, train
 from tests._helpers import subprocess_env, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -347,8 +347,7 @@ def test_full_disk_is_one_line(tmp_path, monkeypatch):
   monkeypatch.setattr(ocp.CheckpointManager, "save", full)
   with pytest.raises(runs.DiskFullError) as e:
     ckpt.save(1, {"a": np.zeros(3, np.float32)})
-  from advinv_jax import main
-  line, code = main.one_line_error(e.value)
+  line, code = cli.one_line_error(e.value)
   assert code == 1 and "\n" not in line and line.startswith(
       "error: disk full: no space left on the device of")
 
@@ -394,8 +393,7 @@ def test_sigint_during_the_report_is_one_line_and_keeps_outputs(
   after = _snapshot(workdir)
   assert {k: v for k, v in after.items() if k != runs.HISTORY} == before
   assert not [p for p in os.listdir(workdir) if p.startswith(".staging")]
-  from advinv_jax import main
-  line, code = main.one_line_error(e.value)
+  line, code = cli.one_line_error(e.value)
   assert code == 130 and "\n" not in line and "relaunch" in line
 
 

@@ -456,3 +456,38 @@ def test_one_step_gradient_agrees_across_device_counts():
         np.testing.assert_array_equal(a, b)
     grads[n] = got
   assert_trees_rel_close(grads[4], grads[1], tol=1e-5)
+
+
+# --------------------------------------------------------- multi-process
+
+
+def test_a_dead_peer_stops_the_others_in_one_line():
+  """Two jax.distributed processes watching each other (3 s timeout): when
+  process 1 is killed, process 0 exits within seconds with one line naming
+  it and saying how to relaunch (not a gloo / heartbeat abort after 100 s).
+  (A dead coordinator, process 0, makes the others abort at once from
+  inside jax: bounded, but not one line.)"""
+  import time
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = str(s.getsockname()[1])
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "tests._peer_worker", str(i), port], cwd=ROOT,
+      env=subprocess_env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True) for i in range(2)]
+  try:
+    for p in procs:
+      assert p.stdout.readline().strip() == "READY", p.stderr.read()[-2000:]
+    procs[1].kill()
+    t = time.monotonic()
+    _, err = procs[0].communicate(timeout=60)
+    waited = time.monotonic() - t
+  finally:
+    for p in procs:
+      p.kill()
+      p.wait()
+  lines = [l for l in err.splitlines() if l.strip()]
+  assert procs[0].returncode == 1 and len(lines) == 1, lines[-20:]
+  assert "process 1 of 2 stopped" in lines[0]
+  assert "Relaunch all 2 processes" in lines[0]
+  assert waited < 30, waited
