@@ -364,7 +364,7 @@ def test_refusals_are_one_line_with_the_traceback_behind_debug(tmp_path):
   procs = {name: _refusal(args, "experiments.robustness_report"
                           if name.startswith("report") else "advinv_jax.main")
            for name, (args, _) in cases.items()}
-  procs["debug"] = _refusal([f"--workdir={afile}", *tiny], env=dict(
+  procs["debug"] = _refusal(cases["config raises"][0], env=dict(
       subprocess_env(1), ADVINV_DEBUG="1"))
   for name, proc in procs.items():
     out, err = proc.communicate(timeout=180)
