@@ -51,6 +51,16 @@ def pair_up(labels):
   return out
 
 
+def train_with_test_split(cfg, workdir):
+  """Trains ``cfg`` in ``workdir``: ``(train_and_evaluate's result, wall
+  seconds, x_test f32[N, H, W, C], y_test int[N])``."""
+  t = time.perf_counter()
+  res = train_and_evaluate(cfg, workdir)
+  train_s = time.perf_counter() - t
+  test = res["dataset"].test.get(np.arange(len(res["dataset"].test)))
+  return res, train_s, jnp.asarray(test["image"]), np.asarray(test["label"])
+
+
 def measure(name, overrides, num_epochs, root):
   cfg = default_config()
   for k, v in overrides.items():
@@ -59,12 +69,8 @@ def measure(name, overrides, num_epochs, root):
   cfg.train.progress_bar = False
   if num_epochs:
     cfg.train.num_epochs = num_epochs
-  t = time.perf_counter()
-  res = train_and_evaluate(cfg, os.path.join(root, name))
-  train_s = time.perf_counter() - t
+  res, train_s, x, y = train_with_test_split(cfg, os.path.join(root, name))
   model, params, ds = res["model"], res["state"].params, res["dataset"]
-  test = ds.test.get(np.arange(len(ds.test)))
-  x, y = jnp.asarray(test["image"]), np.asarray(test["label"])
   xb = x[pair_up(y)]
 
   @jax.jit
