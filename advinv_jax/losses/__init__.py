@@ -17,14 +17,18 @@ Public API::
   differential_loss(s_pos[P], s_neg[N]); differential_loss_from_batch(s, y)
   midpoint_bias(s_pos, s_neg); max_accuracy_bias(s, y); decision_bias(s, y,
   rule); binary_scores(logits[B,2])
+  b = differential_bias(model_or_logits_fn, params, split, batch_size, rule)
+  logits_fn = with_bias(model_or_logits_fn, b)    # logits + [0, b]
 """
 from advinv_jax.losses._classification import binary_scores, cross_entropy
-from advinv_jax.losses._differential import (add_binary_bias,
+from advinv_jax.losses._differential import (BiasedLogits,
+                                             add_binary_bias,
                                              decision_bias,
+                                             differential_bias,
                                              differential_loss,
                                              differential_loss_from_batch,
                                              max_accuracy_bias,
-                                             midpoint_bias)
+                                             midpoint_bias, with_bias)
 from advinv_jax.losses._ice import (factorial_gaussian_nll, glow_nll,
                                     gradient_reversal, ice_network_loss, init_prior_params,
                                     mle_nuisance_term, nuisance_classifier_loss,
@@ -37,10 +41,12 @@ __all__ = [
     "NUISANCE_OPTIMIZERS",
     "loss_defaults",
     "validate_loss",
+    "BiasedLogits",
     "add_binary_bias",
     "binary_scores",
     "cross_entropy",
     "decision_bias",
+    "differential_bias",
     "differential_loss",
     "differential_loss_from_batch",
     "factorial_gaussian_nll",
@@ -53,4 +59,5 @@ __all__ = [
     "mle_nuisance_term",
     "nuisance_classifier_loss",
     "nuisance_updates",
+    "with_bias",
 ]

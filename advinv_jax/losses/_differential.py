@@ -3,19 +3,28 @@
 For a binary model with scalar score ``s(x)`` (``w^T phi(x)``, or
 :func:`binary_scores` of a two-logit head) the loss over positives ``x_i`` and
 negatives ``y_j`` is ``mean_ij softplus(-(s(x_i) - s(y_j)))``. Any bias cancels
-in the differences, so it is set after training by :func:`midpoint_bias`;
+in the differences, so it is set after training by :func:`decision_bias`
+(:func:`midpoint_bias`, Nar et al.'s rule, or :func:`max_accuracy_bias`);
 the prediction is ``sign(s(x) + b)``. For a linear model, gradient descent on
 this loss converges in direction to the hard-margin SVM.
+
+The decision bias lives here, start to end: :func:`decision_bias` places it
+from scores, :func:`differential_bias` from a model over a whole (training)
+split, :func:`with_bias` applies it to a model's or a ``logits_fn``'s
+logits (:func:`add_binary_bias`). Training, the report and the experiments
+call these.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+import dataclasses
+from typing import Any, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from advinv_jax import _checks
+from advinv_jax.losses._classification import binary_scores
 
 Array = jax.Array
 
@@ -242,3 +251,75 @@ def add_binary_bias(logits: Array, bias) -> Array:
   """
   return logits + jnp.stack([jnp.zeros_like(jnp.asarray(bias, logits.dtype)),
                              jnp.asarray(bias, logits.dtype)])
+
+
+@dataclasses.dataclass(frozen=True)
+class BiasedLogits:
+  """``logits(params, x) + [0, b]``: a two-logit head with the decision bias
+  ``b`` on class 1 (Nar et al.: the classifier is ``sign(z_1 - z_0 + b)``);
+  ``bias=None`` leaves the logits as they are.
+
+  ``fn`` is a model (its ``.logits`` is called) or a plain
+  ``logits_fn(params, x)``. Frozen: equal (and hashing equal) for equal
+  models and biases, so inside a ``jax.tree_util.Partial`` with the
+  parameters it keys jit's cache, and a second report on another split,
+  seed or parameter value compiles nothing new.
+
+  Call: ``params`` the model's, ``x: f32[B, H, W, C]`` -> ``f32[B, 2]``.
+  """
+  fn: Any
+  bias: Optional[float] = None
+
+  def __call__(self, params, x):
+    z = getattr(self.fn, "logits", self.fn)(params, x)
+    return z if self.bias is None else add_binary_bias(z, self.bias)
+
+
+def with_bias(fn, bias: Optional[float]) -> BiasedLogits:
+  """The logits of ``fn`` (a model or a ``logits_fn(params, x)``) with the
+  decision bias ``bias`` applied (:class:`BiasedLogits`).
+
+  Args:
+    fn: a model with ``.logits(params, x)`` or a ``logits_fn(params, x)``.
+    bias: scalar ``b`` (e.g. from :func:`differential_bias`) or None.
+
+  Returns:
+    A hashable ``logits_fn(params, x) -> f32[B, 2]``.
+
+  Raises:
+    ValueError: a bias for a model whose ``num_classes`` is not 2.
+  """
+  classes = getattr(fn, "num_classes", 2)
+  if bias is not None and classes != 2:
+    raise ValueError(f"bias is only meaningful for a binary model (2 "
+                     f"logits), got num_classes={classes}.")
+  return BiasedLogits(fn, None if bias is None else float(bias))
+
+
+def differential_bias(fn, params, source, batch_size: int,
+                      rule: str = "max_accuracy") -> float:
+  """The decision bias of a differentially trained model over a whole
+  (training) split: :func:`decision_bias` of the scores
+  ``binary_scores(logits)`` of every example of ``source``.
+
+  Args:
+    fn: a model with ``.logits(params, x)`` or a ``logits_fn(params, x)``
+      giving ``f32[B, 2]``.
+    params: its parameters.
+    source: a split with ``len(source)`` and ``source.get(indices) ->
+      {"image": f32[b, ...], "label": int[b]}`` (labels in ``{0, 1}``).
+    batch_size: examples per forward pass.
+    rule: see :func:`decision_bias`.
+
+  Returns:
+    The bias ``b`` as a Python float.
+  """
+  logits_fn = getattr(fn, "logits", fn)
+  score = jax.jit(lambda p, x: binary_scores(logits_fn(p, x)))
+  scores, labels = [], []
+  for start in range(0, len(source), batch_size):
+    got = source.get(np.arange(start, min(start + batch_size, len(source))))
+    scores.append(np.asarray(score(params, got["image"])))
+    labels.append(got["label"])
+  s, y = np.concatenate(scores), np.concatenate(labels)
+  return float(decision_bias(s, y, rule))

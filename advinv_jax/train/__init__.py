@@ -6,17 +6,22 @@ Public API::
   step = make_train_step(model, objective, optimizer, axis_name=AXIS)
   state = init_train_state(model, objective, optimizer, rng, x)
 
+A run read back: ``load_trained(workdir)``; started from another run's
+parameters: ``config.train.init_from`` (``_finetune.py``). The decision bias
+of differential training (``differential_bias``, ``with_bias``) is
+``advinv_jax.losses``'s, re-exported here.
+
 Workdirs, their lock, relaunches and checkpoints are ``advinv_jax.runs``
 (its checkpointer and the errors a training run raises are re-exported).
 """
 from advinv_jax.runs import (Checkpointer, CheckpointMismatchError,
                              ConfigMismatchError, check_workdir)
-from advinv_jax.train._loop import (Experiment, NonFiniteError,
-                                    build_experiment, check_config,
-                                    load_trained,
-                                    differential_bias, evaluate, make_eval_fn,
-                                    num_train_steps, train_and_evaluate,
-                                    with_bias)
+from advinv_jax.losses import differential_bias, with_bias
+from advinv_jax.train._experiment import Experiment, num_train_steps
+from advinv_jax.train._finetune import build_experiment
+from advinv_jax.train._loop import (NonFiniteError, check_config, evaluate,
+                                    make_eval_fn, train_and_evaluate)
+from advinv_jax.train._trained import load_trained
 from advinv_jax.train._objectives import (Objective, make_objective,
                                           nuisance_classifier)
 from advinv_jax.train._optim import make_optimizer, make_schedule

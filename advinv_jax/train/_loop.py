@@ -1,15 +1,15 @@
 """``train_and_evaluate(config, workdir)``: the whole training job.
 
-Validates the config, loads the data, builds model, objective and optimiser,
-resumes from the newest complete checkpoint in ``workdir``, trains with data
-parallelism over all devices, checkpoints every ``train.checkpoint_every``
-steps and at the end, and evaluates on the test split.
+Validates the config, loads the data, builds model, objective and optimiser
+(``_experiment.py``, ``_finetune.py``), resumes from the newest complete
+checkpoint in ``workdir``, trains with data parallelism over all devices,
+checkpoints every ``train.checkpoint_every`` steps and at the end, and
+evaluates on the test split.
 """
 from __future__ import annotations
 
 import json
 import os
-import re
 import time
 import warnings
 from typing import Any, Dict, Iterator, NamedTuple, Optional
@@ -21,18 +21,16 @@ from jax.sharding import PartitionSpec as P
 
 from advinv_jax import data as data_lib
 from advinv_jax import losses
-from advinv_jax._settings import ConfigError, migrate_config, validate_config
-from advinv_jax.models import MODEL_SECTIONS, build_model
-from advinv_jax.runs import (Checkpointer, NotAWorkdirError, Run,
-                             StopOnSignal, check_values, read_config_json,
+from advinv_jax._settings import ConfigError, validate_config
+from advinv_jax.models import MODEL_SECTIONS
+from advinv_jax.runs import (Checkpointer, Run, StopOnSignal, check_values,
                              read_json_file, write_atomic)
-from advinv_jax.train._objectives import make_objective
-from advinv_jax.train._optim import (freeze_model_params, make_optimizer,
-                                     param_paths)
+from advinv_jax.train._finetune import build_experiment
 from advinv_jax.train._parallel import (AXIS, check_batch_divisible,
                                         data_parallel, make_mesh, replicate,
                                         shard_batch, to_host)
-from advinv_jax.train._step import init_train_state, make_train_step
+from advinv_jax.train._step import make_train_step
+from advinv_jax.train._trained import run_extras
 from advinv_jax.train._writers import MetricWriter
 
 
@@ -62,13 +60,6 @@ def check_config(config, mesh=None) -> None:
         "of a finished run, or '' to start from scratch.")
 
 
-def num_train_steps(config, num_train: int) -> int:
-  spe = max(1, num_train // config.train.batch_size)
-  if config.train.num_steps > 0:
-    return int(config.train.num_steps)
-  return int(config.train.num_epochs) * spe
-
-
 def _batches(source, config, start_step: int) -> Iterator[Dict[str, np.ndarray]]:
   """This process's slices of the global batches, from ``start_step`` on."""
   bs = config.train.batch_size
@@ -79,27 +70,6 @@ def _batches(source, config, start_step: int) -> Iterator[Dict[str, np.ndarray]]
                                         epoch=epoch, shuffle=True,
                                         drop_remainder=True, start_step=skip)
     epoch, skip = epoch + 1, 0
-
-
-def _first_global_batch(source, config):
-  """The data-dependent init batch: the first global training batch, or
-  ``train.init_batch_size`` images (same shuffle); with ``train.init_noise``
-  plus ``U(0, train.dequant_noise)`` (seeded), as the authors' init on 512
-  noisy images (train.py ~L80)."""
-  bs = config.train.init_batch_size or config.train.batch_size
-  if bs > len(source):
-    raise ConfigError(f"config.train.init_batch_size={bs} exceeds the "
-                     f"{len(source)} training examples; lower it.")
-  it = data_lib.iterate_batches(source, bs,
-                                seed=config.seed, epoch=0, shuffle=True,
-                                drop_remainder=True, process_index=0,
-                                process_count=1)
-  batch = next(iter(it))
-  if config.train.init_noise and config.train.dequant_noise > 0:
-    rng = np.random.default_rng([int(config.seed), 21])
-    noise = rng.uniform(0.0, config.train.dequant_noise, batch["image"].shape)
-    batch = dict(batch, image=(batch["image"] + noise).astype(np.float32))
-  return batch
 
 
 def make_eval_fn(logits_fn, mesh):
@@ -147,120 +117,6 @@ def evaluate(eval_fn, params, source, batch_size: int, mesh) -> Dict[str, float]
 
 def _nonfinite_terms(metrics: Dict[str, float]):
   return sorted(k for k, v in metrics.items() if not np.isfinite(v))
-
-
-class Experiment(NamedTuple):
-  """What a config builds before training (see :func:`build_experiment`)."""
-  dataset: Any
-  model: Any
-  objective: Any
-  optimizer: Any
-  total_steps: int
-  state: Any      # freshly initialised TrainState, host numpy
-  step_rng: jax.Array
-
-
-def build_experiment(config) -> Experiment:
-  """Loads the data and builds model, objective, optimiser and initial state.
-
-  Deterministic in ``config`` (ActNorm is initialised on the first global
-  batch of epoch 0), so a checkpoint of the same config restores into it.
-  """
-  dataset = data_lib.load_dataset(config.data, seed=config.seed)
-  if len(dataset.train) < config.train.batch_size:
-    raise ConfigError(
-        f"config.train.batch_size={config.train.batch_size} is larger than the "
-        f"{len(dataset.train)} training examples; lower it.")
-  model = build_model(config.model, dataset.image_shape, dataset.num_classes)
-  objective = make_objective(config)
-  total = num_train_steps(config, len(dataset.train))
-  optimizer = make_optimizer(config.optimizer, total)
-  first = _first_global_batch(dataset.train, config)
-  model.check_input(first["image"])
-  init_rng, step_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-  if config.train.trainable:
-    shapes = jax.eval_shape(model.init, init_rng, first["image"])
-    optimizer = freeze_model_params(optimizer, shapes, config.train.trainable)
-  state = jax.jit(lambda r, x: init_train_state(model, objective, optimizer,
-                                                r, x))(init_rng,
-                                                       first["image"])
-  state = to_host(state)
-  if config.train.init_from:
-    params = _params_from_workdir(config, state.params)
-    state = state.replace(params=params, opt_state=to_host(jax.jit(
-        optimizer.init)({"model": params, "loss": state.loss_params})))
-  return Experiment(dataset, model, objective, optimizer, total, state,
-                    step_rng)
-
-
-def _params_from_workdir(config, fresh):
-  """Model params from ``config.train.init_from``'s newest checkpoint.
-
-  Parameters whose path matches ``config.train.reinit`` keep their fresh
-  initialisation (e.g. a new head); every other one must exist in the source
-  run with the same shape.
-  """
-  src_dir = config.train.init_from
-  reinit = re.compile(config.train.reinit) if config.train.reinit else None
-  _, _, src_state, _ = load_trained(src_dir, with_extras=False)
-  src = dict(zip(param_paths(src_state.params),
-                 jax.tree_util.tree_leaves(src_state.params)))
-  leaves = []
-  for path, leaf in zip(param_paths(fresh), jax.tree_util.tree_leaves(fresh)):
-    if reinit is not None and reinit.search(path):
-      leaves.append(leaf)
-      continue
-    if path not in src or np.shape(src[path]) != np.shape(leaf):
-      got = "missing" if path not in src else f"shape {np.shape(src[path])}"
-      raise ConfigError(
-          f"config.train.init_from={src_dir!r}: parameter {path!r} "
-          f"{np.shape(leaf)} is {got} there; add it to config.train.reinit "
-          "to keep it freshly initialised.")
-    leaves.append(np.asarray(src[path]))
-  return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(fresh),
-                                      leaves)
-
-
-def load_trained(workdir: str, *, with_extras: bool = True):
-  """Restores a finished (or interrupted) run from its workdir (read-only:
-  nothing there is moved, deleted or rewritten; a damaged step is skipped
-  with a warning, a checkpoint that does not match the config raises
-  :class:`CheckpointMismatchError`).
-
-  Args:
-    workdir: a workdir of :func:`train_and_evaluate`.
-    with_extras: also compute the extras (the differential bias: one pass
-      over the training set); False returns ``{}`` for them.
-
-  Returns:
-    ``(config, experiment, state, extras)``: the run's config (from
-    ``config.json`` and the changes in ``config_history.jsonl``), the
-    rebuilt :class:`Experiment`, the newest good checkpoint's TrainState
-    (host numpy) and extras (the differential bias).
-  """
-  raw = read_config_json(workdir)
-  if raw is None:
-    raise NotAWorkdirError(
-        f"{os.path.join(workdir, 'config.json')} not found: {workdir!r} is "
-        "not a workdir of advinv_jax.main (train a model there first).")
-  config = migrate_config(raw)   # older workdirs: fields added since
-  validate_config(config)
-  exp = build_experiment(config)
-  ckpt = Checkpointer(workdir, read_only=True)
-  try:
-    step, state = ckpt.restore_latest(exp.state)
-  finally:
-    ckpt.close()
-  if state is None:
-    raise NotAWorkdirError(
-        f"no readable checkpoint in {workdir}/checkpoints: the run saved "
-        "none yet (wait for its first checkpoint), or all are damaged.")
-  extras = {}
-  if with_extras and config.loss.name == "differential":
-    extras["differential_bias"] = differential_bias(
-        exp.model, state.params, exp.dataset.train, config.eval.batch_size,
-        rule=config.loss.differential.bias)
-  return config, exp, state, extras
 
 
 def train_and_evaluate(config, workdir: str, *, mesh=None,
@@ -333,133 +189,172 @@ def _start(config, run: Run, mesh, stop_after):
   return result
 
 
+class _Sync(NamedTuple):
+  """The loop's host-side bookkeeping (replaced, never mutated)."""
+  step: int                  # steps done
+  synced: int                # last step whose skipped count was read
+  skipped: int               # ``state.skipped`` at ``synced``
+  last_ckpt: Optional[int]   # last step saved (None: none yet)
+
+
 def _train(config, workdir, mesh, setup, ckpt, restored_step, restored, stop,
            stop_after):
-  dataset, model, objective = setup.dataset, setup.model, setup.objective
-  optimizer, total, state = setup.optimizer, setup.total_steps, setup.state
-  step_rng = setup.step_rng
-  start = 0
+  """Trains from the restored checkpoint (or step 0) to the end, or to a
+  signal / ``stop_after``; at the end evaluates and writes results.json."""
+  state, start, total = setup.state, 0, setup.total_steps
   if restored is not None:
     state, start = restored, int(restored_step)
     print(f"Resumed from checkpoint step {start} in {ckpt.directory}")
-  results_path = os.path.join(workdir, "results.json")
-  result = {"model": model, "dataset": dataset, "objective": objective,
-            "extras": {}, "finished_before": False}
-  done = None
+  result = {"model": setup.model, "dataset": setup.dataset,
+            "objective": setup.objective, "extras": {},
+            "finished_before": False}
   if start >= total:
-    done = read_json_file(results_path, "evaluating the final checkpoint "
-                          "again to rewrite it")
-  if done is not None:
-    print(f"{workdir} holds a finished run ({done['steps']} steps, "
-          "results.json): nothing to train; raise config.train.num_steps / "
-          "num_epochs to extend it, or use a new --workdir.")
-    result.update(state=state, steps=start, eval=done["test"],
-                  train_eval=done["train"], extras=done.get("extras", {}),
-                  finished_before=True)
-    return result
-  last_ckpt = restored_step
+    done = read_json_file(os.path.join(workdir, "results.json"),
+                          "evaluating the final checkpoint again to rewrite "
+                          "it")
+    if done is not None:
+      return _finished_before(workdir, result, state, start, done)
+  sync = _Sync(start, start, int(state.skipped), restored_step)
+  writer = MetricWriter(workdir, resume_step=start)
+  try:
+    state, sync = _loop(config, mesh, setup, ckpt, state, sync, stop,
+                        stop_after, writer)
+    if stop.signum is not None and sync.step < total:
+      raise stop.interrupted(sync.step, (
+          f"checkpoint step {sync.last_ckpt} saved in {ckpt.directory}"
+          if sync.last_ckpt is not None else
+          "no step was done, nothing saved"))
+    host_state = to_host(state)
+    result.update(state=host_state, steps=sync.step)
+    if sync.step >= total:
+      _evaluate_and_write(config, workdir, mesh, setup.model, host_state,
+                          setup.dataset, writer, sync.step, result)
+  finally:
+    writer.close()
+  return result
 
-  train_step = make_train_step(model, objective, optimizer,
+
+def _finished_before(workdir, result, state, start, done):
+  """``result`` of a run whose workdir holds it finished (results.json)."""
+  print(f"{workdir} holds a finished run ({done['steps']} steps, "
+        "results.json): nothing to train; raise config.train.num_steps / "
+        "num_epochs to extend it, or use a new --workdir.")
+  result.update(state=state, steps=start, eval=done["test"],
+                train_eval=done["train"], extras=done.get("extras", {}),
+                finished_before=True)
+  return result
+
+
+def _loop(config, mesh, setup, ckpt, state, sync, stop, stop_after, writer):
+  """The steps from ``sync.step`` on: logs every ``train.log_every``,
+  checkpoints when due, on a signal and after ``stop_after`` steps.
+
+  Returns:
+    ``(state, sync)``: the (replicated) state and bookkeeping at the stop.
+  """
+  total, start = setup.total_steps, sync.step
+  train_step = make_train_step(setup.model, setup.objective, setup.optimizer,
                                dequant_noise=config.train.dequant_noise,
                                axis_name=AXIS)
   p_step = data_parallel(train_step, mesh, in_specs=(P(), P(AXIS), P()),
                          out_specs=(P(), P()), donate_argnums=(0,))
-  skipped_seen = int(state.skipped)
   state = replicate(state, mesh)
-  writer = MetricWriter(workdir, resume_step=start)
-  progress = None
-  if config.train.progress_bar and jax.process_index() == 0 and start < total:
-    from tqdm.auto import tqdm
-    progress = tqdm(total=total, initial=start, desc="train", unit="step",
-                    dynamic_ncols=True)
-
-  def check_finite(step, since, metrics):
-    """At a host sync: stop or warn when steps in (since, step] were
-    skipped as non-finite (``state.skipped`` grew)."""
-    nonlocal skipped_seen
-    skipped = int(to_host(state.skipped))
-    if skipped == skipped_seen:
-      return
-    new, skipped_seen = skipped - skipped_seen, skipped
-    bad = (_nonfinite_terms(metrics) if metrics else []) or [
-        "loss or gradients"]
-    where = (f"at step {step}" if step - since == 1 else
-             f"at step {step} ({new} of steps {since + 1}-{step})")
-    if config.train.on_nonfinite == "stop":
-      raise NonFiniteError(
-          f"non-finite value in {', '.join(bad)} {where}; those updates were "
-          "not applied. Last good checkpoint: "
-          + (f"step {last_ckpt} in {ckpt.directory}" if last_ckpt is not None
-             else "none yet")
-          + ". Lower config.optimizer.learning_rate, set "
-          "config.optimizer.grad_clip_norm, or set "
-          "config.train.on_nonfinite='skip' to skip such steps.")
-    warnings.warn(f"non-finite {', '.join(bad)} {where}; {new} step(s) "
-                  "skipped.")
-
-  step = synced = start
-  batches = _batches(dataset.train, config, start)
+  progress = _progress_bar(config, start, total)
+  batches = _batches(setup.dataset.train, config, start)
   t_log, n_log = time.perf_counter(), 0
-  done_here = 0
   try:
-    while step < total and stop.signum is None:
+    while sync.step < total and stop.signum is None:
       batch = shard_batch(next(batches), mesh)
-      state, metrics = p_step(state, batch, jax.random.fold_in(step_rng, step))
-      step += 1
-      done_here += 1
-      n_log += 1
-      save = ((config.train.checkpoint_every > 0
-               and step % config.train.checkpoint_every == 0)
-              or step == total
-              or (stop_after is not None and done_here >= stop_after))
+      state, metrics = p_step(state, batch,
+                              jax.random.fold_in(setup.step_rng, sync.step))
+      sync, n_log = sync._replace(step=sync.step + 1), n_log + 1
+      step = sync.step
+      enough = stop_after is not None and step - start >= stop_after
       if step % config.train.log_every == 0 or step == total:
-        metrics = {k: float(v) for k, v in to_host(metrics).items()}
-        check_finite(step, synced, metrics)
-        synced = step
-        dt = time.perf_counter() - t_log
-        metrics["examples_per_sec"] = n_log * config.train.batch_size / max(
-            dt, 1e-9)
-        metrics["skipped_steps"] = float(skipped_seen)
-        writer.write(step, metrics, prefix="train/")
+        sync = _log(config, state, metrics, sync, n_log, t_log, writer,
+                    progress, ckpt)
         t_log, n_log = time.perf_counter(), 0
-        if progress is not None:
-          progress.set_postfix(
-              loss=f"{metrics['loss']:.4f}",
-              acc=f"{metrics.get('accuracy', float('nan')):.3f}",
-              ex_s=f"{metrics['examples_per_sec']:.0f}")
       if progress is not None:
         progress.update(1)
-      if save or stop.signum is not None:
-        if synced != step:
-          check_finite(step, synced, None)
-          synced = step
-        ckpt.save(step, to_host(state))
-        last_ckpt = step
-      if stop_after is not None and done_here >= stop_after:
+      every = config.train.checkpoint_every
+      if ((every > 0 and step % every == 0) or step == total or enough
+          or stop.signum is not None):
+        sync = _save(config, state, sync, ckpt)
+      if enough:
         break
-  except BaseException:
-    writer.close()
-    raise
   finally:
     if progress is not None:
       progress.close()
-  if stop.signum is not None and step < total:
-    writer.close()
-    raise stop.interrupted(step, (
-        f"checkpoint step {last_ckpt} saved in {ckpt.directory}"
-        if last_ckpt is not None else "no step was done, nothing saved"))
+  return state, sync
 
-  host_state = to_host(state)
-  result.update(state=host_state, steps=step)
-  if step < total:
-    writer.close()
-    return result
-  try:
-    _evaluate_and_write(config, workdir, mesh, model, host_state, dataset,
-                        writer, step, result)
-  finally:
-    writer.close()
-  return result
+
+def _progress_bar(config, start, total):
+  """A tqdm bar on process 0 when ``train.progress_bar``, else None."""
+  if not (config.train.progress_bar and jax.process_index() == 0
+          and start < total):
+    return None
+  from tqdm.auto import tqdm
+  return tqdm(total=total, initial=start, desc="train", unit="step",
+              dynamic_ncols=True)
+
+
+def _log(config, state, metrics, sync, n_log, t_log, writer, progress, ckpt):
+  """Brings the metrics to the host (a sync), checks the skipped steps and
+  writes ``train/`` metrics with the throughput since ``t_log``."""
+  metrics = {k: float(v) for k, v in to_host(metrics).items()}
+  sync = _check_finite(config, state, sync, metrics, ckpt)
+  dt = time.perf_counter() - t_log
+  metrics["examples_per_sec"] = n_log * config.train.batch_size / max(dt,
+                                                                      1e-9)
+  metrics["skipped_steps"] = float(sync.skipped)
+  writer.write(sync.step, metrics, prefix="train/")
+  if progress is not None:
+    progress.set_postfix(loss=f"{metrics['loss']:.4f}",
+                         acc=f"{metrics.get('accuracy', float('nan')):.3f}",
+                         ex_s=f"{metrics['examples_per_sec']:.0f}")
+  return sync
+
+
+def _save(config, state, sync, ckpt):
+  """Checks the skipped steps since the last sync, then saves a checkpoint."""
+  if sync.synced != sync.step:
+    sync = _check_finite(config, state, sync, None, ckpt)
+  ckpt.save(sync.step, to_host(state))
+  return sync._replace(last_ckpt=sync.step)
+
+
+def _check_finite(config, state, sync, metrics, ckpt):
+  """At a host sync: stop or warn when steps in ``(sync.synced,
+  sync.step]`` were skipped as non-finite (``state.skipped`` grew).
+
+  Returns:
+    ``sync`` with ``synced`` at ``sync.step`` and the new skipped count.
+
+  Raises:
+    NonFiniteError: ``train.on_nonfinite == 'stop'`` and a step was
+      skipped.
+  """
+  skipped = int(to_host(state.skipped))
+  step, since, new = sync.step, sync.synced, skipped - sync.skipped
+  sync = sync._replace(synced=step, skipped=skipped)
+  if new == 0:
+    return sync
+  bad = (_nonfinite_terms(metrics) if metrics else []) or [
+      "loss or gradients"]
+  where = (f"at step {step}" if step - since == 1 else
+           f"at step {step} ({new} of steps {since + 1}-{step})")
+  if config.train.on_nonfinite == "stop":
+    raise NonFiniteError(
+        f"non-finite value in {', '.join(bad)} {where}; those updates were "
+        "not applied. Last good checkpoint: "
+        + (f"step {sync.last_ckpt} in {ckpt.directory}"
+           if sync.last_ckpt is not None else "none yet")
+        + ". Lower config.optimizer.learning_rate, set "
+        "config.optimizer.grad_clip_norm, or set "
+        "config.train.on_nonfinite='skip' to skip such steps.")
+  warnings.warn(f"non-finite {', '.join(bad)} {where}; {new} step(s) "
+                "skipped.")
+  return sync
 
 
 def _evaluate_and_write(config, workdir, mesh, model, host_state, dataset,
@@ -468,14 +363,10 @@ def _evaluate_and_write(config, workdir, mesh, model, host_state, dataset,
   atomically written ``results.json``."""
 
   params = replicate(host_state.params, mesh)
-  logits_fn = model.logits
-  if config.loss.name == "differential":
-    bias = differential_bias(model, host_state.params, dataset.train,
-                             config.eval.batch_size,
-                             rule=config.loss.differential.bias)
-    result["extras"]["differential_bias"] = bias
-    logits_fn = with_bias(model.logits, bias)
-  eval_fn = make_eval_fn(logits_fn, mesh)
+  result["extras"].update(run_extras(config, model, host_state.params,
+                                     dataset.train))
+  eval_fn = make_eval_fn(losses.with_bias(
+      model, result["extras"].get("differential_bias")), mesh)
   test = evaluate(eval_fn, params, dataset.test, config.eval.batch_size, mesh)
   train = evaluate(eval_fn, params, dataset.split("train"),
                    config.eval.batch_size, mesh)
@@ -487,28 +378,3 @@ def _evaluate_and_write(config, workdir, mesh, model, host_state, dataset,
         {"steps": step, "test": test, "train": train,
          "extras": result["extras"],
          "skipped_steps": int(host_state.skipped)}, indent=1))
-
-
-def with_bias(logits_fn, bias: float):
-  """Adds a binary decision bias ``b`` to logit 1: score s + b."""
-
-  def fn(params, x):
-    return losses.add_binary_bias(logits_fn(params, x), bias)
-
-  return fn
-
-
-def differential_bias(model, params, source, batch_size: int,
-                      rule: str = "max_accuracy") -> float:
-  """Decision bias of differential training over a whole (training) split.
-
-  ``rule``: see :func:`advinv_jax.losses.decision_bias`.
-  """
-  score = jax.jit(lambda p, x: losses.binary_scores(model.logits(p, x)))
-  scores, labels = [], []
-  for start in range(0, len(source), batch_size):
-    got = source.get(np.arange(start, min(start + batch_size, len(source))))
-    scores.append(np.asarray(score(params, got["image"])))
-    labels.append(got["label"])
-  s, y = np.concatenate(scores), np.concatenate(labels)
-  return float(losses.decision_bias(s, y, rule))
