@@ -20,9 +20,13 @@ on the training set and cached in ``<workdir>/oracle``.
 
   ADVINV_MNIST_DIR=/path/to/mnist python -m experiments.invariance_architectures \\
       --scale=cpu --workdir=workdirs/invariance_architectures
-Scales: tiny (the bundled digits, seconds per model), cpu (MNIST; the
-fiRevNets at configs/mnist.py's cpu scale, 2 epochs, the MLP and CNN 2
-epochs too; ~1 h on 2 cores, most of it the fiRevNets' training).
+Scales: tiny (the bundled digits, a few training steps; minutes, most of it
+compilation), cpu (MNIST padded to 32x32: the fiRevNets at
+configs/mnist.py's cpu scale, 3 levels x 4 additive steps, width 32; the MLP
+256-256 and the CNN 32-64-64; 2 epochs each unless overridden; the run in
+docs/results.md trained 300 steps each, --config.train.num_epochs=0
+--config.train.num_steps=300, and cost 21-32 min per model on 2 shared
+cores, most of it the oracle's training and the attacks).
 """
 from __future__ import annotations
 
