@@ -103,10 +103,10 @@ def run(workdir: str, split: str = "test", num_examples: int = 0,
   got = src.get(idx)
   with rcfg.unlocked():
     rcfg.num_examples = n
-  nuisance = None
-  if exp.model.invertible:
-    ntr = min(len(exp.dataset.train), 10000)
-    nuisance = (exp.dataset.split("train").get(np.arange(ntr)), got)
+  # Training images: the nuisance classifier's (invertible models) and the
+  # oracle's that judges the metamers (every model).
+  ntr = min(len(exp.dataset.train), 10000)
+  nuisance = (exp.dataset.split("train").get(np.arange(ntr)), got)
   clean_stale_staging(out_dir)
   # Staged: the report's files appear complete or not at all.
   with staged_dir(out_dir) as stage:
