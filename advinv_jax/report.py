@@ -25,7 +25,10 @@ perturbation, pixel range, flags); the PGD sweep over ``linf_eps`` /
 ``l2_eps`` (the fast curve; every adversarial example is checked to lie in
 its ball and in the bounds); DeepFool (and FMN) minimal perturbations;
 consistency and gradient-masking warnings; for invertible models metamers
-and the nuisance classifier (:mod:`advinv_jax.invariance`). Every accuracy
+and the nuisance classifier (:mod:`advinv_jax.invariance`); for any model
+with an oracle (given, or trained from the training images) the oracle's
+reading of the metamers, model metamers by optimisation and the invariance
+rate beside AutoAttack's (``invariance_search``). Every accuracy
 carries its Wilson 95% interval (:func:`wilson_interval`). Settings: the
 config's ``report`` fields (:func:`report_settings`); ``report.full=True``
 switches to the paper-grade ``advinv_jax.config.REPORT_FULL``. See
