@@ -59,7 +59,7 @@ from advinv_jax import _report_invariance as IR
 from advinv_jax import invariance as I
 from advinv_jax.runs import write_atomic
 from advinv_jax.config import REPORT_FULL, default_config
-from advinv_jax.losses import add_binary_bias
+from advinv_jax.losses import with_bias
 
 # Defaults for report fields a config may lack: the schema's, plus the
 # input bounds (which come from the dataset, not the config).
@@ -158,49 +158,35 @@ def report_settings(report_config) -> Dict[str, Any]:
   return out
 
 
-_INT_MIN = dict(num_examples=0, pgd_steps=1, pgd_restarts=1,
-                deepfool_steps=1, deepfool_candidates=1, fmn_steps=0,
-                num_metamers=1, interpolation_steps=2, interpolation_pairs=1,
-                nuisance_classifier_steps=1,
-                nuisance_classifier_batch_size=1,
-                autoattack_num_examples=0, autoattack_steps=1,
-                autoattack_num_targets=1, autoattack_queries=1,
-                autoattack_fab_steps=1, autoattack_fmn_steps=1)
-_CHOICES = dict(pgd_loss=("ce", "margin"),
-                attack_loop=("fori", "unrolled", "scan", ""),
-                autoattack_version=("standard", "plus"))
-
-
 def validate_settings(cfg: Dict[str, Any]) -> None:
   """Checks resolved report settings (:func:`report_settings`) in Python,
   before anything compiles; raises ONE ``ValueError`` naming the field and
-  the fix."""
+  the fix. The value types here (what the config schema checks for a
+  ConfigDict); the ranges and choices by the rule set of ``config.report``
+  (``attacks.validate_report``, for a report that runs now)."""
   def bad(k, why):
     raise ValueError(f"report setting {k}={cfg[k]!r} {why}.")
 
-  for k, lo in _INT_MIN.items():
+  for k, ref in _DEFAULTS.items():
     v = cfg[k]
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-      bad(k, f"must be an integer >= {lo}")
-  for k, choices in _CHOICES.items():
-    if cfg[k] not in choices:
-      bad(k, f"must be one of {choices}")
-  for k in ("linf_eps", "l2_eps", "autoattack_linf_eps", "autoattack_l2_eps"):
-    v = cfg[k]
-    if isinstance(v, (str, bytes)) or not hasattr(v, "__len__"):
-      bad(k, "must be a tuple of radii, e.g. (0.05,) (empty: skip the norm)")
-    if not all(isinstance(e, (int, float, np.floating, np.integer))
-               and np.isfinite(e) and e >= 0 for e in v):
-      bad(k, "must hold finite radii >= 0 in the units of the inputs")
-  for k in ("metamer_min_valid", "metamer_max_out_of_bounds"):
-    if not 0.0 <= float(cfg[k]) <= 1.0:
-      bad(k, "is a share: it must be in [0, 1]")
-  for k in ("metamer_tol", "nuisance_classifier_lr"):
-    if not float(cfg[k]) > 0:
-      bad(k, "must be > 0")
-  for k in ("full", "enabled"):
-    if not isinstance(cfg[k], (bool, np.bool_)):
-      bad(k, "must be True or False")
+    if isinstance(ref, bool):
+      if not isinstance(v, (bool, np.bool_)):
+        bad(k, "must be True or False")
+    elif isinstance(ref, (int, float)):
+      kind = (int, np.integer) if isinstance(ref, int) else (int, float,
+                                                             np.number)
+      if isinstance(v, bool) or not isinstance(v, kind):
+        bad(k, "must be " + ("an integer" if isinstance(ref, int) else
+                             "a number"))
+    elif isinstance(ref, tuple) and k.endswith("_eps"):
+      if isinstance(v, (str, bytes)) or not hasattr(v, "__len__"):
+        bad(k, "must be a tuple of radii, e.g. (0.05,) (empty: skip the "
+            "norm)")
+      if not all(isinstance(e, (int, float, np.floating, np.integer))
+                 and np.isfinite(e) for e in v):
+        bad(k, "must hold finite radii in the units of the inputs")
+  A.validate_report({k: v for k, v in cfg.items() if k != "bounds"},
+                    direct=True)
   _check_bounds(cfg["bounds"], "bounds")
 
 
@@ -265,21 +251,6 @@ class MinimalSettings:
                         candidates=self.candidates, bounds=self.bounds)
     return A.fmn(logits_fn, x, y, norm=self.norm, steps=self.steps,
                  bounds=self.bounds, loop=self.loop)
-
-
-@dataclasses.dataclass(frozen=True)
-class _ModelLogits:
-  """``model.logits(params, x)``, plus a differential-training bias ``b`` on
-  class 1 (Nar et al.: the classifier is ``sign(z_1 - z_0 + b)``), as a
-  function equal (and hashing equal) for equal models and biases: inside a
-  ``jax.tree_util.Partial`` with the parameters it keys jit's cache, so a
-  report on another split, seed or parameter value compiles nothing new."""
-  model: Any
-  bias: Optional[float] = None
-
-  def __call__(self, params, x):
-    z = self.model.logits(params, x)
-    return z if self.bias is None else add_binary_bias(z, self.bias)
 
 
 # ----------------------------------------------------------- provenance
@@ -1027,12 +998,8 @@ def robustness_report(model, params, images, labels, report_config,
   """
   cfg = report_settings(report_config)
   model.check_input(jnp.asarray(images))
-  if bias is not None and getattr(model, "num_classes", None) != 2:
-    raise ValueError(f"bias is only meaningful for a binary model (2 "
-                     f"logits), got num_classes="
-                     f"{getattr(model, 'num_classes', None)}.")
-  fn = jax.tree_util.Partial(
-      _ModelLogits(model, None if bias is None else float(bias)), params)
+  # hashable (losses.BiasedLogits): the model and the bias key jit's cache
+  fn = jax.tree_util.Partial(with_bias(model, bias), params)
   bounds = _check_bounds(cfg["bounds"] if bounds is None else bounds)
   if provenance is None:
     provenance = {"model": type(model).__name__}
@@ -1056,24 +1023,9 @@ def _report(fn, images, labels, cfg, workdir, rng, *, bounds, provenance,
     invertible[0].check_input(images)
   _check_data(fn, images, labels, bounds)
   labels = labels.astype(jnp.int32)
-  # '' = the platform default (A.default_loop()). The config default is
-  # 'fori': at report sizes compilation dominates, and an unrolled PGD-20
-  # over a fiRevNet compiles ~4x longer (38 s vs 10 s) for a ~15% faster run.
-  loop = str(cfg["attack_loop"]) or None
   num = int(images.shape[0])
-  pgd_attacks = {norm: PGDSettings(
-      norm, int(cfg["pgd_steps"]), int(cfg["pgd_restarts"]),
-      str(cfg["pgd_loss"]), bounds, loop) for norm in ("linf", "l2")}
-  minimal_attacks = {("deepfool", norm): MinimalSettings(
-      "deepfool", norm, int(cfg["deepfool_steps"]),
-      int(cfg["deepfool_candidates"]), bounds) for norm in ("l2", "linf")}
-  if int(cfg["fmn_steps"]) > 0:
-    minimal_attacks.update({("fmn", norm): MinimalSettings(
-        "fmn", norm, int(cfg["fmn_steps"]), bounds=bounds, loop=loop)
-                            for norm in ("l2", "linf")})
-  n_aa = min(int(cfg["autoattack_num_examples"]), num)
-  aa_eps = {norm: tuple(float(e) for e in cfg[f"autoattack_{norm}_eps"])
-            for norm in ("linf", "l2")}
+  loop, pgd_attacks, minimal_attacks, n_aa, aa_eps = _attack_settings(
+      cfg, bounds, num)
   attacks_card = _attacks_card(cfg, pgd_attacks, minimal_attacks, n_aa,
                                aa_eps, num)
   os.makedirs(workdir, exist_ok=True)
@@ -1098,20 +1050,9 @@ def _report(fn, images, labels, cfg, workdir, rng, *, bounds, provenance,
   }
   warns: List[str] = []
   k_pgd, k_nc, k_aa = jax.random.split(rng, 3)
-  pgd_success, robust = {}, {}
-  for norm, attack in pgd_attacks.items():
-    eps_values = tuple(float(e) for e in cfg[f"{norm}_eps"])
-    if not eps_values:
-      continue
-    progress(f"PGD-{attack.steps} sweep {norm} eps={list(eps_values)}")
-    sec, w, succ = _pgd_section(fn, images, labels, correct, eps_values,
-                                attack, jax.random.fold_in(k_pgd, len(norm)))
-    report["pgd"][norm] = sec
-    pgd_success[norm] = succ
-    for k, e in enumerate(eps_values):
-      robust[(f"PGD-{attack.steps}", norm, e)] = (np.asarray(correct)
-                                                  & ~succ[k])
-    warns += w
+  report["pgd"], pgd_success, robust, w = _pgd_sections(
+      fn, images, labels, correct, cfg, pgd_attacks, k_pgd, progress)
+  warns += w
   for norm in ("linf", "l2"):
     if not aa_eps[norm] or n_aa == 0:
       continue
@@ -1168,6 +1109,56 @@ def _report(fn, images, labels, cfg, workdir, rng, *, bounds, provenance,
            f"warning(s)) into {workdir}")
   write_report(report, workdir, images_out, bounds)
   return report
+
+
+def _attack_settings(cfg, bounds, num):
+  """The report's attacks from its settings: ``(loop, pgd_attacks,
+  minimal_attacks, n_aa, aa_eps)`` (AutoAttack on the first ``n_aa`` of
+  the ``num`` inputs at ``aa_eps[norm]``)."""
+  # '' = the platform default (A.default_loop()). The config default is
+  # 'fori': at report sizes compilation dominates, and an unrolled PGD-20
+  # over a fiRevNet compiles ~4x longer (38 s vs 10 s) for a ~15% faster run.
+  loop = str(cfg["attack_loop"]) or None
+  pgd_attacks = {norm: PGDSettings(
+      norm, int(cfg["pgd_steps"]), int(cfg["pgd_restarts"]),
+      str(cfg["pgd_loss"]), bounds, loop) for norm in ("linf", "l2")}
+  minimal_attacks = {("deepfool", norm): MinimalSettings(
+      "deepfool", norm, int(cfg["deepfool_steps"]),
+      int(cfg["deepfool_candidates"]), bounds) for norm in ("l2", "linf")}
+  if int(cfg["fmn_steps"]) > 0:
+    minimal_attacks.update({("fmn", norm): MinimalSettings(
+        "fmn", norm, int(cfg["fmn_steps"]), bounds=bounds, loop=loop)
+                            for norm in ("l2", "linf")})
+  n_aa = min(int(cfg["autoattack_num_examples"]), num)
+  aa_eps = {norm: tuple(float(e) for e in cfg[f"autoattack_{norm}_eps"])
+            for norm in ("linf", "l2")}
+  return loop, pgd_attacks, minimal_attacks, n_aa, aa_eps
+
+
+def _pgd_sections(fn, images, labels, correct, cfg, pgd_attacks, key,
+                  progress):
+  """The PGD sweeps at each norm's eps (a norm without eps is skipped).
+
+  Returns:
+    ``(sections, success, robust, warnings)``: ``{norm: section}``,
+    ``{norm: bool[E, N]}`` successes, ``{(attack, norm, eps): bool[N]}``
+    robust inputs (correct and not broken) and the warnings.
+  """
+  sections, success, robust, warns = {}, {}, {}, []
+  for norm, attack in pgd_attacks.items():
+    eps_values = tuple(float(e) for e in cfg[f"{norm}_eps"])
+    if not eps_values:
+      continue
+    progress(f"PGD-{attack.steps} sweep {norm} eps={list(eps_values)}")
+    sec, w, succ = _pgd_section(fn, images, labels, correct, eps_values,
+                                attack, jax.random.fold_in(key, len(norm)))
+    sections[norm] = sec
+    success[norm] = succ
+    for k, e in enumerate(eps_values):
+      robust[(f"PGD-{attack.steps}", norm, e)] = (np.asarray(correct)
+                                                  & ~succ[k])
+    warns += w
+  return sections, success, robust, warns
 
 
 def _attacks_card(cfg, pgd_attacks, minimal_attacks, n_aa, aa_eps, num):

@@ -38,6 +38,7 @@ from advinv_jax.attacks._fmn import fmn
 from advinv_jax.attacks._minimal import deepfool
 from advinv_jax.attacks._pgd import fgsm, pgd
 from advinv_jax.attacks._square import square
+from advinv_jax.attacks._settings import REPORT_FULL, validate_report
 from advinv_jax.attacks._sweep import (attack_success_ratio, check_adversarial,
                                        eps_sweep, gradient_warnings,
                                        monotonicity_warnings,
@@ -51,4 +52,5 @@ __all__ = [
     "dlr_loss", "eps_sweep", "fab", "fgsm", "fmn", "gradient_warnings",
     "margin", "monotonicity_warnings", "pgd", "robust_accuracy_curve",
     "run_attack", "shard_batch_attack", "square", "top_other_classes",
+    "REPORT_FULL", "validate_report",
 ]

@@ -78,8 +78,22 @@ REPORT_FULL = dict(
     autoattack_fab_steps=100, autoattack_fmn_steps=100)
 
 
-def validate_report(r) -> None:
-  """Checks ``config.report``; one ConfigError."""
+def validate_report(r, *, direct: bool = False) -> None:
+  """Checks the report's settings: the one rule set for ``config.report``
+  and for a report called directly.
+
+  Args:
+    r: ``config.report`` (a ConfigDict), or with ``direct=True`` a report's
+      resolved settings (a dict: ``advinv_jax.report.report_settings``,
+      whose ``validate_settings`` checks the value types first).
+    direct: the settings of a report that runs now: its attacks need
+      steps, while ``num_examples=0`` (all the images given) and an empty
+      eps tuple (skip that norm) are allowed. Without it, an enabled report
+      section needs inputs and at least one budget of each norm.
+
+  Raises:
+    ConfigError (a ValueError): one, naming the field and the fix.
+  """
   for f in ("pgd_restarts", "deepfool_candidates", "nuisance_classifier_lr",
             "nuisance_classifier_batch_size", "autoattack_steps",
             "autoattack_num_targets", "autoattack_queries",
@@ -91,21 +105,23 @@ def validate_report(r) -> None:
             "autoattack_num_examples"):
     S.check_at_least(f"report.{f}", r[f], 0)
   S.check_sizes("report.nuisance_classifier_hidden",
-                r.nuisance_classifier_hidden)
-  S.check_at_least("report.interpolation_steps", r.interpolation_steps, 2)
+                r["nuisance_classifier_hidden"])
+  S.check_at_least("report.interpolation_steps", r["interpolation_steps"], 2)
   for f in ("metamer_min_valid", "metamer_max_out_of_bounds"):
     S.check_in(f"report.{f}", r[f], 0.0, 1.0, "[]")
   for f in ("linf_eps", "l2_eps", "autoattack_linf_eps", "autoattack_l2_eps"):
     if any(e < 0 for e in r[f]):
       raise S.ConfigError(f"config.report.{f}={r[f]} has a negative eps; "
                           "attack budgets must be >= 0.")
-  S.check_one_of("report.pgd_loss", r.pgd_loss, LOSSES)
-  S.check_one_of("report.attack_loop", r.attack_loop, LOOPS + ("",))
-  S.check_one_of("report.autoattack_version", r.autoattack_version,
+  S.check_one_of("report.pgd_loss", r["pgd_loss"], LOSSES)
+  S.check_one_of("report.attack_loop", r["attack_loop"], LOOPS + ("",))
+  S.check_one_of("report.autoattack_version", r["autoattack_version"],
                  AUTOATTACK_VERSIONS)
-  if r.enabled:
-    for f in ("num_examples", "pgd_steps", "deepfool_steps"):
+  if r["enabled"] or direct:
+    for f in (() if direct else ("num_examples",)) + ("pgd_steps",
+                                                      "deepfool_steps"):
       S.check_positive(f"report.{f}", r[f])
+  if r["enabled"] and not direct:
     for f in ("linf_eps", "l2_eps"):
       if not r[f]:
         raise S.ConfigError(f"config.report.{f} is empty: give at least one "
