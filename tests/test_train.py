@@ -1,6 +1,7 @@
 """Training: data-parallel equality, resumption, objectives, config errors."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -222,6 +223,13 @@ def test_head_on_frozen_features_from_another_run(tmp_path):
   cfg.train.init_from = ""
   with pytest.raises(ConfigError, match="init_from is empty"):
     validate_config(cfg)
+  # The fine-tuned run is read back without its source run: its checkpoint
+  # holds every parameter, and its bias is the one training computed.
+  shutil.rmtree(tmp_path / "src")
+  _, _, state, extras = train.load_trained(str(tmp_path / "head"))
+  chex.assert_trees_all_equal(jax.tree_util.tree_map(np.asarray,
+                                                     state.params), after)
+  assert extras == res["extras"]
 
 
 def _ice_step_setup(cfg):
