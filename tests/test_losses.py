@@ -337,6 +337,41 @@ class DifferentialTest(chex.TestCase):
     with self.assertRaisesRegex(ValueError, "both classes"):
       losses.max_accuracy_bias(s, jnp.zeros(6, jnp.int32))
 
+  def test_bias_over_a_split_and_applied(self):
+    """differential_bias over a split (in uneven batches) is decision_bias
+    of all its scores; with_bias predicts class 1 iff s + b > 0."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(3, 2)).astype(np.float32)
+    x = rng.normal(size=(13, 3)).astype(np.float32)
+    y = (rng.uniform(size=13) < 0.5).astype(np.int32)
+    y[:2] = (0, 1)
+
+    class Split:
+      def __len__(self):
+        return len(x)
+
+      def get(self, idx):
+        return {"image": x[idx], "label": y[idx]}
+
+    logits_fn = lambda p, v: v @ p
+    s = losses.binary_scores(jnp.asarray(x @ w))
+    for rule in ("midpoint", "max_accuracy"):
+      b = losses.differential_bias(logits_fn, w, Split(), 5, rule=rule)
+      # the same scores to float32 rounding (the split's are jitted)
+      np.testing.assert_allclose(b, losses.decision_bias(s, y, rule),
+                                 rtol=1e-6, atol=1e-6)
+      pred = jnp.argmax(losses.with_bias(logits_fn, b)(w, x), -1)
+      np.testing.assert_array_equal(pred, s + b > 0)
+    np.testing.assert_array_equal(losses.with_bias(logits_fn, None)(w, x),
+                                  x @ w)
+    self.assertEqual(hash(losses.with_bias(logits_fn, 0.5)),
+                     hash(losses.with_bias(logits_fn, 0.5)))
+
+    class ThreeClasses:
+      num_classes = 3
+    with self.assertRaisesRegex(ValueError, "binary model"):
+      losses.with_bias(ThreeClasses(), 0.5)
+
   def test_bad_inputs_raise(self):
     with self.assertRaisesRegex(ValueError, "empty"):
       losses.differential_loss(jnp.zeros((0,)), jnp.zeros((2,)))
