@@ -166,8 +166,8 @@ def build_train_step(cfg, batch, channels=3, size=32, seed=0):
   model = build_model(cfg.model, (size, size, channels), 10)
   objective = train.make_objective(cfg)
   opt = train.make_optimizer(cfg.optimizer, 1000)
-  # Jitted in a throwaway function, as the training loop does (advinv_jax/
-  # train/_loop.py): its executable is freed with it, and no op-by-op
+  # Jitted in a throwaway function, as training does (advinv_jax/train/
+  # _experiment.py): its executable is freed with it, and no op-by-op
   # executables stay cached.
   state = jax.jit(lambda r, v: train.init_train_state(model, objective, opt,
                                                       r, v))(k3, x[:64])
