@@ -129,13 +129,10 @@ def tiny_config(model="cnn", loss="ce", **train):
   c.loss.name = loss
   c.loss.ice.nuisance_hidden = (16,)
   c.loss.ice.nuisance_steps = 2
-  c.train.batch_size = 32
-  c.train.num_steps = 6
-  c.train.log_every = 2
-  c.train.checkpoint_every = 3
-  c.train.progress_bar = False
   c.eval.batch_size = 128
   c.report.enabled = False
+  train = dict(dict(batch_size=32, num_steps=6, log_every=2,
+                    checkpoint_every=3, progress_bar=False), **train)
   for k, v in train.items():
     c.train[k] = v
   return c
