@@ -26,14 +26,10 @@ import numpy as np
 
 from advinv_jax import invariance as I
 
-# The search's settings (the functions' defaults: projected Adam, 500 steps,
-# lr 0.03, match tolerance 1e-2) and how many report pairs it runs on.
-SEARCH_PAIRS = 32
-SEARCH_STEPS = 500
-SEARCH_LR = 0.03
-# The oracle's training images (the first ones of the report's train split).
-ORACLE_TRAIN = 20000
-ORACLE_EPOCHS = 10
+# The search's and the oracle's sizes are the report's settings
+# (config.report: invariance_pairs, invariance_steps, invariance_lr,
+# oracle_steps, oracle_num_train, oracle_epochs; advinv_jax/attacks/
+# _settings.py); the match tolerance is the search's own default.
 
 
 def pair_indices(labels: np.ndarray, m: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -48,25 +44,31 @@ def pair_indices(labels: np.ndarray, m: int) -> Tuple[np.ndarray, np.ndarray]:
   return a, np.asarray(b)
 
 
-def oracle_for(model, nuisance_data, cache_dir: str, num_classes: int
+def oracle_for(model, nuisance_data, cache_dir: str, num_classes: int, cfg
                ) -> Tuple[Optional[I.Oracle], Optional[str]]:
   """The report's oracle, trained on the train images of ``nuisance_data``
-  (``(train dict, test dict)`` or ``(x_train, y_train)``) and cached in
-  ``cache_dir``; ``(None, why)`` without training images."""
+  (``(train dict, test dict)`` or ``(x_train, y_train)``) for the report
+  settings ``cfg``'s ``oracle_steps`` (at most ``oracle_epochs`` passes over
+  its first ``oracle_num_train`` images) and cached in ``cache_dir``;
+  ``(None, why)`` without training images or with ``oracle_steps=0``."""
   import jax  # pylint: disable=g-import-not-at-top
   if nuisance_data is None:
     return None, ("no training images were given to the report "
                   "(nuisance_data), so no oracle judges the metamers")
+  if cfg["oracle_steps"] == 0:
+    return None, ("the oracle is off (report.oracle_steps=0), so no oracle "
+                  "judges the metamers")
   if isinstance(nuisance_data[0], dict):
     x_tr, y_tr = nuisance_data[0]["image"], nuisance_data[0]["label"]
     test = nuisance_data[1]
     x_te, y_te = test["image"], test["label"]
   else:
     (x_tr, y_tr), x_te, y_te = nuisance_data, None, None
-  x_tr, y_tr = np.asarray(x_tr)[:ORACLE_TRAIN], np.asarray(y_tr)[:ORACLE_TRAIN]
-  # At most ORACLE_EPOCHS passes over small training sets.
-  steps = min(I.ORACLE_STEPS, -(-ORACLE_EPOCHS * len(y_tr)
-                                // I.ORACLE_BATCH_SIZE))
+  n = int(cfg["oracle_num_train"])
+  x_tr, y_tr = np.asarray(x_tr)[:n], np.asarray(y_tr)[:n]
+  # At most oracle_epochs passes over small training sets.
+  steps = min(int(cfg["oracle_steps"]), -(-int(cfg["oracle_epochs"])
+                                           * len(y_tr) // I.ORACLE_BATCH_SIZE))
   orc = I.train_oracle(x_tr, y_tr, cache_dir=cache_dir,
                        rng=jax.random.PRNGKey(0),
                        architecture=I.oracle_architecture(model),
@@ -95,6 +97,16 @@ def judge(orc: Optional[I.Oracle], x_met, xa, xb, ya, yb, bounds
       jnp.asarray(ya, jnp.int32), jnp.asarray(yb, jnp.int32), bounds=bounds))
 
 
+def off_section(cfg, orc: Optional[I.Oracle], why: Optional[str]
+                ) -> Dict[str, Any]:
+  """The search's section when it is switched off: the oracle and the line
+  the report states (``off``)."""
+  off = ("The invariance search is off (report.invariance_pairs=0)."
+         if cfg["invariance_pairs"] == 0 else
+         f"No invariance search: {why}.")
+  return {"oracle": oracle_summary(orc, why), "off": off}
+
+
 def search_section(fn, x, y, cfg, bounds, orc: Optional[I.Oracle],
                    why: Optional[str], autoattack: Dict[str, Any]
                    ) -> Tuple[Dict[str, Any], List[str], Dict[str, Any]]:
@@ -102,12 +114,13 @@ def search_section(fn, x, y, cfg, bounds, orc: Optional[I.Oracle],
   table; ``(section, warnings, images)``."""
   t = time.perf_counter()
   yn = np.asarray(y)
-  ia, ib = pair_indices(yn, min(SEARCH_PAIRS, len(yn)))
+  steps, lr = int(cfg["invariance_steps"]), float(cfg["invariance_lr"])
+  ia, ib = pair_indices(yn, min(int(cfg["invariance_pairs"]), len(yn)))
   keep = yn[ia] != yn[ib]
   ia, ib = ia[keep], ib[keep]
   out: Dict[str, Any] = {"oracle": oracle_summary(orc, why),
-                         "num_pairs": int(len(ia)), "steps": SEARCH_STEPS,
-                         "lr": SEARCH_LR, "tol": I.DEFAULT_MATCH_TOL}
+                         "num_pairs": int(len(ia)), "steps": steps,
+                         "lr": lr, "tol": I.DEFAULT_MATCH_TOL}
   if not len(ia):
     return dict(out, rows=[]), ["invariance search: no report pairs of "
                                 "different classes."], {}
@@ -125,7 +138,7 @@ def search_section(fn, x, y, cfg, bounds, orc: Optional[I.Oracle],
   rows, x_box = [], None
   for norm, eps in runs:
     r = I.invariance_rate(fn, judge_fn, xa, xb, yb, eps, norm=norm,
-                          steps=SEARCH_STEPS, lr=SEARCH_LR, bounds=bounds)
+                          steps=steps, lr=lr, bounds=bounds)
     x_box = r.pop("x")
     for k, e in enumerate(eps):
       aa = autoattack.get(norm, {})

@@ -55,7 +55,7 @@ def figure_files(report) -> List[str]:
     out.append("autoattack_per_attack.png")
   if report.get("invariance"):
     out += ["metamers.png", "nuisance_interpolation.png"]
-  if report.get("invariance_search"):
+  if (report.get("invariance_search") or {}).get("grid"):
     out.append("model_metamers.png")
   return out
 
@@ -472,8 +472,10 @@ def _sections(report) -> List[Tuple[str, List[Any]]]:
 def _oracle_text(j, oracle) -> str:
   """The oracle's reading of metamers (its summary ``j``), one paragraph."""
   if not j:
-    return ("Oracle: none (the report had no training images to train one): "
-            "what the metamers look like is judged by eye only.")
+    why = ((oracle or {}).get("why")
+           or "the report had no training images to train one")
+    return (f"Oracle: none ({why}): what the metamers look like is judged "
+            "by eye only.")
   who = ""
   if oracle and oracle.get("available"):
     who = (f" ({oracle['architecture']}, test accuracy "
@@ -490,7 +492,9 @@ def _oracle_text(j, oracle) -> str:
 
 def _search_section(search) -> List[Any]:
   """Invariance by optimisation: the oracle, model metamers, and the
-  invariance-vs-sensitivity table."""
+  invariance-vs-sensitivity table (or the line saying it is off)."""
+  if "off" in search:
+    return [search["off"]]
   rows = []
   for r in search["rows"]:
     rows.append([_NORM[r["norm"]] if r["eps"] is not None else "box only",

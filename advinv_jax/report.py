@@ -801,7 +801,9 @@ def logits_report(logits_fn: Callable, images, labels, workdir: str, rng, *,
       (:func:`advinv_jax.invariance.train_oracle`, of another architecture
       than the model); given, the report adds ``invariance_search``: model
       metamers (A's logits from B, in the box) judged by it, and the
-      invariance rate beside AutoAttack's robust accuracy.
+      invariance rate beside AutoAttack's robust accuracy (its sizes:
+      ``settings`` ``invariance_pairs`` (0: off, the report says so),
+      ``invariance_steps``, ``invariance_lr``).
 
   Returns:
     The report dict (also ``workdir/report.json``), see
@@ -1080,7 +1082,7 @@ def _report(fn, images, labels, cfg, workdir, rng, *, bounds, provenance,
     progress("invariance: the oracle (trained once, cached in the workdir)")
     oracle, why = IR.oracle_for(model, nuisance_data, workdir,
                                 int(np.max(np.asarray(labels))) + 1
-                                if model is None else model.num_classes)
+                                if model is None else model.num_classes, cfg)
   if invertible is not None:
     progress("invariance: metamers, interpolation, nuisance classifier")
     model, params = invertible
@@ -1093,13 +1095,15 @@ def _report(fn, images, labels, cfg, workdir, rng, *, bounds, provenance,
     acc, m = _nuisance_model_accuracy(fn, images, labels, nuisance_data)
     nc["model_accuracy"], nc["model_accuracy_ci"] = acc, _ci(acc, m)
     warns = w + warns           # metamer validity first: it voids a section
-  if oracle is not None:
+  if oracle is not None and cfg["invariance_pairs"] > 0:
     progress("invariance by optimisation: model metamers, invariance vs "
              "sensitivity")
     report["invariance_search"], w, found = IR.search_section(
         fn, images, labels, cfg, bounds, oracle, why, report["autoattack"])
     images_out.update(found)
     warns += w
+  elif oracle is not None or nuisance_data is not None:   # switched off
+    report["invariance_search"] = IR.off_section(cfg, oracle, why)
   report["warnings"] = warns
   report["headline"] = _headline(report)
   for w in warns:

@@ -144,6 +144,10 @@ def tiny(config, *, model=True):
   c.report.autoattack_queries = 20
   c.report.autoattack_fab_steps = 3
   c.report.autoattack_fmn_steps = 3
+  c.report.invariance_pairs = 4         # the search and the oracle: run,
+  c.report.invariance_steps = 20        # at the smallest sizes
+  c.report.oracle_steps = 30
+  c.report.oracle_num_train = 512
   return c
 
 

@@ -53,8 +53,8 @@ INF = float("inf")
 # on pixels), eps of both attacks, the oracle's training, AutoAttack's
 # members (APGD-CE, APGD-T, FMN-T, Square at cpu) with reduced budgets.
 SETTINGS = {
-    "tiny": dict(num_pairs=8, steps=20, linf_eps=(0.1,), l2_eps=(),
-                 oracle_steps=150, oracle_train=1000,
+    "tiny": dict(num_pairs=4, steps=20, linf_eps=(0.1,), l2_eps=(),
+                 oracle_steps=30, oracle_train=512,
                  autoattack=dict(version="custom", attacks=("apgd-ce",),
                                  steps=3)),
     "cpu": dict(num_pairs=16, steps=500, linf_eps=(0.1,), l2_eps=(),

@@ -146,7 +146,8 @@ def test_old_workdir_config_json_migrates():
   """A config.json of an older workdir loads in today's schema. The fixture
   (tests/data/config_flat_model.json) was written by the flat ``config.model``
   schema, for a cnn run, without fields added later (the report's attack
-  loop, the subnet compute dtype, the differential bias rule): the flat
+  loop, the subnet compute dtype, the differential bias rule, the report's
+  oracle and invariance search): the flat
   fields move to their sub-sections (hidden to the cnn's: the run's model),
   missing fields take their schema default or the value reproducing the
   older run, JSON lists become tuples, a renamed field takes its new name,
@@ -174,6 +175,8 @@ def test_old_workdir_config_json_migrates():
   want.model.cnn.features, want.model.cnn.hidden = (8, 8), (16,)
   want.model.compute.dtype = "float32"
   want.loss.differential.bias = "midpoint"
+  # Its report had no oracle and no invariance search.
+  want.report.invariance_pairs = want.report.oracle_steps = 0
   # The run's own values of fields whose default changed since it was
   # written (the fixture holds them): they stay.
   want.report.autoattack_l2_eps = tuple(raw["report"]["autoattack_l2_eps"])

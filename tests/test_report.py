@@ -41,7 +41,9 @@ def tiny_report_config():
       "autoattack_num_examples": 16, "autoattack_linf_eps": (0.1,),
       "autoattack_l2_eps": (), "autoattack_steps": 3,
       "autoattack_num_targets": 1, "autoattack_queries": 10,
-      "autoattack_fab_steps": 3, "autoattack_fmn_steps": 3})
+      "autoattack_fab_steps": 3, "autoattack_fmn_steps": 3,
+      "invariance_pairs": 4, "invariance_steps": 20, "oracle_steps": 30,
+      "oracle_num_train": 512})
 
 
 def data(n=40, k=10):

@@ -17,7 +17,8 @@ FAST = {"num_examples": 12, "linf_eps": (0.1,), "l2_eps": (),
         "autoattack_linf_eps": (0.1,), "autoattack_l2_eps": (),
         "autoattack_steps": 2,
         "autoattack_num_targets": 1, "autoattack_queries": 10,
-        "num_metamers": 4}
+        "num_metamers": 4, "invariance_pairs": 6, "invariance_steps": 20,
+        "oracle_steps": 30, "oracle_num_train": 512}
 
 
 def _rows(n, seed, size=4, k=4):
@@ -44,7 +45,8 @@ def test_plain_logits_fn_gets_model_metamers_and_the_table(tmp_path):
                       jax.random.PRNGKey(0), settings=FAST, oracle=orc)
   assert "invariance" not in rep            # no inverse: no analytic part
   s = rep["invariance_search"]
-  assert s["oracle"]["architecture"] == "mlp" and s["num_pairs"] == 12
+  assert s["oracle"]["architecture"] == "mlp" and s["num_pairs"] == 6
+  assert s["steps"] == 20
   linf, box = s["rows"]
   assert linf["norm"] == "linf" and linf["eps"] == 0.1 and box["eps"] is None
   assert linf["autoattack_robust_accuracy"] == (
@@ -62,6 +64,15 @@ def test_plain_logits_fn_gets_model_metamers_and_the_table(tmp_path):
   with open(tmp_path / "r" / "report.md") as f:
     md = f.read()
   assert "Invariance vs sensitivity" in md and "The oracle" in md
+  # Switched off, the search is one line in the report, no figure.
+  off = logits_report(logits_fn, x, y, str(tmp_path / "off"),
+                      jax.random.PRNGKey(0),
+                      settings=dict(FAST, invariance_pairs=0), oracle=orc)
+  assert off["invariance_search"]["off"] == (
+      "The invariance search is off (report.invariance_pairs=0).")
+  assert not os.path.exists(tmp_path / "off" / "model_metamers.png")
+  with open(tmp_path / "off" / "report.md") as f:
+    assert off["invariance_search"]["off"] in f.read()
 
 
 def test_invertible_report_trains_the_oracle_once(tmp_path):
@@ -85,3 +96,11 @@ def test_invertible_report_trains_the_oracle_once(tmp_path):
                             jax.random.PRNGKey(0), **kw)
   assert again["invariance_search"]["oracle"]["loaded"]
   assert again["invariance"]["oracle_judgement"] == j
+  # report.oracle_steps=0: no oracle, no search, and the report says why.
+  off = robustness_report(model, params, x, y, dict(FAST, oracle_steps=0),
+                          str(tmp_path / "off"), jax.random.PRNGKey(0), **kw)
+  assert off["invariance"]["oracle_judgement"] is None
+  assert not off["invariance_search"]["oracle"]["available"]
+  assert "report.oracle_steps=0" in off["invariance_search"]["off"]
+  assert not [f for f in os.listdir(tmp_path / "off")
+              if f.startswith("oracle_")]

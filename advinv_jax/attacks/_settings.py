@@ -64,6 +64,18 @@ def report_defaults() -> ml_collections.ConfigDict:
   # A metamer is an image of the data's box: any pixel outside it warns
   # (with the share outside and the largest overshoot).
   r.metamer_max_out_of_bounds = 0.0
+  # Invariance for any model (advinv_jax/_report_invariance.py): an oracle
+  # of another architecture, trained on the first oracle_num_train training
+  # images for oracle_steps steps (at most oracle_epochs passes; 0: no
+  # oracle is trained, the report says so), judges model metamers that
+  # projected Adam finds for invariance_pairs report pairs (0: no search,
+  # the report says so) in invariance_steps steps of rate invariance_lr.
+  r.invariance_pairs = 32
+  r.invariance_steps = 500
+  r.invariance_lr = 0.03
+  r.oracle_steps = 1000
+  r.oracle_num_train = 20000
+  r.oracle_epochs = 10
   r.full = False
   return r
 
@@ -99,10 +111,11 @@ def validate_report(r, *, direct: bool = False) -> None:
             "autoattack_num_targets", "autoattack_queries",
             "autoattack_fab_steps", "autoattack_fmn_steps", "metamer_tol",
             "num_metamers", "interpolation_pairs",
-            "nuisance_classifier_steps"):
+            "nuisance_classifier_steps", "invariance_steps", "invariance_lr",
+            "oracle_num_train", "oracle_epochs"):
     S.check_positive(f"report.{f}", r[f])
   for f in ("num_examples", "pgd_steps", "fmn_steps",
-            "autoattack_num_examples"):
+            "autoattack_num_examples", "invariance_pairs", "oracle_steps"):
     S.check_at_least(f"report.{f}", r[f], 0)
   S.check_sizes("report.nuisance_classifier_hidden",
                 r["nuisance_classifier_hidden"])
@@ -129,4 +142,8 @@ def validate_report(r, *, direct: bool = False) -> None:
                             "config.report.enabled=False.")
 
 
-S.register_section(S.Section("report", report_defaults, validate_report))
+# Reports written before the oracle and the invariance search existed had
+# neither.
+S.register_section(S.Section(
+    "report", report_defaults, validate_report,
+    value_before={"invariance_pairs": 0, "oracle_steps": 0}))
