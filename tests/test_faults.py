@@ -449,6 +449,8 @@ def test_sigterm_saves_at_the_next_step_and_exits_in_one_line(tmp_path):
     ("report.num_examples", 0, "num_examples=0 must be > 0"),
     ("report.pgd_steps", 0, "pgd_steps=0 must be > 0"),
     ("report.pgd_loss", "hinge", "pgd_loss='hinge' is not one of"),
+    ("report.invariance_pairs", -1, "invariance_pairs=-1 must be >= 0"),
+    ("report.invariance_lr", 0.0, "invariance_lr=0.0 must be > 0"),
     ("model.cnn.features", (8, 0), r"features=\(8, 0\) must be a tuple of ints >= 1"),
     ("loss.ice.nuisance_hidden", (0,), "must be a tuple of ints >= 1"),
     ("train.resume_mismatch", "yes", "is not one of"),
