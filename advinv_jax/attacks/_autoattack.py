@@ -235,7 +235,8 @@ def autoattack(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
   ``'fab'``, ``'fab-t'`` (:func:`fab`; a point counts when its norm is
   ``<= eps``), ``'fmn'``, ``'fmn-t'`` (:func:`fmn`, Pintor et al. 2021: one
   fwd+bwd per step where FAB-T spends one fwd+bwd and one forward, FAB a
-  Jacobian; its point counts when its norm is ``<= eps``) and ``'square'``
+  Jacobian; its point counts when its norm is ``<= eps``; FMN-T is
+  ``fmn(target=t)``, see docs/attacks.md for its trade-off) and ``'square'``
   (:func:`square`). A targeted member (``'apgd-t'``, ``'fab-t'``,
   ``'fmn-t'``) runs once per target (the classes with the highest clean
   logits other than ``y``), each run on the inputs still robust; success
