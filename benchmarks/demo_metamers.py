@@ -169,6 +169,7 @@ def measure(name, overrides, root):
       jax.jit(oracle.logits), met, xa, xb, y[ia], y[ib], bounds=ds.bounds))
   validity = I.summarize_validity(v)
   return {"candidate": name, "changes": CANDIDATES[name][0],
+          "trained_before": bool(res["finished_before"]),
           "overrides": overrides,
           "test_accuracy": float(res["eval"]["accuracy"]),
           "steps": int(res["steps"]), "train_seconds": train_s,
@@ -242,7 +243,8 @@ def main():
                   help=f"comma-separated, of {list(CANDIDATES)}")
   ap.add_argument("--workdir", default="",
                   help="folder for the runs and the oracle (default: a "
-                       "temporary one)")
+                       "temporary one); finished runs found there are "
+                       "judged again without training")
   ap.add_argument("--out", default=os.path.join(
       _ROOT, "benchmarks", "results", "demo_metamers.json"))
   args = ap.parse_args()
@@ -250,15 +252,21 @@ def main():
   bad = [c for c in names if c not in CANDIDATES]
   if bad:
     raise SystemExit(f"--candidates: {bad} not among {list(CANDIDATES)}.")
-  rows = []
+  rows, before = [], {}
   if os.path.exists(args.out):                # keep the other candidates
     with open(args.out) as f:
-      rows = [r for r in json.load(f)["rows"] if r["candidate"] not in names]
+      before = {r["candidate"]: r for r in json.load(f)["rows"]}
+    rows = [r for n, r in before.items() if n not in names]
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with tempfile.TemporaryDirectory() as tmp:
     root = args.workdir or tmp
     for name in names:
-      rows.append(measure(name, CANDIDATES[name][1], root))
+      row = measure(name, CANDIDATES[name][1], root)
+      if row["trained_before"] and name in before:
+        # A finished run in --workdir is judged again, not retrained: keep
+        # the training time of the run that trained it.
+        row["train_seconds"] = before[name]["train_seconds"]
+      rows.append(row)
       print(json.dumps(rows[-1]), flush=True)
       with open(args.out, "w") as f:     # after every candidate
         json.dump({"cpu": _cpu(), "cores": os.cpu_count(),

@@ -10,7 +10,7 @@ logit gaps, so the metamers F^-1(z_s(A), z_n(B)) stay closer to the
 nuisance source B. Of the candidates measured (``python -m
 benchmarks.demo_metamers``, docs/report.md, "Metamers of the demo model")
 it is the one whose metamers an independent oracle reads as B's class most
-often (86% of 256 pairs; 19% with plain CE), at 93.6% test accuracy (95.6%
+often (82% of 256 pairs; 26% with plain CE), at 93.6% test accuracy (95.6%
 without); they are still not inside the data's box (64% of their pixels in
 [0, 1], overshoot up to 1.95), the goal no candidate reached on the 8x8
 digits. The smoothed model is far less robust: AutoAttack's linf 0.05
