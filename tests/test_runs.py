@@ -173,8 +173,10 @@ def test_stale_lock_takeover_has_one_winner(tmp_path):
         {"pid": gone.pid, "host": socket.gethostname(), "started": "t0"}))
     n = 12
     barrier, results = ctx.Barrier(n), ctx.Queue()
-    procs = [ctx.Process(target=_race, args=(str(workdir), barrier, results))
-             for _ in range(n)]
+    # Daemons with timeouts: a child stuck after fork (jax's threads in the
+    # parent) fails the test instead of holding pytest at exit.
+    procs = [ctx.Process(target=_race, args=(str(workdir), barrier, results),
+                         daemon=True) for _ in range(n)]
     for p in procs:
       p.start()
     won = [results.get(timeout=60) for _ in range(n)]
