@@ -140,6 +140,13 @@ def test_partial_sections_take_the_schema_defaults():
   with pytest.raises(ValueError, match="config.model.firevnet.coupling='nope'"):
     build_model({"name": "firevnet", "firevnet": {"coupling": "nope"}},
                 (8, 8, 1), 10)
+  with pytest.raises(ValueError, match="firevnet.input_transform='tanh'"):
+    build_model({"name": "firevnet", "firevnet": {"input_transform": "tanh"}},
+                (8, 8, 1), 10)
+  with pytest.raises(ValueError, match=r"firevnet.input_alpha=0.5 must lie "
+                     r"in \(0, 0.5\)"):
+    build_model({"name": "firevnet", "firevnet": {"input_alpha": 0.5}},
+                (8, 8, 1), 10)
 
 
 def test_old_workdir_config_json_migrates():

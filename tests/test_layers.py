@@ -10,9 +10,10 @@ import pytest
 from absl.testing import absltest, parameterized
 
 from advinv_jax.layers import (DCT2D, ActNorm, Chain, Compute, Coupling,
-                               FixedAffine, InvConv1x1, Psi, Reverse, Shuffle,
-                               Squeeze, SubnetSettings, conv3x3, count_params,
-                               dct_matrix, matmul_lowp)
+                               FixedAffine, InvConv1x1, LogitTransform, Psi,
+                               Reverse, Shuffle, Squeeze, SubnetSettings,
+                               alpha_for_widening, conv3x3, count_params,
+                               dct_matrix, logit_image_bounds, matmul_lowp)
 from tests._helpers import (assert_trees_rel_close, compiled_conv_labels,
                             max_rel_err, perturb)
 
@@ -87,6 +88,47 @@ class LayerTest(chex.TestCase):
     ld = layer.forward(params, x)[1][0]
     self.assertLessEqual(abs(float(ld - expected)),
                          1e-4 * max(1.0, abs(float(expected))))
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(1 / 34, 0.05)
+  def test_logit_transform_inverse_and_closed_form(self, alpha):
+    # Pixels in the box, its edges included (the data's 0 and 1).
+    layer = LogitTransform(alpha)
+    x = jax.random.uniform(jax.random.PRNGKey(0), (3, 4, 4, 2))
+    x = x.at[0, 0].set(0.0).at[0, 1].set(1.0)
+    y, ld = self.variant(layer.forward)({}, x)
+    xr, ld_inv = self.variant(layer.inverse_with_logdet)({}, y)
+    self.assertLessEqual(float(jnp.abs(xr - x).max()), 1e-6)
+    chex.assert_trees_all_close(ld, -ld_inv, rtol=1e-5)
+    # The edges go to logit(alpha) and -logit(alpha).
+    edge = float(np.log(alpha / (1 - alpha)))
+    chex.assert_trees_all_close(y[0, 0], jnp.full((4, 2), edge), rtol=1e-5)
+    chex.assert_trees_all_close(y[0, 1], jnp.full((4, 2), -edge), rtol=1e-5)
+
+  def test_logit_transform_logdet_matches_jacobian(self):
+    layer = LogitTransform(1 / 34)
+    x = jax.random.uniform(jax.random.PRNGKey(0), (1, 2, 2, 2))
+    flat = lambda v: layer.forward({}, v.reshape(x.shape))[0].reshape(-1)
+    _, expected = jnp.linalg.slogdet(jax.jacfwd(flat)(x.reshape(-1)))
+    chex.assert_trees_all_close(layer.forward({}, x)[1][0], expected,
+                                rtol=1e-5)
+
+  def test_logit_transform_image_is_the_widened_box(self):
+    # alpha from half a grey level of 17 levels: the box widened by 1/32.
+    alpha = alpha_for_widening(1 / 32)
+    lo, hi = logit_image_bounds(alpha)
+    self.assertAlmostEqual(lo, -1 / 32)
+    self.assertAlmostEqual(hi, 1 + 1 / 32)
+    layer = LogitTransform(alpha)
+    y = jnp.concatenate([
+        jnp.array([-1e30, -1e4, -40.0, 0.0, 40.0, 1e4, 1e30]),
+        30.0 * jax.random.normal(jax.random.PRNGKey(0), (57,))])
+    x = layer.inverse({}, y.reshape(1, 8, 8, 1))
+    self.assertGreaterEqual(float(x.min()), lo - 1e-7)
+    self.assertLessEqual(float(x.max()), hi + 1e-7)
+    chex.assert_trees_all_close(x[0, 0, :2, 0], jnp.full((2,), lo), atol=1e-7)
+    with self.assertRaisesRegex(ValueError, "alpha=0.5 must lie in"):
+      LogitTransform(0.5)
 
   def test_squeeze_and_psi_channel_order(self):
     b, h, w, c = 2, 4, 6, 3

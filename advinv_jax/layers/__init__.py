@@ -23,12 +23,15 @@ from advinv_jax.layers._coupling import (AFFINE_SCALES, COUPLINGS, Coupling,
                                          Subnet, SubnetSettings)
 from advinv_jax.layers._dct import DCT2D, FixedAffine, dct_matrix
 from advinv_jax.layers._downsample import Psi, Squeeze
+from advinv_jax.layers._logit import (LogitTransform, alpha_for_widening,
+                                      logit_image_bounds)
 from advinv_jax.layers._permute import InvConv1x1, Reverse, Shuffle
 
 __all__ = ["AFFINE_SCALES", "COUPLINGS", "Compute", "SubnetSettings",
            "compute_defaults", "validate_compute", "COMPUTE_DTYPES", "CONV3X3_IMPLS", "MATMUL_DTYPES", "ActNorm", "Chain", "Coupling", "DCT2D", "FixedAffine",
-           "InvConv1x1", "Layer", "Psi", "Reverse", "Shuffle", "Squeeze",
-           "Subnet", "actnorm_init", "conv1x1", "conv3x3", "count_params",
-           "dct_matrix", "default_conv3x3_impl", "map_batch_chunks",
+           "InvConv1x1", "Layer", "LogitTransform", "Psi", "Reverse", "Shuffle", "Squeeze",
+           "Subnet", "actnorm_init", "alpha_for_widening", "conv1x1", "conv3x3", "count_params",
+           "dct_matrix", "default_conv3x3_impl", "logit_image_bounds",
+           "map_batch_chunks",
            "matmul_lowp", "resolve_compute_dtype",
            "resolve_conv3x3_impl"]

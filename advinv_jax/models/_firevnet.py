@@ -1,10 +1,14 @@
 """Fully invertible RevNets (fiRevNet): the authors' MNIST layout and an
 i-RevNet / fiRevNet48-style ImageNet layout with a DCT readout.
 
-Both are one :class:`FiRevNet`: a fixed affine ``x -> 2x - 1`` (its logdet
-``H W C log 2`` is included), then stages of
+Both are one :class:`FiRevNet`: a fixed input map, then stages of
 ``[downsample] -> steps -> [split half of the channels off]``, each step being
 ``ActNorm -> permutation -> coupling``; optionally a 2-D DCT of the final map.
+The input map (``input_transform``) is the affine ``x -> 2x - 1`` (its logdet
+``H W C log 2`` is included) or ``'logit'``, RealNVP's
+:class:`~advinv_jax.layers.LogitTransform` ``x -> logit(alpha + (1 - 2
+alpha) x)``, which maps the box onto R: every inverse, metamers included,
+then lies within ``alpha / (1 - 2 alpha)`` of ``[0, 1]`` by construction.
 
 Latent layout (``z: f32[B, d]``, ``d = H W C``), in this order:
 
@@ -71,8 +75,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from advinv_jax.layers import (DCT2D, ActNorm, Chain, Compute, Coupling,
-                               FixedAffine, Layer, Psi, Reverse,
-                               SubnetSettings, conv3x3, count_params)
+                               FixedAffine, Layer, LogitTransform, Psi,
+                               Reverse, SubnetSettings, conv3x3, count_params)
 from advinv_jax.models._base import InvertibleModel, register_model
 from advinv_jax.models._firevnet_settings import (DOWNSAMPLES, INIT_SQUEEZES,
                                                   PERMUTATIONS,
@@ -97,7 +101,8 @@ class FiRevNet(InvertibleModel):
   Attributes:
     stages: the stages, in order.
     readout: ``'center'`` or ``'dct'``.
-    pre: the fixed input map (``x -> 2x - 1``).
+    pre: the fixed input map (``x -> 2x - 1``, or a
+      :class:`~advinv_jax.layers.LogitTransform`).
   """
 
   stages: Tuple[Stage, ...] = ()
@@ -479,11 +484,14 @@ class _Steps:
 
 def _firevnet(cfg, input_shape, num_classes, stages, readout, compute):
   """The :class:`FiRevNet` of ``stages`` with the options of
-  ``config.model.firevnet`` (the authors'-code options, module docstring),
-  shapes checked."""
+  ``config.model.firevnet`` (the input map and the authors'-code options,
+  module docstring), shapes checked."""
   fr = cfg.firevnet
+  pre = (LogitTransform(float(fr.input_alpha))
+         if fr.input_transform == "logit" else FixedAffine(2.0, -1.0))
   model = FiRevNet(
       tuple(input_shape), num_classes, stages=tuple(stages), readout=readout,
+      pre=pre,
       split_prior=fr.split_prior, logit_bn=bool(fr.logit_bn),
       bn_momentum=float(fr.logit_bn_momentum), dropout=float(fr.dropout),
       compute=compute, zero_channels=int(fr.zero_channels),

@@ -15,6 +15,11 @@ from advinv_jax.models._settings import register_model_section
 PERMUTATIONS = {"reverse": Reverse, "shuffle": Shuffle, "conv1x1": InvConv1x1}
 DOWNSAMPLES = {"squeeze": Squeeze, "psi": Psi}
 SPLIT_PRIORS = ("none", "conditional")
+# The fixed input map, a layer of the model (attacks perturb pixels in
+# [0, 1]): none (x -> 2x - 1) | logit (LogitTransform: the box onto R, so
+# every inverse, metamers included, lies within alpha / (1 - 2 alpha) of the
+# box by construction).
+INPUT_TRANSFORMS = ("none", "logit")
 # firevnet_imagenet: psi layers before the first stage -> the input's
 # downsampling factor
 INIT_SQUEEZES = {1: 0, 2: 1, 4: 2}
@@ -38,6 +43,11 @@ def firevnet_defaults() -> ml_collections.ConfigDict:
   fr.permutation = "shuffle"   # reverse | shuffle | conv1x1
   fr.perm_seed = 0             # shuffle / 1x1-conv initial permutation
   fr.downsample = "squeeze"    # squeeze | psi
+  # The input map (INPUT_TRANSFORMS) and, for 'logit', its alpha in (0, 0.5):
+  # the inverse's image is the box widened by alpha / (1 - 2 alpha) per side
+  # (layers.alpha_for_widening gives alpha from that widening).
+  fr.input_transform = "none"
+  fr.input_alpha = 0.05
   # ActNorm's data-dependent init amplifies a channel at most 1 / floor
   # times (0: no floor, the authors').
   fr.actnorm_std_floor = 0.3
@@ -83,6 +93,8 @@ def validate_firevnet(model) -> None:
   S.check_one_of(f"{p}.permutation", fr.permutation, tuple(PERMUTATIONS))
   S.check_one_of(f"{p}.downsample", fr.downsample, tuple(DOWNSAMPLES))
   S.check_one_of(f"{p}.split_prior", fr.split_prior, SPLIT_PRIORS)
+  S.check_one_of(f"{p}.input_transform", fr.input_transform, INPUT_TRANSFORMS)
+  S.check_in(f"{p}.input_alpha", fr.input_alpha, 0.0, 0.5, "()")
   for field in ("levels", "width", "depth"):
     S.check_at_least(f"{p}.{field}", fr[field], 1)
   S.check_in(f"{p}.scale_floor", fr.scale_floor, 0.0, 1.0, "()")
