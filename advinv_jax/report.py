@@ -59,6 +59,7 @@ from advinv_jax import _report_invariance as IR
 from advinv_jax import invariance as I
 from advinv_jax.runs import write_atomic
 from advinv_jax.config import REPORT_FULL, default_config
+from advinv_jax.layers import LogitTransform
 from advinv_jax.losses import with_bias
 
 # Defaults for report fields a config may lack: the schema's, plus the
@@ -927,7 +928,14 @@ def _invariance_section(model, params, x, y, cfg, rng, bounds, nuisance_data,
   fixed = int(getattr(model, "zero_channels", 0))
   share = summary["valid_share"] or 0.0
   if share < float(cfg["metamer_min_valid"]):
-    if fixed:
+    if isinstance(getattr(getattr(model, "base", model), "pre", None),
+                  LogitTransform):
+      cause = ("The model's logit input layer (model.firevnet."
+               "input_transform='logit') pins the pixels its flow sends "
+               "beyond the box at the box's widened edge, where float32 no "
+               "longer inverts them")
+      fix = ""
+    elif fixed:
       cause = (f"The model's {fixed} fixed input channels (model.firevnet."
                "zero_channels) make it map images onto a part of the latent "
                "space only: merge(z_s(A), z_n(B)) has no exact preimage "
@@ -944,15 +952,28 @@ def _invariance_section(model, params, x, y, cfg, rng, bounds, nuisance_data,
         f"{tol:g}; need >= {100 * float(cfg['metamer_min_valid']):.0f}%); "
         f"largest logit drift {summary['logit_drift_max']}. {cause}: the "
         f"invariance results below do not hold. {fix}(docs/report.md).")
-  oob = summary["out_of_bounds_share"] or 0.0
-  if oob > float(cfg["metamer_max_out_of_bounds"]):
-    warns.append(f"metamers: {100 * oob:.1f}% of metamer pixels lie outside "
-                 f"the input bounds {bounds} (largest overshoot "
-                 f"{summary['overshoot_max']}): they are not images of the "
-                 "data domain.")
+  warns += _box_warning(summary, cfg, bounds)
   return out, warns, images
 
 
+
+
+def _box_warning(summary, cfg, bounds):
+  """The metamers' box check (``report.metamer_max_out_of_bounds``,
+  ``report.metamer_max_overshoot``): one warning with the share of pixels
+  inside the bounds and the largest overshoot, each beside its goal, or
+  none."""
+  oob = summary["out_of_bounds_share"] or 0.0
+  over = summary["overshoot_max"]
+  max_oob = float(cfg["metamer_max_out_of_bounds"])
+  max_over = float(cfg["metamer_max_overshoot"])
+  if oob <= max_oob and over is not None and over <= max_over:
+    return []
+  over_s = "non-finite" if over is None else f"{over:.3g}"
+  return [f"metamers outside the box: {100 * (1 - oob):.1f}% of metamer "
+          f"pixels lie inside the input bounds {bounds} (need >= "
+          f"{100 * (1 - max_oob):.0f}%), largest overshoot {over_s} (need <= "
+          f"{max_over:g}): they are not images of the data domain."]
 
 
 def robustness_report(model, params, images, labels, report_config,

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from advinv_jax.models import build_model
-from advinv_jax.report import (consistency_warnings, fingerprint,
-                               logits_report, robustness_report,
+from advinv_jax.config import default_config
+from advinv_jax.report import (_box_warning, consistency_warnings,
+                               fingerprint, logits_report, robustness_report,
                                wilson_interval)
 from test_attacks import OrthoFlat   # tests/ is on sys.path (rootdir mode)
 
@@ -237,6 +238,21 @@ def test_report_flags_invalid_metamers_at_the_top(tmp_path):
   check_pages(report, tmp_path)
   page = (tmp_path / "report.html").read_text()
   assert page.index("METAMERS INVALID") < page.index("<h2>Headline")
+
+
+def test_box_warning_states_the_share_inside_and_the_overshoot():
+  # The defaults are the box goal: >= 95% of the pixels inside, overshoot
+  # <= 0.1; missing either warns, with both numbers beside their goals.
+  cfg, box = default_config().report, (0.0, 1.0)
+  assert _box_warning({"out_of_bounds_share": 0.05, "overshoot_max": 0.1},
+                      cfg, box) == []
+  (w,) = _box_warning({"out_of_bounds_share": 0.25, "overshoot_max": 1.5},
+                      cfg, box)
+  assert "75.0% of metamer pixels lie inside the input bounds" in w
+  assert "(need >= 95%), largest overshoot 1.5 (need <= 0.1)" in w
+  for oob, over in ((0.0, 0.2), (0.06, 0.0), (0.0, None)):
+    assert len(_box_warning({"out_of_bounds_share": oob,
+                             "overshoot_max": over}, cfg, box)) == 1
 
 
 def test_write_atomic_leaves_no_partial_file(tmp_path, monkeypatch):

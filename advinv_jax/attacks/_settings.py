@@ -57,13 +57,17 @@ def report_defaults() -> ml_collections.ConfigDict:
   r.autoattack_fmn_steps = 100  # FMN(-T) iterations (members by name only)
   # Metamer validity: a metamer is valid when finite and its logits (and,
   # relative to |z_n|, its nuisance) round-trip within metamer_tol; the
-  # report warns below metamer_min_valid valid or above
-  # metamer_max_out_of_bounds of the metamer pixels outside the bounds.
+  # report warns below metamer_min_valid valid.
   r.metamer_tol = 1e-3
   r.metamer_min_valid = 0.99
-  # A metamer is an image of the data's box: any pixel outside it warns
-  # (with the share outside and the largest overshoot).
-  r.metamer_max_out_of_bounds = 0.0
+  # A metamer is an image of the data's box (a clipped metamer is not a
+  # metamer). The report warns when more than metamer_max_out_of_bounds of
+  # the metamer pixels lie outside the bounds or one lies beyond them by
+  # more than metamer_max_overshoot, printing the share inside and the
+  # largest overshoot. Defaults: the box goal the demo is held to (>= 95%
+  # of the pixels inside, overshoot <= 0.1).
+  r.metamer_max_out_of_bounds = 0.05
+  r.metamer_max_overshoot = 0.1
   # Invariance for any model (advinv_jax/_report_invariance.py): an oracle
   # of another architecture, trained on the first oracle_num_train training
   # images for oracle_steps steps (at most oracle_epochs passes; 0: no
@@ -122,6 +126,8 @@ def validate_report(r, *, direct: bool = False) -> None:
   S.check_at_least("report.interpolation_steps", r["interpolation_steps"], 2)
   for f in ("metamer_min_valid", "metamer_max_out_of_bounds"):
     S.check_in(f"report.{f}", r[f], 0.0, 1.0, "[]")
+  S.check_at_least("report.metamer_max_overshoot", r["metamer_max_overshoot"],
+                   0)
   for f in ("linf_eps", "l2_eps", "autoattack_linf_eps", "autoattack_l2_eps"):
     if any(e < 0 for e in r[f]):
       raise S.ConfigError(f"config.report.{f}={r[f]} has a negative eps; "
