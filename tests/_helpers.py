@@ -58,6 +58,31 @@ def assert_trees_rel_close(got, want, tol=1e-4, msg=""):
                         f"{err:.3g} > {tol} {msg}")
 
 
+def recording_logits_fn(num_classes: int = 3):
+  """A trivial ``logits_fn`` (the first ``num_classes`` pixels) that
+  records the type of every input it is called with, for the bad-input
+  tests: a check that runs before compilation only ever shows the function
+  tracers (shape evaluation), never a concrete array.
+
+  Returns:
+    ``(fn, calls)``: ``fn(x: f32[B, ...]) -> f32[B, num_classes]`` and the
+    list of the input types it has seen.
+  """
+  calls = []
+
+  def fn(v):
+    calls.append(type(v))
+    return v.reshape((v.shape[0], -1))[:, :num_classes]
+
+  return fn, calls
+
+
+def only_traced(calls) -> bool:
+  """Whether a :func:`recording_logits_fn` was called, and only with
+  tracers."""
+  return bool(calls) and all("Tracer" in t.__name__ for t in calls)
+
+
 def compiled_conv_labels(fn, *args):
   """The ``dim_labels`` of every convolution in ``jit(fn)``'s compiled
   (optimised) HLO for ``args``, loop bodies and fusions included."""

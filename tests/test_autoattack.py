@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from advinv_jax import attacks as A
+from tests._helpers import only_traced, recording_logits_fn
 
 D = 16
 
@@ -138,12 +139,7 @@ def test_randomized_model_flag_and_rand_version():
 
 # ---------------------------------------------------------------- bad input
 def test_bad_input_errors_before_compilation():
-  calls = []
-
-  def f(v):
-    calls.append(type(v))
-    return v.reshape((v.shape[0], -1))[:, :3]
-
+  f, calls = recording_logits_fn()
   x = jnp.full((4, D), 0.5)
   y = jnp.zeros((4,), jnp.int32)
   key = jax.random.PRNGKey(0)
@@ -178,7 +174,7 @@ def test_bad_input_errors_before_compilation():
   with pytest.raises(ValueError, match="rng"):
     A.apgd(f, x, y, eps=0.1)
   # Only abstract traces (eval_shape) happened, never a concrete call.
-  assert calls and all("Tracer" in t.__name__ for t in calls), calls
+  assert only_traced(calls), calls
 
 
 # ---------------------------------------------------------------- shapes

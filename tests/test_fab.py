@@ -11,6 +11,7 @@ from scipy.optimize import linprog
 
 from advinv_jax import attacks as A
 from advinv_jax.attacks._fab import project_hyperplane
+from tests._helpers import only_traced, recording_logits_fn
 from test_autoattack import (D, assert_closed_form, at_factors,  # noqa: I100
                              linear)
 
@@ -150,12 +151,7 @@ def test_box_projection_matches_reference(norm):
 
 # ---------------------------------------------------------------- bad input
 def test_fab_bad_input_errors_before_compilation():
-  calls = []
-
-  def f(v):
-    calls.append(type(v))
-    return v.reshape((v.shape[0], -1))[:, :3]
-
+  f, calls = recording_logits_fn()
   x = jnp.full((4, D), 0.5)
   y = jnp.zeros((4,), jnp.int32)
   cases = [
@@ -178,7 +174,7 @@ def test_fab_bad_input_errors_before_compilation():
       A.fab(f, x, y, **kw)
   with pytest.raises(ValueError, match="labels"):
     A.fab(f, x, y + 7, norm="l2")
-  assert calls and all("Tracer" in t.__name__ for t in calls), calls
+  assert only_traced(calls), calls
 
 
 # ---------------------------------------------------------------- jit

@@ -16,14 +16,6 @@ LONG_FUNCTIONS = {
         "every section of the report page (card, headline, AutoAttack, PGD, "
         "minimal perturbations, invariance) built in reading order; owned "
         "by the report pages, not split here"),
-    "advinv_jax/attacks/_fmn.py:fmn": (
-        "FMN's hyperparameter checks, its starting-point bisection and its "
-        "loop body are closures over the one prologue (inputs, bounds, "
-        "target); owned by the attacks, not split here"),
-    "advinv_jax/attacks/_square.py:_square_run": (
-        "Square's helpers (clip, score, windows, proposals) are closures "
-        "over the run's arguments inside the one while_loop the host mode "
-        "segments; owned by the attacks, not split here"),
     "advinv_jax/report.py:_invariance_section": (
         "the invariance part of the report (metamers, interpolation, the "
         "nuisance probe); owned by the report's invariance part "

@@ -121,27 +121,8 @@ def fmn(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
       ``starting_points`` of another shape.
   """
   # Hyperparameters first: nothing below calls logits_fn for bad ones.
-  if not (math.isfinite(alpha_init) and alpha_init > 0):
-    raise ValueError(f"alpha_init={alpha_init} must be a finite step size "
-                     "> 0 (default 1.0).")
-  if alpha_final is not None and not (math.isfinite(alpha_final) and
-                                      alpha_final > 0):
-    raise ValueError(f"alpha_final={alpha_final} must be a finite step size "
-                     "> 0, or None for alpha_init / 100.")
-  if not 0.0 < gamma_final <= gamma_init < 1.0:
-    raise ValueError(f"gamma_init={gamma_init}, gamma_final={gamma_final}: "
-                     "need 0 < gamma_final <= gamma_init < 1 (defaults "
-                     "0.05 and 0.001).")
-  if starting_points is not None and (
-      tuple(getattr(starting_points, "shape", ())) != tuple(x.shape)):
-    raise ValueError(f"starting_points must have the shape of x "
-                     f"{tuple(x.shape)}, got "
-                     f"{tuple(getattr(starting_points, 'shape', ()))}.")
-  if target is not None and (targeted or tuple(jnp.shape(target)) !=
-                             tuple(jnp.shape(y))):
-    raise ValueError(f"target must be int[B] (the shape of y) and is not "
-                     f"used with targeted=True; got targeted={targeted}, "
-                     f"shape {tuple(jnp.shape(target))}.")
+  _check_hyperparameters(x, y, alpha_init, alpha_final, gamma_init,
+                         gamma_final, starting_points, targeted, target)
   p = C.prologue(logits_fn, x, y, norm=norm, bounds=bounds, loop=loop,
                  steps=steps, target=target, min_classes=2, name="FMN")
   logits_fn, y, bounds, loop = p.logits_fn, p.y, p.bounds, p.loop
@@ -156,22 +137,8 @@ def fmn(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
   clean_logits, invalid = p.clean, p.invalid
   clean_done = C.is_success(clean_logits, y, targeted)
 
-  if starting_points is None:
-    x_start = x
-  else:
-    direction = clip(starting_points.astype(x.dtype)) - x
-
-    def bisect(_, lohi):
-      lo, hi = lohi
-      mid = 0.5 * (lo + hi)
-      adv = C.is_success(logits_fn(x + direction * C._bcast(mid, direction)),
-                         y, targeted)
-      return jnp.where(adv, lo, mid), jnp.where(adv, mid, hi)
-
-    lo = jnp.zeros((n,), x.dtype)
-    hi = jnp.ones((n,), x.dtype)
-    _, hi = jax.lax.fori_loop(0, _START_SEARCH_STEPS, bisect, (lo, hi))
-    x_start = clip(x + direction * C._bcast(hi, direction))
+  x_start = x if starting_points is None else clip(_start_on_boundary(
+      logits_fn, x, y, clip(starting_points.astype(x.dtype)), targeted))
 
   if bounds is None:
     worst_norm = jnp.full((n,), jnp.inf, x.dtype)
@@ -228,3 +195,51 @@ def fmn(logits_fn: C.LogitsFn, x: Array, y: Array, *, norm: str = "l2",
   return C.flag_invalid(C.AttackResult(
       x_adv=x_adv, success=success, perturbation_norm=pnorm,
       bad_grad_steps=bad), x, invalid, minimal=True)
+
+
+def _check_hyperparameters(x, y, alpha_init, alpha_final, gamma_init,
+                           gamma_final, starting_points, targeted, target):
+  """FMN's own arguments (the prologue checks the shared ones); one
+  ValueError naming the argument."""
+  if not (math.isfinite(alpha_init) and alpha_init > 0):
+    raise ValueError(f"alpha_init={alpha_init} must be a finite step size "
+                     "> 0 (default 1.0).")
+  if alpha_final is not None and not (math.isfinite(alpha_final) and
+                                      alpha_final > 0):
+    raise ValueError(f"alpha_final={alpha_final} must be a finite step size "
+                     "> 0, or None for alpha_init / 100.")
+  if not 0.0 < gamma_final <= gamma_init < 1.0:
+    raise ValueError(f"gamma_init={gamma_init}, gamma_final={gamma_final}: "
+                     "need 0 < gamma_final <= gamma_init < 1 (defaults "
+                     "0.05 and 0.001).")
+  if starting_points is not None and (
+      tuple(getattr(starting_points, "shape", ())) != tuple(x.shape)):
+    raise ValueError(f"starting_points must have the shape of x "
+                     f"{tuple(x.shape)}, got "
+                     f"{tuple(getattr(starting_points, 'shape', ()))}.")
+  if target is not None and (targeted or tuple(jnp.shape(target)) !=
+                             tuple(jnp.shape(y))):
+    raise ValueError(f"target must be int[B] (the shape of y) and is not "
+                     f"used with targeted=True; got targeted={targeted}, "
+                     f"shape {tuple(jnp.shape(target))}.")
+
+
+def _start_on_boundary(logits_fn, x, y, start, targeted):
+  """The reference code's starting-point search: ``_START_SEARCH_STEPS``
+  bisection forwards on the segment ``x -> start`` (``f32[B, ...]``, inside
+  the box) move each start to the closest adversarial point on it; a start
+  that is not adversarial stays where it is."""
+  n = x.shape[0]
+  direction = start - x
+
+  def bisect(_, lohi):
+    lo, hi = lohi
+    mid = 0.5 * (lo + hi)
+    adv = C.is_success(logits_fn(x + direction * C._bcast(mid, direction)),
+                       y, targeted)
+    return jnp.where(adv, lo, mid), jnp.where(adv, mid, hi)
+
+  lo = jnp.zeros((n,), x.dtype)
+  hi = jnp.ones((n,), x.dtype)
+  _, hi = jax.lax.fori_loop(0, _START_SEARCH_STEPS, bisect, (lo, hi))
+  return x + direction * C._bcast(hi, direction)

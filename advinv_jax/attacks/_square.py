@@ -247,144 +247,184 @@ def _normal_bits(bits, dt):
   return (np.sqrt(2.0) * jax.scipy.special.erfinv(v)).astype(dt)
 
 
-def _square_run(f, x, y, eps, *, norm, queries, p_init, bounds, rng, image,
-                state, stop, ids, num_rows):
-  b = x.shape[0]
-  dt = x.dtype
-  e = C.eps_like(eps, x)
-  lo, hi = (-jnp.inf, jnp.inf) if bounds is None else bounds
+class _Run(NamedTuple):
+  """One run's constants, shared by its start, its proposals and its loop:
+  the inputs ``x f32[B, ...]`` and labels, the radius (``eps``, and ``e``
+  broadcast to ``x``), the box, the layout (images ``[B, H, W, C]``, or
+  vectors ``[B, D]``) and the sizes of the one random draw per iteration
+  (``n_shared`` bits shared by the batch, then ``row_shape`` per row of the
+  ``num_rows`` drawn; ``ids`` picks this batch's rows)."""
+  x: Array
+  y: Array
+  eps: Array
+  e: Array
+  lo: float
+  hi: float
+  norm: str
+  queries: int
+  p_init: float
+  image: bool
+  ids: Optional[Array]
+  num_rows: int
+  key: Array
+  hwc: Tuple[int, int, int]         # images: (H, W, C); vectors: (0, 0, 0)
+  n_feat: int
+  n_shared: int
+  row_shape: Tuple[int, ...]
+  table: Optional[Array]            # images: _ring_table for the l2 windows
 
-  def clip(v):
-    return jnp.clip(v, lo, hi)
+  def clip(self, v):
+    return jnp.clip(v, self.lo, self.hi)
 
-  def score(v):
-    logits = f(v)
-    m = -C.margin(logits, y)                    # z_y - max_{j != y} z_j
-    return m
-
-  def l2_to_ball(delta):
-    n = jnp.maximum(C.batch_norm(delta, "l2"), 1e-12)
-    return delta * C._bcast(eps / n, delta)
-
-  def rows_of(v):
+  def rows_of(self, v):
     """Per-example draws made for ``num_rows`` rows -> this batch's rows."""
-    return v if ids is None else jnp.take(v, ids, axis=0)
+    return v if self.ids is None else jnp.take(v, self.ids, axis=0)
 
-  if image:
-    _, hh, ww, cc = x.shape
-    n_feat = hh * ww * cc
-    table = jnp.asarray(_ring_table(max(hh, ww) + 2), dt)
+  def l2_to_ball(self, delta):
+    n = jnp.maximum(C.batch_norm(delta, "l2"), 1e-12)
+    return delta * C._bcast(self.eps / n, delta)
+
+
+def _start(r: _Run, f, k0):
+  """The initial point (vertical stripes for linf images, the reference's
+  nested squares for l2 images, random signs for vectors) and its score."""
+  x, dt, (hh, ww, cc) = r.x, r.x.dtype, r.hwc
+  if r.image and r.norm == "linf":
+    s = r.rows_of(jax.random.rademacher(k0, (r.num_rows, 1, ww, cc), dt))
+    x_best = r.clip(x + r.e * s)
+  elif r.image:
+    pats = _start_patterns(hh, ww)                  # [nb_h, nb_w, H, W]
+    s = r.rows_of(jax.random.rademacher(
+        k0, (r.num_rows,) + pats.shape[:2] + (cc,), dt))
+    delta = jnp.einsum("ijhw,bijc->bhwc", jnp.asarray(pats, dt), s,
+                       precision=jax.lax.Precision.HIGHEST)
+    x_best = r.clip(x + r.l2_to_ball(delta))
+  else:
+    s = r.rows_of(jax.random.rademacher(k0, (r.num_rows,) + x.shape[1:], dt))
+    x_best = r.clip(x + (r.e * s if r.norm == "linf" else r.l2_to_ball(s)))
+  return (jnp.int32(0), x_best, _score(f, x_best, r.y),
+          jnp.ones((x.shape[0],), jnp.int32))
+
+
+def _score(f, v, y):
+  """``z_y - max_{j != y} z_j`` at ``v``: the margin the search lowers."""
+  return -C.margin(f(v), y)
+
+
+def _windows(r: _Run, i):
+  """Masks ``[1, ...]`` (shared by the batch) of the changed window(s)
+  and the ``[B, ...]`` pattern in the first. One draw of random bits per
+  iteration, from ``fold_in(key, i)``."""
+  x, dt, (hh, ww, cc) = r.x, r.x.dtype, r.hwc
+  n_feat, n_shared = r.n_feat, r.n_shared
+  p = p_schedule(i.astype(jnp.float32), r.queries, r.p_init)
+  n_bits = n_shared + r.num_rows * int(np.prod(r.row_shape))
+  bits = jax.random.bits(jax.random.fold_in(r.key, i), (n_bits,), jnp.uint32)
+  per_row = r.rows_of(bits[n_shared:].reshape((r.num_rows,) + r.row_shape))
+  if r.image:
     rows = jnp.arange(hh)[:, None]
     cols = jnp.arange(ww)[None, :]
+    side = jnp.sqrt(p * n_feat / cc)
+    w = jnp.maximum(jnp.round(side), 1.0).astype(jnp.int32)
+    w = jnp.minimum(w, min(hh, ww) - 1)
+    if r.norm == "l2":
+      w = jnp.maximum(w, min(3, min(hh, ww) - 1))
+      w = jnp.where((w % 2 == 0) & (w + 1 <= min(hh, ww) - 1), w + 1, w)
+    # uniform corners (the modulo's bias is < 2^-24 for these ranges)
+    vh = (bits[0:2] % (hh - w + 1).astype(jnp.uint32)).astype(jnp.int32)
+    vw = (bits[2:4] % (ww - w + 1).astype(jnp.uint32)).astype(jnp.int32)
+    a1, b1 = rows - vh[0], cols - vw[0]
+    m1 = (a1 >= 0) & (a1 < w) & (b1 >= 0) & (b1 < w)
+    a2, b2 = rows - vh[1], cols - vw[1]
+    m2 = (a2 >= 0) & (a2 < w) & (b2 >= 0) & (b2 < w)
+    sign = _sign_bits(per_row, dt)                       # [B, 1, 1, C]
+    if r.norm == "linf":
+      pat = jnp.broadcast_to(sign, x.shape)
+    else:
+      tr = (bits[4] >> 31) == 1
+      eta = jnp.where(m1, _eta(a1, b1, w, r.table, tr), 0.0)
+      eta = eta / jnp.sqrt(jnp.maximum(jnp.sum(eta ** 2), 1e-24))
+      pat = eta[None, :, :, None] * sign
+    return m1[None, :, :, None], m2[None, :, :, None], pat
+  # Two random subsets of k coordinates: those whose key is at most the
+  # k-th smallest (one sort for both).
+  k = jnp.clip(jnp.round(p * n_feat), 1, n_feat).astype(jnp.int32)
+  bits_r = bits[:n_shared].reshape((2, n_feat))
+  th = jax.lax.dynamic_index_in_dim(jnp.sort(bits_r, axis=1), k - 1, axis=1)
+  m1, m2 = bits_r[0] <= th[0], bits_r[1] <= th[1]
+  if r.norm == "linf":
+    pat = _sign_bits(per_row, dt)
+  else:
+    # l2 on vectors: a Gaussian step on the subset, of l2 length
+    # sqrt(p) * eps (see the docstring).
+    u = jnp.where(m1[None], _normal_bits(per_row, dt), 0.0)
+    u = u / jnp.maximum(C.batch_norm(u, "l2"), 1e-12)[:, None]
+    pat = u * jnp.sqrt(p) * r.e
+  return m1[None], m2[None], pat
+
+
+def _chan_norm(r: _Run, v, mask):
+  """l2 norm over the window per example and channel (images) or over the
+  subset (vectors), broadcast back."""
+  axes = (1, 2) if r.image else (1,)
+  return jnp.sqrt(jnp.sum(jnp.where(mask, v, 0.0) ** 2, axis=axes,
+                          keepdims=True))
+
+
+def _propose(r: _Run, i, x_best):
+  """The candidate of iteration ``i`` from the current best point."""
+  x, e, cc = r.x, r.e, r.hwc[2]
+  m1, m2, pat = _windows(r, i)
+  delta = x_best - x
+  if r.norm == "linf":
+    x_new = jnp.where(m1, x + e * pat, x_best)
+    return r.clip(jnp.clip(x_new, x - e, x + e))
+  if not r.image:
+    return r.clip(x + r.l2_to_ball(delta + pat))
+  n1 = _chan_norm(r, delta, m1)
+  n_img = C._bcast(C.batch_norm(delta, "l2"), x)
+  n_win = _chan_norm(r, delta, m1 | m2)
+  new = pat + jnp.where(m1, delta, 0.0) / (n1 + 1e-12)
+  new = new / (_chan_norm(r, new, m1) + 1e-12) * jnp.sqrt(
+      jnp.maximum(e ** 2 - n_img ** 2, 0.0) / cc + n_win ** 2)
+  delta = jnp.where(m2, 0.0, delta)
+  delta = jnp.where(m1, new, delta)
+  return r.clip(x + r.l2_to_ball(delta))
+
+
+def _square_run(f, x, y, eps, *, norm, queries, p_init, bounds, rng, image,
+                state, stop, ids, num_rows):
+  """The search from ``state`` (None or step 0: the start) until step
+  ``stop`` (None: the last query) or until every example is broken."""
+  lo, hi = (-jnp.inf, jnp.inf) if bounds is None else bounds
+  if image:
+    hwc = tuple(x.shape[1:])
+    n_feat = int(np.prod(hwc))
+    table = jnp.asarray(_ring_table(max(hwc[0], hwc[1]) + 2), x.dtype)
     # per iteration: 2 + 2 window corners, the l2 transpose bit; then a sign
     # per example and channel
-    n_shared, row_shape = 5, (1, 1, cc)
+    n_shared, row_shape = 5, (1, 1, hwc[2])
   else:
-    n_feat = x.shape[1]
+    hwc, n_feat, table = (0, 0, 0), x.shape[1], None
     # per iteration: two random keys per coordinate (the two subsets); then
     # a sign (linf) or a normal (l2) per example and coordinate
     n_shared, row_shape = 2 * n_feat, (n_feat,)
-  n_bits = n_shared + num_rows * int(np.prod(row_shape))
-
   k0, key = jax.random.split(rng)
-
-  def start():
-    if image and norm == "linf":
-      s = rows_of(jax.random.rademacher(k0, (num_rows, 1, ww, cc), dt))
-      x_best = clip(x + e * s)
-    elif image:
-      pats = _start_patterns(hh, ww)                  # [nb_h, nb_w, H, W]
-      s = rows_of(jax.random.rademacher(
-          k0, (num_rows,) + pats.shape[:2] + (cc,), dt))
-      delta = jnp.einsum("ijhw,bijc->bhwc", jnp.asarray(pats, dt), s,
-                         precision=jax.lax.Precision.HIGHEST)
-      x_best = clip(x + l2_to_ball(delta))
-    else:
-      s = rows_of(jax.random.rademacher(k0, (num_rows,) + x.shape[1:], dt))
-      x_best = clip(x + (e * s if norm == "linf" else l2_to_ball(s)))
-    return (jnp.int32(0), x_best, score(x_best), jnp.ones((b,), jnp.int32))
+  r = _Run(x=x, y=y, eps=eps, e=C.eps_like(eps, x), lo=lo, hi=hi, norm=norm,
+           queries=queries, p_init=p_init, image=image, ids=ids,
+           num_rows=num_rows, key=key, hwc=hwc, n_feat=n_feat,
+           n_shared=n_shared, row_shape=row_shape, table=table)
 
   if state is None:
-    state = start()
+    state = _start(r, f, k0)
   else:
     # A given state at step 0 (host mode's first segment) is replaced by
     # the start.
     step = jnp.asarray(state.step, jnp.int32)
     state = jax.lax.cond(
-        step == 0, start,
+        step == 0, lambda: _start(r, f, k0),
         lambda: (step, state.x_best, state.loss, state.queries))
   stop = queries - 1 if stop is None else jnp.minimum(stop, queries - 1)
-
-  def windows(i):
-    """Masks ``[1, ...]`` (shared by the batch) of the changed window(s)
-    and the ``[B, ...]`` pattern in the first. One draw of random bits per
-    iteration, from ``fold_in(key, i)``."""
-    p = p_schedule(i.astype(jnp.float32), queries, p_init)
-    bits = jax.random.bits(jax.random.fold_in(key, i), (n_bits,), jnp.uint32)
-    per_row = rows_of(bits[n_shared:].reshape((num_rows,) + row_shape))
-    if image:
-      side = jnp.sqrt(p * n_feat / cc)
-      w = jnp.maximum(jnp.round(side), 1.0).astype(jnp.int32)
-      w = jnp.minimum(w, min(hh, ww) - 1)
-      if norm == "l2":
-        w = jnp.maximum(w, min(3, min(hh, ww) - 1))
-        w = jnp.where((w % 2 == 0) & (w + 1 <= min(hh, ww) - 1), w + 1, w)
-      # uniform corners (the modulo's bias is < 2^-24 for these ranges)
-      vh = (bits[0:2] % (hh - w + 1).astype(jnp.uint32)).astype(jnp.int32)
-      vw = (bits[2:4] % (ww - w + 1).astype(jnp.uint32)).astype(jnp.int32)
-      a1, b1 = rows - vh[0], cols - vw[0]
-      m1 = (a1 >= 0) & (a1 < w) & (b1 >= 0) & (b1 < w)
-      a2, b2 = rows - vh[1], cols - vw[1]
-      m2 = (a2 >= 0) & (a2 < w) & (b2 >= 0) & (b2 < w)
-      sign = _sign_bits(per_row, dt)                       # [B, 1, 1, C]
-      if norm == "linf":
-        pat = jnp.broadcast_to(sign, x.shape)
-      else:
-        tr = (bits[4] >> 31) == 1
-        eta = jnp.where(m1, _eta(a1, b1, w, table, tr), 0.0)
-        eta = eta / jnp.sqrt(jnp.maximum(jnp.sum(eta ** 2), 1e-24))
-        pat = eta[None, :, :, None] * sign
-      return m1[None, :, :, None], m2[None, :, :, None], pat
-    # Two random subsets of k coordinates: those whose key is at most the
-    # k-th smallest (one sort for both).
-    k = jnp.clip(jnp.round(p * n_feat), 1, n_feat).astype(jnp.int32)
-    r = bits[:n_shared].reshape((2, n_feat))
-    th = jax.lax.dynamic_index_in_dim(jnp.sort(r, axis=1), k - 1, axis=1)
-    m1, m2 = r[0] <= th[0], r[1] <= th[1]
-    if norm == "linf":
-      pat = _sign_bits(per_row, dt)
-    else:
-      # l2 on vectors: a Gaussian step on the subset, of l2 length
-      # sqrt(p) * eps (see the docstring).
-      u = jnp.where(m1[None], _normal_bits(per_row, dt), 0.0)
-      u = u / jnp.maximum(C.batch_norm(u, "l2"), 1e-12)[:, None]
-      pat = u * jnp.sqrt(p) * e
-    return m1[None], m2[None], pat
-
-  def chan_norm(v, mask):
-    """l2 norm over the window per example and channel (images) or over the
-    subset (vectors), broadcast back."""
-    axes = (1, 2) if image else (1,)
-    return jnp.sqrt(jnp.sum(jnp.where(mask, v, 0.0) ** 2, axis=axes,
-                            keepdims=True))
-
-  def propose(i, x_best):
-    m1, m2, pat = windows(i)
-    delta = x_best - x
-    if norm == "linf":
-      x_new = jnp.where(m1, x + e * pat, x_best)
-      return clip(jnp.clip(x_new, x - e, x + e))
-    if not image:
-      return clip(x + l2_to_ball(delta + pat))
-    n1 = chan_norm(delta, m1)
-    n_img = C._bcast(C.batch_norm(delta, "l2"), x)
-    n_win = chan_norm(delta, m1 | m2)
-    new = pat + jnp.where(m1, delta, 0.0) / (n1 + 1e-12)
-    new = new / (chan_norm(new, m1) + 1e-12) * jnp.sqrt(
-        jnp.maximum(e ** 2 - n_img ** 2, 0.0) / cc + n_win ** 2)
-    delta = jnp.where(m2, 0.0, delta)
-    delta = jnp.where(m1, new, delta)
-    return clip(x + l2_to_ball(delta))
 
   def cond(s):
     i, _, loss, _ = s
@@ -393,8 +433,8 @@ def _square_run(f, x, y, eps, *, norm, queries, p_init, bounds, rng, image,
   def body(s):
     i, x_best, loss, qn = s
     active = loss >= 0
-    x_new = propose(i, x_best)
-    new_loss = score(x_new)
+    x_new = _propose(r, i, x_best)
+    new_loss = _score(f, x_new, y)
     keep = active & (new_loss < loss)
     return (i + 1, C.select(keep, x_new, x_best),
             jnp.where(keep, new_loss, loss), qn + active.astype(jnp.int32))
