@@ -298,8 +298,8 @@ def _torchattacks_run(args, model, params, x, y, make_attack):
   xt, yt = _torch_inputs(torch, x, y, dev)
   atk = make_attack(torchattacks, net)
   row = _median_time(lambda: atk(xt, yt), args.repeats, sync)
+  adv = atk(xt, yt)                 # the attack needs gradients
   with torch.no_grad():
-    adv = atk(xt, yt)
     succ = float((net(adv).argmax(1) != yt).float().mean())
   print(f"  torchattacks ({dev}): {row['median_s']:.3f} s", flush=True)
   return dict(row, device=dev, success=succ)
