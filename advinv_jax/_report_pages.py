@@ -305,7 +305,9 @@ def _card_rows(card) -> List[List[str]]:
                               else "") + ")"],
       ["device", f"{sw['device_count']} x {sw['device_kind']}"
                  + (f" on {sw['process_count']} processes"
-                    if sw["process_count"] > 1 else "")],
+                    if sw["process_count"] > 1 else "")
+                 + (f"; host CPU {sw['host_cpu']}" if sw.get("host_cpu")
+                    else "")],
       ["params sha256", fp["params_sha256"] or fp["params_note"]],
       ["inputs sha256", fp["inputs_sha256"]]]
   return rows

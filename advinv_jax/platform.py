@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import platform as _host
 import re
 import warnings
 from typing import Optional
@@ -136,6 +137,20 @@ def platform_name(platform: Optional[str] = None) -> str:
     raise ValueError(f"platform={platform!r} is unknown; use one of "
                      f"{list(PLATFORMS)} (or None for the default backend).")
   return name
+
+
+def cpu_model() -> str:
+  """The host CPU's model name (``/proc/cpuinfo``'s ``model name``, as
+  ``lscpu`` prints it), or the processor/machine string where that file is
+  missing: what a benchmark table names as its hardware."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.lower().startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return _host.processor() or _host.machine()
 
 
 def defaults(platform: Optional[str] = None) -> PlatformDefaults:

@@ -57,6 +57,7 @@ import numpy as np
 from advinv_jax import attacks as A
 from advinv_jax import _report_invariance as IR
 from advinv_jax import invariance as I
+from advinv_jax import platform as P
 from advinv_jax.runs import write_atomic
 from advinv_jax.config import REPORT_FULL, default_config
 from advinv_jax.layers import LogitTransform
@@ -295,7 +296,7 @@ def environment() -> Dict[str, Any]:
   """Versions and hardware the report ran with: advinv_jax (version, git
   commit), python, jax, jaxlib, XLA (jaxlib's extension version and the
   backend's platform version), the default backend, device kind and
-  count."""
+  count, and the host CPU's model."""
   def version(pkg):
     try:
       return importlib.metadata.version(pkg)
@@ -320,7 +321,7 @@ def environment() -> Dict[str, Any]:
           "backend": jax.default_backend(),
           "platform_version": platform_version,
           "device_kind": dev[0].device_kind, "device_count": len(dev),
-          "process_count": jax.process_count()}
+          "process_count": jax.process_count(), "host_cpu": P.cpu_model()}
 
 
 def _index_ranges(indices) -> str:

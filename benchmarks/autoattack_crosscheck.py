@@ -40,8 +40,6 @@ import argparse
 import importlib
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
@@ -52,6 +50,7 @@ import numpy as np
 import optax
 
 from advinv_jax import attacks
+from advinv_jax import platform as advinv_platform
 from advinv_jax.config import default_config
 from advinv_jax.data import load_digits
 from advinv_jax.models import build_model
@@ -245,17 +244,6 @@ def agreement(ours_rob, ref_rob):
           "agreement": float(np.mean(ours_rob == ref_rob))}
 
 
-def cpu_name():
-  try:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-      if line.startswith("Model name:"):
-        return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
 def load_original(path):
   """The ``autoattack`` package of the original code at ``path``."""
   if not os.path.isfile(os.path.join(path, "autoattack", "autoattack.py")):
@@ -313,7 +301,7 @@ def main():
     rows = [r for r in old.get("rows", [])
             if not (r["model"] in args.models and r["norm"] in args.norms
                     and r["seed"] in args.seeds and r["n"] == len(y))]
-  meta = {"cpu": cpu_name(), "cpus": os.cpu_count(),
+  meta = {"cpu": advinv_platform.cpu_model(), "cpus": os.cpu_count(),
           "train_steps": args.train_steps, "jax": jax.__version__,
           "torch": torch.__version__, "torch_threads": args.torch_threads}
   for name in args.models:

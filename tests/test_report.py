@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from advinv_jax import platform
 from advinv_jax.models import build_model
 from advinv_jax.config import default_config
 from advinv_jax.report import (_box_warning, consistency_warnings,
@@ -95,6 +96,7 @@ def check_common(report, workdir, cfg, report_inputs):
   assert CARD_KEYS <= set(card) and list(on_disk)[1] == "card"
   assert card["software"]["jax"] == jax.__version__
   assert card["software"]["device_count"] == jax.device_count()
+  assert card["software"]["host_cpu"] == platform.cpu_model()
   assert card["attacks"]["pgd_linf"]["steps"] == cfg.pgd_steps
   assert card["fingerprints"]["inputs_sha256"] == fingerprint(
       {"images": jnp.asarray(report_inputs[0])[:n],
@@ -449,7 +451,6 @@ def test_compilation_cache_folder_and_opt_out(tmp_path, monkeypatch):
   (the tests' cache stays in place), else the user cache folder under
   XDG_CACHE_HOME or the folder ADVINV_JAX_COMPILATION_CACHE names; 'off'
   turns it off."""
-  from advinv_jax import platform
   updates = []
   monkeypatch.setattr(platform.jax.config, "update",
                       lambda k, v: updates.append((k, v)))
