@@ -30,6 +30,12 @@ of candidates not run this time, already in that file, are kept)::
   python -m benchmarks.demo_metamers                       # every candidate
   python -m benchmarks.demo_metamers --candidates default,ce_nll
 
+"logit" candidates put RealNVP's logit input layer first
+(``model.firevnet.input_transform='logit'``, ``layers.LogitTransform``),
+with ``alpha`` from a stated widening of the box its inverse may reach:
+half a grey level of the digits' 17 levels (1/32: alpha 1/34), half an
+8-bit grey level (1/510: alpha 1/512), or RealNVP's 0.05 (1/18).
+
 "CE + likelihood" candidates run through the iCE objective with its
 nuisance term switched off (``loss.ice.nuisance_weight=0``,
 ``nuisance_steps=0``): the network's loss is then exactly
@@ -56,6 +62,38 @@ from configs import default as demo_config_file
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CE_NLL = {"loss.name": "ice", "loss.ice.nuisance_weight": 0.0,
            "loss.ice.nuisance_steps": 0}
+# The logit input layer (layers.LogitTransform) with alpha from the widening
+# of the box its inverse may reach: half a grey level of the digits' 17
+# levels (1/32: alpha 1/34), half an 8-bit grey level (1/510: alpha 1/512),
+# or RealNVP's alpha 0.05 (widening 1/18).
+_LOGIT_ALPHAS = {"": 1 / 34, "_8bit": 1 / 512, "_a0.05": 0.05}
+_ALPHA_NAMES = {"": ("alpha 1/34", "box widened by 1/32, half a digit grey "
+                    "level"),
+                "_8bit": ("alpha 1/512", "widened by 1/510, half an 8-bit "
+                          "grey level"),
+                "_a0.05": ("alpha 0.05", "RealNVP's; widened by 1/18")}
+
+
+def _logit(tag):
+  return {"model.firevnet.input_transform": "logit",
+          "model.firevnet.input_alpha": _LOGIT_ALPHAS[tag]}
+
+
+def _logit_candidates():
+  """The logit input alone, with label smoothing 0.1 / 0.5 and with the
+  flow's NLL, for each alpha."""
+  out = {}
+  for tag, (alpha, why) in _ALPHA_NAMES.items():
+    base = _logit(tag)
+    out[f"logit{tag}"] = (f"logit input, {alpha} ({why})", base)
+    for eps in (0.1, 0.5):
+      name = f"logit{tag}_smooth" + ("" if eps == 0.1 else "0.5")
+      out[name] = (f"logit input {alpha}, label smoothing {eps}",
+                   dict(base, **{"loss.label_smoothing": eps}))
+    out[f"logit{tag}_ce_nll"] = (f"logit input {alpha}, + NLL (factorial)",
+                                 dict(_CE_NLL, **base))
+  return out
+
 
 # name: (what it changes, {dotted config field: value}) on configs/default.py.
 CANDIDATES = {
@@ -110,6 +148,7 @@ CANDIDATES = {
     "affine_exp_tanh": ("affine couplings, exp(tanh) scale in [1/e, e]",
                         {"model.firevnet.coupling": "affine",
                          "model.firevnet.affine_scale": "exp_tanh"}),
+    **_logit_candidates(),
 }
 NUM_PAIRS = 256
 HALF_GREY_LEVEL = 0.5 / 255
@@ -203,6 +242,10 @@ def _pct(v):
   return "—" if v is None else f"{100 * v:.1f}"
 
 
+def _overshoot(v):
+  return f"{v:.2f}" if v >= 0.1 else f"{v:.3f}"
+
+
 def table(rows):
   lines = ["| candidate | test acc % | valid % | max logit drift | in bounds % "
            "(±½ grey level) | max overshoot | oracle: B / A / other % | "
@@ -218,7 +261,7 @@ def table(rows):
         f"{'inf/nan' if drift is None else f'{drift:.1e}'} | "
         f"{_pct(r['in_bounds_share'])} "
         f"({_pct(r['in_bounds_share_half_grey_level'])}) | "
-        f"{r['overshoot_max']:.2f} | "
+        f"{_overshoot(r['overshoot_max'])} | "
         f"{_pct(r['oracle_as_nuisance_source'])} / "
         f"{_pct(r['oracle_as_logits_source'])} / "
         f"{_pct(r['oracle_as_other'])} | {r['train_seconds']:.0f} |")
