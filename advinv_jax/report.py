@@ -926,27 +926,9 @@ def _invariance_section(model, params, x, y, cfg, rng, bounds, nuisance_data,
       "seconds": time.perf_counter() - t}
 
   warns = []
-  fixed = int(getattr(model, "zero_channels", 0))
   share = summary["valid_share"] or 0.0
   if share < float(cfg["metamer_min_valid"]):
-    if isinstance(getattr(getattr(model, "base", model), "pre", None),
-                  LogitTransform):
-      cause = ("The model's logit input layer (model.firevnet."
-               "input_transform='logit') pins the pixels its flow sends "
-               "beyond the box at the box's widened edge, where float32 no "
-               "longer inverts them")
-      fix = ""
-    elif fixed:
-      cause = (f"The model's {fixed} fixed input channels (model.firevnet."
-               "zero_channels) make it map images onto a part of the latent "
-               "space only: merge(z_s(A), z_n(B)) has no exact preimage "
-               "image, and the metamers shown (the image channels of the "
-               "flow's preimage) are not classified as A")
-      fix = ""
-    else:
-      cause = ("The model's inverse is unstable off the data (exploding "
-               "inverse)")
-      fix = "Use additive coupling or a bounded affine scale "
+    cause, fix = _invalid_metamer_cause(model)
     warns.append(
         f"METAMERS INVALID: only {100 * share:.1f}% of {summary['num']} "
         f"metamers are valid (logits and nuisance round-trip within "
@@ -957,6 +939,24 @@ def _invariance_section(model, params, x, y, cfg, rng, bounds, nuisance_data,
   return out, warns, images
 
 
+
+
+def _invalid_metamer_cause(model):
+  """``(cause, fix)`` of the METAMERS INVALID warning for ``model``."""
+  fixed = int(getattr(model, "zero_channels", 0))
+  if isinstance(getattr(getattr(model, "base", model), "pre", None),
+                LogitTransform):
+    return ("The model's logit input layer (model.firevnet.input_transform="
+            "'logit') pins the pixels its flow sends beyond the box at the "
+            "box's widened edge, where float32 no longer inverts them", "")
+  if fixed:
+    return (f"The model's {fixed} fixed input channels (model.firevnet."
+            "zero_channels) make it map images onto a part of the latent "
+            "space only: merge(z_s(A), z_n(B)) has no exact preimage "
+            "image, and the metamers shown (the image channels of the "
+            "flow's preimage) are not classified as A", "")
+  return ("The model's inverse is unstable off the data (exploding "
+          "inverse)", "Use additive coupling or a bounded affine scale ")
 
 
 def _box_warning(summary, cfg, bounds):

@@ -16,8 +16,9 @@ import pytest
 from advinv_jax import platform
 from advinv_jax.models import build_model
 from advinv_jax.config import default_config
-from advinv_jax.report import (_box_warning, consistency_warnings,
-                               fingerprint, logits_report, robustness_report,
+from advinv_jax.report import (_box_warning, _invalid_metamer_cause,
+                               consistency_warnings, fingerprint,
+                               logits_report, robustness_report,
                                wilson_interval)
 from test_attacks import OrthoFlat   # tests/ is on sys.path (rootdir mode)
 
@@ -255,6 +256,15 @@ def test_box_warning_states_the_share_inside_and_the_overshoot():
   for oob, over in ((0.0, 0.2), (0.06, 0.0), (0.0, None)):
     assert len(_box_warning({"out_of_bounds_share": oob,
                              "overshoot_max": over}, cfg, box)) == 1
+
+
+def test_invalid_metamer_warning_names_the_logit_input():
+  model = default_config().model
+  plain = build_model(model, SHAPE, 10)
+  model.firevnet.input_transform = "logit"
+  logit = build_model(model, SHAPE, 10)
+  assert "exploding inverse" in _invalid_metamer_cause(plain)[0]
+  assert "input_transform='logit'" in _invalid_metamer_cause(logit)[0]
 
 
 def test_write_atomic_leaves_no_partial_file(tmp_path, monkeypatch):
