@@ -16,10 +16,6 @@ LONG_FUNCTIONS = {
         "every section of the report page (card, headline, AutoAttack, PGD, "
         "minimal perturbations, invariance) built in reading order; owned "
         "by the report pages, not split here"),
-    "advinv_jax/report.py:_invariance_section": (
-        "the invariance part of the report (metamers, interpolation, the "
-        "nuisance probe); owned by the report's invariance part "
-        "(_report_invariance.py), not split here"),
 }
 
 
