@@ -28,7 +28,8 @@ hook on the output, of every backward. Writes the JSON after every row::
       --models firevnet --n 128 --eps-linf 0.04 --eps-l2 0.4
 
 Models: ``mlp`` (256-256), ``cnn`` (32-64-64 / 128) and ``firevnet`` (the
-demo's fiRevNet, 3 levels x 4 additive couplings, width 32; the PyTorch
+schema's fiRevNet, 3 levels x 4 additive couplings, width 32: the demo's
+layout without its logit input layer, which the port lacks; the PyTorch
 sides attack our port ``benchmarks/_torch_firevnet.py``). Needs torch and
 torchattacks (``benchmarks/requirements-peers.txt``). PyTorch runs with
 ``--torch-threads`` (default 1: on cores shared with other work its
@@ -61,8 +62,8 @@ EPS = {"linf": 0.08, "l2": 0.6}
 MODELS = {"cnn": {"name": "cnn", "cnn": {"features": (32, 64, 64),
                                          "hidden": (128,)}},
           "mlp": {"name": "mlp", "mlp": {"hidden": (256, 256)}},
-          # the demo's model (configs/default.py): 3 levels x 4 additive
-          # couplings, width 32; the PyTorch sides run our port of it
+          # the schema's fiRevNet: 3 levels x 4 additive couplings, width
+          # 32 (the demo's without its logit input); PyTorch runs our port
           "firevnet": None}
 # The original's member attack objects -> AutoAttack's member names.
 STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
