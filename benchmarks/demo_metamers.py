@@ -46,8 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import tempfile
 
 import jax
@@ -55,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from advinv_jax import invariance as I
+from advinv_jax import platform as advinv_platform
 from advinv_jax.config import default_config
 from benchmarks.metamer_validity import train_with_test_split
 from configs import default as demo_config_file
@@ -268,18 +267,6 @@ def table(rows):
   return "\n".join(lines)
 
 
-def _cpu():
-  try:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True,
-                         check=False).stdout
-    for line in out.splitlines():
-      if line.startswith("Model name"):
-        return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--candidates", default=",".join(CANDIDATES),
@@ -312,8 +299,8 @@ def main():
       rows.append(row)
       print(json.dumps(rows[-1]), flush=True)
       with open(args.out, "w") as f:     # after every candidate
-        json.dump({"cpu": _cpu(), "cores": os.cpu_count(),
-                   "jax": jax.__version__, "num_pairs": NUM_PAIRS,
+        json.dump({"cpu": advinv_platform.cpu_model(),
+                   "cores": os.cpu_count(), "jax": jax.__version__, "num_pairs": NUM_PAIRS,
                    "rows": rows}, f, indent=1)
   print()
   print(table(sorted(rows, key=lambda r: list(CANDIDATES).index(
