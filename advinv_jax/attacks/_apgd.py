@@ -152,7 +152,6 @@ def apgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
                  keyed=eot_iter > 1)
   logits_fn, y, eps, bounds, loop = p.logits_fn, p.y, p.eps, p.bounds, p.loop
   invalid = p.invalid
-  b = x.shape[0]
 
   # Rows ordered [restart, target, example].
   if target is not None:
@@ -173,12 +172,8 @@ def apgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
       logits_fn, x0, y0, tgt, eps_r, norm=norm, loss=loss, steps=int(steps),
       rho=float(rho), momentum=float(momentum), eot_iter=int(eot_iter),
       bounds=bounds, loop=loop, rng=rng)
-  if reps > 1:
-    x_adv, success, bad = C.best_of_rows(x_adv, success, obj, bad, reps, b)
-  return C.flag_invalid(C.AttackResult(
-      x_adv=x_adv, success=success,
-      perturbation_norm=C.batch_norm(x_adv - x, norm), bad_grad_steps=bad),
-                        x, invalid)
+  return C.best_restart_result(x, x_adv, success, obj, bad, reps, norm,
+                               invalid)
 
 
 def _surface_start(key: Array, x0: Array, eps, norm: str) -> Array:

@@ -545,6 +545,22 @@ def best_of_rows(x_adv: Array, success: Array, score: Array, bad: Array,
   return x_adv, any_succ, jnp.sum(bad.reshape(reps, b), axis=0)
 
 
+def best_restart_result(x: Array, x_adv: Array, success: Array,
+                        score: Array, bad: Array, reps: int, norm: str,
+                        invalid: Array) -> "AttackResult":
+  """The result of a fixed-budget attack run as ``reps`` rows per example
+  (``[rep, example]``, :func:`best_of_rows`): per example the best row,
+  its ``norm`` distance to ``x f32[B, ...]``, invalid rows flagged
+  (:func:`flag_invalid`)."""
+  if reps > 1:
+    x_adv, success, bad = best_of_rows(x_adv, success, score, bad, reps,
+                                       x.shape[0])
+  return flag_invalid(AttackResult(
+      x_adv=x_adv, success=success,
+      perturbation_norm=batch_norm(x_adv - x, norm), bad_grad_steps=bad),
+                      x, invalid)
+
+
 def as_bounds(bounds) -> Optional[Tuple[float, float]]:
   if bounds is None:
     return None

@@ -82,7 +82,6 @@ def pgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps, norm: str = "linf",
                  loss=loss, loop=loop, steps=steps, restarts=restarts,
                  step_size=step_size, rel_step_size=rel_step_size)
   logits_fn, y, eps, bounds, loop = p.logits_fn, p.y, p.eps, p.bounds, p.loop
-  b = x.shape[0]
   clean, invalid = p.clean, p.invalid
   n_t = min(int(num_targets), p.num_classes - 1)
   reps = restarts * max(1, n_t)
@@ -137,12 +136,8 @@ def pgd(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps, norm: str = "linf",
   _, (obj, logits) = objective(x_cur)
   x_adv, success, obj = update_best(best, x_cur, obj, logits)
 
-  if reps > 1:
-    x_adv, success, bad = C.best_of_rows(x_adv, success, obj, bad, reps, b)
-  return C.flag_invalid(C.AttackResult(
-      x_adv=x_adv, success=success,
-      perturbation_norm=C.batch_norm(x_adv - x, norm), bad_grad_steps=bad),
-                        x, invalid)
+  return C.best_restart_result(x, x_adv, success, obj, bad, reps, norm,
+                               invalid)
 
 
 def fgsm(logits_fn: C.LogitsFn, x: Array, y: Array, *, eps,
