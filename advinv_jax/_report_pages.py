@@ -344,13 +344,28 @@ def _aa_log_table(aa) -> List[Any]:
 
 
 def _sections(report) -> List[Tuple[str, List[Any]]]:
-  """``[(title, [paragraph str | table dict | ('figure', file)])]``."""
+  """``[(title, [paragraph str | table dict | ('figure', file)])]``, in
+  reading order."""
+  return [sec for part in (_card_section, _headline_section,
+                           _autoattack_sections, _pgd_section,
+                           _minimal_section, _invariance_sections)
+          for sec in part(report)]
+
+
+def _card_section(report) -> List[Tuple[str, List[Any]]]:
+  """The reproducibility card (when the report has one)."""
   out = []
   if report.get("card"):
     out.append(("Reproducibility card", [
         _table(["item", "value"], _card_rows(report["card"])),
         "The full config is in report.json (card.config); accuracies are "
         "given with their Wilson 95% intervals [low, high]."]))
+  return out
+
+
+def _headline_section(report) -> List[Tuple[str, List[Any]]]:
+  """The headline: the strongest attack's robust accuracy."""
+  out = []
   h = report["headline"] or {}
   if h.get("source"):
     s = h["settings"]
@@ -367,6 +382,12 @@ def _sections(report) -> List[Tuple[str, List[Any]]]:
     if h.get("pgd_robust_accuracy") is not None:
       line += f" PGD on the same inputs: {_pct(h['pgd_robust_accuracy'])}."
     out.append(("Headline", [line]))
+  return out
+
+
+def _autoattack_sections(report) -> List[Tuple[str, List[Any]]]:
+  """AutoAttack's table and, when recorded, its log."""
+  out = []
   aa_rows, aa_logs = [], []
   for norm, aa in report.get("autoattack", {}).items():
     for k, eps in enumerate(aa["eps"]):
@@ -390,6 +411,12 @@ def _sections(report) -> List[Tuple[str, List[Any]]]:
         ("figure", "autoattack_per_attack.png")]))
     if aa_logs:
       out.append(("AutoAttack log", aa_logs))
+  return out
+
+
+def _pgd_section(report) -> List[Tuple[str, List[Any]]]:
+  """The PGD sweep: robust accuracy vs eps."""
+  out = []
   pgd_rows = []
   for norm, sec in report["pgd"].items():
     for k, eps in enumerate(sec["eps"]):
@@ -411,6 +438,12 @@ def _sections(report) -> List[Tuple[str, List[Any]]]:
       "with its 95% band, AutoAttack's points with their intervals, and the "
       "DeepFool curve (the share of inputs whose minimal perturbation "
       "exceeds eps: an upper bound that PGD should not exceed)."]))
+  return out
+
+
+def _minimal_section(report) -> List[Tuple[str, List[Any]]]:
+  """DeepFool's and FMN's minimal perturbations."""
+  out = []
   min_rows = []
   for name in ("deepfool", "fmn"):
     for norm, sec in report.get(name, {}).items():
@@ -428,6 +461,12 @@ def _sections(report) -> List[Tuple[str, List[Any]]]:
               "found (of correct)", "median (all, not found = inf)"],
              min_rows),
       ("figure", "minimal_perturbations.png")]))
+  return out
+
+
+def _invariance_sections(report) -> List[Tuple[str, List[Any]]]:
+  """Metamers, the nuisance classifier and the invariance search."""
+  out = []
   inv = report.get("invariance")
   if inv:
     v = inv["metamer_validity"]
@@ -469,7 +508,6 @@ def _sections(report) -> List[Tuple[str, List[Any]]]:
     out.append(("Invariance vs sensitivity (any model)",
                 _search_section(report["invariance_search"])))
   return out
-
 
 def _oracle_text(j, oracle) -> str:
   """The oracle's reading of metamers (its summary ``j``), one paragraph."""

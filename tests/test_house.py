@@ -11,12 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_LINES = 100
 
 # "path:function" -> why it may stay longer than MAX_LINES.
-LONG_FUNCTIONS = {
-    "advinv_jax/_report_pages.py:_sections": (
-        "every section of the report page (card, headline, AutoAttack, PGD, "
-        "minimal perturbations, invariance) built in reading order; owned "
-        "by the report pages, not split here"),
-}
+LONG_FUNCTIONS = {}
 
 
 def _functions():
