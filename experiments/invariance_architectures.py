@@ -23,10 +23,11 @@ on the training set and cached in ``<workdir>/oracle``.
 Scales: tiny (the bundled digits, a few training steps; minutes, most of it
 compilation), cpu (MNIST padded to 32x32: the fiRevNets at
 configs/mnist.py's cpu scale, 3 levels x 4 additive steps, width 32; the MLP
-256-256 and the CNN 32-64-64; 2 epochs each unless overridden; the run in
-docs/results.md trained 300 steps each, --config.train.num_epochs=0
---config.train.num_steps=300, and cost 21-32 min per model on 2 shared
-cores, most of it the oracle's training and the attacks).
+256-256 and the CNN 32-64-64; 2 epochs each unless overridden; 128 test
+pairs; AutoAttack as published, version='standard'). The cpu run in
+docs/results.md cost 37 min for the four models on 2 shared cores, 1.8 to
+17.6 min per model (training + evaluation; the CNN's training the most),
+with both oracles loaded from the cache (training them adds minutes).
 """
 from __future__ import annotations
 
@@ -50,21 +51,22 @@ _NUM_PAIRS = flags.DEFINE_integer(
 MODELS = ("mlp", "cnn", "firevnet_ce", "firevnet_ice")
 INF = float("inf")
 # Per scale: test pairs, invariance attack steps (projected Adam, lr 0.03
-# on pixels), eps of both attacks, the oracle's training, AutoAttack's
-# members (APGD-CE, APGD-T, FMN-T, Square at cpu) with reduced budgets.
+# on pixels), eps of both attacks, the oracle's training, AutoAttack (at cpu
+# as published: version='standard', APGD-CE, APGD-T, FAB-T, Square at the
+# authors' budgets).
 SETTINGS = {
     "tiny": dict(num_pairs=4, steps=20, linf_eps=(0.1,), l2_eps=(),
                  oracle_steps=30, oracle_train=512,
                  autoattack=dict(version="custom", attacks=("apgd-ce",),
                                  steps=3)),
-    "cpu": dict(num_pairs=16, steps=500, linf_eps=(0.1,), l2_eps=(),
+    "cpu": dict(num_pairs=128, steps=500, linf_eps=(0.1,), l2_eps=(),
                 oracle_steps=1000, oracle_train=60000,
-                autoattack=dict(version="custom",
-                                attacks=("apgd-ce", "apgd-t", "fmn-t",
-                                         "square"),
-                                steps=50, num_targets=3, queries=300,
-                                fmn_steps=50)),
+                autoattack=dict(version="standard")),
 }
+# AutoAttack's published members and budgets (``attacks.autoattack``'s
+# defaults), named in the table's notes.
+_STANDARD = ("version=standard: APGD-CE (100 steps), APGD-T (9 targets x 100 "
+             "steps), FAB-T (9 targets x 100 steps), Square (5000 queries)")
 
 
 def configs(scale):
@@ -138,6 +140,8 @@ def evaluate(model, params, ds, settings, workdir):
       res = A.autoattack(logits_fn, xb, yb, eps=e, norm=norm, bounds=bounds,
                          rng=jax.random.PRNGKey(k), **settings["autoattack"])
       ra.append(float(res.robust_accuracy))
+      out.setdefault("autoattack_log", {})[f"{norm} {e:g}"] = (
+          A.autoattack_log(res))
     inv = I.invariance_rate(logits_fn, oracle.logits, xa, xb, yb,
                             eps + ((INF,) if norm == "l2" else ()),
                             norm=norm, **kw)      # l2 ends with the box only
@@ -159,6 +163,21 @@ def evaluate(model, params, ds, settings, workdir):
   return out
 
 
+def _aa_members(aa) -> str:
+  """AutoAttack's members and budgets as run (the settings' dict)."""
+  if aa.get("version") == "standard" and len(aa) == 1:
+    return _STANDARD
+  return ", ".join(f"{k}={v}" for k, v in aa.items())
+
+
+def _with_ci(rate, n) -> str:
+  """``rate`` in % with its Wilson 95% interval on ``n`` trials."""
+  # pylint: disable-next=g-import-not-at-top  (after the flags parse)
+  from advinv_jax.report import wilson_interval
+  lo, hi = wilson_interval(int(round(rate * n)), int(n))
+  return f"{100 * rate:.0f} [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
 def _write_table(workdir, scale, s, rows, data):
   """results.md / results.json of the models done so far."""
   header = (["model", "test err %", "oracle"]
@@ -171,14 +190,13 @@ def _write_table(workdir, scale, s, rows, data):
       workdir, f"invariance_architectures (scale={scale})", header, rows,
       data,
       notes=f"{s['num_pairs']} test pairs (A, B) of different classes per "
-            "model. AA: AutoAttack (members "
-            + ", ".join(f"{k}={v}" for k, v in s["autoattack"].items()
-                        if k != "version")
-            + ") on the B images. Invariance: an x within eps of B "
-            f"(projected Adam, {s['steps']} steps) whose logits match A's "
-            "within 1e-2 (relative l2) and that the oracle still reads as "
-            "B's class. The oracle: a CNN for the MLP and the fiRevNets, an "
-            "MLP for the CNN, trained on the training set, never attacked.")
+            "model; rates in % with Wilson 95% intervals [low, high]. AA: "
+            f"AutoAttack ({_aa_members(s['autoattack'])}) on the B images. "
+            "Invariance: an x within eps of B (projected Adam, "
+            f"{s['steps']} steps) whose logits match A's within 1e-2 "
+            "(relative l2) and that the oracle still reads as B's class. "
+            "The oracle: a CNN for the MLP and the fiRevNets, an MLP for the "
+            "CNN, trained on the training set, never attacked.")
 
 
 def run(scale: str, workdir: str, overrides=None, models=(),
@@ -208,20 +226,22 @@ def run(scale: str, workdir: str, overrides=None, models=(),
     data[name] = r
     lin, l2 = r["linf"], r["l2"]
     an = r.get("analytic_metamers")
+    n = r["num_pairs"]
     rows.append(
         [name, C.fmt(r["test_error"], pct=True), r["oracle"]["architecture"]]
-        + [f"{C.fmt(a, pct=True, digits=0)} / {C.fmt(i, pct=True, digits=0)}"
+        + [f"{_with_ci(a, n)} / {_with_ci(i, n)}"
            for a, i in zip(lin["robust_accuracy"], lin["invariance_rate"])]
-        + [f"{C.fmt(a, pct=True, digits=0)} / {C.fmt(i, pct=True, digits=0)}"
+        + [f"{_with_ci(a, n)} / {_with_ci(i, n)}"
            for a, i in zip(l2["robust_accuracy"], l2["invariance_rate"])]
-        + [C.fmt(l2["invariance_rate"][-1], pct=True, digits=0),
-           C.fmt(l2["matched"][-1], pct=True, digits=0),
+        + [_with_ci(l2["invariance_rate"][-1], n),
+           _with_ci(l2["matched"][-1], n),
            "/".join(C.fmt(r["box_metamers"][k], pct=True, digits=0) for k in
                     ("as_nuisance_source", "as_logits_source", "as_other")),
            "n/a" if an is None else
            "/".join(C.fmt(an[k], pct=True, digits=0) for k in
                     ("as_nuisance_source", "as_logits_source", "as_other"))
-           + f" ({C.fmt(an['in_bounds_share'], pct=True, digits=0)} in box)",
+           + f" ({C.fmt(an['in_bounds_share'], pct=True, digits=0)} in box,"
+           f" overshoot {an['overshoot_max']:.2g})",
            f"{(r['train_seconds'] + r['eval_seconds']) / 60:.1f} min"])
     _write_table(workdir, scale, settings, rows, data)  # each model as it ends
   return data
