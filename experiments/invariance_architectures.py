@@ -12,7 +12,9 @@ For each model, on the same test pairs (A, B) of different classes:
   started at B, Feather et al. 2023);
 * what the box-only metamers look like to the oracle (B's class, A's, or
   another), and for the fiRevNets what the analytic metamers
-  F^-1(z_s(A), z_n(B)) look like, with their in-bounds share.
+  F^-1(z_s(A), z_n(B)) look like, with their in-bounds share and largest
+  overshoot; with ``--second_oracle``, also to the oracle of the other
+  architecture (how much the judgement depends on the judge).
 
 The oracle is a classifier of another architecture than the model under
 test (a CNN for the MLP and the fiRevNets, an MLP for the CNN), trained once
@@ -27,7 +29,8 @@ configs/mnist.py's cpu scale, 3 levels x 4 additive steps, width 32; the MLP
 pairs; AutoAttack as published, version='standard'). The cpu run in
 docs/results.md cost 37 min for the four models on 2 shared cores, 1.8 to
 17.6 min per model (training + evaluation; the CNN's training the most),
-with both oracles loaded from the cache (training them adds minutes).
+with both oracles loaded from the cache (training them adds minutes);
+``--second_oracle`` on the trained checkpoints re-evaluated them in 9 min.
 """
 from __future__ import annotations
 
@@ -47,6 +50,11 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdirs/invariance_architectures",
 _MODELS = C.define_losses_flag()      # --losses=mlp,firevnet_ice: a subset
 _NUM_PAIRS = flags.DEFINE_integer(
     "num_pairs", 0, "test pairs (A, B) per model (0: the scale's default)")
+_SECOND_ORACLE = flags.DEFINE_bool(
+    "second_oracle", False,
+    "also judge the metamers by the oracle of the other architecture (the "
+    "MLP's and the fiRevNets' by an MLP oracle, the CNN's by a CNN one): how "
+    "much the judgement depends on the judge")
 
 MODELS = ("mlp", "cnn", "firevnet_ce", "firevnet_ice")
 INF = float("inf")
@@ -109,8 +117,13 @@ def _oracle(ds, architecture, settings, workdir):
                         y_test=te["label"], steps=settings["oracle_steps"])
 
 
+OTHER = {"cnn": "mlp", "mlp": "cnn"}
+
+
 def evaluate(model, params, ds, settings, workdir):
-  """Both attacks and the oracle's judgement on one trained model."""
+  """Both attacks and the oracle's judgement on one trained model (with
+  ``settings['second_oracle']``, also the other oracle's judgement of the
+  metamers, as ``*_second_oracle``)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from advinv_jax import attacks as A  # pylint: disable=g-import-not-at-top
@@ -149,17 +162,28 @@ def evaluate(model, params, ds, settings, workdir):
     out[norm] = dict(inv, robust_accuracy=ra)
   # The box-only search (the last l2 entry, eps = inf): model metamers of A
   # started at B; what do they look like?
-  j = I.judge_metamers(oracle.logits, x_box, xa, xb, ya, yb, bounds=bounds)
-  out["box_metamers"] = I.summarize_judgement(j)
+  judges = {"": oracle}
+  if settings.get("second_oracle"):
+    second = _oracle(ds, OTHER[oracle.architecture], settings, workdir)
+    judges["_second_oracle"] = second
+    out["second_oracle"] = {"architecture": second.architecture,
+                            "test_accuracy": second.test_accuracy,
+                            "loaded": second.loaded}
+
+  def judge(orc, xm):
+    return I.summarize_judgement(
+        I.judge_metamers(orc.logits, xm, xa, xb, ya, yb, bounds=bounds))
+
+  for suffix, orc in judges.items():
+    out["box_metamers" + suffix] = judge(orc, x_box)
   if getattr(model, "invertible", False):
     z = I.metamer_latent(model, params, xa, xb)
     met = model.inverse(params, z)
     v = I.summarize_validity(I.metamer_validity(model, params, met, z,
                                                 bounds=bounds))
-    out["analytic_metamers"] = dict(
-        I.summarize_judgement(I.judge_metamers(oracle.logits, met, xa, xb,
-                                               ya, yb, bounds=bounds)),
-        valid_share=v["valid_share"])
+    for suffix, orc in judges.items():
+      out["analytic_metamers" + suffix] = dict(judge(orc, met),
+                                               valid_share=v["valid_share"])
   return out
 
 
@@ -185,7 +209,10 @@ def _write_table(workdir, scale, s, rows, data):
             + [f"l2 {e:g}: AA robust / invariance %" for e in s["l2_eps"]]
             + ["invariance % (box only)", "logits matched % (box only)",
                "box metamers read as B/A/other %",
-               "analytic metamers read as B/A/other %", "cost"])
+               "analytic metamers read as B/A/other %"]
+            + (["second oracle", "box / analytic metamers read as B/A/other "
+                "% by it"] if s.get("second_oracle") else [])
+            + ["cost"])
   C.write_results(
       workdir, f"invariance_architectures (scale={scale})", header, rows,
       data,
@@ -199,8 +226,15 @@ def _write_table(workdir, scale, s, rows, data):
             "CNN, trained on the training set, never attacked.")
 
 
+def _shares(j) -> str:
+  """B/A/other shares (%) of a judgement summary; n/a for None."""
+  return "n/a" if j is None else "/".join(
+      C.fmt(j[k], pct=True, digits=0)
+      for k in ("as_nuisance_source", "as_logits_source", "as_other"))
+
+
 def run(scale: str, workdir: str, overrides=None, models=(),
-        num_pairs: int = 0):
+        num_pairs: int = 0, second_oracle: bool = False):
   # pylint: disable=g-import-not-at-top,unused-import  (all loaded up front)
   from advinv_jax import attacks, invariance  # noqa: F401
   from advinv_jax.train import load_trained
@@ -208,6 +242,8 @@ def run(scale: str, workdir: str, overrides=None, models=(),
   settings = dict(SETTINGS[scale])
   if num_pairs:
     settings["num_pairs"] = int(num_pairs)
+  if second_oracle:
+    settings["second_oracle"] = True
   overrides = dict(overrides or {})
   data = {"scale": scale, "overrides": dict(overrides),
           "models": list(models),
@@ -235,19 +271,21 @@ def run(scale: str, workdir: str, overrides=None, models=(),
            for a, i in zip(l2["robust_accuracy"], l2["invariance_rate"])]
         + [_with_ci(l2["invariance_rate"][-1], n),
            _with_ci(l2["matched"][-1], n),
-           "/".join(C.fmt(r["box_metamers"][k], pct=True, digits=0) for k in
-                    ("as_nuisance_source", "as_logits_source", "as_other")),
-           "n/a" if an is None else
-           "/".join(C.fmt(an[k], pct=True, digits=0) for k in
-                    ("as_nuisance_source", "as_logits_source", "as_other"))
+           _shares(r["box_metamers"]),
+           "n/a" if an is None else _shares(an)
            + f" ({C.fmt(an['in_bounds_share'], pct=True, digits=0)} in box,"
-           f" overshoot {an['overshoot_max']:.2g})",
-           f"{(r['train_seconds'] + r['eval_seconds']) / 60:.1f} min"])
+           f" overshoot {an['overshoot_max']:.2g})"]
+        + ([r["second_oracle"]["architecture"],
+            f"{_shares(r['box_metamers_second_oracle'])} / "
+            f"{_shares(r.get('analytic_metamers_second_oracle'))}"]
+           if second_oracle else [])
+        + [f"{(r['train_seconds'] + r['eval_seconds']) / 60:.1f} min"])
     _write_table(workdir, scale, settings, rows, data)  # each model as it ends
   return data
 
 
-main = C.scale_main(run, _SCALE, _WORKDIR, _MODELS, _NUM_PAIRS)
+main = C.scale_main(run, _SCALE, _WORKDIR, _MODELS, _NUM_PAIRS,
+                    _SECOND_ORACLE)
 
 
 if __name__ == "__main__":
