@@ -1,20 +1,31 @@
 """Jacobsen et al.'s experiment scripts run end to end at the tiny scale
 (bundled digits) and their results hold the properties the experiment is
-about; every script's command line (overrides, one-line errors).
-Nar et al.'s scripts and the report from a checkpoint:
-tests/test_experiments_nar.py."""
+about; the robustness report from a trained workdir's checkpoint; every
+script's command line (overrides, one-line errors).
+Nar et al.'s scripts: tests/test_experiments_nar.py."""
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from tests._helpers import ROOT, run_experiment as _run
+from tests._helpers import ROOT, run_experiment as _run, subprocess_env
 
 
-def test_invariance_mnist_tiny(tmp_path):
+@pytest.fixture(scope="module")
+def ice_run(tmp_path_factory):
+  """invariance_mnist at the tiny scale, iCE only: ``(results, workdir)``.
+
+  Trained once per module: its iCE workdir (a fiRevNet checkpoint) is also
+  the run the report-from-checkpoint test reports on."""
+  wd = tmp_path_factory.mktemp("invariance_mnist")
+  return _run("invariance_mnist", wd, "--scale=tiny", "--losses=ice"), wd
+
+
+def test_invariance_mnist_tiny(ice_run):
   # iCE (the nuisance classifier's path); CE runs through test_shiftmnist_tiny.
-  res = _run("invariance_mnist", tmp_path, "--scale=tiny", "--losses=ice")
+  res, _ = ice_run
   assert "ce" not in res
   for loss in ("ice",):
     r = res[loss]
@@ -23,6 +34,30 @@ def test_invariance_mnist_tiny(tmp_path):
     assert r["metamer_valid_share"] == 1.0
     assert 0.0 <= r["zn_test_error"] <= 1.0
     assert os.path.exists(r["metamer_png"])
+
+
+def test_robustness_report_from_checkpoint(ice_run):
+  """experiments.robustness_report on a finished run's workdir: the report
+  of its checkpoint at --num_examples (the run's config says 32), with
+  valid metamers and AutoAttack's headline, written to report_test/."""
+  wd = ice_run[1] / "ice"
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.robustness_report",
+       f"--workdir={wd}", "--num_examples=16"],
+      cwd=ROOT, env=subprocess_env(1), capture_output=True, text=True,
+      timeout=600)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  with open(wd / "config.json") as f:
+    assert json.load(f)["report"]["num_examples"] != 16
+  with open(wd / "report_test" / "report.json") as f:
+    rep = json.load(f)
+  assert rep["num_examples"] == 16
+  assert rep["invariance"]["metamer_logit_max_abs_diff"] <= 1e-3
+  assert rep["invariance"]["metamer_validity"]["valid_share"] == 1.0
+  assert rep["headline"]["source"] == "autoattack"
+  for f in ("metamers.png", "report.html", "report.md"):
+    assert os.path.exists(wd / "report_test" / f)
+  assert "report_test/report.html" in proc.stdout
 
 
 def test_invariance_architectures_tiny(tmp_path):
