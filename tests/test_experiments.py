@@ -62,15 +62,27 @@ def test_robustness_report_from_checkpoint(ice_run):
 
 def test_invariance_architectures_tiny(tmp_path):
   """An MLP and a CNN-judged fiRevNet: one oracle per architecture, trained
-  for the first model and loaded for the second; the box-only search never
-  leaves the box; each rate is bounded by what it requires."""
+  for the first model and loaded for the second (the second oracle, an MLP,
+  too); the box-only search never leaves the box; each rate is bounded by
+  what it requires; both judges read the same metamers."""
   res = _run("invariance_architectures", tmp_path, "--scale=tiny",
-             "--losses=mlp,firevnet_ce")
+             "--losses=mlp,firevnet_ce", "--second_oracle")
   assert set(res) >= {"mlp", "firevnet_ce"} and "cnn" not in res
   mlp, rev = res["mlp"], res["firevnet_ce"]
   assert mlp["oracle"]["architecture"] == rev["oracle"]["architecture"] == "cnn"
   assert not mlp["oracle"]["loaded"] and rev["oracle"]["loaded"]
-  assert len(os.listdir(tmp_path / "oracle")) == 2   # its .msgpack, .json
+  assert (mlp["second_oracle"]["architecture"]
+          == rev["second_oracle"]["architecture"] == "mlp")
+  assert not mlp["second_oracle"]["loaded"] and rev["second_oracle"]["loaded"]
+  assert len(os.listdir(tmp_path / "oracle")) == 4   # .msgpack, .json each
+  for r, kinds in ((mlp, ("box",)), (rev, ("box", "analytic"))):
+    for kind in kinds:
+      one, two = r[f"{kind}_metamers"], r[f"{kind}_metamers_second_oracle"]
+      for key in ("in_bounds_share", "overshoot_max"):
+        assert one[key] == two[key]           # the same images
+      for j in (one, two):
+        assert abs(j["as_nuisance_source"] + j["as_logits_source"]
+                   + j["as_other"] - 1.0) < 1e-6
   for r in (mlp, rev):
     assert r["box_metamers"]["in_bounds_share"] == 1.0
     assert r["box_metamers"]["overshoot_max"] == 0.0
