@@ -27,7 +27,7 @@ class Run:
 
   def __init__(self, workdir: str):
     self.workdir = workdir
-    self.created = False
+    self.created = ()
     self._lock = WorkdirLock(workdir)
     self._signals = signals_raise()
 

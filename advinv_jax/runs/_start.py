@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from typing import Tuple
 
 import ml_collections
 import numpy as np
@@ -45,19 +46,42 @@ def check_values(config: ml_collections.ConfigDict) -> None:
                           f"(the default is {want!r}).")
 
 
-def check_workdir(workdir: str) -> bool:
+def _makedirs_tracked(path: str, created: list) -> None:
+  """``os.makedirs(path, exist_ok=True)`` that appends every folder it
+  creates to ``created`` (outermost first), so a refusal can remove them
+  all: on an over-long path ``makedirs`` fails only after creating the
+  parents that fit."""
+  missing, p = [], os.path.abspath(path)
+  while not os.path.isdir(p):
+    missing.append(p)
+    parent = os.path.dirname(p)
+    if parent == p:
+      break
+    p = parent
+  for d in reversed(missing):
+    try:
+      os.mkdir(d)
+    except FileExistsError:
+      if not os.path.isdir(d):
+        raise
+      continue
+    created.append(d)
+
+
+def check_workdir(workdir: str) -> Tuple[str, ...]:
   """Fails at start, in one line (:class:`WorkdirError`), on a workdir that
   cannot hold a run: an empty or over-long path, a file, unwritable, or
-  short of free space. Creates the folder; returns whether it was created
-  (a start that fails then removes it, :func:`remove_if_created`)."""
+  short of free space. Creates the folder; returns the folders it created,
+  outermost first (empty when it existed: a start that fails then removes
+  them, :func:`remove_if_created`). A refusal leaves none behind."""
   if not workdir:
     raise WorkdirError("the workdir is empty: pass --workdir=<a folder>.")
-  created = not os.path.isdir(workdir)
+  created = []
   try:
     if os.path.exists(workdir) and not os.path.isdir(workdir):
       raise WorkdirError(f"workdir {workdir!r} is a file, not a folder; pass "
                          "another --workdir.")
-    os.makedirs(workdir, exist_ok=True)
+    _makedirs_tracked(workdir, created)
     probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
     with open(probe, "w") as f:
       f.write("ok")
@@ -65,9 +89,11 @@ def check_workdir(workdir: str) -> bool:
   except WorkdirError:
     raise
   except OSError as e:
+    remove_if_created(workdir, tuple(created))
     raise WorkdirError(
         f"workdir {shorten(repr(workdir))} is not writable ({e.strerror}); "
         "pass a --workdir you can write to.") from e
+  created = tuple(created)
   free = shutil.disk_usage(workdir).free
   if free < MIN_FREE_BYTES:
     remove_if_created(workdir, created)
@@ -78,13 +104,17 @@ def check_workdir(workdir: str) -> bool:
   return created
 
 
-def remove_if_created(workdir: str, created: bool) -> None:
-  """Removes ``workdir`` if this start created it and it holds nothing but
-  what a refused start leaves (so a failed start leaves no trace)."""
+def remove_if_created(workdir: str, created) -> None:
+  """Removes what this start created, if it holds nothing but what a
+  refused start leaves (so a failed start leaves no trace): ``created`` is
+  :func:`check_workdir`'s folders (removed innermost first, each only if
+  empty), or a bool for ``workdir`` alone."""
   if not created:
     return
-  with contextlib.suppress(OSError):
-    os.rmdir(workdir)
+  folders = [workdir] if created is True else list(created)
+  for d in reversed(folders):
+    with contextlib.suppress(OSError):
+      os.rmdir(d)
 
 
 def clean_stale_staging(folder: str, everyone: bool = False) -> None:
