@@ -48,20 +48,18 @@ def _check_workdir(workdir: str) -> None:
                          "denied); run as its owner, or copy it.")
 
 
-def _prepare_out(out_dir: str, given: bool) -> bool:
-  """Creates ``out_dir`` and checks that it can be written (one line if not);
-  returns whether it was created."""
-  created = not os.path.isdir(out_dir)
+def _prepare_out(out_dir: str, given: bool):
+  """Creates ``out_dir`` and checks that it can be written (one line if not;
+  nothing left behind); returns the folders it created."""
+  # pylint: disable-next=g-import-not-at-top  (after the flags parse)
+  from advinv_jax.runs import make_writable_dir, shorten
   try:
-    os.makedirs(out_dir, exist_ok=True)
-    probe = os.path.join(out_dir, f".write_probe_{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
+    created = make_writable_dir(out_dir)
   except OSError as e:
     fix = ("pass another --out" if given else "the run folder is read-only: "
            "pass --out=<a folder you can write to>")
-    raise cli.UsageError(f"cannot write the report into {out_dir!r} "
+    raise cli.UsageError(f"cannot write the report into "
+                         f"{shorten(repr(out_dir))} "
                          f"({e.strerror}); {fix}.") from None
   return created
 
@@ -82,7 +80,7 @@ def run(workdir: str, split: str = "test", num_examples: int = 0,
   try:
     cfg, exp, state, extras = load_trained(workdir)
   except BaseException:
-    remove_if_created(out_dir, created)
+    remove_if_created(created)
     raise
   step, total = int(state.step), int(exp.total_steps)
   finished = step >= total and read_json_file(

@@ -382,7 +382,8 @@ def test_refusals_are_one_line_with_the_traceback_behind_debug(tmp_path):
 def test_run_refusals_are_one_line(tmp_path):
   """The refusals behind a run, as main prints them (``cli.one_line_error``):
   a 4,000-character path (leaving no folder behind), the batch size against
-  the devices, a report tool that cannot write into a run folder."""
+  the devices, a report tool that cannot write into a run folder or to an
+  over-long --out."""
   from experiments import robustness_report as tool
   long_path = str(tmp_path / ("d" * 250) / ("e" * 250)) * 8
   cfg = _small()
@@ -398,14 +399,17 @@ def test_run_refusals_are_one_line(tmp_path):
        "batch_size=30 is not divisible by the 4 devices"),
       (lambda: tool.run(str(run_dir)), "cannot write the report into .*"
        "read-only: pass --out="),
+      (lambda: tool.run(str(run_dir), out=long_path),
+       r"cannot write the report into .*\(File name too long\); pass "
+       "another --out"),
   ]:
     with pytest.raises(Exception) as e:
       call()
     line, code = cli.one_line_error(e.value)
     assert code in (1, 2) and "\n" not in line and len(line) < 600, line
     assert re.search(match, line), line
-  # The over-long path's refusal removed every folder it had created (its
-  # parents that fit), not only the last one.
+  # The over-long paths' refusals removed every folder they had created
+  # (the parents that fit), not only the last one.
   assert sorted(os.listdir(tmp_path)) == ["run"]
 
 

@@ -43,7 +43,8 @@ from advinv_jax.runs._signals import (SIGNAL_GRACE_S, Interrupted,
                                       RunInterrupted, StopOnSignal,
                                       signals_raise)
 from advinv_jax.runs._start import (check_values, check_workdir,
-                                    clean_stale_staging, remove_if_created)
+                                    clean_stale_staging, make_writable_dir,
+                                    remove_if_created)
 
 __all__ = [
     "CONFIG", "CheckpointMismatchError", "Checkpointer", "ConfigMismatchError",
@@ -53,7 +54,8 @@ __all__ = [
     "RunInterrupted", "SIGNAL_GRACE_S", "StopOnSignal", "WorkdirBusyError",
     "WorkdirError", "WorkdirLock", "check_values", "check_workdir",
     "clean_stale_staging", "commit_relaunch", "config_changes",
-    "disk_full_error", "holder_is_gone", "is_disk_full", "on_process_0",
+    "disk_full_error", "holder_is_gone", "is_disk_full", "make_writable_dir",
+    "on_process_0",
     "peer_done",
     "read_config_json", "read_history", "read_json_file", "record_history",
     "relaunch_plan", "remove_if_created", "shorten", "signals_raise",

@@ -49,7 +49,7 @@ class Run:
     try:
       self._lock.release()
       if exc is not None:
-        remove_if_created(self.workdir, self.created)  # empty: no trace
+        remove_if_created(self.created)  # empty: no trace
     finally:
       self._signals.__exit__(None, None, None)
 

@@ -46,11 +46,12 @@ def check_values(config: ml_collections.ConfigDict) -> None:
                           f"(the default is {want!r}).")
 
 
-def _makedirs_tracked(path: str, created: list) -> None:
-  """``os.makedirs(path, exist_ok=True)`` that appends every folder it
-  creates to ``created`` (outermost first), so a refusal can remove them
-  all: on an over-long path ``makedirs`` fails only after creating the
-  parents that fit."""
+def make_writable_dir(path: str) -> Tuple[str, ...]:
+  """Creates ``path`` (with its parents) and checks that a file can be
+  written there; returns the folders it created, outermost first (empty when
+  it existed). On failure it removes them all and re-raises the ``OSError``:
+  on an over-long path ``os.makedirs`` fails only after creating the parents
+  that fit, which would stay behind."""
   missing, p = [], os.path.abspath(path)
   while not os.path.isdir(p):
     missing.append(p)
@@ -58,14 +59,24 @@ def _makedirs_tracked(path: str, created: list) -> None:
     if parent == p:
       break
     p = parent
-  for d in reversed(missing):
-    try:
-      os.mkdir(d)
-    except FileExistsError:
-      if not os.path.isdir(d):
-        raise
-      continue
-    created.append(d)
+  created = []
+  try:
+    for d in reversed(missing):
+      try:
+        os.mkdir(d)
+      except FileExistsError:
+        if not os.path.isdir(d):
+          raise
+        continue
+      created.append(d)
+    probe = os.path.join(path, f".write_probe_{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError:
+    remove_if_created(tuple(created))
+    raise
+  return tuple(created)
 
 
 def check_workdir(workdir: str) -> Tuple[str, ...]:
@@ -76,27 +87,18 @@ def check_workdir(workdir: str) -> Tuple[str, ...]:
   them, :func:`remove_if_created`). A refusal leaves none behind."""
   if not workdir:
     raise WorkdirError("the workdir is empty: pass --workdir=<a folder>.")
-  created = []
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirError(f"workdir {workdir!r} is a file, not a folder; pass "
+                       "another --workdir.")
   try:
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-      raise WorkdirError(f"workdir {workdir!r} is a file, not a folder; pass "
-                         "another --workdir.")
-    _makedirs_tracked(workdir, created)
-    probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except WorkdirError:
-    raise
+    created = make_writable_dir(workdir)
   except OSError as e:
-    remove_if_created(workdir, tuple(created))
     raise WorkdirError(
         f"workdir {shorten(repr(workdir))} is not writable ({e.strerror}); "
         "pass a --workdir you can write to.") from e
-  created = tuple(created)
   free = shutil.disk_usage(workdir).free
   if free < MIN_FREE_BYTES:
-    remove_if_created(workdir, created)
+    remove_if_created(created)
     raise WorkdirError(
         f"workdir {workdir!r} has only {free / 2**20:.1f} MiB free; "
         f"checkpoints need at least {MIN_FREE_BYTES // 2**20} MiB. Free some "
@@ -104,15 +106,11 @@ def check_workdir(workdir: str) -> Tuple[str, ...]:
   return created
 
 
-def remove_if_created(workdir: str, created) -> None:
-  """Removes what this start created, if it holds nothing but what a
-  refused start leaves (so a failed start leaves no trace): ``created`` is
-  :func:`check_workdir`'s folders (removed innermost first, each only if
-  empty), or a bool for ``workdir`` alone."""
-  if not created:
-    return
-  folders = [workdir] if created is True else list(created)
-  for d in reversed(folders):
+def remove_if_created(created: Tuple[str, ...]) -> None:
+  """Removes the folders a start created (:func:`make_writable_dir`'s,
+  innermost first), each only if empty, so a failed start leaves no
+  trace."""
+  for d in reversed(created):
     with contextlib.suppress(OSError):
       os.rmdir(d)
 
